@@ -1,0 +1,129 @@
+//! Event ids: 12 bytes, given once at ingest, so a retried write can be recognised as a duplicate.
+//!
+//! Live events (socket, HTTP) get a MongoDB ObjectId: 4 bytes of seconds, 5 random bytes chosen
+//! once per process, a 3-byte counter. Ids from a tailed file are instead derived from where the
+//! line sits (file fingerprint and byte offset), so reading the same line again after a crash
+//! produces the same id and the store ignores it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub [u8; 12]);
+
+struct ObjectIdState {
+    process_unique: [u8; 5],
+    counter: AtomicU32,
+}
+
+fn state() -> &'static ObjectIdState {
+    static STATE: OnceLock<ObjectIdState> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let mut seed = [0u8; 8];
+        // Without the OS's randomness, fall back to the clock and pid: still unique per process.
+        if getrandom::fill(&mut seed).is_err() {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            seed = ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
+        }
+        ObjectIdState {
+            process_unique: [seed[0], seed[1], seed[2], seed[3], seed[4]],
+            counter: AtomicU32::new(u32::from_le_bytes([seed[5], seed[6], seed[7], 0])),
+        }
+    })
+}
+
+impl EventId {
+    /// A fresh ObjectId.
+    pub fn new() -> EventId {
+        let s = state();
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as u32;
+        let count = s.counter.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&secs.to_be_bytes());
+        b[4..9].copy_from_slice(&s.process_unique);
+        b[9..].copy_from_slice(&count.to_be_bytes()[1..]);
+        EventId(b)
+    }
+
+    /// A deterministic id for the line at `offset` in the file whose fingerprint is `fingerprint`.
+    /// FNV-1a over both, folded into 12 bytes: stable across restarts and releases.
+    pub fn derived(fingerprint: u64, offset: u64) -> EventId {
+        let mut input = [0u8; 16];
+        input[..8].copy_from_slice(&fingerprint.to_le_bytes());
+        input[8..].copy_from_slice(&offset.to_le_bytes());
+        let h1 = fnv1a(0xcbf2_9ce4_8422_2325, &input);
+        let h2 = fnv1a(h1 ^ 0x9e37_79b9_7f4a_7c15, &input);
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&h1.to_be_bytes());
+        b[8..].copy_from_slice(&h2.to_be_bytes()[..4]);
+        EventId(b)
+    }
+
+    pub fn bytes(&self) -> &[u8; 12] {
+        &self.0
+    }
+
+    pub fn write_hex(&self, out: &mut Vec<u8>) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for byte in self.0 {
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        }
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        EventId::new()
+    }
+}
+
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut v = Vec::with_capacity(24);
+        self.write_hex(&mut v);
+        f.write_str(std::str::from_utf8(&v).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EventId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn object_ids_are_distinct_and_ordered_within_a_second() {
+        let ids: Vec<EventId> = (0..10_000).map(|_| EventId::new()).collect();
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+        assert_eq!(ids[0].to_string().len(), 24);
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_spread() {
+        assert_eq!(EventId::derived(7, 100), EventId::derived(7, 100));
+        assert_ne!(EventId::derived(7, 100), EventId::derived(7, 101));
+        assert_ne!(EventId::derived(7, 100), EventId::derived(8, 100));
+        let ids: HashSet<_> = (0..100_000u64).map(|o| EventId::derived(42, o)).collect();
+        assert_eq!(ids.len(), 100_000);
+    }
+}

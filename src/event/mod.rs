@@ -1,0 +1,758 @@
+//! Events: what a line becomes once checked, normalized and redacted.
+//!
+//! One JSON object per line. `type` selects the kind (`log`, `cost`, `performance`/`perf`); without
+//! it a `cost` field means cost, a `response_time` field performance, a `message`/`msg` field a log.
+//! Python `logging` attribute names and OpenTelemetry GenAI names are accepted as aliases; fields the
+//! kind does not know are kept under `extra`, never dropped. A line that cannot become an event
+//! becomes a [`Reject`] that says why, so every non-empty line yields exactly one [`Event`].
+
+mod id;
+mod time;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+pub use id::EventId;
+pub use time::{TimeError, Timestamp};
+
+use crate::redact::Redactor;
+
+/// Rejected lines keep at most this much of the raw text.
+pub const MAX_RAW_BYTES: usize = 64 * 1024;
+
+/// Where an event came from: `socket`, a file path, `http`. Shared by all events of a source.
+pub type Source = Arc<str>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: EventId,
+    /// `timestamp` of logs and performance records, `created_at` of costs, `received_at` of rejects.
+    pub time: Timestamp,
+    pub source: Source,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Log(Log),
+    Cost(Cost),
+    Performance(Performance),
+    Reject(Reject),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub level: Level,
+    pub message: String,
+    pub module: Option<String>,
+    pub function: Option<String>,
+    pub line: Option<i64>,
+    /// The Python logger's name (`lngpt.api`).
+    pub logger: Option<String>,
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    pub model: String,
+    pub cost: f64,
+    pub currency: Currency,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    pub provider: Option<String>,
+    pub request_id: Option<String>,
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Performance {
+    /// Seconds.
+    pub response_time: f64,
+    pub status: Status,
+    pub error: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub request_id: Option<String>,
+    pub first_chunk_time: Option<f64>,
+    pub chunk_count: Option<u64>,
+    pub extra: Map<String, Value>,
+}
+
+/// A line that could not become an event, kept with the reason so nothing vanishes silently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    pub reason: String,
+    /// The line as received (invalid UTF-8 replaced, secrets masked), cut at [`MAX_RAW_BYTES`].
+    pub raw: String,
+    /// Length in bytes of the whole line as received.
+    pub raw_len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+
+    /// Case-insensitive; `WARN` and `FATAL` are Python's own aliases.
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "DEBUG" => Level::Debug,
+            "INFO" => Level::Info,
+            "WARNING" | "WARN" => Level::Warning,
+            "ERROR" => Level::Error,
+            "CRITICAL" | "FATAL" => Level::Critical,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Currency {
+    Usd,
+    Cny,
+}
+
+impl Currency {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Currency::Usd => "$",
+            Currency::Cny => "￥",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Currency> {
+        match s.trim() {
+            "$" => Some(Currency::Usd),
+            "￥" | "¥" => Some(Currency::Cny),
+            code => match code.to_ascii_uppercase().as_str() {
+                "USD" => Some(Currency::Usd),
+                "CNY" | "RMB" => Some(Currency::Cny),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Success,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// The stores' collections (MongoDB) and tables (embedded store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Collection {
+    Logs,
+    Cost,
+    Performance,
+    Rejects,
+}
+
+impl Collection {
+    pub const ALL: [Collection; 4] = [
+        Collection::Logs,
+        Collection::Cost,
+        Collection::Performance,
+        Collection::Rejects,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Collection::Logs => "api_logs",
+            Collection::Cost => "api_cost",
+            Collection::Performance => "api_performance",
+            Collection::Rejects => "api_rejects",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The document field that holds the event's time.
+    pub fn time_field(self) -> &'static str {
+        match self {
+            Collection::Logs | Collection::Performance => "timestamp",
+            Collection::Cost => "created_at",
+            Collection::Rejects => "received_at",
+        }
+    }
+}
+
+impl Event {
+    pub fn collection(&self) -> Collection {
+        match self.body {
+            Body::Log(_) => Collection::Logs,
+            Body::Cost(_) => Collection::Cost,
+            Body::Performance(_) => Collection::Performance,
+            Body::Reject(_) => Collection::Rejects,
+        }
+    }
+
+    pub fn is_reject(&self) -> bool {
+        matches!(self.body, Body::Reject(_))
+    }
+
+    /// A reject for a line that never became an event, e.g. one over `max_line_bytes`.
+    pub fn reject(
+        id: EventId,
+        source: Source,
+        received: Timestamp,
+        reason: String,
+        raw: &[u8],
+        raw_len: usize,
+        redactor: &Redactor,
+    ) -> Event {
+        let cut = &raw[..raw.len().min(MAX_RAW_BYTES)];
+        let text = String::from_utf8_lossy(cut);
+        let text = trim_partial_char(&text);
+        Event {
+            id,
+            time: received,
+            source,
+            body: Body::Reject(Reject {
+                reason: redactor.text(&reason).into_owned(),
+                raw: redactor.text(text).into_owned(),
+                raw_len,
+            }),
+        }
+    }
+}
+
+/// A cut in the middle of a multi-byte character shows up as U+FFFD at the end; drop it.
+fn trim_partial_char(s: &str) -> &str {
+    s.strip_suffix('\u{FFFD}').unwrap_or(s)
+}
+
+/// Turns lines into events. Cheap to clone; one per source task.
+#[derive(Clone)]
+pub struct Parser {
+    redactor: Arc<Redactor>,
+}
+
+impl Parser {
+    pub fn new(redactor: Arc<Redactor>) -> Parser {
+        Parser { redactor }
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// One line (without its newline) → one event or one reject. Never fails, never panics.
+    pub fn parse(&self, line: &[u8], source: &Source, received: Timestamp, id: EventId) -> Event {
+        match self.parse_body(line, received) {
+            Ok((time, body)) => Event {
+                id,
+                time,
+                source: source.clone(),
+                body,
+            },
+            Err(reason) => Event::reject(
+                id,
+                source.clone(),
+                received,
+                reason,
+                line,
+                line.len(),
+                &self.redactor,
+            ),
+        }
+    }
+
+    fn parse_body(&self, line: &[u8], received: Timestamp) -> Result<(Timestamp, Body), String> {
+        let text = std::str::from_utf8(line).map_err(|e| {
+            format!(
+                "line is not valid UTF-8 (bad byte at offset {}); send UTF-8 encoded JSON",
+                e.valid_up_to()
+            )
+        })?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let Value::Object(mut map) = value else {
+            return Err(format!(
+                "expected a JSON object per line, got {}",
+                kind_of(&value)
+            ));
+        };
+        let kind = event_kind(&mut map)?;
+        let time = take_time(&mut map)?.unwrap_or(received);
+        let body = match kind {
+            Kind::Log => Body::Log(self.log(map)?),
+            Kind::Cost => Body::Cost(self.cost(map)?),
+            Kind::Performance => Body::Performance(self.performance(map)?),
+        };
+        Ok((time, body))
+    }
+
+    fn log(&self, mut m: Map<String, Value>) -> Result<Log, String> {
+        let level = match take_str(&mut m, &["level", "levelname"])? {
+            None => Level::Info,
+            Some((name, s)) => Level::parse(&s).ok_or_else(|| format!("`{name}` {} is not a log level; expected DEBUG, INFO, WARNING, ERROR or CRITICAL", snippet(&s)))?,
+        };
+        let mut message = take_str(&mut m, &["message", "msg"])?
+            .ok_or("log record has no `message` (or `msg`) field")?
+            .1;
+        self.redactor.string_in_place(&mut message);
+        let module = take_str(&mut m, &["module"])?.map(|v| v.1);
+        let function = take_str(&mut m, &["function", "funcName"])?.map(|v| v.1);
+        let line = take_int(&mut m, &["line", "lineno"])?.map(|(_, v)| v);
+        let logger = take_str(&mut m, &["logger", "name"])?.map(|v| v.1);
+        Ok(Log {
+            level,
+            message,
+            module,
+            function,
+            line,
+            logger,
+            extra: self.extra(m)?,
+        })
+    }
+
+    fn cost(&self, mut m: Map<String, Value>) -> Result<Cost, String> {
+        let model = take_str(
+            &mut m,
+            &["model", "gen_ai.request.model", "gen_ai.response.model"],
+        )?
+        .ok_or("cost record has no `model` field")?
+        .1;
+        let cost = take_number(&mut m, &["cost"])?
+            .ok_or("cost record has no `cost` field (the amount, a number ≥ 0)")?
+            .1;
+        let currency = match take_str(&mut m, &["currency_symbol", "currency"])? {
+            None => Currency::Usd,
+            Some((name, s)) => Currency::parse(&s).ok_or_else(|| format!("`{name}` {} is not a known currency; expected \"$\" (USD) or \"￥\" (CNY, RMB)", snippet(&s)))?,
+        };
+        let input_tokens = take_count(
+            &mut m,
+            &[
+                "input_tokens",
+                "gen_ai.usage.input_tokens",
+                "prompt_tokens",
+                "gen_ai.usage.prompt_tokens",
+            ],
+        )?;
+        let output_tokens = take_count(
+            &mut m,
+            &[
+                "output_tokens",
+                "gen_ai.usage.output_tokens",
+                "completion_tokens",
+                "gen_ai.usage.completion_tokens",
+            ],
+        )?;
+        let total_tokens = match take_count(&mut m, &["total_tokens"])? {
+            Some(t) => Some(t),
+            None if input_tokens.is_some() || output_tokens.is_some() => Some(
+                input_tokens
+                    .unwrap_or(0)
+                    .saturating_add(output_tokens.unwrap_or(0)),
+            ),
+            None => None,
+        };
+        let provider = take_str(
+            &mut m,
+            &["provider", "gen_ai.provider.name", "gen_ai.system"],
+        )?
+        .map(|v| v.1);
+        let request_id = take_str(&mut m, &["request_id"])?.map(|v| v.1);
+        Ok(Cost {
+            model,
+            cost,
+            currency,
+            input_tokens,
+            output_tokens,
+            total_tokens,
+            provider,
+            request_id,
+            extra: self.extra(m)?,
+        })
+    }
+
+    fn performance(&self, mut m: Map<String, Value>) -> Result<Performance, String> {
+        let response_time = match take_number(&mut m, &["response_time", "duration"])? {
+            Some((_, secs)) => secs,
+            None => take_number(&mut m, &["duration_ms"])?.map(|(_, ms)| ms / 1000.0).ok_or("performance record has no `response_time` field (seconds; or `duration`, `duration_ms`)")?,
+        };
+        let status = match take_str(&mut m, &["status"])? {
+            Some((_, s)) => match s.to_ascii_lowercase().as_str() {
+                "success" | "ok" => Status::Success,
+                "error" | "failure" | "failed" => Status::Error,
+                _ => return Err(format!("`status` {} is not a status; expected \"success\" or \"error\"", snippet(&s))),
+            },
+            None => match m.remove("ok") {
+                Some(Value::Bool(true)) => Status::Success,
+                Some(Value::Bool(false)) => Status::Error,
+                Some(other) => return Err(format!("`ok` must be true or false, got {}", kind_of(&other))),
+                None => return Err("performance record has no `status` field (\"success\" or \"error\"; or a boolean `ok`)".into()),
+            },
+        };
+        let mut error = take_str(&mut m, &["error"])?.map(|v| v.1);
+        if let Some(e) = error.as_mut() {
+            self.redactor.string_in_place(e);
+        }
+        Ok(Performance {
+            response_time,
+            status,
+            error,
+            model: take_str(
+                &mut m,
+                &["model", "gen_ai.request.model", "gen_ai.response.model"],
+            )?
+            .map(|v| v.1),
+            provider: take_str(
+                &mut m,
+                &["provider", "gen_ai.provider.name", "gen_ai.system"],
+            )?
+            .map(|v| v.1),
+            request_id: take_str(&mut m, &["request_id"])?.map(|v| v.1),
+            first_chunk_time: take_number(&mut m, &["first_chunk_time"])?.map(|v| v.1),
+            chunk_count: take_count(&mut m, &["chunk_count"])?,
+            extra: self.extra(m)?,
+        })
+    }
+
+    /// `extra` as sent, plus every field the kind does not know, redacted.
+    fn extra(&self, mut rest: Map<String, Value>) -> Result<Map<String, Value>, String> {
+        let mut extra = match rest.remove("extra") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(e)) => e,
+            Some(other) => {
+                return Err(format!(
+                    "`extra` must be an object, got {}",
+                    kind_of(&other)
+                ))
+            }
+        };
+        for (k, v) in rest {
+            if extra.contains_key(&k) {
+                extra.insert(format!("top_level.{k}"), v);
+            } else {
+                extra.insert(k, v);
+            }
+        }
+        self.redactor.map(&mut extra);
+        Ok(extra)
+    }
+}
+
+enum Kind {
+    Log,
+    Cost,
+    Performance,
+}
+
+fn event_kind(m: &mut Map<String, Value>) -> Result<Kind, String> {
+    match m.remove("type") {
+        Some(Value::String(t)) => match t.to_ascii_lowercase().as_str() {
+            "log" => Ok(Kind::Log),
+            "cost" => Ok(Kind::Cost),
+            "performance" | "perf" => Ok(Kind::Performance),
+            _ => Err(format!("unknown event `type` {}; expected \"log\", \"cost\" or \"performance\"", snippet(&t))),
+        },
+        Some(other) => Err(format!("event `type` must be a string (\"log\", \"cost\" or \"performance\"), got {}", kind_of(&other))),
+        None if m.contains_key("cost") => Ok(Kind::Cost),
+        None if m.contains_key("response_time") => Ok(Kind::Performance),
+        None if m.contains_key("message") || m.contains_key("msg") => Ok(Kind::Log),
+        // Without a message, a duration can only be a performance record.
+        None if m.contains_key("duration") || m.contains_key("duration_ms") => Ok(Kind::Performance),
+        None => Err("cannot tell the kind of event: no `type` field, and none of `message`, `cost` or `response_time`".into()),
+    }
+}
+
+/// The first of `timestamp`, `created_at`, `created` present; the others stay for `extra`.
+fn take_time(m: &mut Map<String, Value>) -> Result<Option<Timestamp>, String> {
+    let Some(name) = ["timestamp", "created_at", "created"]
+        .into_iter()
+        .find(|k| m.get(*k).is_some_and(|v| !v.is_null()))
+    else {
+        return Ok(None);
+    };
+    let parsed = match m.remove(name) {
+        Some(Value::String(s)) => {
+            Timestamp::parse_rfc3339(&s).map_err(|e| format!("`{name}` {} {e}", snippet(&s)))?
+        }
+        Some(Value::Number(n)) => Timestamp::from_epoch_seconds(n.as_f64().unwrap_or(f64::NAN))
+            .map_err(|e| format!("`{name}` {n} {e}"))?,
+        Some(other) => {
+            return Err(format!(
+                "`{name}` must be an RFC 3339 string or epoch seconds, got {}",
+                kind_of(&other)
+            ))
+        }
+        None => return Ok(None),
+    };
+    Ok(Some(parsed))
+}
+
+/// The first present, non-null alias; removes it from the map.
+fn take<'n>(m: &mut Map<String, Value>, names: &[&'n str]) -> Option<(&'n str, Value)> {
+    for &name in names {
+        match m.remove(name) {
+            None | Some(Value::Null) => continue,
+            Some(v) => return Some((name, v)),
+        }
+    }
+    None
+}
+
+fn take_str<'n>(
+    m: &mut Map<String, Value>,
+    names: &[&'n str],
+) -> Result<Option<(&'n str, String)>, String> {
+    match take(m, names) {
+        None => Ok(None),
+        Some((name, Value::String(s))) => Ok(Some((name, s))),
+        Some((name, other)) => Err(format!(
+            "`{name}` must be a string, got {}",
+            kind_of(&other)
+        )),
+    }
+}
+
+fn take_number<'n>(
+    m: &mut Map<String, Value>,
+    names: &[&'n str],
+) -> Result<Option<(&'n str, f64)>, String> {
+    match take(m, names) {
+        None => Ok(None),
+        Some((name, Value::Number(n))) => match n.as_f64() {
+            Some(x) if x >= 0.0 && x.is_finite() => Ok(Some((name, x))),
+            _ => Err(format!("`{name}` must be a number ≥ 0, got {n}")),
+        },
+        Some((name, other)) => Err(format!(
+            "`{name}` must be a number ≥ 0, got {}",
+            kind_of(&other)
+        )),
+    }
+}
+
+fn take_int<'n>(
+    m: &mut Map<String, Value>,
+    names: &[&'n str],
+) -> Result<Option<(&'n str, i64)>, String> {
+    match take(m, names) {
+        None => Ok(None),
+        Some((name, Value::Number(n))) => match n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
+        }) {
+            Some(i) => Ok(Some((name, i))),
+            None => Err(format!("`{name}` must be a whole number, got {n}")),
+        },
+        Some((name, other)) => Err(format!(
+            "`{name}` must be a whole number, got {}",
+            kind_of(&other)
+        )),
+    }
+}
+
+fn take_count(m: &mut Map<String, Value>, names: &[&str]) -> Result<Option<u64>, String> {
+    match take_int(m, names)? {
+        None => Ok(None),
+        Some((_, i)) if i >= 0 => Ok(Some(i as u64)),
+        Some((name, i)) => Err(format!("`{name}` must be a whole number ≥ 0, got {i}")),
+    }
+}
+
+fn kind_of(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("a boolean ({b})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::String(s) => format!("a string ({})", snippet(s)),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// A value quoted for an error message, cut so that a reason stays one short line.
+fn snippet(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut:?}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RedactConfig;
+    use serde_json::json;
+
+    fn parse(line: &str) -> Event {
+        let parser = Parser::new(Arc::new(Redactor::new(&RedactConfig::default()).unwrap()));
+        parser.parse(
+            line.as_bytes(),
+            &Source::from("test"),
+            Timestamp(1_000),
+            EventId::new(),
+        )
+    }
+
+    fn reason(line: &str) -> String {
+        match parse(line).body {
+            Body::Reject(r) => r.reason,
+            other => panic!("expected a reject for {line}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn python_logging_names_map_to_log_fields() {
+        let e = parse(
+            r#"{"created": 1795680002.171, "levelname": "warn", "msg": "开始API调用", "name": "lngpt.api", "module": "llm_api", "funcName": "stream_chat", "lineno": 225, "request_id": "req-5", "thread": 1}"#,
+        );
+        assert_eq!(e.time, Timestamp(1_795_680_002_171));
+        let Body::Log(log) = e.body else {
+            panic!("not a log")
+        };
+        assert_eq!(log.level, Level::Warning);
+        assert_eq!(log.message, "开始API调用");
+        assert_eq!(log.logger.as_deref(), Some("lngpt.api"));
+        assert_eq!(log.function.as_deref(), Some("stream_chat"));
+        assert_eq!(log.line, Some(225));
+        assert_eq!(
+            Value::Object(log.extra),
+            json!({"request_id": "req-5", "thread": 1})
+        );
+    }
+
+    #[test]
+    fn cost_aliases_currency_codes_and_total_tokens() {
+        let e = parse(
+            r#"{"model": "gpt-4o", "cost": 0.5, "currency": "cny", "prompt_tokens": 10, "gen_ai.usage.output_tokens": 5, "gen_ai.provider.name": "openai", "created_at": "2026-11-26T08:00:00Z"}"#,
+        );
+        let Body::Cost(c) = e.body else {
+            panic!("not a cost")
+        };
+        assert_eq!(
+            (c.currency, c.input_tokens, c.output_tokens, c.total_tokens),
+            (Currency::Cny, Some(10), Some(5), Some(15))
+        );
+        assert_eq!(c.provider.as_deref(), Some("openai"));
+        assert!(c.extra.is_empty());
+        let Body::Cost(c) =
+            parse(r#"{"type":"cost","gen_ai.request.model":"m","cost":1,"currency_symbol":"¥"}"#)
+                .body
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (c.model.as_str(), c.currency, c.total_tokens),
+            ("m", Currency::Cny, None)
+        );
+    }
+
+    #[test]
+    fn performance_inference_and_units() {
+        let Body::Performance(p) = parse(r#"{"response_time": 1.5, "ok": false, "error": "Authorization: Bearer abcdefghijklmnop"}"#).body else { panic!() };
+        assert_eq!((p.response_time, p.status), (1.5, Status::Error));
+        assert_eq!(p.error.as_deref(), Some("Authorization: Bearer ***mnop"));
+        let Body::Performance(p) =
+            parse(r#"{"type": "perf", "duration_ms": 250, "status": "success", "chunk_count": 3}"#)
+                .body
+        else {
+            panic!()
+        };
+        assert_eq!((p.response_time, p.chunk_count), (0.25, Some(3)));
+        assert!(matches!(
+            parse(r#"{"duration": 2, "status": "error"}"#).body,
+            Body::Performance(_)
+        ));
+        assert!(matches!(
+            parse(r#"{"message": "done", "duration": 2, "status": "error"}"#).body,
+            Body::Log(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_top_level_fields_and_secrets_land_redacted_in_extra() {
+        let Body::Log(log) = parse(
+            r#"{"message": "x", "api_key": "sk-abcdefghijklmnopqrst", "extra": {"tokens": 5}}"#,
+        )
+        .body
+        else {
+            panic!()
+        };
+        assert_eq!(
+            Value::Object(log.extra),
+            json!({"api_key": "***qrst", "tokens": 5})
+        );
+    }
+
+    #[test]
+    fn reasons_are_specific() {
+        assert!(reason("{").starts_with("not valid JSON"));
+        assert_eq!(
+            reason("[1]"),
+            "expected a JSON object per line, got an array"
+        );
+        assert!(reason(r#"{"type": "metric"}"#).contains("unknown event `type` \"metric\""));
+        assert!(reason(r#"{"type": "cost", "model": "m", "cost": -1}"#)
+            .contains("`cost` must be a number ≥ 0, got -1"));
+        assert!(
+            reason(r#"{"type": "log", "message": "x", "timestamp": 1795680002171}"#)
+                .contains("milliseconds")
+        );
+        assert!(
+            reason(r#"{"type": "log", "message": "x", "line": "forty"}"#)
+                .contains("`line` must be a whole number, got a string")
+        );
+        assert!(reason(r#"{"level": "INFO"}"#).contains("cannot tell the kind"));
+        assert!(reason(r#"{"message": "x", "extra": [1]}"#).contains("`extra` must be an object"));
+        let e = parse("{\"message\": \"\u{00e9}\"}");
+        assert!(!e.is_reject());
+        let bad = Parser::new(Arc::new(Redactor::disabled())).parse(
+            b"{\"message\": \"\xff\"}",
+            &Source::from("t"),
+            Timestamp(0),
+            EventId::new(),
+        );
+        let Body::Reject(r) = bad.body else { panic!() };
+        assert!(r.reason.contains("UTF-8"));
+    }
+
+    #[test]
+    fn rejects_keep_a_redacted_raw_line_cut_at_64_kib() {
+        let long = format!(
+            r#"{{"message": "Bearer abcdefghijklmnopqrstuvwxyz", "pad": "{}"#,
+            "x".repeat(100_000)
+        );
+        let Body::Reject(r) = parse(&long).body else {
+            panic!()
+        };
+        assert_eq!(r.raw_len, long.len());
+        assert!(r.raw.len() <= MAX_RAW_BYTES);
+        assert!(r.raw.contains("Bearer ***wxyz"), "{}", &r.raw[..60]);
+    }
+}

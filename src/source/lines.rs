@@ -1,0 +1,199 @@
+//! Splits a byte stream into lines, bounded in memory.
+//!
+//! Complete lines inside one read are handed out as slices of that read (no copy); only a line
+//! that spans reads is gathered in `pending`. A line longer than `max_line` is not buffered: its
+//! first [`MAX_RAW_BYTES`] are kept for the reject and the rest is skipped up to the next newline.
+
+use memchr::memchr;
+
+use crate::event::MAX_RAW_BYTES;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A line without its `\n` (and without a trailing `\r`). Never blank.
+    Line(&'a [u8]),
+    /// A line over the limit: its beginning and its full length in bytes.
+    TooLong { head: &'a [u8], len: usize },
+}
+
+pub struct LineDecoder {
+    max_line: usize,
+    pending: Vec<u8>,
+    /// Set while skipping the rest of an over-long line.
+    overlong: Option<Overlong>,
+}
+
+struct Overlong {
+    head: Vec<u8>,
+    len: usize,
+}
+
+impl Overlong {
+    fn new(first: &[u8], second: &[u8]) -> Overlong {
+        let mut o = Overlong {
+            head: Vec::with_capacity(MAX_RAW_BYTES.min(first.len() + second.len())),
+            len: 0,
+        };
+        o.add(first);
+        o.add(second);
+        o
+    }
+
+    fn add(&mut self, part: &[u8]) {
+        let room = MAX_RAW_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&part[..part.len().min(room)]);
+        self.len += part.len();
+    }
+}
+
+/// Capacity kept for `pending` after a long line has passed, so one big line does not pin memory.
+const PENDING_KEEP: usize = 64 * 1024;
+
+impl LineDecoder {
+    pub fn new(max_line: usize) -> LineDecoder {
+        LineDecoder {
+            max_line,
+            pending: Vec::new(),
+            overlong: None,
+        }
+    }
+
+    /// Bytes of an incomplete last line held back, waiting for their newline.
+    pub fn pending_len(&self) -> usize {
+        self.overlong.as_ref().map_or(self.pending.len(), |o| o.len)
+    }
+
+    /// Feeds bytes; `emit` is called once per complete, non-blank line.
+    pub fn feed(&mut self, mut input: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+        while let Some(nl) = memchr(b'\n', input) {
+            let part = &input[..nl];
+            input = &input[nl + 1..];
+            if let Some(mut o) = self.overlong.take() {
+                o.add(part);
+                emit(Frame::TooLong {
+                    head: &o.head,
+                    len: o.len,
+                });
+            } else if self.pending.is_empty() {
+                self.line(part, emit);
+            } else if self.pending.len() + part.len() > self.max_line {
+                let o = Overlong::new(&self.pending, part);
+                self.clear_pending();
+                emit(Frame::TooLong {
+                    head: &o.head,
+                    len: o.len,
+                });
+            } else {
+                let mut pending = std::mem::take(&mut self.pending);
+                pending.extend_from_slice(part);
+                emit_line(&pending, emit);
+                pending.clear();
+                self.pending = pending;
+                self.clear_pending();
+            }
+        }
+        if input.is_empty() {
+            return;
+        }
+        if let Some(o) = self.overlong.as_mut() {
+            o.add(input);
+        } else if self.pending.len() + input.len() > self.max_line {
+            self.overlong = Some(Overlong::new(&self.pending, input));
+            self.clear_pending();
+        } else {
+            self.pending.extend_from_slice(input);
+        }
+    }
+
+    /// End of stream: a last line without a newline still counts (a client wrote and closed).
+    pub fn finish(&mut self, emit: &mut impl FnMut(Frame<'_>)) {
+        if let Some(o) = self.overlong.take() {
+            emit(Frame::TooLong {
+                head: &o.head,
+                len: o.len,
+            });
+        } else if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            emit_line(&pending, emit);
+        }
+    }
+
+    fn line(&self, part: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+        if part.len() > self.max_line {
+            emit(Frame::TooLong {
+                head: &part[..part.len().min(MAX_RAW_BYTES)],
+                len: part.len(),
+            });
+        } else {
+            emit_line(part, emit);
+        }
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        if self.pending.capacity() > PENDING_KEEP {
+            self.pending.shrink_to(PENDING_KEEP);
+        }
+    }
+}
+
+fn emit_line(line: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if !line.iter().all(u8::is_ascii_whitespace) {
+        emit(Frame::Line(line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut d = LineDecoder::new(max);
+        let mut out = Vec::new();
+        let mut emit = |f: Frame<'_>| {
+            out.push(match f {
+                Frame::Line(l) => String::from_utf8_lossy(l).into_owned(),
+                Frame::TooLong { head, len } => format!("TOOLONG({len}, {})", head.len()),
+            })
+        };
+        for c in chunks {
+            d.feed(c, &mut emit);
+        }
+        d.finish(&mut emit);
+        out
+    }
+
+    #[test]
+    fn splits_lines_across_reads_and_strips_crlf() {
+        assert_eq!(
+            decode(100, &[b"ab", b"c\r\nde", b"f\n\n  \r\ng"]),
+            ["abc", "def", "g"]
+        );
+    }
+
+    #[test]
+    fn over_long_lines_are_reported_once_and_reading_resumes() {
+        assert_eq!(
+            decode(4, &[b"ok\n0123456789\nok2\n"]),
+            ["ok", "TOOLONG(10, 10)", "ok2"]
+        );
+        assert_eq!(
+            decode(4, &[b"01", b"23", b"45", b"67\nok\n"]),
+            ["TOOLONG(8, 8)", "ok"]
+        );
+        let big = vec![b'x'; MAX_RAW_BYTES * 3];
+        assert_eq!(
+            decode(1024, &[&big, b"\nok\n"]),
+            [
+                format!("TOOLONG({}, {MAX_RAW_BYTES})", big.len()),
+                "ok".into()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_at_exactly_the_limit_is_fine() {
+        assert_eq!(decode(4, &[b"ab", b"cd\n"]), ["abcd"]);
+    }
+}

@@ -1,0 +1,186 @@
+//! The embedded store: one SQLite file under `state_dir`, WAL mode, one transaction per batch.
+//!
+//! Each collection is a table named like it, with the filter fields as indexed columns and the
+//! whole document as JSON in `doc`. Times are integer milliseconds in `<field>_ms` columns; the
+//! document holds the same time as an RFC 3339 string. `id` is unique, and inserts ignore an id
+//! already present, which makes a retried batch (or a re-read file line) harmless.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::{document, Batch, Store, StoreError, WriteOutcome};
+use crate::event::{Body, Collection, Timestamp};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS api_logs (
+    id BLOB NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, level TEXT NOT NULL, module TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS api_logs_timestamp ON api_logs (timestamp_ms);
+CREATE INDEX IF NOT EXISTS api_logs_level_timestamp ON api_logs (level, timestamp_ms);
+CREATE INDEX IF NOT EXISTS api_logs_module_timestamp ON api_logs (module, timestamp_ms);
+CREATE TABLE IF NOT EXISTS api_cost (
+    id BLOB NOT NULL UNIQUE, created_at_ms INTEGER NOT NULL, model TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS api_cost_created_at ON api_cost (created_at_ms);
+CREATE INDEX IF NOT EXISTS api_cost_model_created_at ON api_cost (model, created_at_ms);
+CREATE TABLE IF NOT EXISTS api_performance (
+    id BLOB NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, status TEXT NOT NULL, model TEXT, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS api_performance_timestamp ON api_performance (timestamp_ms);
+CREATE INDEX IF NOT EXISTS api_performance_status_timestamp ON api_performance (status, timestamp_ms);
+CREATE TABLE IF NOT EXISTS api_rejects (
+    id BLOB NOT NULL UNIQUE, received_at_ms INTEGER NOT NULL, source TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS api_rejects_received_at ON api_rejects (received_at_ms);
+";
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    host: Arc<str>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the database file. `synchronous` is `normal` or `full`.
+    pub fn open(path: &Path, synchronous: &str) -> Result<EmbeddedStore, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+            StoreError(format!(
+                "cannot open the embedded store {}: {e}",
+                path.display()
+            ))
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError(format!(
+                "{}: SQLite refused WAL mode (got {mode}); is the file on a network filesystem?",
+                path.display()
+            )));
+        }
+        let sync = if synchronous == "full" {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY;"
+        ))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(EmbeddedStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+            host: document::hostname().into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_conn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send {
+        let conn = self.conn.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = conn.lock().map_err(|_| {
+                    StoreError("the embedded store's lock was poisoned by a panic".into())
+                })?;
+                f(&mut guard)
+            })
+            .await
+            .map_err(|e| StoreError(format!("embedded store task failed: {e}")))?
+        }
+    }
+}
+
+fn insert_batch(
+    conn: &mut Connection,
+    batch: &Batch,
+    host: &str,
+) -> Result<WriteOutcome, StoreError> {
+    let tx = conn.transaction()?;
+    let mut inserted = 0;
+    let mut doc = Vec::with_capacity(1024);
+    {
+        let sql = match batch.collection {
+            Collection::Logs => "INSERT OR IGNORE INTO api_logs (id, timestamp_ms, level, module, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+            Collection::Cost => "INSERT OR IGNORE INTO api_cost (id, created_at_ms, model, doc) VALUES (?1, ?2, ?3, ?4)",
+            Collection::Performance => "INSERT OR IGNORE INTO api_performance (id, timestamp_ms, status, model, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+            Collection::Rejects => "INSERT OR IGNORE INTO api_rejects (id, received_at_ms, source, doc) VALUES (?1, ?2, ?3, ?4)",
+        };
+        let mut stmt = tx.prepare_cached(sql)?;
+        for e in &batch.events {
+            doc.clear();
+            document::write_json(e, host, &mut doc)
+                .map_err(|err| StoreError(format!("cannot encode event {}: {err}", e.id)))?;
+            let doc = std::str::from_utf8(&doc).map_err(|err| {
+                StoreError(format!("event {} encoded to invalid UTF-8: {err}", e.id))
+            })?;
+            let (id, t) = (&e.id.bytes()[..], e.time.as_millis());
+            inserted += match &e.body {
+                Body::Log(l) => stmt.execute(params![id, t, l.level.as_str(), l.module, doc])?,
+                Body::Cost(c) => stmt.execute(params![id, t, c.model, doc])?,
+                Body::Performance(p) => {
+                    stmt.execute(params![id, t, p.status.as_str(), p.model, doc])?
+                }
+                Body::Reject(_) => stmt.execute(params![id, t, &*e.source, doc])?,
+            };
+        }
+    }
+    tx.commit()?;
+    Ok(WriteOutcome {
+        inserted,
+        duplicates: batch.events.len() - inserted,
+    })
+}
+
+impl Store for EmbeddedStore {
+    fn write(
+        &self,
+        batch: Arc<Batch>,
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
+        let host = self.host.clone();
+        self.with_conn(move |conn| insert_batch(conn, &batch, &host))
+    }
+
+    fn prune(
+        &self,
+        collection: Collection,
+        cutoff: Timestamp,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.with_conn(move |conn| {
+            let (table, column) = (collection.name(), format!("{}_ms", collection.time_field()));
+            // Small transactions, so a large purge never holds up the writer for long.
+            let sql = format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT 10000)");
+            let mut total = 0u64;
+            loop {
+                let n = conn.execute(&sql, params![cutoff.as_millis()])?;
+                total += n as u64;
+                if n < 10_000 {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
+    fn count(
+        &self,
+        collection: Collection,
+    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+        self.with_conn(move |conn| {
+            Ok(conn.query_row(
+                &format!("SELECT count(*) FROM {}", collection.name()),
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("embedded SQLite store {}", self.path.display())
+    }
+}

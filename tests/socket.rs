@@ -1,0 +1,326 @@
+//! The Unix socket source against the real binary: concurrency, framing, shutdown, ownership.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{docs, raw_send, Daemon, BIN};
+use serde_json::Value;
+
+fn log_line(client: usize, seq: usize) -> String {
+    format!("{{\"type\":\"log\",\"level\":\"INFO\",\"message\":\"client {client} line {seq}\",\"module\":\"bench\",\"extra\":{{\"client\":{client},\"seq\":{seq}}}}}\n")
+}
+
+#[test]
+fn eight_concurrent_clients_every_line_stored_exactly_once() {
+    const CLIENTS: usize = 8;
+    const LINES: usize = 25_000;
+    let d = Daemon::start("");
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                let body: String = (0..LINES).map(|i| log_line(c, i)).collect();
+                lngpt_collector::send::send(&socket, &mut body.as_bytes()).expect("send")
+            })
+        })
+        .collect();
+    for h in handles {
+        let ack = h.join().unwrap();
+        assert_eq!((ack.events, ack.rejected), (LINES as u64, 0));
+    }
+    d.wait_for_count("api_logs", (CLIENTS * LINES) as u64);
+    let db = d.db();
+    let distinct: i64 = db
+        .query_row("SELECT count(DISTINCT json_extract(doc, '$.extra.client') || ':' || json_extract(doc, '$.extra.seq')) FROM api_logs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        distinct as usize,
+        CLIENTS * LINES,
+        "every (client, seq) exactly once"
+    );
+    let ids: i64 = db
+        .query_row("SELECT count(DISTINCT id) FROM api_logs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ids as usize, CLIENTS * LINES);
+}
+
+#[test]
+fn an_over_long_line_is_rejected_and_the_lines_around_it_land() {
+    let d = Daemon::start("[socket]\nmax_line_bytes = 4096\n");
+    let long = format!("{{\"message\": \"{}\"}}\n", "x".repeat(200_000));
+    let answer = raw_send(
+        &d.socket,
+        &[
+            b"{\"message\": \"before\"}\n",
+            long.as_bytes(),
+            b"{\"message\": \"after\"}\n",
+        ],
+        Duration::ZERO,
+    );
+    assert_eq!(answer.trim(), r#"{"events":2,"rejected":1}"#);
+    d.wait_for_count("api_logs", 2);
+    d.wait_for_count("api_rejects", 1);
+    let db = d.db();
+    let messages: Vec<Value> = docs(&db, "api_logs")
+        .iter()
+        .map(|doc| doc["message"].clone())
+        .collect();
+    assert_eq!(messages, ["before", "after"]);
+    let reject = &docs(&db, "api_rejects")[0];
+    assert!(
+        reject["reason"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 4096 bytes"),
+        "{reject}"
+    );
+    assert_eq!(reject["raw_bytes"], long.len() - 1);
+    assert_eq!(
+        reject["raw"].as_str().unwrap().len(),
+        64 * 1024,
+        "the first 64 KiB are kept"
+    );
+}
+
+#[test]
+fn invalid_utf8_is_a_reject_and_crlf_and_split_lines_are_fine() {
+    let d = Daemon::start("");
+    let answer = raw_send(
+        &d.socket,
+        &[
+            b"{\"message\": \"bad \xff\xfe byte\"}\r\n{\"mess",
+            b"age\": \"split across writes\", \"level\": \"ERROR\"}\r\n\r\n",
+            b"{\"message\": \"no newline at the end\"}",
+        ],
+        Duration::from_millis(300),
+    );
+    assert_eq!(answer.trim(), r#"{"events":2,"rejected":1}"#);
+    d.wait_for_count("api_logs", 2);
+    d.wait_for_count("api_rejects", 1);
+    let db = d.db();
+    let logs = docs(&db, "api_logs");
+    assert_eq!(logs[0]["message"], "split across writes");
+    assert_eq!(logs[0]["level"], "ERROR");
+    assert_eq!(logs[1]["message"], "no newline at the end");
+    let reject = &docs(&db, "api_rejects")[0];
+    assert!(
+        reject["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not valid UTF-8"),
+        "{reject}"
+    );
+    assert_eq!(
+        reject["raw"],
+        "{\"message\": \"bad \u{FFFD}\u{FFFD} byte\"}"
+    );
+}
+
+#[test]
+fn sigterm_with_a_full_queue_stores_everything_accepted_and_exits_zero() {
+    const CLIENTS: usize = 4;
+    const LINES: usize = 200_000;
+    let mut d =
+        Daemon::start("[pipeline]\nqueue_capacity = 200\nmax_batch = 100\nmax_wait = \"50ms\"\n");
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                let body: String = (0..LINES).map(|i| log_line(c, i)).collect();
+                // The daemon closes the connection mid-stream on shutdown; that write error is expected.
+                let _ = s.write_all(body.as_bytes());
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                let ack: lngpt_collector::send::Ack = serde_json::from_str(answer.trim())
+                    .unwrap_or_else(|e| panic!("answer {answer:?}: {e}"));
+                ack.events
+            })
+        })
+        .collect();
+    common::wait_until(
+        "some events stored",
+        || (d.count("api_logs") > 5_000).then_some(()),
+        || d.log(),
+    );
+    let status = d.stop();
+    let accepted: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(status.success(), "exit status {status}:\n{}", d.log());
+    let log = d.log();
+    let queued: u64 = log
+        .split("storing the ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no shutdown line in the log:\n{log}"));
+    assert!(
+        queued > 0,
+        "the queue should have been full at SIGTERM:\n{log}"
+    );
+    assert!(
+        accepted.iter().all(|&n| n < LINES as u64),
+        "shutdown should interrupt every client: {accepted:?}"
+    );
+    // What each client was told was accepted is exactly what is stored: its first N lines.
+    let db = d.db();
+    for (c, &n) in accepted.iter().enumerate() {
+        let (rows, max_seq): (i64, Option<i64>) = db
+            .query_row(
+                "SELECT count(*), max(json_extract(doc, '$.extra.seq')) FROM api_logs WHERE json_extract(doc, '$.extra.client') = ?1",
+                [c as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(rows as u64, n, "client {c}");
+        assert_eq!(
+            max_seq.map_or(0, |m| m as u64 + 1),
+            n,
+            "client {c}: a prefix, nothing skipped"
+        );
+    }
+    assert!(!d.socket.exists(), "the socket file is removed on exit");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_socket_fails_clearly_and_the_first_keeps_working() {
+    let first = Daemon::start("");
+    let other_state = first.dir.path().join("other-state");
+    let config = first.dir.path().join("second.toml");
+    std::fs::write(
+        &config,
+        common::base_config(&other_state, &first.socket, ""),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another process is already listening on")
+            && stderr.contains("is another lngpt-collector running?"),
+        "{stderr}"
+    );
+    assert_eq!(
+        first.send(b"{\"message\": \"first still works\"}\n").events,
+        1
+    );
+    first.wait_for_count("api_logs", 1);
+}
+
+#[test]
+fn socket_file_mode_stale_files_and_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("collector.sock");
+    // A socket file left by a process that is gone.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let state = dir.path().join("state");
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, common::base_config(&state, &socket, "")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_until(
+        "the socket answers",
+        || UnixStream::connect(&socket).ok(),
+        || "no answer".into(),
+    );
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("removed the stale socket file"), "{log}");
+    assert!(!socket.exists());
+
+    // A regular file at the socket path is not deleted.
+    std::fs::write(&socket, "precious").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists and is not a socket"));
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "precious");
+}
+
+#[test]
+fn send_reports_rejects_and_fails_clearly_when_nobody_listens() {
+    let d = Daemon::start("");
+    let mut child = Command::new(BIN)
+        .args(["send", "--socket"])
+        .arg(&d.socket)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"message\": \"ok\"}\nnot json\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit 2 when a line was rejected"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 events accepted, 1 lines rejected"));
+
+    let gone = d.dir.path().join("nobody.sock");
+    let out = Command::new(BIN)
+        .args(["send", "--socket"])
+        .arg(&gone)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nobody is listening on") && stderr.contains("is lngpt-collector running"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ids_are_distinct_across_a_restart() {
+    let mut d = Daemon::start("");
+    let body: String = (0..1000).map(|i| log_line(0, i)).collect();
+    d.send(body.as_bytes());
+    d.wait_for_count("api_logs", 1000);
+    assert!(d.stop().success());
+    d.restart();
+    d.send(body.as_bytes());
+    d.wait_for_count("api_logs", 2000);
+    let ids: HashSet<String> = docs(&d.db(), "api_logs")
+        .iter()
+        .map(|doc| doc["_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2000);
+}
