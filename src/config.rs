@@ -211,15 +211,14 @@ impl Config {
         let schema = schema();
         check_unknown_keys(&table, &schema, "", origin)?;
         let from_env = apply_env(&mut table, &schema, env)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                let source = from_env
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map_or(origin.to_string(), |(_, var)| var.clone());
-                ConfigError::new(&source, &key, e.into_inner().message().to_string())
-            })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let source = from_env
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or(origin.to_string(), |(_, var)| var.clone());
+            ConfigError::new(&source, &key, e.into_inner().message().to_string())
+        })?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -273,18 +272,12 @@ impl Config {
             );
         }
         if self.state_dir.as_os_str().is_empty() {
-            return err(
-                "state_dir",
-                "is empty; expected a directory such as \"./data\"".into(),
-            );
+            return err("state_dir", "is empty; expected a directory such as \"./data\"".into());
         }
         if !matches!(self.embedded.synchronous.as_str(), "normal" | "full") {
             return err(
                 "embedded.synchronous",
-                format!(
-                    "is {:?}; expected \"normal\" or \"full\"",
-                    self.embedded.synchronous
-                ),
+                format!("is {:?}; expected \"normal\" or \"full\"", self.embedded.synchronous),
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -302,8 +295,7 @@ impl Config {
                 ),
             );
         }
-        crate::redact::Redactor::new(&self.redact)
-            .map_err(|e| ConfigError::new(origin, "redact.patterns", e))?;
+        crate::redact::Redactor::new(&self.redact).map_err(|e| ConfigError::new(origin, "redact.patterns", e))?;
         Ok(())
     }
 
@@ -354,12 +346,7 @@ fn schema() -> Json {
     serde_json::to_value(Config::default()).unwrap_or(Json::Null)
 }
 
-fn check_unknown_keys(
-    table: &toml::Table,
-    schema: &Json,
-    prefix: &str,
-    origin: &str,
-) -> Result<(), ConfigError> {
+fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: &str) -> Result<(), ConfigError> {
     let Some(known) = schema.as_object() else {
         return Ok(());
     };
@@ -448,20 +435,22 @@ fn apply_env(
             vec!["log".into(), "level".into()]
         } else if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
             env_path(&rest.to_ascii_lowercase(), schema).ok_or_else(|| {
-                let hint = suggest_env(rest, schema).map(|h| format!("; did you mean {h}?")).unwrap_or_default();
-                ConfigError::new(var, "", format!("names no configuration key{hint} (the form is {ENV_PREFIX}<SECTION>_<KEY>)"))
+                let hint = suggest_env(rest, schema)
+                    .map(|h| format!("; did you mean {h}?"))
+                    .unwrap_or_default();
+                ConfigError::new(
+                    var,
+                    "",
+                    format!("names no configuration key{hint} (the form is {ENV_PREFIX}<SECTION>_<KEY>)"),
+                )
             })?
         } else {
             continue;
         };
         let key = path.join(".");
-        let kind = path
-            .iter()
-            .try_fold(schema, |s, p| s.get(p))
-            .unwrap_or(&Json::Null);
-        let value = env_value(raw, kind).map_err(|expected| {
-            ConfigError::new(var, &key, format!("expects {expected}, got {raw:?}"))
-        })?;
+        let kind = path.iter().try_fold(schema, |s, p| s.get(p)).unwrap_or(&Json::Null);
+        let value = env_value(raw, kind)
+            .map_err(|expected| ConfigError::new(var, &key, format!("expects {expected}, got {raw:?}")))?;
         let mut t = &mut *table;
         for section in &path[..path.len() - 1] {
             let entry = t
@@ -499,10 +488,7 @@ fn suggest_env(rest: &str, schema: &Json) -> Option<String> {
     let mut names = Vec::new();
     for (k, v) in schema.as_object()? {
         match v.as_object() {
-            Some(sub) => names.extend(
-                sub.keys()
-                    .map(|sk| format!("{}_{}", k, sk).to_ascii_uppercase()),
-            ),
+            Some(sub) => names.extend(sub.keys().map(|sk| format!("{}_{}", k, sk).to_ascii_uppercase())),
             None => names.push(k.to_ascii_uppercase()),
         }
     }
@@ -522,9 +508,7 @@ fn env_value(raw: &str, kind: &Json) -> Result<toml::Value, &'static str> {
             "false" | "0" | "no" | "off" => toml::Value::Boolean(false),
             _ => return Err("true or false"),
         },
-        Json::Number(n) if n.is_f64() => {
-            toml::Value::Float(raw.trim().parse().map_err(|_| "a number")?)
-        }
+        Json::Number(n) if n.is_f64() => toml::Value::Float(raw.trim().parse().map_err(|_| "a number")?),
         Json::Number(_) => toml::Value::Integer(raw.trim().parse().map_err(|_| "a whole number")?),
         Json::Array(_) => toml::Value::Array(
             raw.split(',')
@@ -554,9 +538,7 @@ impl HumanDuration {
         if s == "0" {
             return Ok(Duration::ZERO);
         }
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration; expected a number and a unit, such as \"200ms\", \"15s\", \"5m\", \"1h\" or \"30d\""))?;
         let secs = match unit.trim() {
@@ -565,9 +547,11 @@ impl HumanDuration {
             "m" | "min" => n * 60.0,
             "h" => n * 3600.0,
             "d" => n * 86_400.0,
-            _ => return Err(format!(
-                "{s:?} has no known unit; expected ms, s, m, h or d, such as \"200ms\" or \"30d\""
-            )),
+            _ => {
+                return Err(format!(
+                    "{s:?} has no known unit; expected ms, s, m, h or d, such as \"200ms\" or \"30d\""
+                ))
+            }
         };
         Ok(Duration::from_secs_f64(secs))
     }
@@ -603,14 +587,14 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration string such as \"200ms\", \"15s\" or \"30d\"")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<HumanDuration, E> {
-                HumanDuration::parse(s)
-                    .map(HumanDuration)
-                    .map_err(E::custom)
+                HumanDuration::parse(s).map(HumanDuration).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<HumanDuration, E> {
                 match n {
                     0 => Ok(HumanDuration(Duration::ZERO)),
-                    _ => Err(E::custom(format!("{n} has no unit; write it as a string with one, such as \"{n}s\" or \"{n}ms\""))),
+                    _ => Err(E::custom(format!(
+                        "{n} has no unit; write it as a string with one, such as \"{n}s\" or \"{n}ms\""
+                    ))),
                 }
             }
         }
@@ -666,12 +650,12 @@ mod tests {
         assert_eq!(e.key, "pipline");
         assert!(e.problem.contains("did you mean `pipeline`"), "{e}");
         let e = load("[pipeline]\nmax_bach = 5\n").unwrap_err();
-        assert_eq!(e.to_string(), "test.toml: `pipeline.max_bach` is not a known key in [pipeline]; did you mean `pipeline.max_batch`?");
-        let e = load("max_batch = 5\n").unwrap_err();
-        assert!(
-            e.problem.contains("did you mean `pipeline.max_batch`"),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            "test.toml: `pipeline.max_bach` is not a known key in [pipeline]; did you mean `pipeline.max_batch`?"
         );
+        let e = load("max_batch = 5\n").unwrap_err();
+        assert!(e.problem.contains("did you mean `pipeline.max_batch`"), "{e}");
     }
 
     #[test]
@@ -717,8 +701,7 @@ mod tests {
         assert!(e.problem.contains("expects a whole number"), "{e}");
         let e = load_env("", &[("LNGPT_COLLECTOR_PIPELINE_MAX_BATHC", "5")]).unwrap_err();
         assert!(
-            e.problem
-                .contains("did you mean LNGPT_COLLECTOR_PIPELINE_MAX_BATCH"),
+            e.problem.contains("did you mean LNGPT_COLLECTOR_PIPELINE_MAX_BATCH"),
             "{e}"
         );
         let e = load_env("", &[("LNGPT_COLLECTOR_PIPELINE_MAX_WAIT", "soon")]).unwrap_err();
@@ -728,10 +711,7 @@ mod tests {
     #[test]
     fn durations_print_back_the_way_they_parse() {
         for s in ["200ms", "15s", "5m", "1h", "30d", "0"] {
-            assert_eq!(
-                HumanDuration(HumanDuration::parse(s).unwrap()).to_string(),
-                s
-            );
+            assert_eq!(HumanDuration(HumanDuration::parse(s).unwrap()).to_string(), s);
         }
     }
 }

@@ -93,8 +93,7 @@ fn main() -> ExitCode {
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, String> {
     match path {
         Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => Config::from_toml("", "(built-in defaults)", std::env::vars())
-            .map_err(|e| e.to_string()),
+        None => Config::from_toml("", "(built-in defaults)", std::env::vars()).map_err(|e| e.to_string()),
     }
 }
 
@@ -121,16 +120,15 @@ fn run(config: Config) -> ExitCode {
 }
 
 async fn daemon(config: Config) -> Result<(), String> {
-    let mut signals =
-        signals::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = signals::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     std::fs::create_dir_all(&config.state_dir).map_err(|e| {
         format!(
             "cannot create state_dir {}: {e}; create it or point state_dir elsewhere",
             config.state_dir.display()
         )
     })?;
-    let store = EmbeddedStore::open(&config.database_path(), &config.embedded.synchronous)
-        .map_err(|e| e.to_string())?;
+    let store =
+        EmbeddedStore::open(&config.database_path(), &config.embedded.synchronous).map_err(|e| e.to_string())?;
     let redactor = Arc::new(Redactor::new(&config.redact)?);
     let counters = Arc::new(Counters::default());
     let (sender, batcher, writer) = pipeline(&config.pipeline, store.clone(), counters.clone());

@@ -7,7 +7,8 @@
 
 use std::borrow::Cow;
 
-use regex::{Captures, Regex};
+use aho_corasick::AhoCorasick;
+use regex::{Captures, Regex, RegexSet};
 use serde_json::{Map, Value};
 
 use crate::config::RedactConfig;
@@ -29,8 +30,11 @@ pub const DEFAULT_KEYS: &[&str] = &[
 pub struct Redactor {
     enabled: bool,
     keys: Vec<String>,
-    /// One pass over a string tells whether any pattern could apply; most strings hold no secret.
-    any: Regex,
+    /// Most strings hold no secret. One case-insensitive pass for the built-in patterns' literals
+    /// (`bearer`, `sk-`, the key names) rules them out cheaply; the regexes run only on a hit.
+    literals: AhoCorasick,
+    /// User patterns have no known literals, so they are checked on every string.
+    user: Option<RegexSet>,
     /// Applied in order; a pattern with a capture group masks only that group.
     patterns: Vec<Regex>,
 }
@@ -47,40 +51,45 @@ impl Redactor {
             .map(|k| regex::escape(k).replace('_', "[_-]?"))
             .collect::<Vec<_>>()
             .join("|");
+        // ASCII word boundaries: a Unicode `\b` would push the regex engine off its fast path on
+        // every non-ASCII (e.g. Chinese) message.
         let mut sources = vec![
             // `Authorization: Bearer abc…`, in headers and prose alike.
-            r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)".to_string(),
+            r"(?i)(?-u:\b)bearer\s+([A-Za-z0-9\-._~+/]{8,}=*)".to_string(),
             // OpenAI-style keys anywhere (sk-…, sk-proj-…, sk-live-…).
-            r"\b(sk-[A-Za-z0-9_\-]{8,})".to_string(),
+            r"(?-u:\b)(sk-[A-Za-z0-9_\-]{8,})".to_string(),
             // "api_key": "…" inside JSON text (a raw reject line, a message holding JSON).
             format!(r#"(?i)"(?:[a-z0-9]+[_-])*(?:{key_alt})"\s*:\s*"((?:[^"\\]|\\.)*)""#),
             // api_key=…, password: '…' in prose and Python reprs.
             format!(
-                r#"(?i)\b(?:[a-z0-9]+[_-])*(?:{key_alt})\b['"]?\s*[:=]\s*['"]?(?:bearer\s+)?([^\s"',}}]{{4,}})"#
+                r#"(?i)(?-u:\b)(?:[a-z0-9]+[_-])*(?:{key_alt})(?-u:\b)['"]?\s*[:=]\s*['"]?(?:bearer\s+)?([^\s"',}}]{{4,}})"#
             ),
         ];
         for (i, p) in cfg.patterns.iter().enumerate() {
-            Regex::new(p).map_err(|e| {
-                format!("redact.patterns[{i}] is not a valid regular expression: {e}")
-            })?;
+            Regex::new(p).map_err(|e| format!("redact.patterns[{i}] is not a valid regular expression: {e}"))?;
             sources.push(p.clone());
         }
         let patterns = sources
             .iter()
             .map(|s| Regex::new(s).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
-        let any = Regex::new(
-            &sources
-                .iter()
-                .map(|s| format!("(?:{s})"))
-                .collect::<Vec<_>>()
-                .join("|"),
-        )
-        .map_err(|e| e.to_string())?;
+        let mut needles = vec!["bearer".to_string(), "sk-".to_string()];
+        for k in &keys {
+            needles.extend([k.clone(), k.replace('_', "-"), k.replace('_', "")]);
+        }
+        let literals = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&needles)
+            .map_err(|e| e.to_string())?;
+        let user = match cfg.patterns.is_empty() {
+            true => None,
+            false => Some(RegexSet::new(&cfg.patterns).map_err(|e| e.to_string())?),
+        };
         Ok(Redactor {
             enabled: cfg.enabled,
             keys,
-            any,
+            literals,
+            user,
             patterns,
         })
     }
@@ -104,18 +113,19 @@ impl Redactor {
         if !self.enabled {
             return false;
         }
-        let k = normalize_key(key);
+        let k = key.trim().as_bytes();
         self.keys.iter().any(|name| {
-            k == *name
-                || (k.len() > name.len()
-                    && k.ends_with(name.as_str())
-                    && k.as_bytes()[k.len() - name.len() - 1] == b'_')
+            let n = name.as_bytes();
+            k.len() >= n.len()
+                && same_key(&k[k.len() - n.len()..], n)
+                && (k.len() == n.len() || matches!(k[k.len() - n.len() - 1], b'_' | b'-'))
         })
     }
 
     /// Masks secrets inside a string, allocating only when something is found.
     pub fn text<'a>(&self, s: &'a str) -> Cow<'a, str> {
-        if !self.enabled || !self.any.is_match(s) {
+        let maybe_secret = self.literals.is_match(s) || self.user.as_ref().is_some_and(|u| u.is_match(s));
+        if !self.enabled || !maybe_secret {
             return Cow::Borrowed(s);
         }
         let mut out = s.to_string();
@@ -155,6 +165,12 @@ impl Redactor {
             }
         }
     }
+}
+
+/// Compares a key with a normalized name: ASCII case-insensitive, `-` equal to `_`.
+fn same_key(key: &[u8], name: &[u8]) -> bool {
+    let norm = |b: u8| if b == b'-' { b'_' } else { b.to_ascii_lowercase() };
+    key.iter().zip(name).all(|(&a, &b)| norm(a) == b)
 }
 
 fn normalize_key(k: &str) -> String {
@@ -222,15 +238,9 @@ mod tests {
             r.text("key sk-qgwz4kguf46maat8b3k990ep4l3t9p9ity3rm8wk used"),
             "key ***m8wk used"
         );
-        assert_eq!(
-            r.text(r#"{"api_key": "abc def ghi jkl"}"#),
-            r#"{"api_key": "*** jkl"}"#
-        );
+        assert_eq!(r.text(r#"{"api_key": "abc def ghi jkl"}"#), r#"{"api_key": "*** jkl"}"#);
         assert_eq!(r.text("password=hunter2hunter2"), "password=***ter2");
-        assert_eq!(
-            r.text("API调用成功: 2926 tokens"),
-            "API调用成功: 2926 tokens"
-        );
+        assert_eq!(r.text("API调用成功: 2926 tokens"), "API调用成功: 2926 tokens");
         assert!(matches!(r.text("nothing to see"), Cow::Borrowed(_)));
     }
 
@@ -258,17 +268,12 @@ mod tests {
         assert_eq!(r.text("card=4111111111111111 ok"), "card=***1111 ok");
         assert!(r.is_secret_key("session_id"));
         let off = Redactor::disabled();
-        assert_eq!(
-            off.text("Bearer abcdefghijklmnop"),
-            "Bearer abcdefghijklmnop"
-        );
+        assert_eq!(off.text("Bearer abcdefghijklmnop"), "Bearer abcdefghijklmnop");
         let bad = RedactConfig {
             patterns: vec!["(".into()],
             ..RedactConfig::default()
         };
-        assert!(Redactor::new(&bad)
-            .unwrap_err()
-            .contains("redact.patterns[0]"));
+        assert!(Redactor::new(&bad).unwrap_err().contains("redact.patterns[0]"));
     }
 
     #[test]

@@ -20,7 +20,10 @@ pub fn send(socket: &Path, input: &mut impl Read) -> Result<Ack, String> {
             "nobody is listening on {} ({e}); is lngpt-collector running, and is this its socket.path?",
             socket.display()
         ),
-        io::ErrorKind::PermissionDenied => format!("not allowed to connect to {} ({e}); is this user in the socket's group?", socket.display()),
+        io::ErrorKind::PermissionDenied => format!(
+            "not allowed to connect to {} ({e}); is this user in the socket's group?",
+            socket.display()
+        ),
         _ => format!("cannot connect to {}: {e}", socket.display()),
     })?;
     // A collector that stops mid-way closes the connection; its answer still says what it took.

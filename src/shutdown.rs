@@ -100,20 +100,18 @@ pub mod signals {
     pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Signal>> {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                for sig in signals.forever() {
-                    let signal = match sig {
-                        SIGHUP => Signal::Reload,
-                        SIGINT => Signal::Stop("SIGINT"),
-                        _ => Signal::Stop("SIGTERM"),
-                    };
-                    if tx.send(signal).is_err() {
-                        return;
-                    }
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            for sig in signals.forever() {
+                let signal = match sig {
+                    SIGHUP => Signal::Reload,
+                    SIGINT => Signal::Stop("SIGINT"),
+                    _ => Signal::Stop("SIGTERM"),
+                };
+                if tx.send(signal).is_err() {
+                    return;
                 }
-            })?;
+            }
+        })?;
         Ok(rx)
     }
 }

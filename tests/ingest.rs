@@ -25,15 +25,10 @@ fn novel_app_stream_lands_in_the_right_collections_with_no_secret_on_disk() {
     let ack = d.send(stream.as_bytes());
     assert_eq!(
         ack.events,
-        expected["novel-app-events.jsonl"]["lines"]
-            .as_u64()
-            .unwrap()
+        expected["novel-app-events.jsonl"]["lines"].as_u64().unwrap()
     );
     assert_eq!(ack.rejected, 0);
-    for (table, n) in expected["novel-app-events.jsonl"]["by_collection"]
-        .as_object()
-        .unwrap()
-    {
+    for (table, n) in expected["novel-app-events.jsonl"]["by_collection"].as_object().unwrap() {
         d.wait_for_count(table, n.as_u64().unwrap());
     }
     assert_eq!(d.count("api_rejects"), 0);
@@ -44,15 +39,10 @@ fn novel_app_stream_lands_in_the_right_collections_with_no_secret_on_disk() {
         "the stream should hold planted secrets, found {}",
         secrets.len()
     );
-    let lines_with_secrets = stream
-        .lines()
-        .filter(|l| secrets.iter().any(|s| l.contains(s)))
-        .count() as u64;
+    let lines_with_secrets = stream.lines().filter(|l| secrets.iter().any(|s| l.contains(s))).count() as u64;
     assert_eq!(
         lines_with_secrets,
-        expected["novel-app-events.jsonl"]["secrets_planted"]
-            .as_u64()
-            .unwrap()
+        expected["novel-app-events.jsonl"]["secrets_planted"].as_u64().unwrap()
     );
     // Search every file's bytes under state_dir, WAL included, while the daemon runs and after.
     assert_no_secret_under(&d.state, &secrets);
@@ -173,9 +163,7 @@ fn aliases_map_field_by_field() {
     assert_eq!(perf["extra"], json!({"region": "us"}));
     // The indexed columns agree with the documents.
     let (level, module): (String, String) = db
-        .query_row("SELECT level, module FROM api_logs", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row("SELECT level, module FROM api_logs", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!((level.as_str(), module.as_str()), ("WARNING", "llm_api"));
     let ms: i64 = db

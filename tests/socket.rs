@@ -39,11 +39,7 @@ fn eight_concurrent_clients_every_line_stored_exactly_once() {
     let distinct: i64 = db
         .query_row("SELECT count(DISTINCT json_extract(doc, '$.extra.client') || ':' || json_extract(doc, '$.extra.seq')) FROM api_logs", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(
-        distinct as usize,
-        CLIENTS * LINES,
-        "every (client, seq) exactly once"
-    );
+    assert_eq!(distinct as usize, CLIENTS * LINES, "every (client, seq) exactly once");
     let ids: i64 = db
         .query_row("SELECT count(DISTINCT id) FROM api_logs", [], |r| r.get(0))
         .unwrap();
@@ -67,10 +63,7 @@ fn an_over_long_line_is_rejected_and_the_lines_around_it_land() {
     d.wait_for_count("api_logs", 2);
     d.wait_for_count("api_rejects", 1);
     let db = d.db();
-    let messages: Vec<Value> = docs(&db, "api_logs")
-        .iter()
-        .map(|doc| doc["message"].clone())
-        .collect();
+    let messages: Vec<Value> = docs(&db, "api_logs").iter().map(|doc| doc["message"].clone()).collect();
     assert_eq!(messages, ["before", "after"]);
     let reject = &docs(&db, "api_rejects")[0];
     assert!(
@@ -110,24 +103,17 @@ fn invalid_utf8_is_a_reject_and_crlf_and_split_lines_are_fine() {
     assert_eq!(logs[1]["message"], "no newline at the end");
     let reject = &docs(&db, "api_rejects")[0];
     assert!(
-        reject["reason"]
-            .as_str()
-            .unwrap()
-            .contains("not valid UTF-8"),
+        reject["reason"].as_str().unwrap().contains("not valid UTF-8"),
         "{reject}"
     );
-    assert_eq!(
-        reject["raw"],
-        "{\"message\": \"bad \u{FFFD}\u{FFFD} byte\"}"
-    );
+    assert_eq!(reject["raw"], "{\"message\": \"bad \u{FFFD}\u{FFFD} byte\"}");
 }
 
 #[test]
 fn sigterm_with_a_full_queue_stores_everything_accepted_and_exits_zero() {
     const CLIENTS: usize = 4;
     const LINES: usize = 200_000;
-    let mut d =
-        Daemon::start("[pipeline]\nqueue_capacity = 200\nmax_batch = 100\nmax_wait = \"50ms\"\n");
+    let mut d = Daemon::start("[pipeline]\nqueue_capacity = 200\nmax_batch = 100\nmax_wait = \"50ms\"\n");
     let handles: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let socket = d.socket.clone();
@@ -139,8 +125,8 @@ fn sigterm_with_a_full_queue_stores_everything_accepted_and_exits_zero() {
                 let _ = s.shutdown(std::net::Shutdown::Write);
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
-                let ack: lngpt_collector::send::Ack = serde_json::from_str(answer.trim())
-                    .unwrap_or_else(|e| panic!("answer {answer:?}: {e}"));
+                let ack: lngpt_collector::send::Ack =
+                    serde_json::from_str(answer.trim()).unwrap_or_else(|e| panic!("answer {answer:?}: {e}"));
                 ack.events
             })
         })
@@ -160,10 +146,7 @@ fn sigterm_with_a_full_queue_stores_everything_accepted_and_exits_zero() {
         .and_then(|rest| rest.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no shutdown line in the log:\n{log}"));
-    assert!(
-        queued > 0,
-        "the queue should have been full at SIGTERM:\n{log}"
-    );
+    assert!(queued > 0, "the queue should have been full at SIGTERM:\n{log}");
     assert!(
         accepted.iter().all(|&n| n < LINES as u64),
         "shutdown should interrupt every client: {accepted:?}"
@@ -193,11 +176,7 @@ fn a_second_daemon_on_the_same_socket_fails_clearly_and_the_first_keeps_working(
     let first = Daemon::start("");
     let other_state = first.dir.path().join("other-state");
     let config = first.dir.path().join("second.toml");
-    std::fs::write(
-        &config,
-        common::base_config(&other_state, &first.socket, ""),
-    )
-    .unwrap();
+    std::fs::write(&config, common::base_config(&other_state, &first.socket, "")).unwrap();
     let out = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)
@@ -210,10 +189,7 @@ fn a_second_daemon_on_the_same_socket_fails_clearly_and_the_first_keeps_working(
             && stderr.contains("is another lngpt-collector running?"),
         "{stderr}"
     );
-    assert_eq!(
-        first.send(b"{\"message\": \"first still works\"}\n").events,
-        1
-    );
+    assert_eq!(first.send(b"{\"message\": \"first still works\"}\n").events, 1);
     first.wait_for_count("api_logs", 1);
 }
 
@@ -248,12 +224,7 @@ fn socket_file_mode_stale_files_and_removal() {
     .unwrap();
     assert!(child.wait().unwrap().success());
     let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(log.contains("removed the stale socket file"), "{log}");
     assert!(!socket.exists());
 
@@ -286,11 +257,7 @@ fn send_reports_rejects_and_fails_clearly_when_nobody_listens() {
         .write_all(b"{\"message\": \"ok\"}\nnot json\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit 2 when a line was rejected"
-    );
+    assert_eq!(out.status.code(), Some(2), "exit 2 when a line was rejected");
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 events accepted, 1 lines rejected"));
 
     let gone = d.dir.path().join("nobody.sock");

@@ -6,11 +6,13 @@
 //! kind does not know are kept under `extra`, never dropped. A line that cannot become an event
 //! becomes a [`Reject`] that says why, so every non-empty line yields exactly one [`Event`].
 
+mod fields;
 mod id;
 mod time;
 
 use std::sync::Arc;
 
+use fields::Fields;
 use serde_json::{Map, Value};
 
 pub use id::EventId;
@@ -274,15 +276,7 @@ impl Parser {
                 source: source.clone(),
                 body,
             },
-            Err(reason) => Event::reject(
-                id,
-                source.clone(),
-                received,
-                reason,
-                line,
-                line.len(),
-                &self.redactor,
-            ),
+            Err(reason) => Event::reject(id, source.clone(), received, reason, line, line.len(), &self.redactor),
         }
     }
 
@@ -293,13 +287,13 @@ impl Parser {
                 e.valid_up_to()
             )
         })?;
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let Value::Object(mut map) = value else {
-            return Err(format!(
-                "expected a JSON object per line, got {}",
-                kind_of(&value)
-            ));
+        let mut map = match Fields::parse(text) {
+            Ok(fields) => fields,
+            // Rare: say precisely what is wrong, at the cost of parsing once more.
+            Err(_) => match serde_json::from_str::<Value>(text) {
+                Err(e) => return Err(format!("not valid JSON: {e}")),
+                Ok(value) => return Err(format!("expected a JSON object per line, got {}", kind_of(&value))),
+            },
         };
         let kind = event_kind(&mut map)?;
         let time = take_time(&mut map)?.unwrap_or(received);
@@ -311,10 +305,15 @@ impl Parser {
         Ok((time, body))
     }
 
-    fn log(&self, mut m: Map<String, Value>) -> Result<Log, String> {
+    fn log(&self, mut m: Fields) -> Result<Log, String> {
         let level = match take_str(&mut m, &["level", "levelname"])? {
             None => Level::Info,
-            Some((name, s)) => Level::parse(&s).ok_or_else(|| format!("`{name}` {} is not a log level; expected DEBUG, INFO, WARNING, ERROR or CRITICAL", snippet(&s)))?,
+            Some((name, s)) => Level::parse(&s).ok_or_else(|| {
+                format!(
+                    "`{name}` {} is not a log level; expected DEBUG, INFO, WARNING, ERROR or CRITICAL",
+                    snippet(&s)
+                )
+            })?,
         };
         let mut message = take_str(&mut m, &["message", "msg"])?
             .ok_or("log record has no `message` (or `msg`) field")?
@@ -335,19 +334,21 @@ impl Parser {
         })
     }
 
-    fn cost(&self, mut m: Map<String, Value>) -> Result<Cost, String> {
-        let model = take_str(
-            &mut m,
-            &["model", "gen_ai.request.model", "gen_ai.response.model"],
-        )?
-        .ok_or("cost record has no `model` field")?
-        .1;
+    fn cost(&self, mut m: Fields) -> Result<Cost, String> {
+        let model = take_str(&mut m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?
+            .ok_or("cost record has no `model` field")?
+            .1;
         let cost = take_number(&mut m, &["cost"])?
             .ok_or("cost record has no `cost` field (the amount, a number ≥ 0)")?
             .1;
         let currency = match take_str(&mut m, &["currency_symbol", "currency"])? {
             None => Currency::Usd,
-            Some((name, s)) => Currency::parse(&s).ok_or_else(|| format!("`{name}` {} is not a known currency; expected \"$\" (USD) or \"￥\" (CNY, RMB)", snippet(&s)))?,
+            Some((name, s)) => Currency::parse(&s).ok_or_else(|| {
+                format!(
+                    "`{name}` {} is not a known currency; expected \"$\" (USD) or \"￥\" (CNY, RMB)",
+                    snippet(&s)
+                )
+            })?,
         };
         let input_tokens = take_count(
             &mut m,
@@ -369,18 +370,12 @@ impl Parser {
         )?;
         let total_tokens = match take_count(&mut m, &["total_tokens"])? {
             Some(t) => Some(t),
-            None if input_tokens.is_some() || output_tokens.is_some() => Some(
-                input_tokens
-                    .unwrap_or(0)
-                    .saturating_add(output_tokens.unwrap_or(0)),
-            ),
+            None if input_tokens.is_some() || output_tokens.is_some() => {
+                Some(input_tokens.unwrap_or(0).saturating_add(output_tokens.unwrap_or(0)))
+            }
             None => None,
         };
-        let provider = take_str(
-            &mut m,
-            &["provider", "gen_ai.provider.name", "gen_ai.system"],
-        )?
-        .map(|v| v.1);
+        let provider = take_str(&mut m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1);
         let request_id = take_str(&mut m, &["request_id"])?.map(|v| v.1);
         Ok(Cost {
             model,
@@ -395,22 +390,33 @@ impl Parser {
         })
     }
 
-    fn performance(&self, mut m: Map<String, Value>) -> Result<Performance, String> {
+    fn performance(&self, mut m: Fields) -> Result<Performance, String> {
         let response_time = match take_number(&mut m, &["response_time", "duration"])? {
             Some((_, secs)) => secs,
-            None => take_number(&mut m, &["duration_ms"])?.map(|(_, ms)| ms / 1000.0).ok_or("performance record has no `response_time` field (seconds; or `duration`, `duration_ms`)")?,
+            None => take_number(&mut m, &["duration_ms"])?
+                .map(|(_, ms)| ms / 1000.0)
+                .ok_or("performance record has no `response_time` field (seconds; or `duration`, `duration_ms`)")?,
         };
         let status = match take_str(&mut m, &["status"])? {
             Some((_, s)) => match s.to_ascii_lowercase().as_str() {
                 "success" | "ok" => Status::Success,
                 "error" | "failure" | "failed" => Status::Error,
-                _ => return Err(format!("`status` {} is not a status; expected \"success\" or \"error\"", snippet(&s))),
+                _ => {
+                    return Err(format!(
+                        "`status` {} is not a status; expected \"success\" or \"error\"",
+                        snippet(&s)
+                    ))
+                }
             },
             None => match m.remove("ok") {
                 Some(Value::Bool(true)) => Status::Success,
                 Some(Value::Bool(false)) => Status::Error,
                 Some(other) => return Err(format!("`ok` must be true or false, got {}", kind_of(&other))),
-                None => return Err("performance record has no `status` field (\"success\" or \"error\"; or a boolean `ok`)".into()),
+                None => {
+                    return Err(
+                        "performance record has no `status` field (\"success\" or \"error\"; or a boolean `ok`)".into(),
+                    )
+                }
             },
         };
         let mut error = take_str(&mut m, &["error"])?.map(|v| v.1);
@@ -421,16 +427,8 @@ impl Parser {
             response_time,
             status,
             error,
-            model: take_str(
-                &mut m,
-                &["model", "gen_ai.request.model", "gen_ai.response.model"],
-            )?
-            .map(|v| v.1),
-            provider: take_str(
-                &mut m,
-                &["provider", "gen_ai.provider.name", "gen_ai.system"],
-            )?
-            .map(|v| v.1),
+            model: take_str(&mut m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?.map(|v| v.1),
+            provider: take_str(&mut m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1),
             request_id: take_str(&mut m, &["request_id"])?.map(|v| v.1),
             first_chunk_time: take_number(&mut m, &["first_chunk_time"])?.map(|v| v.1),
             chunk_count: take_count(&mut m, &["chunk_count"])?,
@@ -439,18 +437,13 @@ impl Parser {
     }
 
     /// `extra` as sent, plus every field the kind does not know, redacted.
-    fn extra(&self, mut rest: Map<String, Value>) -> Result<Map<String, Value>, String> {
+    fn extra(&self, mut rest: Fields) -> Result<Map<String, Value>, String> {
         let mut extra = match rest.remove("extra") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(e)) => e,
-            Some(other) => {
-                return Err(format!(
-                    "`extra` must be an object, got {}",
-                    kind_of(&other)
-                ))
-            }
+            Some(other) => return Err(format!("`extra` must be an object, got {}", kind_of(&other))),
         };
-        for (k, v) in rest {
+        for (k, v) in rest.into_rest() {
             if extra.contains_key(&k) {
                 extra.insert(format!("top_level.{k}"), v);
             } else {
@@ -468,38 +461,45 @@ enum Kind {
     Performance,
 }
 
-fn event_kind(m: &mut Map<String, Value>) -> Result<Kind, String> {
+fn event_kind(m: &mut Fields) -> Result<Kind, String> {
     match m.remove("type") {
         Some(Value::String(t)) => match t.to_ascii_lowercase().as_str() {
             "log" => Ok(Kind::Log),
             "cost" => Ok(Kind::Cost),
             "performance" | "perf" => Ok(Kind::Performance),
-            _ => Err(format!("unknown event `type` {}; expected \"log\", \"cost\" or \"performance\"", snippet(&t))),
+            _ => Err(format!(
+                "unknown event `type` {}; expected \"log\", \"cost\" or \"performance\"",
+                snippet(&t)
+            )),
         },
-        Some(other) => Err(format!("event `type` must be a string (\"log\", \"cost\" or \"performance\"), got {}", kind_of(&other))),
+        Some(other) => Err(format!(
+            "event `type` must be a string (\"log\", \"cost\" or \"performance\"), got {}",
+            kind_of(&other)
+        )),
         None if m.contains_key("cost") => Ok(Kind::Cost),
         None if m.contains_key("response_time") => Ok(Kind::Performance),
         None if m.contains_key("message") || m.contains_key("msg") => Ok(Kind::Log),
         // Without a message, a duration can only be a performance record.
         None if m.contains_key("duration") || m.contains_key("duration_ms") => Ok(Kind::Performance),
-        None => Err("cannot tell the kind of event: no `type` field, and none of `message`, `cost` or `response_time`".into()),
+        None => Err(
+            "cannot tell the kind of event: no `type` field, and none of `message`, `cost` or `response_time`".into(),
+        ),
     }
 }
 
 /// The first of `timestamp`, `created_at`, `created` present; the others stay for `extra`.
-fn take_time(m: &mut Map<String, Value>) -> Result<Option<Timestamp>, String> {
+fn take_time(m: &mut Fields) -> Result<Option<Timestamp>, String> {
     let Some(name) = ["timestamp", "created_at", "created"]
         .into_iter()
-        .find(|k| m.get(*k).is_some_and(|v| !v.is_null()))
+        .find(|k| m.get(k).is_some_and(|v| !v.is_null()))
     else {
         return Ok(None);
     };
     let parsed = match m.remove(name) {
-        Some(Value::String(s)) => {
-            Timestamp::parse_rfc3339(&s).map_err(|e| format!("`{name}` {} {e}", snippet(&s)))?
+        Some(Value::String(s)) => Timestamp::parse_rfc3339(&s).map_err(|e| format!("`{name}` {} {e}", snippet(&s)))?,
+        Some(Value::Number(n)) => {
+            Timestamp::from_epoch_seconds(n.as_f64().unwrap_or(f64::NAN)).map_err(|e| format!("`{name}` {n} {e}"))?
         }
-        Some(Value::Number(n)) => Timestamp::from_epoch_seconds(n.as_f64().unwrap_or(f64::NAN))
-            .map_err(|e| format!("`{name}` {n} {e}"))?,
         Some(other) => {
             return Err(format!(
                 "`{name}` must be an RFC 3339 string or epoch seconds, got {}",
@@ -512,7 +512,7 @@ fn take_time(m: &mut Map<String, Value>) -> Result<Option<Timestamp>, String> {
 }
 
 /// The first present, non-null alias; removes it from the map.
-fn take<'n>(m: &mut Map<String, Value>, names: &[&'n str]) -> Option<(&'n str, Value)> {
+fn take<'n>(m: &mut Fields, names: &[&'n str]) -> Option<(&'n str, Value)> {
     for &name in names {
         match m.remove(name) {
             None | Some(Value::Null) => continue,
@@ -522,41 +522,26 @@ fn take<'n>(m: &mut Map<String, Value>, names: &[&'n str]) -> Option<(&'n str, V
     None
 }
 
-fn take_str<'n>(
-    m: &mut Map<String, Value>,
-    names: &[&'n str],
-) -> Result<Option<(&'n str, String)>, String> {
+fn take_str<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, String)>, String> {
     match take(m, names) {
         None => Ok(None),
         Some((name, Value::String(s))) => Ok(Some((name, s))),
-        Some((name, other)) => Err(format!(
-            "`{name}` must be a string, got {}",
-            kind_of(&other)
-        )),
+        Some((name, other)) => Err(format!("`{name}` must be a string, got {}", kind_of(&other))),
     }
 }
 
-fn take_number<'n>(
-    m: &mut Map<String, Value>,
-    names: &[&'n str],
-) -> Result<Option<(&'n str, f64)>, String> {
+fn take_number<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, f64)>, String> {
     match take(m, names) {
         None => Ok(None),
         Some((name, Value::Number(n))) => match n.as_f64() {
             Some(x) if x >= 0.0 && x.is_finite() => Ok(Some((name, x))),
             _ => Err(format!("`{name}` must be a number ≥ 0, got {n}")),
         },
-        Some((name, other)) => Err(format!(
-            "`{name}` must be a number ≥ 0, got {}",
-            kind_of(&other)
-        )),
+        Some((name, other)) => Err(format!("`{name}` must be a number ≥ 0, got {}", kind_of(&other))),
     }
 }
 
-fn take_int<'n>(
-    m: &mut Map<String, Value>,
-    names: &[&'n str],
-) -> Result<Option<(&'n str, i64)>, String> {
+fn take_int<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, i64)>, String> {
     match take(m, names) {
         None => Ok(None),
         Some((name, Value::Number(n))) => match n.as_i64().or_else(|| {
@@ -567,14 +552,11 @@ fn take_int<'n>(
             Some(i) => Ok(Some((name, i))),
             None => Err(format!("`{name}` must be a whole number, got {n}")),
         },
-        Some((name, other)) => Err(format!(
-            "`{name}` must be a whole number, got {}",
-            kind_of(&other)
-        )),
+        Some((name, other)) => Err(format!("`{name}` must be a whole number, got {}", kind_of(&other))),
     }
 }
 
-fn take_count(m: &mut Map<String, Value>, names: &[&str]) -> Result<Option<u64>, String> {
+fn take_count(m: &mut Fields, names: &[&str]) -> Result<Option<u64>, String> {
     match take_int(m, names)? {
         None => Ok(None),
         Some((_, i)) if i >= 0 => Ok(Some(i as u64)),
@@ -612,12 +594,7 @@ mod tests {
 
     fn parse(line: &str) -> Event {
         let parser = Parser::new(Arc::new(Redactor::new(&RedactConfig::default()).unwrap()));
-        parser.parse(
-            line.as_bytes(),
-            &Source::from("test"),
-            Timestamp(1_000),
-            EventId::new(),
-        )
+        parser.parse(line.as_bytes(), &Source::from("test"), Timestamp(1_000), EventId::new())
     }
 
     fn reason(line: &str) -> String {
@@ -633,18 +610,13 @@ mod tests {
             r#"{"created": 1795680002.171, "levelname": "warn", "msg": "开始API调用", "name": "lngpt.api", "module": "llm_api", "funcName": "stream_chat", "lineno": 225, "request_id": "req-5", "thread": 1}"#,
         );
         assert_eq!(e.time, Timestamp(1_795_680_002_171));
-        let Body::Log(log) = e.body else {
-            panic!("not a log")
-        };
+        let Body::Log(log) = e.body else { panic!("not a log") };
         assert_eq!(log.level, Level::Warning);
         assert_eq!(log.message, "开始API调用");
         assert_eq!(log.logger.as_deref(), Some("lngpt.api"));
         assert_eq!(log.function.as_deref(), Some("stream_chat"));
         assert_eq!(log.line, Some(225));
-        assert_eq!(
-            Value::Object(log.extra),
-            json!({"request_id": "req-5", "thread": 1})
-        );
+        assert_eq!(Value::Object(log.extra), json!({"request_id": "req-5", "thread": 1}));
     }
 
     #[test]
@@ -652,18 +624,14 @@ mod tests {
         let e = parse(
             r#"{"model": "gpt-4o", "cost": 0.5, "currency": "cny", "prompt_tokens": 10, "gen_ai.usage.output_tokens": 5, "gen_ai.provider.name": "openai", "created_at": "2026-11-26T08:00:00Z"}"#,
         );
-        let Body::Cost(c) = e.body else {
-            panic!("not a cost")
-        };
+        let Body::Cost(c) = e.body else { panic!("not a cost") };
         assert_eq!(
             (c.currency, c.input_tokens, c.output_tokens, c.total_tokens),
             (Currency::Cny, Some(10), Some(5), Some(15))
         );
         assert_eq!(c.provider.as_deref(), Some("openai"));
         assert!(c.extra.is_empty());
-        let Body::Cost(c) =
-            parse(r#"{"type":"cost","gen_ai.request.model":"m","cost":1,"currency_symbol":"¥"}"#)
-                .body
+        let Body::Cost(c) = parse(r#"{"type":"cost","gen_ai.request.model":"m","cost":1,"currency_symbol":"¥"}"#).body
         else {
             panic!()
         };
@@ -675,12 +643,15 @@ mod tests {
 
     #[test]
     fn performance_inference_and_units() {
-        let Body::Performance(p) = parse(r#"{"response_time": 1.5, "ok": false, "error": "Authorization: Bearer abcdefghijklmnop"}"#).body else { panic!() };
+        let Body::Performance(p) =
+            parse(r#"{"response_time": 1.5, "ok": false, "error": "Authorization: Bearer abcdefghijklmnop"}"#).body
+        else {
+            panic!()
+        };
         assert_eq!((p.response_time, p.status), (1.5, Status::Error));
         assert_eq!(p.error.as_deref(), Some("Authorization: Bearer ***mnop"));
         let Body::Performance(p) =
-            parse(r#"{"type": "perf", "duration_ms": 250, "status": "success", "chunk_count": 3}"#)
-                .body
+            parse(r#"{"type": "perf", "duration_ms": 250, "status": "success", "chunk_count": 3}"#).body
         else {
             panic!()
         };
@@ -697,37 +668,23 @@ mod tests {
 
     #[test]
     fn unknown_top_level_fields_and_secrets_land_redacted_in_extra() {
-        let Body::Log(log) = parse(
-            r#"{"message": "x", "api_key": "sk-abcdefghijklmnopqrst", "extra": {"tokens": 5}}"#,
-        )
-        .body
+        let Body::Log(log) =
+            parse(r#"{"message": "x", "api_key": "sk-abcdefghijklmnopqrst", "extra": {"tokens": 5}}"#).body
         else {
             panic!()
         };
-        assert_eq!(
-            Value::Object(log.extra),
-            json!({"api_key": "***qrst", "tokens": 5})
-        );
+        assert_eq!(Value::Object(log.extra), json!({"api_key": "***qrst", "tokens": 5}));
     }
 
     #[test]
     fn reasons_are_specific() {
         assert!(reason("{").starts_with("not valid JSON"));
-        assert_eq!(
-            reason("[1]"),
-            "expected a JSON object per line, got an array"
-        );
+        assert_eq!(reason("[1]"), "expected a JSON object per line, got an array");
         assert!(reason(r#"{"type": "metric"}"#).contains("unknown event `type` \"metric\""));
-        assert!(reason(r#"{"type": "cost", "model": "m", "cost": -1}"#)
-            .contains("`cost` must be a number ≥ 0, got -1"));
-        assert!(
-            reason(r#"{"type": "log", "message": "x", "timestamp": 1795680002171}"#)
-                .contains("milliseconds")
-        );
-        assert!(
-            reason(r#"{"type": "log", "message": "x", "line": "forty"}"#)
-                .contains("`line` must be a whole number, got a string")
-        );
+        assert!(reason(r#"{"type": "cost", "model": "m", "cost": -1}"#).contains("`cost` must be a number ≥ 0, got -1"));
+        assert!(reason(r#"{"type": "log", "message": "x", "timestamp": 1795680002171}"#).contains("milliseconds"));
+        assert!(reason(r#"{"type": "log", "message": "x", "line": "forty"}"#)
+            .contains("`line` must be a whole number, got a string"));
         assert!(reason(r#"{"level": "INFO"}"#).contains("cannot tell the kind"));
         assert!(reason(r#"{"message": "x", "extra": [1]}"#).contains("`extra` must be an object"));
         let e = parse("{\"message\": \"\u{00e9}\"}");
@@ -748,9 +705,7 @@ mod tests {
             r#"{{"message": "Bearer abcdefghijklmnopqrstuvwxyz", "pad": "{}"#,
             "x".repeat(100_000)
         );
-        let Body::Reject(r) = parse(&long).body else {
-            panic!()
-        };
+        let Body::Reject(r) = parse(&long).body else { panic!() };
         assert_eq!(r.raw_len, long.len());
         assert!(r.raw.len() <= MAX_RAW_BYTES);
         assert!(r.raw.contains("Bearer ***wxyz"), "{}", &r.raw[..60]);

@@ -17,9 +17,7 @@ const MAX_MS: i64 = 253_402_300_799_999;
 
 impl Timestamp {
     pub fn now() -> Timestamp {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp(d.as_millis() as i64)
     }
 
@@ -119,12 +117,7 @@ impl Timestamp {
         let ms = self.0.clamp(MIN_MS, MAX_MS);
         let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
         let (y, mo, d) = civil_from_days(days);
-        let (h, mi, s, milli) = (
-            rem / 3_600_000,
-            rem / 60_000 % 60,
-            rem / 1000 % 60,
-            rem % 1000,
-        );
+        let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
         let mut buf = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut v: i64| {
             for k in (0..width).rev() {
@@ -161,13 +154,9 @@ pub enum TimeError {
 impl fmt::Display for TimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            TimeError::Syntax => {
-                "is not an RFC 3339 date-time (like 2026-11-26T08:00:00.536Z) or epoch seconds"
-            }
+            TimeError::Syntax => "is not an RFC 3339 date-time (like 2026-11-26T08:00:00.536Z) or epoch seconds",
             TimeError::OutOfRange => "is outside the years 1970 to 9999",
-            TimeError::LooksLikeMillis => {
-                "looks like epoch milliseconds; send epoch seconds (divide by 1000)"
-            }
+            TimeError::LooksLikeMillis => "looks like epoch milliseconds; send epoch seconds (divide by 1000)",
         })
     }
 }
@@ -216,28 +205,14 @@ mod tests {
     fn parses_the_forms_apps_send() {
         let utc = Timestamp::parse_rfc3339("2026-11-26T08:00:00.536Z").unwrap();
         assert_eq!(utc.0, 1_795_680_000_536);
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-26T16:00:00.536+08:00").unwrap(), utc);
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-26 08:00:00.536").unwrap(), utc);
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-26T08:00:00.536123Z").unwrap(), utc);
         assert_eq!(
-            Timestamp::parse_rfc3339("2026-11-26T16:00:00.536+08:00").unwrap(),
-            utc
-        );
-        assert_eq!(
-            Timestamp::parse_rfc3339("2026-11-26 08:00:00.536").unwrap(),
-            utc
-        );
-        assert_eq!(
-            Timestamp::parse_rfc3339("2026-11-26T08:00:00.536123Z").unwrap(),
-            utc
-        );
-        assert_eq!(
-            Timestamp::parse_rfc3339("2026-11-26T08:00:00.5Z")
-                .unwrap()
-                .0,
+            Timestamp::parse_rfc3339("2026-11-26T08:00:00.5Z").unwrap().0,
             1_795_680_000_500
         );
-        assert_eq!(
-            Timestamp::parse_rfc3339("1970-01-01T00:00:00Z").unwrap().0,
-            0
-        );
+        assert_eq!(Timestamp::parse_rfc3339("1970-01-01T00:00:00Z").unwrap().0, 0);
     }
 
     #[test]
@@ -250,19 +225,13 @@ mod tests {
             "2026-11-26T08:00:00.Z",
             "2026-11-26T08:00:00+0800",
         ] {
-            assert!(
-                Timestamp::parse_rfc3339(bad).is_err(),
-                "{bad} should not parse"
-            );
+            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad} should not parse");
         }
         assert_eq!(
             Timestamp::from_epoch_seconds(1_795_680_002_171.0),
             Err(TimeError::LooksLikeMillis)
         );
-        assert_eq!(
-            Timestamp::from_epoch_seconds(-1.0),
-            Err(TimeError::OutOfRange)
-        );
+        assert_eq!(Timestamp::from_epoch_seconds(-1.0), Err(TimeError::OutOfRange));
     }
 
     #[test]
@@ -272,9 +241,6 @@ mod tests {
             assert_eq!(s.len(), 24);
             assert_eq!(Timestamp::parse_rfc3339(&s).unwrap().0, ms, "{s}");
         }
-        assert_eq!(
-            Timestamp(1_795_680_000_536).to_string(),
-            "2026-11-26T08:00:00.536Z"
-        );
+        assert_eq!(Timestamp(1_795_680_000_536).to_string(), "2026-11-26T08:00:00.536Z");
     }
 }

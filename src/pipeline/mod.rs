@@ -47,11 +47,7 @@ impl PipelineSender {
                 Vec::new()
             };
             let n = events.len();
-            self.permits
-                .acquire_many(n as u32)
-                .await
-                .map_err(|_| Closed)?
-                .forget();
+            self.permits.acquire_many(n as u32).await.map_err(|_| Closed)?.forget();
             let rejects = events.iter().filter(|e| e.is_reject()).count() as u64;
             self.tx.send(events).await.map_err(|_| Closed)?;
             self.counters.accepted(n as u64 - rejects, rejects);
@@ -78,8 +74,7 @@ pub struct QueueGauge {
 impl QueueGauge {
     /// Events accepted and not yet stored.
     pub fn queued(&self) -> usize {
-        self.capacity
-            .saturating_sub(self.permits.available_permits())
+        self.capacity.saturating_sub(self.permits.available_permits())
     }
 }
 

@@ -166,29 +166,17 @@ mod tests {
 
     #[test]
     fn splits_lines_across_reads_and_strips_crlf() {
-        assert_eq!(
-            decode(100, &[b"ab", b"c\r\nde", b"f\n\n  \r\ng"]),
-            ["abc", "def", "g"]
-        );
+        assert_eq!(decode(100, &[b"ab", b"c\r\nde", b"f\n\n  \r\ng"]), ["abc", "def", "g"]);
     }
 
     #[test]
     fn over_long_lines_are_reported_once_and_reading_resumes() {
-        assert_eq!(
-            decode(4, &[b"ok\n0123456789\nok2\n"]),
-            ["ok", "TOOLONG(10, 10)", "ok2"]
-        );
-        assert_eq!(
-            decode(4, &[b"01", b"23", b"45", b"67\nok\n"]),
-            ["TOOLONG(8, 8)", "ok"]
-        );
+        assert_eq!(decode(4, &[b"ok\n0123456789\nok2\n"]), ["ok", "TOOLONG(10, 10)", "ok2"]);
+        assert_eq!(decode(4, &[b"01", b"23", b"45", b"67\nok\n"]), ["TOOLONG(8, 8)", "ok"]);
         let big = vec![b'x'; MAX_RAW_BYTES * 3];
         assert_eq!(
             decode(1024, &[&big, b"\nok\n"]),
-            [
-                format!("TOOLONG({}, {MAX_RAW_BYTES})", big.len()),
-                "ok".into()
-            ]
+            [format!("TOOLONG({}, {MAX_RAW_BYTES})", big.len()), "ok".into()]
         );
     }
 

@@ -46,12 +46,8 @@ impl SocketSource {
     /// socket another process still answers on, sets the file's mode and group.
     pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<SocketSource, String> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                format!(
-                    "cannot create the socket's directory {}: {e}",
-                    dir.display()
-                )
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the socket's directory {}: {e}", dir.display()))?;
         }
         match std::fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => {
@@ -75,8 +71,7 @@ impl SocketSource {
         }
         let std_listener = std::os::unix::net::UnixListener::bind(path)
             .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        let meta = std::fs::symlink_metadata(path)
-            .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
         let file = SocketFile {
             path: path.to_path_buf(),
             dev: meta.dev(),
@@ -87,19 +82,13 @@ impl SocketSource {
         if let Some(name) = group {
             let gid = match nix::unistd::Group::from_name(name) {
                 Ok(Some(g)) => g.gid,
-                Ok(None) => {
-                    return Err(format!(
-                        "socket.group: there is no group named {name:?} on this system"
-                    ))
-                }
+                Ok(None) => return Err(format!("socket.group: there is no group named {name:?} on this system")),
                 Err(e) => return Err(format!("socket.group: cannot look up group {name:?}: {e}")),
             };
             std::os::unix::fs::chown(path, None, Some(gid.as_raw()))
                 .map_err(|e| format!("cannot give {} to group {name}: {e}", path.display()))?;
         }
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| e.to_string())?;
+        std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
         Ok(SocketSource { listener, file })
     }
@@ -146,9 +135,7 @@ async fn serve(mut stream: UnixStream, ingest: Ingest, mut shutdown: Shutdown) {
                 let _ = ingest.submit(&mut events, &mut tally).await;
                 break;
             }
-            Ok(n) => decoder.feed(&buf[..n], &mut |frame| {
-                ingest.push(&mut events, frame, received)
-            }),
+            Ok(n) => decoder.feed(&buf[..n], &mut |frame| ingest.push(&mut events, frame, received)),
             Err(e) => {
                 tracing::debug!("socket client went away: {e}");
                 break;
@@ -158,10 +145,7 @@ async fn serve(mut stream: UnixStream, ingest: Ingest, mut shutdown: Shutdown) {
             break;
         }
     }
-    let ack = format!(
-        "{{\"events\":{},\"rejected\":{}}}\n",
-        tally.events, tally.rejected
-    );
+    let ack = format!("{{\"events\":{},\"rejected\":{}}}\n", tally.events, tally.rejected);
     let _ = stream.write_all(ack.as_bytes()).await;
     let _ = stream.shutdown().await;
 }

@@ -37,21 +37,85 @@ pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     host: Arc<str>,
+    _checkpointer: Arc<Checkpointer>,
+}
+
+/// The writer's own checkpoint threshold, only reached if the checkpointer falls behind.
+const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_000;
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies the WAL into the database file from a thread and connection of its own. A PASSIVE
+/// checkpoint never blocks the writer, and the copying no longer sits on the insert path.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!("checkpoint of the embedded store failed, will retry: {e}");
+                    }
+                }
+            })
+            .map_err(|e| StoreError(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer { stop })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A batch's documents encoded into one buffer (one allocation per batch, not per event).
+struct EncodedDocs {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl EncodedDocs {
+    fn encode(batch: &Batch, host: &str) -> Result<EncodedDocs, StoreError> {
+        let mut buf = Vec::with_capacity(batch.events.len() * 320);
+        let mut ends = Vec::with_capacity(batch.events.len());
+        for e in &batch.events {
+            document::write_json(e, host, &mut buf)
+                .map_err(|err| StoreError(format!("cannot encode event {}: {err}", e.id)))?;
+            ends.push(buf.len());
+        }
+        let text =
+            String::from_utf8(buf).map_err(|err| StoreError(format!("documents encoded to invalid UTF-8: {err}")))?;
+        Ok(EncodedDocs { text, ends })
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
 }
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the database file. `synchronous` is `normal` or `full`.
     pub fn open(path: &Path, synchronous: &str) -> Result<EmbeddedStore, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-            StoreError(format!(
-                "cannot open the embedded store {}: {e}",
-                path.display()
-            ))
-        })?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError(format!("cannot open the embedded store {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // 16 KiB pages: fewer page splits and cache look-ups per row than 4 KiB; measured 1.4x the
+        // insert rate (cargo bench --bench socket_throughput). Applies to new files only.
+        conn.execute_batch("PRAGMA page_size = 16384;")?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError(format!(
@@ -59,19 +123,20 @@ impl EmbeddedStore {
                 path.display()
             )));
         }
-        let sync = if synchronous == "full" {
-            "FULL"
-        } else {
-            "NORMAL"
-        };
+        let sync = if synchronous == "full" { "FULL" } else { "NORMAL" };
+        // A 16 MiB page cache keeps the indexes' hot pages in memory as the tables grow (the 2 MiB
+        // default made inserts read pages back). Checkpoints run on a connection of their own (see
+        // `Checkpointer`) so the writer does not copy pages; its own autocheckpoint is a backstop.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY;"
+            "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};"
         ))?;
         conn.execute_batch(SCHEMA)?;
+        let checkpointer = Checkpointer::start(path)?;
         Ok(EmbeddedStore {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
             host: document::hostname().into(),
+            _checkpointer: Arc::new(checkpointer),
         })
     }
 
@@ -86,9 +151,9 @@ impl EmbeddedStore {
         let conn = self.conn.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                let mut guard = conn.lock().map_err(|_| {
-                    StoreError("the embedded store's lock was poisoned by a panic".into())
-                })?;
+                let mut guard = conn
+                    .lock()
+                    .map_err(|_| StoreError("the embedded store's lock was poisoned by a panic".into()))?;
                 f(&mut guard)
             })
             .await
@@ -97,14 +162,9 @@ impl EmbeddedStore {
     }
 }
 
-fn insert_batch(
-    conn: &mut Connection,
-    batch: &Batch,
-    host: &str,
-) -> Result<WriteOutcome, StoreError> {
+fn insert_batch(conn: &mut Connection, batch: &Batch, docs: &EncodedDocs) -> Result<WriteOutcome, StoreError> {
     let tx = conn.transaction()?;
     let mut inserted = 0;
-    let mut doc = Vec::with_capacity(1024);
     {
         let sql = match batch.collection {
             Collection::Logs => "INSERT OR IGNORE INTO api_logs (id, timestamp_ms, level, module, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -113,20 +173,13 @@ fn insert_batch(
             Collection::Rejects => "INSERT OR IGNORE INTO api_rejects (id, received_at_ms, source, doc) VALUES (?1, ?2, ?3, ?4)",
         };
         let mut stmt = tx.prepare_cached(sql)?;
-        for e in &batch.events {
-            doc.clear();
-            document::write_json(e, host, &mut doc)
-                .map_err(|err| StoreError(format!("cannot encode event {}: {err}", e.id)))?;
-            let doc = std::str::from_utf8(&doc).map_err(|err| {
-                StoreError(format!("event {} encoded to invalid UTF-8: {err}", e.id))
-            })?;
+        for (i, e) in batch.events.iter().enumerate() {
+            let doc = docs.get(i);
             let (id, t) = (&e.id.bytes()[..], e.time.as_millis());
             inserted += match &e.body {
                 Body::Log(l) => stmt.execute(params![id, t, l.level.as_str(), l.module, doc])?,
                 Body::Cost(c) => stmt.execute(params![id, t, c.model, doc])?,
-                Body::Performance(p) => {
-                    stmt.execute(params![id, t, p.status.as_str(), p.model, doc])?
-                }
+                Body::Performance(p) => stmt.execute(params![id, t, p.status.as_str(), p.model, doc])?,
                 Body::Reject(_) => stmt.execute(params![id, t, &*e.source, doc])?,
             };
         }
@@ -139,12 +192,12 @@ fn insert_batch(
 }
 
 impl Store for EmbeddedStore {
-    fn write(
-        &self,
-        batch: Arc<Batch>,
-    ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
-        let host = self.host.clone();
-        self.with_conn(move |conn| insert_batch(conn, &batch, &host))
+    fn write(&self, batch: Arc<Batch>) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
+        // Encoding happens here, on the caller's thread and outside the lock, so it overlaps the
+        // insert of the batch before.
+        let docs = EncodedDocs::encode(&batch, &self.host);
+        let insert = docs.map(|docs| self.with_conn(move |conn| insert_batch(conn, &batch, &docs)));
+        async move { insert?.await }
     }
 
     fn prune(
@@ -155,7 +208,9 @@ impl Store for EmbeddedStore {
         self.with_conn(move |conn| {
             let (table, column) = (collection.name(), format!("{}_ms", collection.time_field()));
             // Small transactions, so a large purge never holds up the writer for long.
-            let sql = format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT 10000)");
+            let sql = format!(
+                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT 10000)"
+            );
             let mut total = 0u64;
             loop {
                 let n = conn.execute(&sql, params![cutoff.as_millis()])?;
@@ -167,16 +222,13 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn count(
-        &self,
-        collection: Collection,
-    ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
+    fn count(&self, collection: Collection) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
         self.with_conn(move |conn| {
-            Ok(conn.query_row(
-                &format!("SELECT count(*) FROM {}", collection.name()),
-                [],
-                |r| r.get::<_, i64>(0),
-            )? as u64)
+            Ok(
+                conn.query_row(&format!("SELECT count(*) FROM {}", collection.name()), [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            )
         })
     }
 

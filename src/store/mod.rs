@@ -48,23 +48,16 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-pub trait Store: Send + Sync + 'static {
+/// Cloning a store is cheap and shares its connections.
+pub trait Store: Clone + Send + Sync + 'static {
     /// Makes a batch durable. Retried by the caller on error, so it must be idempotent.
-    fn write(
-        &self,
-        batch: Arc<Batch>,
-    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+    fn write(&self, batch: Arc<Batch>) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
 
     /// Deletes documents of `collection` older than `cutoff`; returns how many.
-    fn prune(
-        &self,
-        collection: Collection,
-        cutoff: Timestamp,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn prune(&self, collection: Collection, cutoff: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Counts the documents of a collection.
-    fn count(&self, collection: Collection)
-        -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn count(&self, collection: Collection) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Where the data goes, for the start-up log line.
     fn describe(&self) -> String;

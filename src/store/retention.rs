@@ -29,10 +29,7 @@ pub async fn run<S: Store>(store: S, cfg: RetentionConfig, mut shutdown: Shutdow
             let cutoff = Timestamp(Timestamp::now().as_millis() - keep_for.as_millis() as i64);
             match store.prune(c, cutoff).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    "retention: deleted {n} {} documents older than {cutoff}",
-                    c.name()
-                ),
+                Ok(n) => tracing::info!("retention: deleted {n} {} documents older than {cutoff}", c.name()),
                 Err(e) => tracing::warn!(
                     "retention: cannot delete old {} documents, will try again: {e}",
                     c.name()

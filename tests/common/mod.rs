@@ -80,10 +80,7 @@ impl Daemon {
         let start = Instant::now();
         while UnixStream::connect(&self.socket).is_err() {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "collector exited during start-up with {status}:\n{}",
-                    self.log()
-                );
+                panic!("collector exited during start-up with {status}:\n{}", self.log());
             }
             assert!(
                 start.elapsed() < PATIENCE,
@@ -118,8 +115,7 @@ impl Daemon {
 
     pub fn db(&self) -> Connection {
         let path = self.state.join("collector.db");
-        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open the collector's database")
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open the collector's database")
     }
 
     pub fn count(&self, table: &str) -> u64 {
@@ -157,11 +153,7 @@ impl Daemon {
                 std::thread::sleep(Duration::from_millis(50));
                 return s;
             }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "collector did not exit:\n{}",
-                self.log()
-            );
+            assert!(start.elapsed() < PATIENCE, "collector did not exit:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -206,18 +198,12 @@ fn spawn(config: &Path, env: &[(&str, &str)]) -> Child {
 }
 
 pub fn count(db: &Connection, table: &str) -> u64 {
-    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .expect("count") as u64
+    db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+        .expect("count") as u64
 }
 
 /// Polls `check` until it yields a value, failing with `describe()` after [`PATIENCE`].
-pub fn wait_until<T>(
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-    describe: impl Fn() -> String,
-) -> T {
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
@@ -252,9 +238,7 @@ pub fn docs(db: &Connection, table: &str) -> Vec<serde_json::Value> {
     let mut stmt = db
         .prepare(&format!("SELECT doc FROM {table} ORDER BY rowid"))
         .expect("prepare");
-    let rows = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .expect("query");
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).expect("query");
     rows.map(|r| serde_json::from_str(&r.expect("row")).expect("stored doc is JSON"))
         .collect()
 }

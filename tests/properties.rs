@@ -1,0 +1,195 @@
+//! Property tests: the line decoder against a reference model, and the parser on arbitrary input.
+
+use std::sync::Arc;
+
+use lngpt_collector::config::RedactConfig;
+use lngpt_collector::event::{Body, EventId, Parser, Source, Timestamp, MAX_RAW_BYTES};
+use lngpt_collector::redact::Redactor;
+use lngpt_collector::source::lines::{Frame, LineDecoder};
+use proptest::prelude::*;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Out {
+    Line(Vec<u8>),
+    TooLong { head: Vec<u8>, len: usize },
+}
+
+/// The obvious, whole-input definition of what the decoder must produce.
+fn model(input: &[u8], max: usize) -> Vec<Out> {
+    let mut out = Vec::new();
+    let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+    if input.ends_with(b"\n") {
+        parts.pop();
+    }
+    for part in parts {
+        if part.len() > max {
+            out.push(Out::TooLong {
+                head: part[..part.len().min(MAX_RAW_BYTES)].to_vec(),
+                len: part.len(),
+            });
+            continue;
+        }
+        let line = part.strip_suffix(b"\r").unwrap_or(part);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            out.push(Out::Line(line.to_vec()));
+        }
+    }
+    out
+}
+
+fn decode(chunks: &[&[u8]], max: usize) -> Vec<Out> {
+    let mut d = LineDecoder::new(max);
+    let mut out = Vec::new();
+    let mut emit = |f: Frame<'_>| {
+        out.push(match f {
+            Frame::Line(l) => Out::Line(l.to_vec()),
+            Frame::TooLong { head, len } => Out::TooLong {
+                head: head.to_vec(),
+                len,
+            },
+        })
+    };
+    for c in chunks {
+        d.feed(c, &mut emit);
+    }
+    d.finish(&mut emit);
+    out
+}
+
+/// Bytes rich in newlines, CRs and blanks, so that every framing path is taken.
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![4 => any::<u8>(), 2 => Just(b'\n'), 1 => Just(b'\r'), 1 => Just(b' '), 2 => Just(b'x')],
+        0..600,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn decoder_matches_the_model_however_the_input_is_cut(input in stream(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8), max in 1usize..64) {
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut at = 0;
+        for p in points {
+            chunks.push(&input[at..p]);
+            at = p;
+        }
+        chunks.push(&input[at..]);
+        prop_assert_eq!(decode(&chunks, max), model(&input, max));
+    }
+
+    #[test]
+    fn every_non_blank_line_becomes_exactly_one_event_or_reject(input in stream()) {
+        let parser = parser();
+        let source = Source::from("prop");
+        let mut events = Vec::new();
+        let mut d = LineDecoder::new(1 << 20);
+        let mut emit = |f: Frame<'_>| if let Frame::Line(l) = f { events.push(parser.parse(l, &source, Timestamp(0), EventId::new())) };
+        d.feed(&input, &mut emit);
+        d.finish(&mut emit);
+        let expected = model(&input, 1 << 20).len();
+        prop_assert_eq!(events.len(), expected);
+        for e in &events {
+            if let Body::Reject(r) = &e.body {
+                prop_assert!(!r.reason.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn the_parser_never_panics_on_arbitrary_bytes(line in prop::collection::vec(any::<u8>(), 0..300)) {
+        let parser = parser();
+        let _ = parser.parse(&line, &Source::from("prop"), Timestamp(0), EventId::new());
+    }
+
+    #[test]
+    fn json_objects_of_known_fields_become_an_event_or_a_reasoned_reject(fields in prop::collection::vec((field_name(), field_value()), 0..8)) {
+        let object: serde_json::Map<String, serde_json::Value> = fields.into_iter().collect();
+        let line = serde_json::to_vec(&object).unwrap();
+        let parser = parser();
+        let e = parser.parse(&line, &Source::from("prop"), Timestamp(0), EventId::new());
+        match &e.body {
+            Body::Reject(r) => prop_assert!(r.reason.contains('`') || r.reason.contains("JSON"), "reason names a field: {}", r.reason),
+            Body::Log(l) => prop_assert!(object.contains_key("message") || object.contains_key("msg"), "{:?}", l),
+            Body::Cost(c) => prop_assert!(c.cost >= 0.0),
+            Body::Performance(p) => prop_assert!(p.response_time >= 0.0),
+        }
+    }
+
+    #[test]
+    fn a_planted_secret_never_survives(prefix in "[a-z ]{0,20}", secret in "[A-Za-z0-9]{16,40}", field in prop::sample::select(vec!["api_key", "password", "OPENAI_API_KEY", "access_token"])) {
+        let line = serde_json::json!({"message": format!("{prefix} Authorization: Bearer {secret} and sk-{secret}"), "extra": {field: secret.clone()}}).to_string();
+        let parser = parser();
+        let e = parser.parse(line.as_bytes(), &Source::from("prop"), Timestamp(0), EventId::new());
+        let Body::Log(log) = &e.body else { panic!("{e:?}") };
+        let stored = format!("{} {}", log.message, serde_json::Value::Object(log.extra.clone()));
+        prop_assert!(!stored.contains(&secret), "{}", stored);
+        let kept = format!("***{}", &secret[secret.len() - 4..]);
+        prop_assert!(stored.contains(&kept), "the last four characters are kept: {}", stored);
+    }
+}
+
+/// One parser for all cases: building the redactor's regexes is the slow part.
+fn parser() -> &'static Parser {
+    static PARSER: std::sync::OnceLock<Parser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| Parser::new(Arc::new(Redactor::new(&RedactConfig::default()).unwrap())))
+}
+
+fn field_name() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "type",
+        "message",
+        "msg",
+        "level",
+        "levelname",
+        "timestamp",
+        "created",
+        "created_at",
+        "cost",
+        "model",
+        "currency",
+        "currency_symbol",
+        "input_tokens",
+        "prompt_tokens",
+        "response_time",
+        "duration_ms",
+        "status",
+        "ok",
+        "line",
+        "lineno",
+        "extra",
+        "chunk_count",
+        "other",
+    ])
+    .prop_map(String::from)
+}
+
+fn field_value() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    prop_oneof![
+        Just(json!(null)),
+        any::<bool>().prop_map(|b| json!(b)),
+        any::<i64>().prop_map(|i| json!(i)),
+        (-1e12f64..1e12).prop_map(|f| json!(f)),
+        prop::sample::select(vec![
+            "log",
+            "cost",
+            "perf",
+            "INFO",
+            "warn",
+            "success",
+            "error",
+            "$",
+            "￥",
+            "USD",
+            "2026-11-26T08:00:00Z",
+            "x"
+        ])
+        .prop_map(|s| json!(s)),
+        Just(json!({"k": 1})),
+        Just(json!([1, 2])),
+    ]
+}
