@@ -26,7 +26,66 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub redact: RedactConfig,
     pub embedded: EmbeddedConfig,
+    /// Present (and not `enabled = false`): MongoDB holds the collections and the embedded file
+    /// only the outbox. Absent: the embedded store serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<MongoConfig>,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoConfig {
+    pub enabled: bool,
+    /// A MongoDB connection string; credentials and TLS options go in it (`MONGODB_URI` overrides).
+    pub uri: String,
+    /// `MONGODB_DB_NAME` overrides.
+    pub database: String,
+    pub collections: CollectionNames,
+    /// Write concern: `"1"`, `"majority"`, or a number of members.
+    pub w: String,
+    /// Ask for the write to be in the journal before it is acknowledged.
+    pub journal: bool,
+    pub connect_timeout: HumanDuration,
+    pub server_selection_timeout: HumanDuration,
+    /// Batches that could not reach MongoDB wait in the outbox; past this size the oldest are dropped.
+    pub max_outbox_bytes: u64,
+}
+
+impl Default for MongoConfig {
+    fn default() -> Self {
+        MongoConfig {
+            enabled: true,
+            uri: "mongodb://127.0.0.1:27017".into(),
+            database: "lngpt".into(),
+            collections: CollectionNames::default(),
+            w: "1".into(),
+            journal: true,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            server_selection_timeout: HumanDuration(Duration::from_secs(5)),
+            max_outbox_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectionNames {
+    pub api_logs: String,
+    pub api_cost: String,
+    pub api_performance: String,
+    pub api_rejects: String,
+}
+
+impl Default for CollectionNames {
+    fn default() -> Self {
+        CollectionNames {
+            api_logs: "api_logs".into(),
+            api_cost: "api_cost".into(),
+            api_performance: "api_performance".into(),
+            api_rejects: "api_rejects".into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -38,6 +97,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             redact: RedactConfig::default(),
             embedded: EmbeddedConfig::default(),
+            mongodb: None,
             log: LogConfig::default(),
         }
     }
@@ -295,6 +355,34 @@ impl Config {
                 ),
             );
         }
+        if let Some(m) = self.mongo() {
+            if !m.uri.starts_with("mongodb://") && !m.uri.starts_with("mongodb+srv://") {
+                return err("mongodb.uri", "does not start with mongodb:// or mongodb+srv://".into());
+            }
+            if m.database.is_empty() {
+                return err(
+                    "mongodb.database",
+                    "is empty; expected a database name such as \"lngpt\"".into(),
+                );
+            }
+            // w = 0 would not wait for an acknowledgement, so nothing could be known to be stored.
+            let w_ok = m.w == "majority" || m.w.parse::<u32>().is_ok_and(|n| n >= 1);
+            if !w_ok {
+                return err(
+                    "mongodb.w",
+                    format!(
+                        "is {:?}; expected \"majority\" or a number of members ≥ 1 such as \"1\"",
+                        m.w
+                    ),
+                );
+            }
+            if m.max_outbox_bytes < 1 << 20 {
+                return err(
+                    "mongodb.max_outbox_bytes",
+                    format!("is {}; expected at least 1048576 (1 MiB)", m.max_outbox_bytes),
+                );
+            }
+        }
         crate::redact::Redactor::new(&self.redact).map_err(|e| ConfigError::new(origin, "redact.patterns", e))?;
         Ok(())
     }
@@ -304,10 +392,32 @@ impl Config {
         u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o777)
     }
 
-    /// The effective configuration as TOML, for `check-config`. Nothing in the current sections is
-    /// secret; sections that hold secrets (URIs with passwords, tokens) mask them here.
+    /// The effective configuration as TOML, for `check-config`, with passwords masked.
     pub fn to_masked_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+        let mut shown = self.clone();
+        if let Some(m) = shown.mongodb.as_mut() {
+            m.uri = mask_uri_password(&m.uri);
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
+    /// MongoDB settings when MongoDB is the store.
+    pub fn mongo(&self) -> Option<&MongoConfig> {
+        self.mongodb.as_ref().filter(|m| m.enabled)
+    }
+
+    /// A warning when the file holds a secret and other users may read it.
+    pub fn secrets_readable_warning(&self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let has_secret = self.mongo().is_some_and(|m| mask_uri_password(&m.uri) != m.uri);
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (has_secret && mode & 0o004 != 0).then(|| {
+            format!(
+                "{} holds a password and is readable by every user (mode {:04o}); run chmod 640 on it, or pass the URI in MONGODB_URI",
+                path.display(),
+                mode & 0o777
+            )
+        })
     }
 }
 
@@ -343,7 +453,11 @@ impl std::error::Error for ConfigError {}
 
 /// The known keys and their kinds, read off the serialized defaults.
 fn schema() -> Json {
-    serde_json::to_value(Config::default()).unwrap_or(Json::Null)
+    let with_optional_sections = Config {
+        mongodb: Some(MongoConfig::default()),
+        ..Config::default()
+    };
+    serde_json::to_value(with_optional_sections).unwrap_or(Json::Null)
 }
 
 fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: &str) -> Result<(), ConfigError> {
@@ -389,22 +503,22 @@ fn schema_root() -> &'static Json {
 
 /// The closest known key: a near spelling in the same section, or the same name in another section.
 fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
-    let mut all: Vec<(String, String)> = Vec::new(); // (section, key)
-    if let Some(top) = root.as_object() {
-        for (k, v) in top {
-            all.push((String::new(), k.clone()));
-            if let Some(sub) = v.as_object() {
-                all.extend(sub.keys().map(|sk| (k.clone(), sk.clone())));
-            }
+    // Every (section, key) pair at any depth, sections included.
+    fn walk(section: &str, v: &Json, out: &mut Vec<(String, String)>) {
+        for (k, sub) in v.as_object().into_iter().flatten() {
+            out.push((section.to_string(), k.clone()));
+            walk(&full(section, k), sub, out);
         }
     }
-    let full = |s: &str, k: &str| {
+    fn full(s: &str, k: &str) -> String {
         if s.is_empty() {
             k.to_string()
         } else {
             format!("{s}.{k}")
         }
-    };
+    }
+    let mut all = Vec::new();
+    walk("", root, &mut all);
     let near = all
         .iter()
         .filter(|(s, _)| s == section)
@@ -419,7 +533,14 @@ fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
     })
 }
 
-/// Applies `LNGPT_COLLECTOR_<SECTION>_<KEY>` and `LOG_LEVEL`; returns (key path, variable) pairs.
+/// The names the Python app already uses, and the keys they set.
+const APP_ENV: &[(&str, &str, &str)] = &[
+    ("LOG_LEVEL", "log", "level"),
+    ("MONGODB_URI", "mongodb", "uri"),
+    ("MONGODB_DB_NAME", "mongodb", "database"),
+];
+
+/// Applies `LNGPT_COLLECTOR_<SECTION>_<KEY>` and the app's names; returns (key path, variable) pairs.
 fn apply_env(
     table: &mut toml::Table,
     schema: &Json,
@@ -428,11 +549,15 @@ fn apply_env(
     let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env.into_iter().collect();
     vars.sort();
-    // LOG_LEVEL is the Python app's own name; the prefixed form wins when both are set.
-    let prefixed_level = vars.iter().any(|(k, _)| k == "LNGPT_COLLECTOR_LOG_LEVEL");
     for (var, raw) in &vars {
-        let path: Vec<String> = if var == "LOG_LEVEL" && !prefixed_level {
-            vec!["log".into(), "level".into()]
+        let app_name = APP_ENV.iter().find(|(name, ..)| name == var);
+        let path: Vec<String> = if let Some((_, section, key)) = app_name {
+            // The prefixed form wins when both are set.
+            let prefixed = format!("{ENV_PREFIX}{}_{}", section, key).to_ascii_uppercase();
+            if vars.iter().any(|(k, _)| *k == prefixed) {
+                continue;
+            }
+            vec![section.to_string(), key.to_string()]
         } else if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
             env_path(&rest.to_ascii_lowercase(), schema).ok_or_else(|| {
                 let hint = suggest_env(rest, schema)
@@ -604,18 +729,44 @@ impl<'de> Deserialize<'de> for HumanDuration {
 
 /// Names of all keys, for documentation tests: every key must appear in `config.example.toml`.
 pub fn all_key_paths() -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    if let Some(top) = schema().as_object() {
-        for (k, v) in top {
-            match v.as_object() {
-                Some(sub) => out.extend(sub.keys().map(|sk| format!("{k}.{sk}"))),
-                None => {
-                    out.insert(k.clone());
+    fn walk(prefix: &str, v: &Json, out: &mut BTreeSet<String>) {
+        match v.as_object() {
+            Some(map) => {
+                for (k, sub) in map {
+                    walk(
+                        &if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        },
+                        sub,
+                        out,
+                    );
                 }
+            }
+            None => {
+                out.insert(prefix.to_string());
             }
         }
     }
+    let mut out = BTreeSet::new();
+    walk("", &schema(), &mut out);
     out
+}
+
+/// `mongodb://user:secret@host/` → `mongodb://user:***@host/`.
+pub fn mask_uri_password(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
+        return uri.to_string();
+    };
+    let authority_end = uri[scheme_end..].find(['/', '?']).map_or(uri.len(), |i| scheme_end + i);
+    let Some(at) = uri[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
+        return uri.to_string();
+    };
+    match uri[scheme_end..at].find(':') {
+        Some(colon) => format!("{}:***{}", &uri[..scheme_end + colon], &uri[at..]),
+        None => uri.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -706,6 +857,43 @@ mod tests {
         );
         let e = load_env("", &[("LNGPT_COLLECTOR_PIPELINE_MAX_WAIT", "soon")]).unwrap_err();
         assert_eq!(e.origin, "LNGPT_COLLECTOR_PIPELINE_MAX_WAIT");
+    }
+
+    #[test]
+    fn mongodb_section_env_names_and_masking() {
+        let c = load("").unwrap();
+        assert!(c.mongo().is_none(), "no section: the embedded store serves");
+        let c = load_env(
+            "[mongodb]\ndatabase = \"x\"\n",
+            &[
+                ("MONGODB_URI", "mongodb://app:s3cret@db:27017/?tls=true"),
+                ("MONGODB_DB_NAME", "novel"),
+            ],
+        )
+        .unwrap();
+        let m = c.mongo().unwrap();
+        assert_eq!(
+            (m.uri.as_str(), m.database.as_str()),
+            ("mongodb://app:s3cret@db:27017/?tls=true", "novel")
+        );
+        let shown = c.to_masked_toml();
+        assert!(
+            shown.contains("mongodb://app:***@db:27017/?tls=true") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        let c = load_env("", &[("MONGODB_URI", "mongodb://h")]).unwrap();
+        assert!(c.mongo().is_some(), "MONGODB_URI alone turns MongoDB on");
+        let c = load("[mongodb]\nenabled = false\n").unwrap();
+        assert!(c.mongo().is_none());
+        let e = load("[mongodb]\nuri = \"http://x\"\n").unwrap_err();
+        assert_eq!(e.key, "mongodb.uri");
+        let e = load("[mongodb.collections]\napi_log = \"x\"\n").unwrap_err();
+        assert!(e.problem.contains("did you mean `mongodb.collections.api_logs`"), "{e}");
+        assert_eq!(mask_uri_password("mongodb://h1,h2/db"), "mongodb://h1,h2/db");
+        assert_eq!(
+            mask_uri_password("mongodb+srv://u:p@x.example/db?authSource=admin"),
+            "mongodb+srv://u:***@x.example/db?authSource=admin"
+        );
     }
 
     #[test]

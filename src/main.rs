@@ -15,7 +15,8 @@ use lngpt_collector::shutdown::signals::{self, Signal};
 use lngpt_collector::shutdown::Coordinator;
 use lngpt_collector::source::socket::SocketSource;
 use lngpt_collector::source::Ingest;
-use lngpt_collector::store::{retention, EmbeddedStore, Store};
+use lngpt_collector::store::outbox::Outbox;
+use lngpt_collector::store::{retention, AnyStore, EmbeddedStore, MongoStore, Store};
 use lngpt_collector::telemetry::{self, Counters};
 
 const EXAMPLES: &str = "\
@@ -61,7 +62,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(config),
+        Command::Run => run(config, cli.config),
         Command::CheckConfig => {
             println!("# configuration is valid; effective values (secrets masked):");
             print!("{}", config.to_masked_toml());
@@ -97,7 +98,7 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config, String> {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     telemetry::init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -110,6 +111,9 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(warning) = path.and_then(|p| config.secrets_readable_warning(&p)) {
+        tracing::warn!("{warning}");
+    }
     match runtime.block_on(daemon(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -117,6 +121,40 @@ fn run(config: Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// MongoDB when configured (the embedded file then holds only the outbox), else the embedded store.
+async fn open_store(
+    config: &Config,
+    counters: &Arc<Counters>,
+    redactor: &Arc<Redactor>,
+    background: &Coordinator,
+) -> Result<AnyStore, String> {
+    let path = config.database_path();
+    let sync = &config.embedded.synchronous;
+    Ok(match config.mongo() {
+        Some(mongo) => {
+            let outbox = Outbox::open(&path, sync, mongo.max_outbox_bytes).map_err(|e| e.to_string())?;
+            if outbox.events() > 0 {
+                tracing::info!(
+                    "{} events wait in the outbox from an earlier run; they go to MongoDB first",
+                    outbox.events()
+                );
+            }
+            let store = MongoStore::open(
+                mongo,
+                &config.retention,
+                outbox,
+                counters.clone(),
+                redactor.clone(),
+                background.listener(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            AnyStore::Mongo(store)
+        }
+        None => AnyStore::Embedded(EmbeddedStore::open(&path, sync).map_err(|e| e.to_string())?),
+    })
 }
 
 async fn daemon(config: Config) -> Result<(), String> {
@@ -127,10 +165,10 @@ async fn daemon(config: Config) -> Result<(), String> {
             config.state_dir.display()
         )
     })?;
-    let store =
-        EmbeddedStore::open(&config.database_path(), &config.embedded.synchronous).map_err(|e| e.to_string())?;
     let redactor = Arc::new(Redactor::new(&config.redact)?);
     let counters = Arc::new(Counters::default());
+    let background = Coordinator::new();
+    let store = open_store(&config, &counters, &redactor, &background).await?;
     let (sender, batcher, writer) = pipeline(&config.pipeline, store.clone(), counters.clone());
     let gauge = sender.gauge();
     let batcher = tokio::spawn(batcher.run());
@@ -156,12 +194,13 @@ async fn daemon(config: Config) -> Result<(), String> {
         tokio::spawn(socket.run(ingest, sources.listener()));
     }
     drop(sender);
-    let background = Coordinator::new();
-    tokio::spawn(retention::run(
-        store.clone(),
-        config.retention.clone(),
-        background.listener(),
-    ));
+    if let AnyStore::Embedded(embedded) = &store {
+        tokio::spawn(retention::run(
+            embedded.clone(),
+            config.retention.clone(),
+            background.listener(),
+        ));
+    }
     let summary_gauge = gauge.clone();
     tokio::spawn(telemetry::summarize(
         counters.clone(),

@@ -39,6 +39,7 @@ pub struct Counters {
     rejected: AtomicU64,
     stored: [AtomicU64; 4],
     duplicates: AtomicU64,
+    deferred: AtomicU64,
     reject_warnings: AtomicU32,
 }
 
@@ -48,6 +49,7 @@ pub struct Snapshot {
     pub rejected: u64,
     pub stored: [u64; 4],
     pub duplicates: u64,
+    pub deferred: u64,
 }
 
 impl Counters {
@@ -65,6 +67,13 @@ impl Counters {
         }
     }
 
+    /// Events committed to the outbox instead of the store.
+    pub fn deferred(&self, n: u64) {
+        if n > 0 {
+            self.deferred.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Whether this reject may still be logged on its own in the current interval.
     pub fn may_log_reject(&self) -> bool {
         self.reject_warnings.fetch_add(1, Relaxed) < REJECT_WARNINGS_PER_INTERVAL
@@ -76,6 +85,7 @@ impl Counters {
             rejected: self.rejected.load(Relaxed),
             stored: std::array::from_fn(|i| self.stored[i].load(Relaxed)),
             duplicates: self.duplicates.load(Relaxed),
+            deferred: self.deferred.load(Relaxed),
         }
     }
 }
@@ -105,7 +115,7 @@ pub async fn summarize(
         if now != last {
             let d = |a: u64, b: u64| a - b;
             tracing::info!(
-                "last {}s: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} queued",
+                "last {}s: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} into the outbox; {} queued",
                 interval.as_secs(),
                 d(now.events, last.events),
                 d(now.rejected, last.rejected),
@@ -114,6 +124,7 @@ pub async fn summarize(
                 d(now.stored[1], last.stored[1]),
                 d(now.stored[2], last.stored[2]),
                 d(now.stored[3], last.stored[3]),
+                d(now.deferred, last.deferred),
                 queued(),
             );
         }

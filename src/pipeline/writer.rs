@@ -63,6 +63,7 @@ async fn write_until_durable<S: Store>(store: &S, batch: Arc<Batch>, counters: &
                     );
                 }
                 counters.stored(batch.collection, outcome.inserted as u64, outcome.duplicates as u64);
+                counters.deferred(outcome.deferred as u64);
                 return;
             }
             Err(e) => {

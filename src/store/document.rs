@@ -1,7 +1,10 @@
-//! The stored document of each collection, as JSON (the embedded store keeps it whole).
+//! The stored document of each collection: one field list, written as JSON for the embedded store
+//! and as BSON for MongoDB.
 //!
 //! Field names follow the original Python system and `DESIGN.md`; absent optional fields are left
-//! out rather than stored as null. Times are RFC 3339 UTC strings with milliseconds.
+//! out rather than stored as null. In JSON, `_id` is the ObjectId's hex and times are RFC 3339 UTC
+//! strings with milliseconds; in BSON they are an ObjectId and Dates. Numbers keep their kind: cost
+//! and durations are doubles, tokens and counts 64-bit integers.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -10,19 +13,37 @@ use crate::event::{Body, Event, EventId, Timestamp};
 /// Appends the document of `event` to `out` as one JSON object.
 pub fn write_json(event: &Event, host: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let mut ser = serde_json::Serializer::new(out);
-    Doc { event, host }.serialize(&mut ser)
+    Doc {
+        event,
+        host,
+        bson: false,
+    }
+    .serialize(&mut ser)
+}
+
+/// The document of `event` as raw BSON, ready for `insert_many`.
+pub fn to_bson(event: &Event, host: &str) -> Result<bson::RawDocumentBuf, bson::ser::Error> {
+    bson::to_raw_document_buf(&Doc {
+        event,
+        host,
+        bson: true,
+    })
 }
 
 struct Doc<'a> {
     event: &'a Event,
     host: &'a str,
+    bson: bool,
 }
 
-struct Id(EventId);
-struct Time(Timestamp);
+struct Id(EventId, bool);
+struct Time(Timestamp, bool);
 
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.1 {
+            return bson::oid::ObjectId::from_bytes(*self.0.bytes()).serialize(s);
+        }
         let mut buf = Vec::with_capacity(24);
         self.0.write_hex(&mut buf);
         s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
@@ -31,6 +52,9 @@ impl Serialize for Id {
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.1 {
+            return bson::DateTime::from_millis(self.0.as_millis()).serialize(s);
+        }
         let mut buf = Vec::with_capacity(24);
         self.0.write_rfc3339(&mut buf);
         s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
@@ -41,8 +65,8 @@ impl Serialize for Doc<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let e = self.event;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("_id", &Id(e.id))?;
-        m.serialize_entry(e.collection().time_field(), &Time(e.time))?;
+        m.serialize_entry("_id", &Id(e.id, self.bson))?;
+        m.serialize_entry(e.collection().time_field(), &Time(e.time, self.bson))?;
         macro_rules! opt {
             ($name:literal, $v:expr) => {
                 if let Some(v) = &$v {

@@ -188,6 +188,7 @@ fn insert_batch(conn: &mut Connection, batch: &Batch, docs: &EncodedDocs) -> Res
     Ok(WriteOutcome {
         inserted,
         duplicates: batch.events.len() - inserted,
+        deferred: 0,
     })
 }
 

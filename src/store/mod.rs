@@ -6,6 +6,8 @@
 
 pub mod document;
 pub mod embedded;
+pub mod mongo;
+pub mod outbox;
 pub mod retention;
 
 use std::fmt;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use crate::event::{Collection, Event, Timestamp};
 
 pub use embedded::EmbeddedStore;
+pub use mongo::MongoStore;
 
 /// Events of one collection, written together (one transaction, one `insert_many`).
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub struct WriteOutcome {
     pub inserted: usize,
     /// Events whose id was already stored (a retry, or a file line read twice).
     pub duplicates: usize,
+    /// Events committed to the outbox, to be delivered when the store answers again.
+    pub deferred: usize,
 }
 
 #[derive(Debug)]
@@ -61,4 +66,50 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Where the data goes, for the start-up log line.
     fn describe(&self) -> String;
+}
+
+/// The store the configuration chose, so the pipeline and the API have one type to hold.
+#[derive(Clone)]
+pub enum AnyStore {
+    Embedded(EmbeddedStore),
+    Mongo(MongoStore),
+}
+
+impl Store for AnyStore {
+    fn write(&self, batch: Arc<Batch>) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                AnyStore::Embedded(s) => s.write(batch).await,
+                AnyStore::Mongo(s) => s.write(batch).await,
+            }
+        }
+    }
+
+    fn prune(&self, collection: Collection, cutoff: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                AnyStore::Embedded(s) => s.prune(collection, cutoff).await,
+                AnyStore::Mongo(s) => s.prune(collection, cutoff).await,
+            }
+        }
+    }
+
+    fn count(&self, collection: Collection) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                AnyStore::Embedded(s) => s.count(collection).await,
+                AnyStore::Mongo(s) => s.count(collection).await,
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            AnyStore::Embedded(s) => s.describe(),
+            AnyStore::Mongo(s) => s.describe(),
+        }
+    }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use lngpt_collector::send::Ack;
 use rusqlite::{Connection, OpenFlags};
 
+pub mod mongo;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_lngpt-collector");
 
 /// How long any awaited condition may take before the test fails (a slow CI machine included).
@@ -116,6 +118,15 @@ impl Daemon {
     pub fn db(&self) -> Connection {
         let path = self.state.join("collector.db");
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open the collector's database")
+    }
+
+    /// Events waiting in the outbox (MongoDB mode).
+    pub fn count_outbox(&self) -> u64 {
+        self.db()
+            .query_row("SELECT coalesce(sum(events), 0) FROM outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0) as u64
     }
 
     pub fn count(&self, table: &str) -> u64 {

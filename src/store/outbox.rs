@@ -1,0 +1,283 @@
+//! The outbox: batches that could not reach MongoDB, kept in the embedded SQLite file.
+//!
+//! A batch is committed here before the pipeline counts it as taken, and leaves only once MongoDB
+//! has it. One row per batch: the documents as concatenated BSON, ready to send again. The outbox
+//! has a cap in bytes; past it the oldest batches are dropped, counted and logged — the only place
+//! where the daemon ever drops accepted data.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bson::RawDocumentBuf;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use tokio::sync::Notify;
+
+use super::StoreError;
+use crate::event::Collection;
+
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    cap_bytes: u64,
+    /// Totals of what is in the table, kept in memory so that gauges cost nothing.
+    bytes: AtomicU64,
+    events: AtomicU64,
+    dropped: AtomicU64,
+    pushed: Notify,
+}
+
+/// The oldest batch waiting.
+pub struct Pending {
+    pub seq: i64,
+    pub collection: Collection,
+    pub docs: Vec<RawDocumentBuf>,
+}
+
+impl Outbox {
+    pub fn open(path: &Path, synchronous: &str, cap_bytes: u64) -> Result<Outbox, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError(format!("cannot open the outbox {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let sync = if synchronous == "full" { "FULL" } else { "NORMAL" };
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync};
+             CREATE TABLE IF NOT EXISTS outbox (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL,
+                 events INTEGER NOT NULL, bytes INTEGER NOT NULL, docs BLOB NOT NULL);"
+        ))?;
+        let (events, bytes): (i64, i64) = conn.query_row(
+            "SELECT coalesce(sum(events), 0), coalesce(sum(bytes), 0) FROM outbox",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Outbox {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                cap_bytes,
+                bytes: AtomicU64::new(bytes as u64),
+                events: AtomicU64::new(events as u64),
+                dropped: AtomicU64::new(0),
+                pushed: Notify::new(),
+            }),
+        })
+    }
+
+    /// Events waiting.
+    pub fn events(&self) -> u64 {
+        self.inner.events.load(Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.inner.bytes.load(Relaxed)
+    }
+
+    /// Events dropped by the cap since start.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Relaxed)
+    }
+
+    /// Waits until something is pushed.
+    pub async fn pushed(&self) {
+        self.inner.pushed.notified().await
+    }
+
+    /// Commits a batch; when this returns Ok the documents are durable here.
+    pub async fn push(&self, collection: Collection, docs: Vec<RawDocumentBuf>) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let events = docs.len() as u64;
+            let mut blob = Vec::with_capacity(docs.iter().map(|d| d.as_bytes().len()).sum());
+            for d in &docs {
+                blob.extend_from_slice(d.as_bytes());
+            }
+            let bytes = blob.len() as u64;
+            let conn = inner.lock()?;
+            conn.execute(
+                "INSERT INTO outbox (collection, events, bytes, docs) VALUES (?1, ?2, ?3, ?4)",
+                params![collection.name(), events as i64, bytes as i64, blob],
+            )?;
+            inner.events.fetch_add(events, Relaxed);
+            inner.bytes.fetch_add(bytes, Relaxed);
+            inner.enforce_cap(&conn)?;
+            drop(conn);
+            inner.pushed.notify_one();
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn oldest(&self) -> Result<Option<Pending>, StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = inner.lock()?;
+            let row = conn
+                .query_row(
+                    "SELECT seq, collection, docs FROM outbox ORDER BY seq LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?)),
+                )
+                .optional()?;
+            let Some((seq, name, blob)) = row else { return Ok(None) };
+            let collection = Collection::ALL
+                .into_iter()
+                .find(|c| c.name() == name)
+                .ok_or_else(|| StoreError(format!("outbox row {seq} names an unknown collection {name:?}")))?;
+            Ok(Some(Pending {
+                seq,
+                collection,
+                docs: split_documents(&blob, seq)?,
+            }))
+        })
+        .await
+    }
+
+    /// Removes a batch once MongoDB has it.
+    pub async fn remove(&self, seq: i64) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = inner.lock()?;
+            inner.delete(&conn, seq)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| StoreError("the outbox lock was poisoned by a panic".into()))
+    }
+
+    /// Deletes row `seq`, keeping the totals; returns its number of events.
+    fn delete(&self, conn: &Connection, seq: i64) -> Result<u64, StoreError> {
+        let row: Option<(i64, i64)> = conn
+            .query_row(
+                "DELETE FROM outbox WHERE seq = ?1 RETURNING events, bytes",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (events, bytes) = row.unwrap_or((0, 0));
+        self.events.fetch_sub(events as u64, Relaxed);
+        self.bytes.fetch_sub(bytes as u64, Relaxed);
+        Ok(events as u64)
+    }
+
+    /// Drops the oldest batches while the outbox is over its cap (never the last one left).
+    fn enforce_cap(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut dropped = 0;
+        while self.bytes.load(Relaxed) > self.cap_bytes {
+            let oldest: Vec<i64> = conn
+                .prepare_cached("SELECT seq FROM outbox ORDER BY seq LIMIT 2")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if oldest.len() < 2 {
+                break;
+            }
+            dropped += self.delete(conn, oldest[0])?;
+        }
+        if dropped > 0 {
+            let total = self.dropped.fetch_add(dropped, Relaxed) + dropped;
+            tracing::warn!(
+                "outbox over mongodb.max_outbox_bytes ({} bytes): dropped the oldest {dropped} events \
+                 ({total} since start); they are lost. MongoDB has been unreachable for long; raise the cap or fix MongoDB",
+                self.cap_bytes
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Splits concatenated BSON documents (each starts with its own length).
+fn split_documents(blob: &[u8], seq: i64) -> Result<Vec<RawDocumentBuf>, StoreError> {
+    let corrupt = |why: &str| StoreError(format!("outbox row {seq} is corrupt ({why})"));
+    let mut docs = Vec::new();
+    let mut at = 0;
+    while at < blob.len() {
+        let len_bytes: [u8; 4] = blob
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("truncated length"))?;
+        let len = i32::from_le_bytes(len_bytes);
+        let end = usize::try_from(len)
+            .ok()
+            .map(|l| at + l)
+            .filter(|&e| e <= blob.len() && len >= 5)
+            .ok_or_else(|| corrupt("bad length"))?;
+        docs.push(RawDocumentBuf::from_bytes(blob[at..end].to_vec()).map_err(|e| corrupt(&e.to_string()))?);
+        at = end;
+    }
+    Ok(docs)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError(format!("outbox task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(i: i32, pad: usize) -> RawDocumentBuf {
+        let mut d = RawDocumentBuf::new();
+        d.append("i", i);
+        d.append("pad", "x".repeat(pad));
+        d
+    }
+
+    #[tokio::test]
+    async fn batches_come_back_oldest_first_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let outbox = Outbox::open(&path, "normal", 1 << 30).unwrap();
+        outbox
+            .push(Collection::Logs, vec![doc(1, 10), doc(2, 10)])
+            .await
+            .unwrap();
+        outbox.push(Collection::Cost, vec![doc(3, 10)]).await.unwrap();
+        assert_eq!(outbox.events(), 3);
+        drop(outbox);
+        let outbox = Outbox::open(&path, "normal", 1 << 30).unwrap();
+        assert_eq!(outbox.events(), 3, "totals are read back at start");
+        let first = outbox.oldest().await.unwrap().unwrap();
+        assert_eq!(first.collection, Collection::Logs);
+        assert_eq!(first.docs, vec![doc(1, 10), doc(2, 10)]);
+        outbox.remove(first.seq).await.unwrap();
+        let second = outbox.oldest().await.unwrap().unwrap();
+        assert_eq!((second.collection, second.docs.len()), (Collection::Cost, 1));
+        outbox.remove(second.seq).await.unwrap();
+        assert!(outbox.oldest().await.unwrap().is_none());
+        assert_eq!((outbox.events(), outbox.bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_the_oldest_batches_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("o.db"), "normal", 10_000).unwrap();
+        for i in 0..10 {
+            outbox.push(Collection::Logs, vec![doc(i, 3000)]).await.unwrap();
+        }
+        assert!(outbox.bytes() <= 10_000);
+        assert_eq!(outbox.dropped() + outbox.events(), 10);
+        assert!(outbox.dropped() >= 7);
+        let oldest = outbox.oldest().await.unwrap().unwrap();
+        assert_eq!(
+            oldest.docs[0].get_i32("i").unwrap(),
+            outbox.dropped() as i32,
+            "the newest are kept"
+        );
+    }
+}
