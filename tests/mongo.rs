@@ -147,3 +147,233 @@ fn the_shared_streams_land_in_mongodb_with_bson_types_and_indexes() {
         assert_eq!(ttl, Some(Duration::from_secs(7 * 86_400)));
     }
 }
+
+#[test]
+fn a_ten_second_partition_during_50000_events_loses_and_duplicates_nothing() {
+    const TOTAL: usize = 50_000;
+    const CHUNK: usize = 1_000;
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server_port(&server));
+    let db = unique_db("partition");
+    let d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        "",
+    ));
+    let client = server.client();
+    let socket = d.socket.clone();
+    let sender = std::thread::spawn(move || {
+        let mut accepted = 0;
+        for c in 0..TOTAL / CHUNK {
+            let body: String = (c * CHUNK..(c + 1) * CHUNK)
+                .map(|i| format!("{{\"message\":\"event {i}\",\"module\":\"outage\",\"extra\":{{\"seq\":{i}}}}}\n"))
+                .collect();
+            accepted += lngpt_collector::send::send(&socket, &mut body.as_bytes())
+                .expect("send")
+                .events;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        accepted
+    });
+    wait_until(
+        "the first events stored",
+        || (count(&client, &db, "api_logs") >= 5_000).then_some(()),
+        || d.log(),
+    );
+    proxy.cut();
+    d.wait_for_log("MongoDB is unreachable");
+    // The partition itself is the scenario: it lasts ten seconds while events keep coming.
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(d.count_outbox() > 0, "events waited in the outbox during the partition");
+    proxy.heal();
+    assert_eq!(sender.join().unwrap(), TOTAL as u64, "the app was never refused");
+    wait_for_mongo_count(&client, &db, "api_logs", TOTAL as u64, &d);
+    assert_eq!(distinct_ids(&client, &db, "api_logs"), TOTAL);
+    let seqs: HashSet<i64> = find_all(&client, &db, "api_logs")
+        .iter()
+        .map(|doc| {
+            doc.get_document("extra")
+                .unwrap()
+                .get("seq")
+                .and_then(Bson::as_i64)
+                .or_else(|| doc.get_document("extra").unwrap().get_i32("seq").ok().map(i64::from))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs.len(), TOTAL, "every event exactly once");
+    d.wait_for_log("MongoDB answers again");
+    wait_until(
+        "the outbox drained",
+        || (d.count_outbox() == 0).then_some(()),
+        || d.log(),
+    );
+    let log = d.log();
+    assert_eq!(
+        log.matches("MongoDB is unreachable").count(),
+        1,
+        "said once, not per batch:\n{log}"
+    );
+    assert_eq!(log.matches("MongoDB answers again").count(), 1, "said once:\n{log}");
+}
+
+#[test]
+fn sigterm_during_an_outage_keeps_the_rest_in_the_outbox_and_the_next_start_delivers_it() {
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server_port(&server));
+    let db = unique_db("sigterm");
+    let mut d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        "",
+    ));
+    let client = server.client();
+    assert_eq!(d.send(log_lines(1_000, "before").as_bytes()).events, 1_000);
+    wait_for_mongo_count(&client, &db, "api_logs", 1_000, &d);
+    proxy.cut();
+    assert_eq!(d.send(log_lines(5_000, "during").as_bytes()).events, 5_000);
+    assert!(d.stop().success(), "exit 0:\n{}", d.log());
+    assert_eq!(
+        d.count_outbox(),
+        5_000,
+        "what could not reach MongoDB is in the outbox:\n{}",
+        d.log()
+    );
+    assert_eq!(count(&client, &db, "api_logs"), 1_000);
+    proxy.heal();
+    d.restart();
+    d.wait_for_log("5000 events wait in the outbox from an earlier run");
+    wait_for_mongo_count(&client, &db, "api_logs", 6_000, &d);
+    wait_until(
+        "the outbox drained",
+        || (d.count_outbox() == 0).then_some(()),
+        || d.log(),
+    );
+    assert_eq!(distinct_ids(&client, &db, "api_logs"), 6_000);
+}
+
+#[test]
+fn mongodb_unreachable_at_start_then_appearing_gets_everything() {
+    let port = free_port();
+    let db = unique_db("late");
+    // A real MongoDB cannot be started late here; a proxy that is down until healed stands in.
+    let (late_server, proxy) = if real_mongodb() {
+        let server = MongoServer::start();
+        let proxy = Proxy::start(server_port(&server));
+        proxy.cut();
+        (Some(server), Some(proxy))
+    } else {
+        (None, None)
+    };
+    let uri = match &proxy {
+        Some(p) => format!("mongodb://127.0.0.1:{}", p.port),
+        None => format!("mongodb://127.0.0.1:{port}"),
+    };
+    let d = Daemon::start(&mongodb_section(&uri, &db, ""));
+    assert_eq!(d.send(log_lines(1_000, "early").as_bytes()).events, 1_000);
+    wait_until(
+        "the events wait in the outbox",
+        || (d.count_outbox() == 1_000).then_some(()),
+        || d.log(),
+    );
+    let server = match (late_server, proxy) {
+        (Some(server), Some(proxy)) => {
+            proxy.heal();
+            server
+        }
+        _ => MongoServer::start_on(port),
+    };
+    let client = server.client();
+    wait_for_mongo_count(&client, &db, "api_logs", 1_000, &d);
+    d.wait_for_log("MongoDB indexes are in place");
+}
+
+#[test]
+fn a_document_over_16_mib_is_rejected_and_the_rest_of_its_batch_lands() {
+    let server = MongoServer::start();
+    let db = unique_db("big");
+    let d = Daemon::start(&(mongodb_section(&server.uri(), &db, "") + "[socket]\nmax_line_bytes = 20971520\n"));
+    let big = format!("{{\"message\":\"{}\"}}\n", "x".repeat(17 * 1024 * 1024));
+    let body = log_lines(3, "before") + &big + &log_lines(3, "after");
+    assert_eq!(
+        d.send(body.as_bytes()).events,
+        7,
+        "the line itself is within max_line_bytes"
+    );
+    let client = server.client();
+    wait_for_mongo_count(&client, &db, "api_logs", 6, &d);
+    wait_for_mongo_count(&client, &db, "api_rejects", 1, &d);
+    let reject = &find_all(&client, &db, "api_rejects")[0];
+    let reason = reject.get_str("reason").unwrap();
+    assert!(
+        reason.contains("over MongoDB's limit of 16777216 bytes (16 MiB)"),
+        "{reason}"
+    );
+    assert!(reject.get_str("raw").unwrap().len() <= 64 * 1024);
+}
+
+#[test]
+fn past_the_outbox_cap_the_oldest_events_are_dropped_counted_and_logged() {
+    let port = free_port();
+    let db = unique_db("cap");
+    // 1 MiB cap; nothing answers on the port, so everything goes to the outbox.
+    let d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{port}"),
+        &db,
+        "max_outbox_bytes = 1048576\n",
+    ));
+    let mut accepted = 0;
+    for c in 0..20 {
+        accepted += d.send(log_lines(1_000, &format!("chunk {c:02}")).as_bytes()).events;
+    }
+    assert_eq!(accepted, 20_000);
+    d.wait_for_log("dropped the oldest");
+    let (dropped, waiting) = wait_until(
+        "every event either waiting in the outbox or counted as dropped",
+        || {
+            let dropped = last_drop_count(&d.log())?;
+            let waiting = d.count_outbox();
+            (dropped + waiting == 20_000).then_some((dropped, waiting))
+        },
+        || format!("outbox holds {}\n{}", d.count_outbox(), d.log()),
+    );
+    assert!(dropped > 0 && waiting > 0, "dropped {dropped}, waiting {waiting}");
+    let bytes: i64 = d
+        .db()
+        .query_row("SELECT sum(bytes) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert!(bytes <= 1_048_576, "the outbox holds {bytes} bytes");
+    // The newest are kept: the last chunk is whole in the outbox.
+    if !real_mongodb() {
+        let server = MongoServer::start_on(port);
+        let client = server.client();
+        wait_for_mongo_count(&client, &db, "api_logs", waiting, &d);
+        let messages: Vec<String> = find_all(&client, &db, "api_logs")
+            .iter()
+            .map(|l| l.get_str("message").unwrap().to_string())
+            .collect();
+        assert!(messages.contains(&"chunk 19 999".to_string()));
+        assert!(!messages.contains(&"chunk 00 0".to_string()), "the oldest were dropped");
+    }
+}
+
+/// The running total in the last "dropped the oldest N events (T since start)" line.
+fn last_drop_count(log: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("dropped the oldest"))?;
+    line.split(" since start")
+        .next()?
+        .rsplit('(')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn server_port(server: &MongoServer) -> u16 {
+    if real_mongodb() {
+        let uri = server.uri();
+        let host = uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap();
+        host.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(27017)
+    } else {
+        server.port
+    }
+}

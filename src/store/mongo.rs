@@ -474,8 +474,8 @@ impl Store for MongoStore {
     }
 
     /// MongoDB expires documents itself, through the TTL indexes.
-    fn prune(&self, _: Collection, _: Timestamp) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        async { Ok(0) }
+    async fn prune(&self, _: Collection, _: Timestamp) -> Result<u64, StoreError> {
+        Ok(0)
     }
 
     fn count(&self, collection: Collection) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {

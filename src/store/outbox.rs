@@ -98,15 +98,28 @@ impl Outbox {
                 blob.extend_from_slice(d.as_bytes());
             }
             let bytes = blob.len() as u64;
-            let conn = inner.lock()?;
-            conn.execute(
+            let mut conn = inner.lock()?;
+            // One transaction: the cap holds on disk at every moment, and totals change only on commit.
+            let tx = conn.transaction()?;
+            tx.execute(
                 "INSERT INTO outbox (collection, events, bytes, docs) VALUES (?1, ?2, ?3, ?4)",
                 params![collection.name(), events as i64, bytes as i64, blob],
             )?;
+            let (dropped_events, dropped_bytes) = inner.enforce_cap(&tx, inner.bytes.load(Relaxed) + bytes)?;
+            tx.commit()?;
             inner.events.fetch_add(events, Relaxed);
             inner.bytes.fetch_add(bytes, Relaxed);
-            inner.enforce_cap(&conn)?;
+            inner.events.fetch_sub(dropped_events, Relaxed);
+            inner.bytes.fetch_sub(dropped_bytes, Relaxed);
             drop(conn);
+            if dropped_events > 0 {
+                let total = inner.dropped.fetch_add(dropped_events, Relaxed) + dropped_events;
+                tracing::warn!(
+                    "outbox over mongodb.max_outbox_bytes ({} bytes): dropped the oldest {dropped_events} events \
+                     ({total} since start); they are lost. MongoDB has been unreachable for long; raise the cap or fix MongoDB",
+                    inner.cap_bytes
+                );
+            }
             inner.pushed.notify_one();
             Ok(())
         })
@@ -143,7 +156,9 @@ impl Outbox {
         let inner = self.inner.clone();
         blocking(move || {
             let conn = inner.lock()?;
-            inner.delete(&conn, seq)?;
+            let (events, bytes) = delete(&conn, seq)?;
+            inner.events.fetch_sub(events, Relaxed);
+            inner.bytes.fetch_sub(bytes, Relaxed);
             Ok(())
         })
         .await
@@ -157,25 +172,11 @@ impl Inner {
             .map_err(|_| StoreError("the outbox lock was poisoned by a panic".into()))
     }
 
-    /// Deletes row `seq`, keeping the totals; returns its number of events.
-    fn delete(&self, conn: &Connection, seq: i64) -> Result<u64, StoreError> {
-        let row: Option<(i64, i64)> = conn
-            .query_row(
-                "DELETE FROM outbox WHERE seq = ?1 RETURNING events, bytes",
-                [seq],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (events, bytes) = row.unwrap_or((0, 0));
-        self.events.fetch_sub(events as u64, Relaxed);
-        self.bytes.fetch_sub(bytes as u64, Relaxed);
-        Ok(events as u64)
-    }
-
-    /// Drops the oldest batches while the outbox is over its cap (never the last one left).
-    fn enforce_cap(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut dropped = 0;
-        while self.bytes.load(Relaxed) > self.cap_bytes {
+    /// Drops the oldest batches while `bytes` is over the cap (never the last one left); returns the
+    /// events and bytes dropped.
+    fn enforce_cap(&self, conn: &Connection, mut bytes: u64) -> Result<(u64, u64), StoreError> {
+        let (mut dropped_events, mut dropped_bytes) = (0, 0);
+        while bytes > self.cap_bytes {
             let oldest: Vec<i64> = conn
                 .prepare_cached("SELECT seq FROM outbox ORDER BY seq LIMIT 2")?
                 .query_map([], |r| r.get(0))?
@@ -183,18 +184,26 @@ impl Inner {
             if oldest.len() < 2 {
                 break;
             }
-            dropped += self.delete(conn, oldest[0])?;
+            let (e, b) = delete(conn, oldest[0])?;
+            dropped_events += e;
+            dropped_bytes += b;
+            bytes -= b;
         }
-        if dropped > 0 {
-            let total = self.dropped.fetch_add(dropped, Relaxed) + dropped;
-            tracing::warn!(
-                "outbox over mongodb.max_outbox_bytes ({} bytes): dropped the oldest {dropped} events \
-                 ({total} since start); they are lost. MongoDB has been unreachable for long; raise the cap or fix MongoDB",
-                self.cap_bytes
-            );
-        }
-        Ok(())
+        Ok((dropped_events, dropped_bytes))
     }
+}
+
+/// Deletes row `seq`; returns its events and bytes.
+fn delete(conn: &Connection, seq: i64) -> Result<(u64, u64), StoreError> {
+    let row: Option<(i64, i64)> = conn
+        .query_row(
+            "DELETE FROM outbox WHERE seq = ?1 RETURNING events, bytes",
+            [seq],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (events, bytes) = row.unwrap_or((0, 0));
+    Ok((events as u64, bytes as u64))
 }
 
 /// Splits concatenated BSON documents (each starts with its own length).
