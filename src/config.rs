@@ -22,6 +22,8 @@ pub struct Config {
     /// Embedded store, outbox and checkpoints live here; created if missing.
     pub state_dir: PathBuf,
     pub socket: SocketConfig,
+    /// Tailed files: `[[file]]`, any number.
+    pub file: Vec<FileConfig>,
     pub pipeline: PipelineConfig,
     pub retention: RetentionConfig,
     pub redact: RedactConfig,
@@ -93,6 +95,7 @@ impl Default for Config {
         Config {
             state_dir: PathBuf::from("/var/lib/lngpt-collector"),
             socket: SocketConfig::default(),
+            file: Vec::new(),
             pipeline: PipelineConfig::default(),
             retention: RetentionConfig::default(),
             redact: RedactConfig::default(),
@@ -123,6 +126,34 @@ impl Default for SocketConfig {
             path: None,
             mode: "0660".into(),
             group: None,
+            max_line_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One tailed file or glob of files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// A path or a glob (`/var/log/lngpt/*.log`). For a plain path, rotated siblings (`app.log.1`,
+    /// `app.log.2026-11-26`) are followed too.
+    pub path: String,
+    /// Where to start in a file never seen before: `beginning` or `end`.
+    pub start_at: String,
+    /// How many bytes of a file's first line identify it.
+    pub fingerprint_bytes: usize,
+    /// The slow poll that covers missed file-system notifications.
+    pub poll_interval: HumanDuration,
+    pub max_line_bytes: usize,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            path: String::new(),
+            start_at: "beginning".into(),
+            fingerprint_bytes: 256,
+            poll_interval: HumanDuration(Duration::from_secs(1)),
             max_line_bytes: 1 << 20,
         }
     }
@@ -355,6 +386,42 @@ impl Config {
                 ),
             );
         }
+        for (i, f) in self.file.iter().enumerate() {
+            let key = |k: &str| format!("file[{i}].{k}");
+            if f.path.is_empty() {
+                return err(
+                    &key("path"),
+                    "is missing; expected the app's log file, such as \"/var/log/lngpt/app.log\"".into(),
+                );
+            }
+            if let Err(e) = glob::Pattern::new(&f.path) {
+                return err(&key("path"), format!("is not a valid path or glob: {e}"));
+            }
+            if !matches!(f.start_at.as_str(), "beginning" | "end") {
+                return err(
+                    &key("start_at"),
+                    format!("is {:?}; expected \"beginning\" or \"end\"", f.start_at),
+                );
+            }
+            if !(16..=64 * 1024).contains(&f.fingerprint_bytes) {
+                return err(
+                    &key("fingerprint_bytes"),
+                    format!("is {}; expected a number from 16 to 65536", f.fingerprint_bytes),
+                );
+            }
+            if f.poll_interval.0.is_zero() {
+                return err(
+                    &key("poll_interval"),
+                    "is 0; expected a positive duration such as \"1s\"".into(),
+                );
+            }
+            if !(1024..=64 << 20).contains(&f.max_line_bytes) {
+                return err(
+                    &key("max_line_bytes"),
+                    format!("is {}; expected a number from 1024 to 67108864", f.max_line_bytes),
+                );
+            }
+        }
         if let Some(m) = self.mongo() {
             if !m.uri.starts_with("mongodb://") && !m.uri.starts_with("mongodb+srv://") {
                 return err("mongodb.uri", "does not start with mongodb:// or mongodb+srv://".into());
@@ -455,6 +522,7 @@ impl std::error::Error for ConfigError {}
 fn schema() -> Json {
     let with_optional_sections = Config {
         mongodb: Some(MongoConfig::default()),
+        file: vec![FileConfig::default()],
         ..Config::default()
     };
     serde_json::to_value(with_optional_sections).unwrap_or(Json::Null)
@@ -490,6 +558,16 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: 
                     check_unknown_keys(t, sub, &path, origin)?;
                 }
             }
+            // An array of tables ([[file]]): each entry against the one example entry.
+            Some(Json::Array(example)) => {
+                if let (Some(sub), toml::Value::Array(items)) = (example.first(), value) {
+                    for (i, item) in items.iter().enumerate() {
+                        if let toml::Value::Table(t) = item {
+                            check_unknown_keys(t, sub, &format!("{path}[{i}]"), origin)?;
+                        }
+                    }
+                }
+            }
             Some(_) => {}
         }
     }
@@ -505,6 +583,7 @@ fn schema_root() -> &'static Json {
 fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
     // Every (section, key) pair at any depth, sections included.
     fn walk(section: &str, v: &Json, out: &mut Vec<(String, String)>) {
+        let v = v.as_array().and_then(|a| a.first()).unwrap_or(v);
         for (k, sub) in v.as_object().into_iter().flatten() {
             out.push((section.to_string(), k.clone()));
             walk(&full(section, k), sub, out);
@@ -519,6 +598,7 @@ fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
     }
     let mut all = Vec::new();
     walk("", root, &mut all);
+    let section = section.split('[').next().unwrap_or(section);
     let near = all
         .iter()
         .filter(|(s, _)| s == section)
@@ -730,6 +810,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
 /// Names of all keys, for documentation tests: every key must appear in `config.example.toml`.
 pub fn all_key_paths() -> BTreeSet<String> {
     fn walk(prefix: &str, v: &Json, out: &mut BTreeSet<String>) {
+        if let Some(first) = v.as_array().and_then(|a| a.first()) {
+            return walk(prefix, first, out);
+        }
         match v.as_object() {
             Some(map) => {
                 for (k, sub) in map {
@@ -894,6 +977,25 @@ mod tests {
             mask_uri_password("mongodb+srv://u:p@x.example/db?authSource=admin"),
             "mongodb+srv://u:***@x.example/db?authSource=admin"
         );
+    }
+
+    #[test]
+    fn file_entries_are_checked_key_by_key() {
+        let c =
+            load("[[file]]\npath = \"/var/log/app.log\"\n[[file]]\npath = \"/var/log/x/*.log\"\nstart_at = \"end\"\n")
+                .unwrap();
+        assert_eq!(c.file.len(), 2);
+        assert_eq!(
+            (c.file[0].start_at.as_str(), c.file[1].start_at.as_str()),
+            ("beginning", "end")
+        );
+        let e = load("[[file]]\npath = \"a\"\nstart = \"end\"\n").unwrap_err();
+        assert_eq!(e.key, "file[0].start");
+        assert!(e.problem.contains("did you mean `file.start_at`"), "{e}");
+        let e = load("[[file]]\nstart_at = \"end\"\n").unwrap_err();
+        assert_eq!(e.key, "file[0].path");
+        let e = load("[[file]]\npath = \"a\"\nstart_at = \"middle\"\n").unwrap_err();
+        assert!(e.to_string().contains("`file[0].start_at` is \"middle\""), "{e}");
     }
 
     #[test]

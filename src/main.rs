@@ -13,6 +13,8 @@ use lngpt_collector::pipeline::pipeline;
 use lngpt_collector::redact::Redactor;
 use lngpt_collector::shutdown::signals::{self, Signal};
 use lngpt_collector::shutdown::Coordinator;
+use lngpt_collector::source::file::checkpoint::Checkpoints;
+use lngpt_collector::source::file::FileSource;
 use lngpt_collector::source::socket::SocketSource;
 use lngpt_collector::source::Ingest;
 use lngpt_collector::store::outbox::Outbox;
@@ -123,6 +125,23 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// Checkpoints follow acknowledgements; saving them every second bounds what a crash re-reads.
+async fn save_checkpoints_periodically(
+    checkpoints: Arc<Checkpoints>,
+    mut shutdown: lngpt_collector::shutdown::Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.recv() => return,
+        }
+        let c = checkpoints.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.save()).await {
+            tracing::warn!("cannot save the file checkpoints, will retry: {e}");
+        }
+    }
+}
+
 /// MongoDB when configured (the embedded file then holds only the outbox), else the embedded store.
 async fn open_store(
     config: &Config,
@@ -193,6 +212,25 @@ async fn daemon(config: Config) -> Result<(), String> {
         );
         tokio::spawn(socket.run(ingest, sources.listener()));
     }
+    let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
+    for entry in &config.file {
+        let ingest = Ingest::new(
+            Parser::new(redactor.clone()),
+            sender.clone(),
+            counters.clone(),
+            Source::from(entry.path.as_str()),
+            entry.max_line_bytes,
+        );
+        FileSource::new(entry.clone(), ingest, checkpoints.clone())
+            .spawn(sources.listener(), tokio::runtime::Handle::current())
+            .map_err(|e| format!("cannot start the file tailer for {}: {e}", entry.path))?;
+    }
+    if !config.file.is_empty() {
+        tokio::spawn(save_checkpoints_periodically(
+            checkpoints.clone(),
+            background.listener(),
+        ));
+    }
     drop(sender);
     if let AnyStore::Embedded(embedded) = &store {
         tokio::spawn(retention::run(
@@ -253,6 +291,10 @@ async fn daemon(config: Config) -> Result<(), String> {
     })
     .await;
     background.shutdown().await;
+    // Everything acknowledged is durable now; the checkpoints may say so.
+    if let Err(e) = checkpoints.save() {
+        tracing::error!("cannot save the file checkpoints: {e}; files will be re-read from the last saved point (no duplicates are stored)");
+    }
     let totals = counters.snapshot();
     match drained {
         Ok(()) => {

@@ -33,6 +33,8 @@ pub struct Event {
     pub time: Timestamp,
     pub source: Source,
     pub body: Body,
+    /// Set by sources that must learn when the event is durable (see `pipeline::ack`).
+    pub ack: Option<crate::pipeline::ack::Ack>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -243,6 +245,7 @@ impl Event {
                 raw: redactor.text(text).into_owned(),
                 raw_len,
             }),
+            ack: None,
         }
     }
 }
@@ -275,6 +278,7 @@ impl Parser {
                 time,
                 source: source.clone(),
                 body,
+                ack: None,
             },
             Err(reason) => Event::reject(id, source.clone(), received, reason, line, line.len(), &self.redactor),
         }

@@ -8,6 +8,7 @@
 //! sources ──Vec<Event>──> batcher ──Batch (one collection, ≤ max_batch)──> writer ──> Store
 //! ```
 
+pub mod ack;
 mod batcher;
 mod writer;
 

@@ -64,6 +64,9 @@ async fn write_until_durable<S: Store>(store: &S, batch: Arc<Batch>, counters: &
                 }
                 counters.stored(batch.collection, outcome.inserted as u64, outcome.duplicates as u64);
                 counters.deferred(outcome.deferred as u64);
+                for ack in batch.events.iter().filter_map(|e| e.ack.as_ref()) {
+                    ack.acknowledge();
+                }
                 return;
             }
             Err(e) => {

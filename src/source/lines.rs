@@ -21,6 +21,10 @@ pub struct LineDecoder {
     pending: Vec<u8>,
     /// Set while skipping the rest of an over-long line.
     overlong: Option<Overlong>,
+    /// Stream offset of the next byte fed.
+    pos: u64,
+    /// Stream offset where the held-back line (pending or over-long) began.
+    held_start: u64,
 }
 
 struct Overlong {
@@ -51,10 +55,17 @@ const PENDING_KEEP: usize = 64 * 1024;
 
 impl LineDecoder {
     pub fn new(max_line: usize) -> LineDecoder {
+        Self::starting_at(max_line, 0)
+    }
+
+    /// A decoder whose first byte sits at `offset` in the stream (resuming a file).
+    pub fn starting_at(max_line: usize, offset: u64) -> LineDecoder {
         LineDecoder {
             max_line,
             pending: Vec::new(),
             overlong: None,
+            pos: offset,
+            held_start: offset,
         }
     }
 
@@ -63,30 +74,63 @@ impl LineDecoder {
         self.overlong.as_ref().map_or(self.pending.len(), |o| o.len)
     }
 
+    /// Stream offset just past the last newline seen: where reading would resume without losing or
+    /// repeating a line.
+    pub fn committed_offset(&self) -> u64 {
+        self.pos - self.pending_len() as u64
+    }
+
     /// Feeds bytes; `emit` is called once per complete, non-blank line.
-    pub fn feed(&mut self, mut input: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+    pub fn feed(&mut self, input: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+        self.feed_at(input, &mut |frame, _| emit(frame));
+    }
+
+    /// Like `feed`, also giving each line's offset in the stream.
+    pub fn feed_at(&mut self, mut input: &[u8], emit: &mut impl FnMut(Frame<'_>, u64)) {
         while let Some(nl) = memchr(b'\n', input) {
             let part = &input[..nl];
             input = &input[nl + 1..];
+            let line_start = if self.pending_len() == 0 && self.overlong.is_none() {
+                self.pos
+            } else {
+                self.held_start
+            };
+            self.pos += nl as u64 + 1;
             if let Some(mut o) = self.overlong.take() {
                 o.add(part);
-                emit(Frame::TooLong {
-                    head: &o.head,
-                    len: o.len,
-                });
+                emit(
+                    Frame::TooLong {
+                        head: &o.head,
+                        len: o.len,
+                    },
+                    line_start,
+                );
             } else if self.pending.is_empty() {
-                self.line(part, emit);
+                if part.len() > self.max_line {
+                    emit(
+                        Frame::TooLong {
+                            head: &part[..part.len().min(MAX_RAW_BYTES)],
+                            len: part.len(),
+                        },
+                        line_start,
+                    );
+                } else {
+                    emit_line(part, line_start, emit);
+                }
             } else if self.pending.len() + part.len() > self.max_line {
                 let o = Overlong::new(&self.pending, part);
                 self.clear_pending();
-                emit(Frame::TooLong {
-                    head: &o.head,
-                    len: o.len,
-                });
+                emit(
+                    Frame::TooLong {
+                        head: &o.head,
+                        len: o.len,
+                    },
+                    line_start,
+                );
             } else {
                 let mut pending = std::mem::take(&mut self.pending);
                 pending.extend_from_slice(part);
-                emit_line(&pending, emit);
+                emit_line(&pending, line_start, emit);
                 pending.clear();
                 self.pending = pending;
                 self.clear_pending();
@@ -95,6 +139,10 @@ impl LineDecoder {
         if input.is_empty() {
             return;
         }
+        if self.pending_len() == 0 && self.overlong.is_none() {
+            self.held_start = self.pos;
+        }
+        self.pos += input.len() as u64;
         if let Some(o) = self.overlong.as_mut() {
             o.add(input);
         } else if self.pending.len() + input.len() > self.max_line {
@@ -107,6 +155,7 @@ impl LineDecoder {
 
     /// End of stream: a last line without a newline still counts (a client wrote and closed).
     pub fn finish(&mut self, emit: &mut impl FnMut(Frame<'_>)) {
+        let start = self.held_start;
         if let Some(o) = self.overlong.take() {
             emit(Frame::TooLong {
                 head: &o.head,
@@ -114,18 +163,7 @@ impl LineDecoder {
             });
         } else if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
-            emit_line(&pending, emit);
-        }
-    }
-
-    fn line(&self, part: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
-        if part.len() > self.max_line {
-            emit(Frame::TooLong {
-                head: &part[..part.len().min(MAX_RAW_BYTES)],
-                len: part.len(),
-            });
-        } else {
-            emit_line(part, emit);
+            emit_line(&pending, start, &mut |frame, _| emit(frame));
         }
     }
 
@@ -137,10 +175,10 @@ impl LineDecoder {
     }
 }
 
-fn emit_line(line: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+fn emit_line(line: &[u8], start: u64, emit: &mut impl FnMut(Frame<'_>, u64)) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if !line.iter().all(u8::is_ascii_whitespace) {
-        emit(Frame::Line(line));
+        emit(Frame::Line(line), start);
     }
 }
 
@@ -178,6 +216,21 @@ mod tests {
             decode(1024, &[&big, b"\nok\n"]),
             [format!("TOOLONG({}, {MAX_RAW_BYTES})", big.len()), "ok".into()]
         );
+    }
+
+    #[test]
+    fn line_offsets_and_the_committed_offset_follow_the_stream() {
+        let mut d = LineDecoder::starting_at(100, 1000);
+        let mut starts = Vec::new();
+        d.feed_at(b"ab\n\ncd", &mut |_, at| starts.push(at));
+        assert_eq!(
+            d.committed_offset(),
+            1004,
+            "past the last newline, not the partial line"
+        );
+        d.feed_at(b"e\nfg\n", &mut |_, at| starts.push(at));
+        assert_eq!(starts, [1000, 1004, 1008]);
+        assert_eq!(d.committed_offset(), 1011);
     }
 
     #[test]

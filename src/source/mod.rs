@@ -1,6 +1,7 @@
 //! Sources turn bytes from outside into events and queue them. They only produce: they never
 //! look at the store, and the pipeline's back-pressure is the only thing that slows them.
 
+pub mod file;
 pub mod lines;
 pub mod socket;
 
@@ -49,15 +50,23 @@ impl Ingest {
         self.max_line
     }
 
+    /// The same ingest for another source name (each tailed file is its own source).
+    pub fn with_source(&self, source: Source) -> Ingest {
+        Ingest { source, ..self.clone() }
+    }
+
     /// Parses one frame into `out`: an event, or a reject that says why.
-    pub fn push(&self, out: &mut Vec<Event>, frame: Frame<'_>, received: Timestamp) {
+    pub fn push(&self, out: &mut Vec<Event>, frame: Frame<'_>, received: Timestamp, id: EventId) {
         let event = match frame {
-            Frame::Line(line) => self.parser.parse(line, &self.source, received, EventId::new()),
+            Frame::Line(line) => self.parser.parse(line, &self.source, received, id),
             Frame::TooLong { head, len } => Event::reject(
-                EventId::new(),
+                id,
                 self.source.clone(),
                 received,
-                format!("line is {len} bytes, over the limit of {} bytes (socket.max_line_bytes); its first 64 KiB are kept", self.max_line),
+                format!(
+                    "line is {len} bytes, over the limit of {} bytes (max_line_bytes); its first 64 KiB are kept",
+                    self.max_line
+                ),
                 head,
                 len,
                 self.parser.redactor(),

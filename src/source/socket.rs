@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::lines::LineDecoder;
 use super::{Ingest, Tally};
-use crate::event::Timestamp;
+use crate::event::{EventId, Timestamp};
 use crate::shutdown::Shutdown;
 
 const READ_BUFFER: usize = 64 * 1024;
@@ -131,11 +131,13 @@ async fn serve(mut stream: UnixStream, ingest: Ingest, mut shutdown: Shutdown) {
         let received = Timestamp::now();
         match read {
             Ok(0) => {
-                decoder.finish(&mut |frame| ingest.push(&mut events, frame, received));
+                decoder.finish(&mut |frame| ingest.push(&mut events, frame, received, EventId::new()));
                 let _ = ingest.submit(&mut events, &mut tally).await;
                 break;
             }
-            Ok(n) => decoder.feed(&buf[..n], &mut |frame| ingest.push(&mut events, frame, received)),
+            Ok(n) => decoder.feed(&buf[..n], &mut |frame| {
+                ingest.push(&mut events, frame, received, EventId::new())
+            }),
             Err(e) => {
                 tracing::debug!("socket client went away: {e}");
                 break;
