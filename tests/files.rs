@@ -190,7 +190,12 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+    // 12 cases by default (each starts the real daemon); PROPTEST_CASES=200 for a longer soak.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(12),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// Random writes, partial lines, rotations, truncations, stops, crashes and restarts: every
     /// complete line written is stored, and none twice. (Writes never race a copytruncate here, so
@@ -206,6 +211,38 @@ proptest! {
         model.apply(&Op::Start);
         wait_for_exactly(&model.daemon, &model.expected);
     }
+}
+
+/// Found by the property test: a file written and rotated away faster than the tailer's scan, then a
+/// stop. It has no checkpoint, so the next start must read it whole, however old its mtime is.
+#[test]
+fn a_file_rotated_away_before_it_was_ever_read_is_read_on_the_next_start() {
+    let logs = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&file_section(&logs.path().join("app.log"), ""));
+    let mut model = Model {
+        logs,
+        daemon,
+        running: true,
+        next_seq: 0,
+        rotations: 0,
+        expected: BTreeSet::new(),
+        partial: None,
+    };
+    for op in [
+        Op::Write(58),
+        Op::Write(58),
+        Op::RotateRename,
+        Op::Write(45),
+        Op::RotateRename,
+        Op::Stop,
+        Op::WritePartial,
+        Op::Write(4),
+        Op::Write(39),
+        Op::Start,
+    ] {
+        model.apply(&op);
+    }
+    wait_for_exactly(&model.daemon, &model.expected);
 }
 
 #[test]
@@ -346,4 +383,24 @@ fn start_at_end_skips_what_was_there_and_reads_what_comes() {
     );
     append(&log, &(100..150).map(line).collect::<String>());
     wait_for_exactly(&d, &(100..150).collect());
+}
+
+#[test]
+fn a_file_unreadable_at_first_is_read_once_it_becomes_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let logs = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(logs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = logs.path().join("app.log");
+    append(&log, &(0..20).map(line).collect::<String>());
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let d = Daemon::start_unprivileged(&file_section(&log, ""));
+    d.wait_for_log("cannot read");
+    assert!(
+        d.log().contains("Permission denied") && d.log().contains("will retry"),
+        "{}",
+        d.log()
+    );
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wait_for_exactly(&d, &(0..20).collect());
+    assert_eq!(d.log().matches("cannot read").count(), 1, "said once, not every poll");
 }

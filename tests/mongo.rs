@@ -377,3 +377,31 @@ fn server_port(server: &MongoServer) -> u16 {
         server.port
     }
 }
+
+#[test]
+fn file_lines_reach_mongodb_exactly_once_across_a_kill_9() {
+    let server = MongoServer::start();
+    let db = unique_db("filekill");
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let section = format!(
+        "[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n",
+        log.display().to_string()
+    );
+    let mut d = Daemon::start(&(mongodb_section(&server.uri(), &db, "") + &section));
+    let client = server.client();
+    std::fs::write(&log, log_lines(3_000, "first")).unwrap();
+    wait_until(
+        "some lines stored",
+        || (count(&client, &db, "api_logs") >= 1_000).then_some(()),
+        || d.log(),
+    );
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    d.wait_exit();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, log_lines(2_000, "second").as_bytes()).unwrap();
+    d.restart();
+    // Lines re-read after the crash carry the same derived ObjectIds: MongoDB keeps one of each.
+    wait_for_mongo_count(&client, &db, "api_logs", 5_000, &d);
+    assert_eq!(distinct_ids(&client, &db, "api_logs"), 5_000);
+}

@@ -33,6 +33,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub config: PathBuf,
     log: Arc<Mutex<String>>,
+    /// The program and leading arguments that run the daemon (the binary, or setpriv and a copy).
+    command: Vec<String>,
 }
 
 impl Daemon {
@@ -41,19 +43,49 @@ impl Daemon {
         Self::start_with(extra, &[])
     }
 
-    pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Daemon {
+    /// Starts the daemon as an unprivileged user when the tests run as root (as CI does), so that
+    /// file permissions apply to it.
+    pub fn start_unprivileged(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let command: Vec<String> = if nix::unistd::geteuid().is_root() {
+            // A copy of the binary the unprivileged user can surely reach.
+            let bin = dir.path().join("lngpt-collector");
+            std::fs::copy(BIN, &bin).expect("copy the binary");
+            let setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+            setpriv
+                .iter()
+                .map(|s| s.to_string())
+                .chain([bin.display().to_string()])
+                .collect()
+        } else {
+            vec![BIN.to_string()]
+        };
+        Self::start_in(dir, extra, &[], command)
+    }
+
+    pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            extra,
+            env,
+            vec![BIN.to_string()],
+        )
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &str, env: &[(&str, &str)], command: Vec<String>) -> Daemon {
         let state = dir.path().join("state");
         let socket = dir.path().join("collector.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, base_config(&state, &socket, extra)).expect("write config");
         let mut d = Daemon {
-            child: spawn(&config, env),
+            child: spawn(&config, env, &command),
             dir,
             state,
             socket,
             config,
             log: Arc::default(),
+            command,
         };
         d.capture_log();
         d.wait_ready();
@@ -62,7 +94,7 @@ impl Daemon {
 
     /// Starts again on the same state directory and config (after `stop` or `kill`).
     pub fn restart(&mut self) {
-        self.child = spawn(&self.config, &[]);
+        self.child = spawn(&self.config, &[], &self.command);
         self.log = Arc::default();
         self.capture_log();
         self.wait_ready();
@@ -193,8 +225,9 @@ pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     format!("{head}{extra}\n")
 }
 
-fn spawn(config: &Path, env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(BIN);
+fn spawn(config: &Path, env: &[(&str, &str)], command: &[String]) -> Child {
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..]);
     cmd.arg("run")
         .arg("--config")
         .arg(config)

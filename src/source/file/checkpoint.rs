@@ -6,7 +6,7 @@
 //! file, fsyncing it and renaming it over the current one, whose previous version is kept as
 //! `.prev`: a torn or corrupt current file falls back to the previous one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -26,9 +26,9 @@ pub struct Checkpoints {
 #[derive(Default)]
 struct State {
     entries: HashMap<u64, Entry>,
+    /// `[[file]]` paths tailed before: for these, a file without an entry is new and read whole.
+    patterns: BTreeSet<String>,
     dirty: bool,
-    /// When the loaded file was saved: files modified before it were known to the last run.
-    saved_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +44,8 @@ struct Entry {
 struct CheckpointFile {
     version: u32,
     saved_at_ms: i64,
+    #[serde(default)]
+    patterns: BTreeSet<String>,
     files: Vec<Entry>,
 }
 
@@ -75,9 +77,17 @@ impl Checkpoints {
         self.lock().entries.get(&fingerprint).map(|e| e.offset)
     }
 
-    /// When the checkpoints loaded at start were saved (None on a first run).
-    pub fn saved_at(&self) -> Option<Timestamp> {
-        self.lock().saved_at.map(Timestamp)
+    /// Whether `pattern` (a `[[file]]` path) was tailed before. Only on its first run does
+    /// `start_at` decide where files start; afterwards a file without an entry is new.
+    pub fn knows_pattern(&self, pattern: &str) -> bool {
+        self.lock().patterns.contains(pattern)
+    }
+
+    pub fn add_pattern(&self, pattern: &str) {
+        let mut state = self.lock();
+        if state.patterns.insert(pattern.to_string()) {
+            state.dirty = true;
+        }
     }
 
     /// Lines of the file up to `offset` are durable. Offsets only move forward.
@@ -116,6 +126,7 @@ impl Checkpoints {
             let file = CheckpointFile {
                 version: 1,
                 saved_at_ms: now,
+                patterns: state.patterns.clone(),
                 files: state.entries.values().cloned().collect(),
             };
             serde_json::to_vec_pretty(&file)?
@@ -155,8 +166,8 @@ fn read(path: &Path) -> Result<Option<State>, String> {
     }
     Ok(Some(State {
         entries,
+        patterns: file.patterns,
         dirty: false,
-        saved_at: Some(file.saved_at_ms),
     }))
 }
 
@@ -168,7 +179,8 @@ mod tests {
     fn saved_checkpoints_come_back_and_a_corrupt_file_falls_back_to_the_previous_copy() {
         let dir = tempfile::tempdir().unwrap();
         let c = Checkpoints::load(dir.path());
-        assert!(c.saved_at().is_none());
+        assert!(!c.knows_pattern("/x/app.log"));
+        c.add_pattern("/x/app.log");
         c.advance(7, Path::new("/x/app.log"), 100);
         c.save().unwrap();
         c.advance(7, Path::new("/x/app.log"), 50);
@@ -179,6 +191,6 @@ mod tests {
         std::fs::write(dir.path().join("checkpoints.json"), b"{ torn").unwrap();
         let c = Checkpoints::load(dir.path());
         assert_eq!(c.offset(7), Some(100), "the previous copy");
-        assert!(c.saved_at().is_some());
+        assert!(c.knows_pattern("/x/app.log"));
     }
 }

@@ -40,7 +40,7 @@ use crate::event::{EventId, Source, Timestamp};
 use crate::pipeline::ack::Ack;
 use crate::shutdown::Shutdown;
 
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 /// Bytes read from one file before the others get their turn.
 const FAIR_SHARE: u64 = 8 * 1024 * 1024;
 /// Rotated-name suffixes that are compressed archives, not logs to tail.
@@ -138,8 +138,11 @@ struct Tailer {
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
     tracked: Vec<Tracked>,
-    /// Files read to their end and let go: (dev, ino) → (size, mtime), so an unchanged one is not reopened.
-    finished: HashMap<(u64, u64), (u64, SystemTime)>,
+    /// Files read to their end and let go: (dev, ino) → (size, mtime, fingerprint), so an unchanged
+    /// one is not reopened, and its checkpoint is kept alive while it exists.
+    finished: HashMap<(u64, u64), (u64, SystemTime, u64)>,
+    /// This `[[file]]` path was never tailed before: `start_at` applies to what is there now.
+    new_pattern: bool,
     /// Paths whose problem was already logged, so it is said once, not every poll.
     warned: HashSet<String>,
     first_scan: bool,
@@ -161,6 +164,7 @@ impl Tailer {
             finished: HashMap::new(),
             warned: HashSet::new(),
             first_scan: true,
+            new_pattern: false,
             watcher: None,
             watched_dir: None,
             wake_tx,
@@ -169,15 +173,20 @@ impl Tailer {
     }
 
     fn run(&mut self, wake: Receiver<()>) {
-        tracing::info!(
-            "tailing {} (start_at {} for files never seen)",
-            self.cfg.path,
-            self.cfg.start_at
-        );
+        self.new_pattern = !self.checkpoints.knows_pattern(&self.cfg.path);
+        if self.new_pattern {
+            let (path, start) = (&self.cfg.path, &self.cfg.start_at);
+            tracing::info!("tailing {path} for the first time: starting at the {start} of the files there");
+        } else {
+            tracing::info!("tailing {}", self.cfg.path);
+        }
         while !self.stopping() {
             self.watch();
             self.scan();
-            self.first_scan = false;
+            if self.first_scan {
+                self.first_scan = false;
+                self.checkpoints.add_pattern(&self.cfg.path);
+            }
             let mut read_any = false;
             for i in 0..self.tracked.len() {
                 match self.read_file(i) {
@@ -335,8 +344,9 @@ impl Tailer {
             );
             self.tracked.remove(i);
         }
-        if let Some(&(old_size, old_mtime)) = self.finished.get(&(dev, ino)) {
+        if let Some(&(old_size, old_mtime, fp)) = self.finished.get(&(dev, ino)) {
             if old_size == size && meta.modified().ok() == Some(old_mtime) {
+                self.checkpoints.seen(fp);
                 return;
             }
         }
@@ -366,8 +376,8 @@ impl Tailer {
             return; // the same content under another name (a copy being made, a hard link)
         }
         let Some(start) = self.start_offset(fp, &file, meta, is_current) else {
-            self.finished
-                .insert((dev, ino), (size, meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            self.finished.insert((dev, ino), (size, mtime, fp));
             return;
         };
         self.open(path, file, dev, ino, fp, start, is_current);
@@ -381,25 +391,13 @@ impl Tailer {
             Some(_) => return Some(0), // a checkpoint past the end is stale: another file
             None => {}
         }
-        if !self.first_scan {
-            return Some(0); // appeared while running: all of it is new
+        // Never read: new, unless this is the first run for this `[[file]]` and it says "end".
+        if !(self.first_scan && self.new_pattern && self.cfg.start_at == "end") {
+            return Some(0);
         }
-        if !is_current {
-            // A rotated sibling found at start: new to us only if written after the last run saved.
-            let modified = meta
-                .modified()
-                .ok()
-                .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok());
-            return match (self.checkpoints.saved_at(), modified) {
-                (Some(saved), Some(m)) if (m.as_millis() as i64) < saved.as_millis() => None,
-                (None, _) if self.cfg.start_at == "end" => None,
-                _ => Some(0),
-            };
-        }
-        if self.cfg.start_at == "end" {
-            return Some(end_of_last_line(file, size));
-        }
-        Some(0)
+        // start_at = "end" on the first run: rotated siblings are history, and so are the current
+        // file's existing lines.
+        is_current.then(|| end_of_last_line(file, size))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -457,7 +455,8 @@ impl Tailer {
             };
             total += n as u64;
             let received = Timestamp::now();
-            let mut events = Vec::new();
+            // Sized for typical lines (~200 bytes), so the vector is not regrown mid-chunk.
+            let mut events = Vec::with_capacity(n / 160 + 1);
             let (ingest, fp) = (&t.ingest, t.fingerprint);
             t.decoder.feed_at(&self.buf[..n], &mut |frame, start| {
                 ingest.push(&mut events, frame, received, EventId::derived(fp, start))
@@ -499,10 +498,8 @@ impl Tailer {
             let done = !t.current && t.idle_since.is_some_and(|since| since.elapsed() >= grace);
             if done {
                 if let Ok(meta) = t.file.metadata() {
-                    finished.insert(
-                        (t.dev, t.ino),
-                        (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
-                    );
+                    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    finished.insert((t.dev, t.ino), (meta.len(), mtime, t.fingerprint));
                 }
                 tracing::debug!("finished {}", t.path.display());
             }

@@ -1,0 +1,167 @@
+//! File source throughput of the real binary into the embedded store.
+//!
+//! `cargo bench --bench file_throughput` measures, with events of about 235 bytes (the same lines as
+//! the socket benchmark):
+//!   1. tailing: a writer appends BENCH_EVENTS (default 1,000,000) lines at full speed while the
+//!      collector tails the file;
+//!   2. catch-up: the collector starts on a backlog of BENCH_BACKLOG_MIB (default 1024) MiB.
+//!
+//! "Done" is when the file's checkpoint reaches the file's size: checkpoints move only past lines
+//! the store has made durable. Prints events/s, MiB/s and the collector's peak RSS.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn line(i: usize) -> String {
+    let (sec, ms) = (i / 1000, i % 1000);
+    let stamp = format!(
+        "2026-11-26T{:02}:{:02}:{:02}.{ms:03}Z",
+        8 + sec / 3600 % 16,
+        sec / 60 % 60,
+        sec % 60
+    );
+    let line = match i % 4 {
+        0 | 1 => format!(
+            r#"{{"type":"log","timestamp":"{stamp}","level":"INFO","message":"API调用成功: stream_chat request {i}","module":"writer","function":"stream_chat","line":218,"extra":{{"model":"glm-4-flash","tokens":{},"chapter":16}}}}"#,
+            i % 9000
+        ),
+        2 => format!(
+            r#"{{"type":"cost","created_at":"{stamp}","model":"glm-4-plus","cost":0.65325,"currency_symbol":"￥","input_tokens":9519,"output_tokens":3546,"total_tokens":13065,"provider":"zhipuai","request_id":"req-{i:08}"}}"#
+        ),
+        _ => format!(
+            r#"{{"type":"performance","timestamp":"{stamp}","response_time":4.069,"status":"success","model":"anthropic/claude-3.5-sonnet","provider":"openrouter","request_id":"req-{i:08}","first_chunk_time":0.792,"chunk_count":796}}"#
+        ),
+    };
+    line + "\n"
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn start(dir: &Path, log: &Path) -> Child {
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[socket]\nenabled = false\n[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n",
+            dir.join("state").display().to_string(),
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_lngpt-collector"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .spawn()
+        .unwrap()
+}
+
+/// The durable offset the collector has checkpointed for any file (there is one here).
+fn checkpointed(dir: &Path) -> u64 {
+    let Ok(text) = std::fs::read_to_string(dir.join("state/checkpoints.json")) else {
+        return 0;
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["files"].as_array().map_or(0, |files| {
+        files.iter().filter_map(|f| f["offset"].as_u64()).max().unwrap_or(0)
+    })
+}
+
+fn wait_until_checkpointed(dir: &Path, size: u64, child: &mut Child) {
+    while checkpointed(dir) < size {
+        assert!(child.try_wait().unwrap().is_none(), "collector exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Stops the collector; returns its peak RSS in MiB and its CPU seconds (user + system).
+fn finish(child: &mut Child) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    (rss / 1024.0, cpu)
+}
+
+fn main() {
+    let events = env_usize("BENCH_EVENTS", 1_000_000);
+    let backlog_mib = env_usize("BENCH_BACKLOG_MIB", 1024);
+
+    // 1. Tailing a file appended at full speed.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::File::create(&log).unwrap();
+        let mut child = start(dir.path(), &log);
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let mut bytes = 0u64;
+        for chunk in (0..events).collect::<Vec<_>>().chunks(1000) {
+            let text: String = chunk.iter().map(|&i| line(i)).collect();
+            bytes += text.len() as u64;
+            f.write_all(text.as_bytes()).unwrap();
+        }
+        wait_until_checkpointed(dir.path(), bytes, &mut child);
+        let secs = t.elapsed().as_secs_f64();
+        let (rss, cpu) = finish(&mut child);
+        println!(
+            "tailing a file appended at full speed: {events} events ({:.0} bytes each)",
+            bytes as f64 / events as f64
+        );
+        println!(
+            "  {:.0} events/s, {:.1} MiB/s, peak RSS {rss:.1} MiB, {:.2} µs CPU per event",
+            events as f64 / secs,
+            bytes as f64 / 1048576.0 / secs,
+            cpu * 1e6 / events as f64
+        );
+    }
+
+    // 2. Catching up with a backlog.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        let (mut bytes, mut n) = (0u64, 0usize);
+        while bytes < (backlog_mib as u64) << 20 {
+            let l = line(n);
+            bytes += l.len() as u64;
+            n += 1;
+            f.write_all(l.as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        drop(f);
+        let t = Instant::now();
+        let mut child = start(dir.path(), &log);
+        wait_until_checkpointed(dir.path(), bytes, &mut child);
+        let secs = t.elapsed().as_secs_f64();
+        let (rss, cpu) = finish(&mut child);
+        println!("catching up with a {backlog_mib} MiB backlog: {n} events");
+        println!(
+            "  {:.0} events/s, {:.1} MiB/s, peak RSS {rss:.1} MiB, {:.2} µs CPU per event",
+            n as f64 / secs,
+            bytes as f64 / 1048576.0 / secs,
+            cpu * 1e6 / n as f64
+        );
+    }
+}
