@@ -14,32 +14,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn line(i: usize) -> String {
-    let (sec, ms) = (i / 1000, i % 1000);
-    let stamp = format!(
-        "2026-11-26T{:02}:{:02}:{:02}.{ms:03}Z",
-        8 + sec / 3600 % 16,
-        sec / 60 % 60,
-        sec % 60
-    );
-    let line = match i % 4 {
-        0 | 1 => format!(
-            r#"{{"type":"log","timestamp":"{stamp}","level":"INFO","message":"API调用成功: stream_chat request {i}","module":"writer","function":"stream_chat","line":218,"extra":{{"model":"glm-4-flash","tokens":{},"chapter":16}}}}"#,
-            i % 9000
-        ),
-        2 => format!(
-            r#"{{"type":"cost","created_at":"{stamp}","model":"glm-4-plus","cost":0.65325,"currency_symbol":"￥","input_tokens":9519,"output_tokens":3546,"total_tokens":13065,"provider":"zhipuai","request_id":"req-{i:08}"}}"#
-        ),
-        _ => format!(
-            r#"{{"type":"performance","timestamp":"{stamp}","response_time":4.069,"status":"success","model":"anthropic/claude-3.5-sonnet","provider":"openrouter","request_id":"req-{i:08}","first_chunk_time":0.792,"chunk_count":796}}"#
-        ),
-    };
-    line + "\n"
-}
+mod common;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use common::{cpu_seconds, env_usize, line, peak_rss_mib};
 
 fn start(dir: &Path, log: &Path) -> Child {
     let config = dir.join("bench.toml");
@@ -80,27 +57,9 @@ fn wait_until_checkpointed(dir: &Path, size: u64, child: &mut Child) {
 
 /// Stops the collector; returns its peak RSS in MiB and its CPU seconds (user + system).
 fn finish(child: &mut Child) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    (rss / 1024.0, cpu)
+    let (rss, cpu) = (peak_rss_mib(child.id()), cpu_seconds(child.id()));
+    common::stop(child);
+    (rss, cpu)
 }
 
 fn main() {

@@ -11,33 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Events in time order, as an app sends them: 1,000 per second of event time.
-fn event(i: usize) -> String {
-    let (sec, ms) = (i / 1000, i % 1000);
-    let stamp = format!(
-        "2026-11-26T{:02}:{:02}:{:02}.{ms:03}Z",
-        8 + sec / 3600 % 16,
-        sec / 60 % 60,
-        sec % 60
-    );
-    let line = match i % 4 {
-        0 | 1 => format!(
-            r#"{{"type":"log","timestamp":"{stamp}","level":"INFO","message":"API调用成功: stream_chat request {i}","module":"writer","function":"stream_chat","line":218,"extra":{{"model":"glm-4-flash","tokens":{},"chapter":16}}}}"#,
-            i % 9000
-        ),
-        2 => format!(
-            r#"{{"type":"cost","created_at":"{stamp}","model":"glm-4-plus","cost":0.65325,"currency_symbol":"￥","input_tokens":9519,"output_tokens":3546,"total_tokens":13065,"provider":"zhipuai","request_id":"req-{i:08}"}}"#,
-        ),
-        _ => format!(
-            r#"{{"type":"performance","timestamp":"{stamp}","response_time":4.069,"status":"success","model":"anthropic/claude-3.5-sonnet","provider":"openrouter","request_id":"req-{i:08}","first_chunk_time":0.792,"chunk_count":796}}"#,
-        ),
-    };
-    line + "\n"
-}
+mod common;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use common::{cpu_seconds, env_usize, line as event, peak_rss_mib};
 
 fn main() {
     let total = env_usize("BENCH_EVENTS", 1_000_000);
@@ -106,7 +82,7 @@ fn main() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM");
-    let peak_rss_kib = peak_rss_kib(daemon.id());
+    let peak_rss = peak_rss_mib(daemon.id());
     let cpu_secs = cpu_seconds(daemon.id());
     let status = daemon.wait().expect("wait");
     let t_stored = t0.elapsed();
@@ -131,29 +107,9 @@ fn main() {
     );
     println!("  accepted in {:.2}s, stored in {:.2}s", t_accepted.as_secs_f64(), secs);
     println!("  {:.0} events/s, {:.1} MiB/s", total as f64 / secs, mib / secs);
-    println!("  peak RSS of the collector: {:.1} MiB", peak_rss_kib as f64 / 1024.0);
+    println!("  peak RSS of the collector: {peak_rss:.1} MiB");
     println!(
         "  collector CPU: {:.2} µs per event (user + system, all threads)",
         cpu_secs * 1e6 / total as f64
     );
-}
-
-/// User + system CPU time of a process so far, from /proc (clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// VmHWM: the largest resident set the process has had.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

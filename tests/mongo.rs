@@ -93,16 +93,7 @@ fn the_shared_streams_land_in_mongodb_with_bson_types_and_indexes() {
     }
 
     // Indexes, with the retention as TTL on the time index.
-    let indexes = mongo::block_on(async {
-        use futures_util::TryStreamExt;
-        let coll = client.database(&db).collection::<mongodb::bson::Document>("api_logs");
-        coll.list_indexes()
-            .await
-            .unwrap()
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap()
-    });
+    let indexes = list_indexes(&client, &db, "api_logs");
     let by_name = |name: &str| {
         indexes
             .iter()
@@ -129,16 +120,7 @@ fn the_shared_streams_land_in_mongodb_with_bson_types_and_indexes() {
     d.wait_for_log("MongoDB indexes are in place");
     if real_mongodb() {
         // The stand-in answers collMod with ok but changes nothing, so only real MongoDB can show it.
-        let indexes = mongo::block_on(async {
-            use futures_util::TryStreamExt;
-            let coll = client.database(&db).collection::<mongodb::bson::Document>("api_logs");
-            coll.list_indexes()
-                .await
-                .unwrap()
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap()
-        });
+        let indexes = list_indexes(&client, &db, "api_logs");
         let ttl = indexes
             .iter()
             .find_map(|i| i.options.as_ref().filter(|o| o.name.as_deref() == Some("timestamp_-1")))
@@ -354,6 +336,19 @@ fn past_the_outbox_cap_the_oldest_events_are_dropped_counted_and_logged() {
         assert!(messages.contains(&"chunk 19 999".to_string()));
         assert!(!messages.contains(&"chunk 00 0".to_string()), "the oldest were dropped");
     }
+}
+
+fn list_indexes(client: &mongodb::Client, db: &str, coll: &str) -> Vec<mongodb::IndexModel> {
+    use futures_util::TryStreamExt;
+    mongo::block_on(async {
+        let coll = client.database(db).collection::<mongodb::bson::Document>(coll);
+        coll.list_indexes()
+            .await
+            .unwrap()
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+    })
 }
 
 /// The running total in the last "dropped the oldest N events (T since start)" line.

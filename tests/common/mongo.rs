@@ -1,6 +1,9 @@
 //! A MongoDB for the tests: the MongoDB-compatible stand-in (CongoDB, installed from npm into
 //! `target/congodb` on first use), one in-memory server per test, or a real MongoDB when
 //! `MONGODB_TEST_URI` is set. Also a TCP proxy that can cut every connection, for outage tests.
+//! The MongoDB benchmark uses it too.
+
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
