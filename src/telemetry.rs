@@ -115,8 +115,8 @@ pub async fn summarize(
         if now != last {
             let d = |a: u64, b: u64| a - b;
             tracing::info!(
-                "last {}s: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} into the outbox; {} queued",
-                interval.as_secs(),
+                "last {}: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} into the outbox; {} queued",
+                crate::config::HumanDuration(interval),
                 d(now.events, last.events),
                 d(now.rejected, last.rejected),
                 if suppressed > 0 { format!(" ({suppressed} not logged one by one)") } else { String::new() },

@@ -291,3 +291,49 @@ fn ids_are_distinct_across_a_restart() {
         .collect();
     assert_eq!(ids.len(), 2000);
 }
+
+#[test]
+fn the_summary_line_says_what_happened_and_json_logs_are_json() {
+    let d = Daemon::start("[log]\nformat = \"json\"\nsummary_interval = \"300ms\"\n");
+    let ack = d.send(b"{\"message\": \"one\"}\n{\"type\": \"cost\", \"model\": \"m\", \"cost\": 1}\nnot json\n");
+    assert_eq!((ack.events, ack.rejected), (2, 1));
+    d.wait_for_log("last 300ms: received 2 events, rejected 1 lines; stored 1 logs, 1 cost, 0 performance, 1 rejects");
+    for line in d.log().lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn the_socket_file_gets_the_configured_group() {
+    use std::os::unix::fs::MetadataExt;
+    let gid = nix::unistd::getegid();
+    let group = nix::unistd::Group::from_gid(gid)
+        .unwrap()
+        .expect("the current group has a name")
+        .name;
+    let d = Daemon::start(&format!("[socket]\ngroup = {group:?}\nmode = \"0640\"\n"));
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!(meta.gid(), gid.as_raw());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        common::base_config(
+            &dir.path().join("s"),
+            &dir.path().join("c.sock"),
+            "[socket]\ngroup = \"no-such-group-xyz\"\n",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("socket.group: there is no group named \"no-such-group-xyz\"")
+    );
+}

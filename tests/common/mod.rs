@@ -212,7 +212,12 @@ impl Drop for Daemon {
 pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     // The test's own [socket] or [log] section, if any, gets the harness's keys added to it.
     let socket_line = format!("path = {:?}\n", socket.display().to_string());
-    let log_lines = "summary_interval = \"0\"\n";
+    // The summary line is off in tests unless a test sets it.
+    let log_lines = if extra.contains("summary_interval") {
+        ""
+    } else {
+        "summary_interval = \"0\"\n"
+    };
     let mut extra = extra.to_string();
     let mut head = format!("state_dir = {:?}\n", state.display().to_string());
     for (section, lines) in [("[socket]\n", socket_line.as_str()), ("[log]\n", log_lines)] {
