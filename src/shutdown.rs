@@ -14,10 +14,6 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    pub fn is_shutdown(&self) -> bool {
-        self.is_shutdown
-    }
-
     /// Waits for the stop signal; returns at once if it was already received.
     pub async fn recv(&mut self) {
         if self.is_shutdown {

@@ -39,8 +39,9 @@ pub struct Closed;
 
 impl PipelineSender {
     /// Queues events, waiting while the queue is full. On `Ok`, the events are accepted: the
-    /// pipeline stores them before it finishes.
-    pub async fn send(&self, mut events: Vec<Event>) -> Result<(), Closed> {
+    /// pipeline stores them before it finishes. Returns how many of them are rejects.
+    pub async fn send(&self, mut events: Vec<Event>) -> Result<u64, Closed> {
+        let mut total_rejects = 0;
         while !events.is_empty() {
             let rest = if events.len() > self.capacity {
                 events.split_off(self.capacity)
@@ -52,9 +53,10 @@ impl PipelineSender {
             let rejects = events.iter().filter(|e| e.is_reject()).count() as u64;
             self.tx.send(events).await.map_err(|_| Closed)?;
             self.counters.accepted(n as u64 - rejects, rejects);
+            total_rejects += rejects;
             events = rest;
         }
-        Ok(())
+        Ok(total_rejects)
     }
 
     /// A read-only view of the queue's fill, which does not keep the pipeline open.

@@ -86,9 +86,8 @@ impl Ingest {
             return Ok(());
         }
         let batch = std::mem::take(events);
-        let rejected = batch.iter().filter(|e| e.is_reject()).count() as u64;
         let total = batch.len() as u64;
-        self.pipeline.send(batch).await?;
+        let rejected = self.pipeline.send(batch).await?;
         tally.events += total - rejected;
         tally.rejected += rejected;
         Ok(())

@@ -140,10 +140,6 @@ impl EmbeddedStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn with_conn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -220,16 +216,6 @@ impl Store for EmbeddedStore {
                     return Ok(total);
                 }
             }
-        })
-    }
-
-    fn count(&self, collection: Collection) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        self.with_conn(move |conn| {
-            Ok(
-                conn.query_row(&format!("SELECT count(*) FROM {}", collection.name()), [], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64,
-            )
         })
     }
 

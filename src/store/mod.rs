@@ -61,9 +61,6 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Deletes documents of `collection` older than `cutoff`; returns how many.
     fn prune(&self, collection: Collection, cutoff: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Counts the documents of a collection.
-    fn count(&self, collection: Collection) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
     /// Where the data goes, for the start-up log line.
     fn describe(&self) -> String;
 }
@@ -92,16 +89,6 @@ impl Store for AnyStore {
             match this {
                 AnyStore::Embedded(s) => s.prune(collection, cutoff).await,
                 AnyStore::Mongo(s) => s.prune(collection, cutoff).await,
-            }
-        }
-    }
-
-    fn count(&self, collection: Collection) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        let this = self.clone();
-        async move {
-            match this {
-                AnyStore::Embedded(s) => s.count(collection).await,
-                AnyStore::Mongo(s) => s.count(collection).await,
             }
         }
     }

@@ -107,10 +107,6 @@ impl MongoStore {
         Ok(store)
     }
 
-    pub fn outbox(&self) -> &Outbox {
-        &self.inner.outbox
-    }
-
     fn collection(&self, c: Collection) -> mongodb::Collection<RawDocumentBuf> {
         self.inner.db.collection(&self.inner.names[c.index()])
     }
@@ -476,15 +472,6 @@ impl Store for MongoStore {
     /// MongoDB expires documents itself, through the TTL indexes.
     async fn prune(&self, _: Collection, _: Timestamp) -> Result<u64, StoreError> {
         Ok(0)
-    }
-
-    fn count(&self, collection: Collection) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        let coll = self.collection(collection);
-        async move {
-            coll.count_documents(doc! {})
-                .await
-                .map_err(|e| StoreError(format!("MongoDB count: {e}")))
-        }
     }
 
     fn describe(&self) -> String {
