@@ -261,6 +261,10 @@ async fn daemon(config: Config) -> Result<(), String> {
         }
     };
     let deadline = Instant::now() + config.pipeline.shutdown_timeout.0;
+    if let AnyStore::Mongo(mongo) = &store {
+        // Leave time to commit what MongoDB has not taken to the outbox.
+        mongo.finish_by(deadline - config.pipeline.shutdown_timeout.0 / 4);
+    }
     tracing::info!(
         "{stop} received: no longer accepting events; storing the {} queued (at most {})",
         gauge.queued(),

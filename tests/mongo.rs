@@ -234,6 +234,44 @@ fn sigterm_during_an_outage_keeps_the_rest_in_the_outbox_and_the_next_start_deli
 }
 
 #[test]
+fn sigterm_while_mongodb_hangs_puts_the_rest_in_the_outbox_within_the_timeout() {
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server_port(&server));
+    let db = unique_db("hang");
+    let config = mongodb_section(&format!("mongodb://127.0.0.1:{}", proxy.port), &db, "")
+        + "[pipeline]\nshutdown_timeout = \"4s\"\n";
+    let mut d = Daemon::start(&config);
+    let client = server.client();
+    assert_eq!(d.send(log_lines(1_000, "before").as_bytes()).events, 1_000);
+    wait_for_mongo_count(&client, &db, "api_logs", 1_000, &d);
+    // Black-holed: connections stay open, nothing answers, no error comes back.
+    proxy.stall();
+    assert_eq!(d.send(log_lines(3_000, "during").as_bytes()).events, 3_000);
+    let started = std::time::Instant::now();
+    assert!(d.stop().success(), "exit 0:\n{}", d.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "stopped within shutdown_timeout, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        d.count_outbox(),
+        3_000,
+        "what MongoDB did not take is in the outbox:\n{}",
+        d.log()
+    );
+    proxy.heal();
+    d.restart();
+    wait_for_mongo_count(&client, &db, "api_logs", 4_000, &d);
+    wait_until(
+        "the outbox drained",
+        || (d.count_outbox() == 0).then_some(()),
+        || d.log(),
+    );
+    assert_eq!(distinct_ids(&client, &db, "api_logs"), 4_000);
+}
+
+#[test]
 fn mongodb_unreachable_at_start_then_appearing_gets_everything() {
     let port = free_port();
     let db = unique_db("late");

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::sleep_until;
 use crate::event::{Collection, Event};
 use crate::store::Batch;
 
@@ -95,12 +96,5 @@ impl Batcher {
         }
         let events = std::mem::take(&mut buf.events);
         self.out.send(Batch { collection, events }).await.is_ok()
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

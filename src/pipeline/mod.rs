@@ -102,6 +102,14 @@ pub fn pipeline<S: crate::store::Store>(
     (sender, batcher, writer)
 }
 
+/// Sleeps until `deadline`, or forever when there is none (one arm of a `select!`).
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Retry delays for a failing store: 100 ms doubling to 5 s, with ±25 % jitter.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);

@@ -47,6 +47,8 @@ struct Inner {
     describe: String,
     counters: Arc<Counters>,
     redactor: Arc<Redactor>,
+    /// Set at shutdown; see `insert_before_deadline`.
+    finish_by: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
 }
 
 /// What one `insert_many` did.
@@ -100,6 +102,7 @@ impl MongoStore {
                 describe: format!("MongoDB {masked}, database {}", cfg.database),
                 counters,
                 redactor,
+                finish_by: tokio::sync::watch::Sender::new(None),
             }),
         };
         tokio::spawn(store.clone().ensure_indexes(retention.clone(), shutdown.child()));
@@ -220,7 +223,7 @@ impl MongoStore {
         if self.inner.up.load(Relaxed) {
             let mut attempt = 0;
             loop {
-                match self.insert(batch.collection, &docs).await {
+                match self.insert_before_deadline(batch.collection, &docs).await {
                     Ok(done) => {
                         outcome.inserted = done.inserted;
                         outcome.duplicates = done.duplicates;
@@ -248,7 +251,34 @@ impl MongoStore {
         Ok(outcome)
     }
 
-    fn mark_down(&self, e: &mongodb::error::Error) {
+    /// An insert that gives way when the shutdown deadline comes: the batch then goes to the outbox,
+    /// so every accepted event is in MongoDB or the outbox when the daemon exits. If the insert did
+    /// land after all, the replay from the outbox meets duplicate keys: still stored once.
+    /// The deadline can arrive while the insert runs, so it is watched, not read once.
+    async fn insert_before_deadline(&self, c: Collection, docs: &[RawDocumentBuf]) -> Result<Inserted, String> {
+        let mut deadline = self.inner.finish_by.subscribe();
+        let insert = self.insert(c, docs);
+        tokio::pin!(insert);
+        loop {
+            let current = *deadline.borrow_and_update();
+            tokio::select! {
+                r = &mut insert => return r.map_err(|e| e.to_string()),
+                _ = crate::pipeline::sleep_until(current) => return Err("no answer before the shutdown deadline".into()),
+                changed = deadline.changed() => {
+                    if changed.is_err() {
+                        return insert.await.map_err(|e| e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// From now on, inserts still unanswered at `deadline`, running or not, give way to the outbox.
+    pub fn finish_by(&self, deadline: tokio::time::Instant) {
+        self.inner.finish_by.send_replace(Some(deadline));
+    }
+
+    fn mark_down(&self, e: &dyn std::fmt::Display) {
         if self.inner.up.swap(false, Relaxed) {
             tracing::warn!(
                 "MongoDB is unreachable ({e}); batches wait in the outbox until it answers again ({} events there now)",

@@ -167,10 +167,12 @@ pub fn find_all(client: &mongodb::Client, db: &str, coll: &str) -> Vec<Document>
 }
 
 /// A TCP proxy in front of a server. `cut()` closes every connection and refuses new ones until
-/// `heal()`, like a network partition from the daemon's side.
+/// `heal()`, like a network partition from the daemon's side; `stall()` keeps connections open but
+/// forwards nothing until `heal()`, like a black-holed network.
 pub struct Proxy {
     pub port: u16,
     down: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     live: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -179,8 +181,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let down = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (d, l) = (down.clone(), live.clone());
+        let (d, st, l) = (down.clone(), stalled.clone(), live.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
                 if d.load(SeqCst) {
@@ -194,11 +197,20 @@ impl Proxy {
                 conns.push(client.try_clone().unwrap());
                 conns.push(server.try_clone().unwrap());
                 drop(conns);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), st.clone());
+                pipe(server, client, st.clone());
             }
         });
-        Proxy { port, down, live }
+        Proxy {
+            port,
+            down,
+            stalled,
+            live,
+        }
+    }
+
+    pub fn stall(&self) {
+        self.stalled.store(true, SeqCst);
     }
 
     pub fn cut(&self) {
@@ -210,13 +222,17 @@ impl Proxy {
 
     pub fn heal(&self) {
         self.down.store(false, SeqCst);
+        self.stalled.store(false, SeqCst);
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, stalled: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            while stalled.load(SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
