@@ -177,11 +177,7 @@ fn a_second_daemon_on_the_same_socket_fails_clearly_and_the_first_keeps_working(
     let other_state = first.dir.path().join("other-state");
     let config = first.dir.path().join("second.toml");
     std::fs::write(&config, common::base_config(&other_state, &first.socket, "")).unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = common::run_until_exit(&config);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -230,11 +226,7 @@ fn socket_file_mode_stale_files_and_removal() {
 
     // A regular file at the socket path is not deleted.
     std::fs::write(&socket, "precious").unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = common::run_until_exit(&config);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists and is not a socket"));
     assert_eq!(std::fs::read_to_string(&socket).unwrap(), "precious");
@@ -327,11 +319,7 @@ fn the_socket_file_gets_the_configured_group() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = common::run_until_exit(&config);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("socket.group: there is no group named \"no-such-group-xyz\"")

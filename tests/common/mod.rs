@@ -246,6 +246,15 @@ fn spawn(config: &Path, env: &[(&str, &str)], command: &[String]) -> Child {
     cmd.spawn().expect("spawn the collector")
 }
 
+/// Runs the daemon on `config` and returns once it exits: for start-up failures.
+pub fn run_until_exit(config: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .expect("run the collector")
+}
+
 pub fn count(db: &Connection, table: &str) -> u64 {
     db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
         .expect("count") as u64
