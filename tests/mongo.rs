@@ -184,11 +184,7 @@ fn a_ten_second_partition_during_50000_events_loses_and_duplicates_nothing() {
         .collect();
     assert_eq!(seqs.len(), TOTAL, "every event exactly once");
     d.wait_for_log("MongoDB answers again");
-    wait_until(
-        "the outbox drained",
-        || (d.count_outbox() == 0).then_some(()),
-        || d.log(),
-    );
+    d.wait_for_empty_outbox();
     let log = d.log();
     assert_eq!(
         log.matches("MongoDB is unreachable").count(),
@@ -225,11 +221,7 @@ fn sigterm_during_an_outage_keeps_the_rest_in_the_outbox_and_the_next_start_deli
     d.restart();
     d.wait_for_log("5000 events wait in the outbox from an earlier run");
     wait_for_mongo_count(&client, &db, "api_logs", 6_000, &d);
-    wait_until(
-        "the outbox drained",
-        || (d.count_outbox() == 0).then_some(()),
-        || d.log(),
-    );
+    d.wait_for_empty_outbox();
     assert_eq!(distinct_ids(&client, &db, "api_logs"), 6_000);
 }
 
@@ -263,11 +255,7 @@ fn sigterm_while_mongodb_hangs_puts_the_rest_in_the_outbox_within_the_timeout() 
     proxy.heal();
     d.restart();
     wait_for_mongo_count(&client, &db, "api_logs", 4_000, &d);
-    wait_until(
-        "the outbox drained",
-        || (d.count_outbox() == 0).then_some(()),
-        || d.log(),
-    );
+    d.wait_for_empty_outbox();
     assert_eq!(distinct_ids(&client, &db, "api_logs"), 4_000);
 }
 

@@ -161,6 +161,15 @@ impl Daemon {
             .unwrap_or(0) as u64
     }
 
+    /// Waits until the outbox has been delivered (MongoDB mode).
+    pub fn wait_for_empty_outbox(&self) {
+        wait_until(
+            "the outbox drained",
+            || (self.count_outbox() == 0).then_some(()),
+            || self.log(),
+        );
+    }
+
     pub fn count(&self, table: &str) -> u64 {
         count(&self.db(), table)
     }
