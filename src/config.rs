@@ -1,8 +1,11 @@
 //! Configuration: a TOML file, environment overrides, and validation with precise messages.
 //!
 //! Loading goes file → TOML table → environment overrides → unknown-key check → typed structs →
-//! range checks. The known keys are read off the serialized defaults, so the schema is the structs
-//! themselves and a new key needs no second list. Every error names where the value came from (the
+//! range checks. Each section's struct lives with the module that uses it and checks its own
+//! values (`validate`); this module only assembles them. The known keys are read off the
+//! serialized defaults, so the structs are the schema and a new key needs no second list.
+//!
+//! Every problem is reported, not just the first, and each names where the value came from (the
 //! file or the environment variable), the key, what is wrong and what is expected.
 
 use std::collections::BTreeSet;
@@ -10,8 +13,18 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;
+
+use crate::pipeline::PipelineConfig;
+use crate::redact::RedactConfig;
+use crate::source::file::FileConfig;
+use crate::source::socket::SocketConfig;
+use crate::store::embedded::EmbeddedConfig;
+use crate::store::mongo::{mask_uri_password, MongoConfig};
+use crate::store::retention::RetentionConfig;
+use crate::telemetry::LogConfig;
 
 /// Prefix of the environment variables that override keys: `LNGPT_COLLECTOR_<SECTION>_<KEY>`.
 pub const ENV_PREFIX: &str = "LNGPT_COLLECTOR_";
@@ -35,61 +48,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MongoConfig {
-    pub enabled: bool,
-    /// A MongoDB connection string; credentials and TLS options go in it (`MONGODB_URI` overrides).
-    pub uri: String,
-    /// `MONGODB_DB_NAME` overrides.
-    pub database: String,
-    pub collections: CollectionNames,
-    /// Write concern: `"1"`, `"majority"`, or a number of members.
-    pub w: String,
-    /// Ask for the write to be in the journal before it is acknowledged.
-    pub journal: bool,
-    pub connect_timeout: HumanDuration,
-    pub server_selection_timeout: HumanDuration,
-    /// Batches that could not reach MongoDB wait in the outbox; past this size the oldest are dropped.
-    pub max_outbox_bytes: u64,
-}
-
-impl Default for MongoConfig {
-    fn default() -> Self {
-        MongoConfig {
-            enabled: true,
-            uri: "mongodb://127.0.0.1:27017".into(),
-            database: "lngpt".into(),
-            collections: CollectionNames::default(),
-            w: "1".into(),
-            journal: true,
-            connect_timeout: HumanDuration(Duration::from_secs(5)),
-            server_selection_timeout: HumanDuration(Duration::from_secs(5)),
-            max_outbox_bytes: 1 << 30,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CollectionNames {
-    pub api_logs: String,
-    pub api_cost: String,
-    pub api_performance: String,
-    pub api_rejects: String,
-}
-
-impl Default for CollectionNames {
-    fn default() -> Self {
-        CollectionNames {
-            api_logs: "api_logs".into(),
-            api_cost: "api_cost".into(),
-            api_performance: "api_performance".into(),
-            api_rejects: "api_rejects".into(),
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -102,164 +60,6 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             mongodb: None,
             log: LogConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SocketConfig {
-    pub enabled: bool,
-    /// Defaults to `<state_dir>/collector.sock`.
-    pub path: Option<PathBuf>,
-    /// Octal file mode of the socket file.
-    pub mode: String,
-    /// Group that owns the socket file, so the app's user can connect.
-    pub group: Option<String>,
-    pub max_line_bytes: usize,
-}
-
-impl Default for SocketConfig {
-    fn default() -> Self {
-        SocketConfig {
-            enabled: true,
-            path: None,
-            mode: "0660".into(),
-            group: None,
-            max_line_bytes: 1 << 20,
-        }
-    }
-}
-
-/// One tailed file or glob of files.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FileConfig {
-    /// A path or a glob (`/var/log/lngpt/*.log`). For a plain path, rotated siblings (`app.log.1`,
-    /// `app.log.2026-11-26`) are followed too.
-    pub path: String,
-    /// Where to start in a file never seen before: `beginning` or `end`.
-    pub start_at: String,
-    /// How many bytes of a file's first line identify it.
-    pub fingerprint_bytes: usize,
-    /// The slow poll that covers missed file-system notifications.
-    pub poll_interval: HumanDuration,
-    pub max_line_bytes: usize,
-}
-
-impl Default for FileConfig {
-    fn default() -> Self {
-        FileConfig {
-            path: String::new(),
-            start_at: "beginning".into(),
-            fingerprint_bytes: 256,
-            poll_interval: HumanDuration(Duration::from_secs(1)),
-            max_line_bytes: 1 << 20,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PipelineConfig {
-    /// Events accepted but not yet stored; when full, sources wait (the app's writes block).
-    pub queue_capacity: usize,
-    pub max_batch: usize,
-    pub max_wait: HumanDuration,
-    pub shutdown_timeout: HumanDuration,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        PipelineConfig {
-            queue_capacity: 16_384,
-            max_batch: 1000,
-            max_wait: HumanDuration(Duration::from_millis(200)),
-            shutdown_timeout: HumanDuration(Duration::from_secs(15)),
-        }
-    }
-}
-
-/// How long each collection keeps its documents; `"0"` keeps them forever.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    pub api_logs: HumanDuration,
-    pub api_cost: HumanDuration,
-    pub api_performance: HumanDuration,
-    pub api_rejects: HumanDuration,
-    /// How often expired documents are deleted (the embedded store; MongoDB uses TTL indexes).
-    pub interval: HumanDuration,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        let days = |d: u64| HumanDuration(Duration::from_secs(d * 86_400));
-        RetentionConfig {
-            api_logs: days(30),
-            api_cost: days(30),
-            api_performance: days(30),
-            api_rejects: days(7),
-            interval: HumanDuration(Duration::from_secs(3600)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedactConfig {
-    pub enabled: bool,
-    /// Field names masked in addition to the built-in ones.
-    pub keys: Vec<String>,
-    /// Regular expressions masked in addition to the built-in ones (group 1 if present, else the match).
-    pub patterns: Vec<String>,
-}
-
-impl Default for RedactConfig {
-    fn default() -> Self {
-        RedactConfig {
-            enabled: true,
-            keys: Vec::new(),
-            patterns: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EmbeddedConfig {
-    /// SQLite file name, relative to `state_dir`.
-    pub file: PathBuf,
-    /// `normal` survives a crash of the daemon; `full` also a power loss, at a cost in speed.
-    pub synchronous: String,
-}
-
-impl Default for EmbeddedConfig {
-    fn default() -> Self {
-        EmbeddedConfig {
-            file: PathBuf::from("collector.db"),
-            synchronous: "normal".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `trace`, `debug`, `info`, `warn`, `error`, or a tracing filter such as `info,lngpt_collector=debug`.
-    pub level: String,
-    /// `text` or `json`.
-    pub format: String,
-    /// How often a summary line is logged when events arrived; `"0"` switches it off.
-    pub summary_interval: HumanDuration,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: "text".into(),
-            summary_interval: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -277,7 +77,7 @@ impl Config {
     }
 
     /// Reads `path`, applies the process environment, validates.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(&origin, "", format!("cannot read the file: {e}")))?;
@@ -289,7 +89,7 @@ impl Config {
         text: &str,
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<Config, ConfigErrors> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let msg = e.message().to_string();
             let at = e
@@ -300,163 +100,36 @@ impl Config {
             ConfigError::new(origin, "", format!("{at}not valid TOML: {msg}"))
         })?;
         let schema = schema();
-        check_unknown_keys(&table, &schema, "", origin)?;
-        let from_env = apply_env(&mut table, &schema, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            let source = from_env
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map_or(origin.to_string(), |(_, var)| var.clone());
-            ConfigError::new(&source, &key, e.into_inner().message().to_string())
-        })?;
-        config.validate(origin)?;
-        Ok(config)
+        let mut problems = Problems::new(origin);
+        check_unknown_keys(&table, &schema, "", &mut problems);
+        let from_env = apply_env(&mut table, &schema, env, &mut problems);
+        problems.env = from_env;
+        let config = deserialize_sections(table, &mut problems);
+        if let Some(c) = &config {
+            c.validate(&mut problems);
+        }
+        match (config, problems.into_result()) {
+            (Some(c), Ok(())) => Ok(c),
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(ConfigError::new(origin, "", "cannot be read".into()).into()),
+        }
     }
 
-    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, problem: String| Err(ConfigError::new(origin, key, problem));
-        let p = &self.pipeline;
-        if !(1..=100_000).contains(&p.max_batch) {
-            return err(
-                "pipeline.max_batch",
-                format!("is {}; expected a number from 1 to 100000", p.max_batch),
-            );
-        }
-        if p.queue_capacity < p.max_batch {
-            return err(
-                "pipeline.queue_capacity",
-                format!(
-                    "is {}; expected at least pipeline.max_batch ({})",
-                    p.queue_capacity, p.max_batch
-                ),
-            );
-        }
-        if p.max_wait.0.is_zero() {
-            return err(
-                "pipeline.max_wait",
-                "is 0; expected a positive duration such as \"200ms\"".into(),
-            );
-        }
-        if p.shutdown_timeout.0.is_zero() {
-            return err(
-                "pipeline.shutdown_timeout",
-                "is 0; expected a positive duration such as \"15s\"".into(),
-            );
-        }
-        if !(1024..=64 << 20).contains(&self.socket.max_line_bytes) {
-            return err(
-                "socket.max_line_bytes",
-                format!(
-                    "is {}; expected a number from 1024 to 67108864 (64 MiB)",
-                    self.socket.max_line_bytes
-                ),
-            );
-        }
-        if self.socket_mode().is_none() {
-            return err(
-                "socket.mode",
-                format!(
-                    "is {:?}; expected an octal file mode such as \"0660\"",
-                    self.socket.mode
-                ),
-            );
-        }
+    fn validate(&self, p: &mut Problems) {
         if self.state_dir.as_os_str().is_empty() {
-            return err("state_dir", "is empty; expected a directory such as \"./data\"".into());
+            p.add("state_dir", "is empty; expected a directory such as \"./data\"");
         }
-        if !matches!(self.embedded.synchronous.as_str(), "normal" | "full") {
-            return err(
-                "embedded.synchronous",
-                format!("is {:?}; expected \"normal\" or \"full\"", self.embedded.synchronous),
-            );
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return err(
-                "log.format",
-                format!("is {:?}; expected \"text\" or \"json\"", self.log.format),
-            );
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return err(
-                "log.level",
-                format!(
-                    "is {:?}: {e}; expected trace, debug, info, warn or error",
-                    self.log.level
-                ),
-            );
-        }
+        self.socket.validate(p);
         for (i, f) in self.file.iter().enumerate() {
-            let key = |k: &str| format!("file[{i}].{k}");
-            if f.path.is_empty() {
-                return err(
-                    &key("path"),
-                    "is missing; expected the app's log file, such as \"/var/log/lngpt/app.log\"".into(),
-                );
-            }
-            if let Err(e) = glob::Pattern::new(&f.path) {
-                return err(&key("path"), format!("is not a valid path or glob: {e}"));
-            }
-            if !matches!(f.start_at.as_str(), "beginning" | "end") {
-                return err(
-                    &key("start_at"),
-                    format!("is {:?}; expected \"beginning\" or \"end\"", f.start_at),
-                );
-            }
-            if !(16..=64 * 1024).contains(&f.fingerprint_bytes) {
-                return err(
-                    &key("fingerprint_bytes"),
-                    format!("is {}; expected a number from 16 to 65536", f.fingerprint_bytes),
-                );
-            }
-            if f.poll_interval.0.is_zero() {
-                return err(
-                    &key("poll_interval"),
-                    "is 0; expected a positive duration such as \"1s\"".into(),
-                );
-            }
-            if !(1024..=64 << 20).contains(&f.max_line_bytes) {
-                return err(
-                    &key("max_line_bytes"),
-                    format!("is {}; expected a number from 1024 to 67108864", f.max_line_bytes),
-                );
-            }
+            f.validate(&format!("file[{i}]"), p);
         }
+        self.pipeline.validate(p);
+        self.retention.validate(p);
+        self.redact.validate(p);
         if let Some(m) = self.mongo() {
-            if !m.uri.starts_with("mongodb://") && !m.uri.starts_with("mongodb+srv://") {
-                return err("mongodb.uri", "does not start with mongodb:// or mongodb+srv://".into());
-            }
-            if m.database.is_empty() {
-                return err(
-                    "mongodb.database",
-                    "is empty; expected a database name such as \"lngpt\"".into(),
-                );
-            }
-            // w = 0 would not wait for an acknowledgement, so nothing could be known to be stored.
-            let w_ok = m.w == "majority" || m.w.parse::<u32>().is_ok_and(|n| n >= 1);
-            if !w_ok {
-                return err(
-                    "mongodb.w",
-                    format!(
-                        "is {:?}; expected \"majority\" or a number of members ≥ 1 such as \"1\"",
-                        m.w
-                    ),
-                );
-            }
-            if m.max_outbox_bytes < 1 << 20 {
-                return err(
-                    "mongodb.max_outbox_bytes",
-                    format!("is {}; expected at least 1048576 (1 MiB)", m.max_outbox_bytes),
-                );
-            }
+            m.validate(p);
         }
-        crate::redact::Redactor::new(&self.redact).map_err(|e| ConfigError::new(origin, "redact.patterns", e))?;
-        Ok(())
-    }
-
-    pub fn socket_mode(&self) -> Option<u32> {
-        let m = self.socket.mode.trim_start_matches("0o");
-        u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o777)
+        self.log.validate(p);
     }
 
     /// The effective configuration as TOML, for `check-config`, with passwords masked.
@@ -465,7 +138,19 @@ impl Config {
         if let Some(m) = shown.mongodb.as_mut() {
             m.uri = mask_uri_password(&m.uri);
         }
-        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+        let mut text = toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
+        if self.socket.path.is_none() {
+            // Defaulted, so not in the file; say where it is anyway.
+            text = text.replacen(
+                "[socket]\n",
+                &format!(
+                    "[socket]\n# path = {:?} (the default)\n",
+                    self.socket_path().display().to_string()
+                ),
+                1,
+            );
+        }
+        text
     }
 
     /// MongoDB settings when MongoDB is the store.
@@ -488,16 +173,70 @@ impl Config {
     }
 }
 
+/// Deserializes each top-level key on its own, so that a bad value in one section does not hide
+/// the problems of the others.
+fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> {
+    let mut config = Config::default();
+    let mut ok = true;
+    for (key, value) in table {
+        macro_rules! section {
+            ($($name:literal => $field:expr),* $(,)?) => {
+                match key.as_str() {
+                    $($name => match section_value(&key, value, p) {
+                        Some(v) => $field = v,
+                        None => ok = false,
+                    },)*
+                    _ => {} // already reported as unknown
+                }
+            };
+        }
+        section!(
+            "state_dir" => config.state_dir,
+            "socket" => config.socket,
+            "file" => config.file,
+            "pipeline" => config.pipeline,
+            "retention" => config.retention,
+            "redact" => config.redact,
+            "embedded" => config.embedded,
+            "mongodb" => config.mongodb,
+            "log" => config.log,
+        );
+    }
+    ok.then_some(config)
+}
+
+fn section_value<T: DeserializeOwned>(key: &str, value: toml::Value, p: &mut Problems) -> Option<T> {
+    // Wrapped in a table so that the path serde reports starts with the section's name.
+    let mut wrapper = toml::Table::new();
+    wrapper.insert(key.to_string(), value);
+    #[derive(Deserialize)]
+    struct One<T>(std::collections::BTreeMap<String, T>);
+    match serde_path_to_error::deserialize::<_, One<T>>(toml::Value::Table(wrapper)) {
+        Ok(mut one) => one.0.remove(key),
+        Err(e) => {
+            let path = e.path().to_string();
+            let path = path
+                .strip_prefix('?')
+                .unwrap_or(&path)
+                .trim_start_matches('.')
+                .to_string();
+            p.add(&path, e.into_inner().message().to_string());
+            None
+        }
+    }
+}
+
 /// Where a configuration value went wrong.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
+    /// The file, or the environment variable the value came from.
     pub origin: String,
     pub key: String,
     pub problem: String,
 }
 
 impl ConfigError {
-    fn new(origin: &str, key: &str, problem: String) -> ConfigError {
+    pub fn new(origin: &str, key: &str, problem: String) -> ConfigError {
         ConfigError {
             origin: origin.to_string(),
             key: key.to_string(),
@@ -518,6 +257,120 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every problem found in one configuration, in the order found; never empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn first(&self) -> &ConfigError {
+        &self.0[0]
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects the problems of a configuration while its sections check themselves.
+pub struct Problems {
+    origin: String,
+    /// (key path, environment variable) of every value that came from the environment, so that a
+    /// problem with it is blamed on the variable, not the file.
+    env: Vec<(String, String)>,
+    list: Vec<ConfigError>,
+}
+
+impl Problems {
+    pub fn new(origin: &str) -> Problems {
+        Problems {
+            origin: origin.to_string(),
+            env: Vec::new(),
+            list: Vec::new(),
+        }
+    }
+
+    /// Reports `key` (a dotted path such as `pipeline.max_batch` or `file[0].path`) as wrong.
+    pub fn add(&mut self, key: &str, problem: impl Into<String>) {
+        let origin = self
+            .env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(self.origin.clone(), |(_, var)| var.clone());
+        self.list.push(ConfigError::new(&origin, key, problem.into()));
+    }
+
+    /// Reports a problem that came from one environment variable.
+    fn add_env(&mut self, var: &str, key: &str, problem: impl Into<String>) {
+        self.list.push(ConfigError::new(var, key, problem.into()));
+    }
+
+    /// Checks that a number lies in `range`, saying so with `unit` (e.g. "bytes") if not.
+    pub fn in_range<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, range: std::ops::RangeInclusive<T>) {
+        if !range.contains(&value) {
+            self.add(
+                key,
+                format!(
+                    "is {value}; expected a number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+        }
+    }
+
+    /// Checks that a duration lies in `range`.
+    pub fn duration_in(&mut self, key: &str, value: HumanDuration, min: Duration, max: Duration) {
+        if value.0 < min || value.0 > max {
+            self.add(
+                key,
+                format!(
+                    "is {value}; expected a duration from {} to {}",
+                    HumanDuration(min),
+                    HumanDuration(max)
+                ),
+            );
+        }
+    }
+
+    /// Checks that a size lies in `range`.
+    pub fn size_in(&mut self, key: &str, value: ByteSize, min: u64, max: u64) {
+        if value.0 < min || value.0 > max {
+            self.add(
+                key,
+                format!(
+                    "is {value}; expected a size from {} to {}",
+                    ByteSize(min),
+                    ByteSize(max)
+                ),
+            );
+        }
+    }
+
+    fn into_result(self) -> Result<(), ConfigErrors> {
+        if self.list.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(self.list))
+        }
+    }
+}
+
 /// The known keys and their kinds, read off the serialized defaults.
 fn schema() -> Json {
     let with_optional_sections = Config {
@@ -528,9 +381,9 @@ fn schema() -> Json {
     serde_json::to_value(with_optional_sections).unwrap_or(Json::Null)
 }
 
-fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: &str) -> Result<(), ConfigError> {
+fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, p: &mut Problems) {
     let Some(known) = schema.as_object() else {
-        return Ok(());
+        return;
     };
     for (key, value) in table {
         let path = if prefix.is_empty() {
@@ -543,7 +396,7 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: 
                 let mut problem = if prefix.is_empty() {
                     "is not a known key or section".to_string()
                 } else {
-                    format!("is not a known key in [{prefix}]")
+                    format!("is not a known key in [{}]", section_name(prefix))
                 };
                 if let Some(hint) = suggest(key, prefix, schema_root()) {
                     problem.push_str(&format!("; did you mean `{hint}`?"));
@@ -551,11 +404,11 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: 
                     let names: Vec<&str> = known.keys().map(String::as_str).collect();
                     problem.push_str(&format!("; expected one of: {}", names.join(", ")));
                 }
-                return Err(ConfigError::new(origin, &path, problem));
+                p.add(&path, problem);
             }
             Some(sub @ Json::Object(_)) => {
                 if let toml::Value::Table(t) = value {
-                    check_unknown_keys(t, sub, &path, origin)?;
+                    check_unknown_keys(t, sub, &path, p);
                 }
             }
             // An array of tables ([[file]]): each entry against the one example entry.
@@ -563,7 +416,7 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: 
                 if let (Some(sub), toml::Value::Array(items)) = (example.first(), value) {
                     for (i, item) in items.iter().enumerate() {
                         if let toml::Value::Table(t) = item {
-                            check_unknown_keys(t, sub, &format!("{path}[{i}]"), origin)?;
+                            check_unknown_keys(t, sub, &format!("{path}[{i}]"), p);
                         }
                     }
                 }
@@ -571,7 +424,11 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, origin: 
             Some(_) => {}
         }
     }
-    Ok(())
+}
+
+/// `file[0]` → `file`, for "a known key in [file]".
+fn section_name(prefix: &str) -> String {
+    prefix.split('[').next().unwrap_or(prefix).to_string()
 }
 
 fn schema_root() -> &'static Json {
@@ -598,17 +455,17 @@ fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
     }
     let mut all = Vec::new();
     walk("", root, &mut all);
-    let section = section.split('[').next().unwrap_or(section);
+    let section = section_name(section);
     let near = all
         .iter()
-        .filter(|(s, _)| s == section)
+        .filter(|(s, _)| *s == section)
         .map(|(s, k)| (strsim::damerau_levenshtein(key, k), full(s, k)))
         .filter(|(d, k)| *d <= 2.max(k.len() / 4))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k);
     near.or_else(|| {
         all.iter()
-            .find(|(s, k)| k == key && s != section)
+            .find(|(s, k)| k == key && *s != section)
             .map(|(s, k)| full(s, k))
     })
 }
@@ -620,86 +477,219 @@ const APP_ENV: &[(&str, &str, &str)] = &[
     ("MONGODB_DB_NAME", "mongodb", "database"),
 ];
 
+/// One segment of a key path: a table key, or an entry of an array of tables.
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn dotted(path: &[Segment]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        match seg {
+            Segment::Key(k) if s.is_empty() => s.push_str(k),
+            Segment::Key(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Segment::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
 /// Applies `LNGPT_COLLECTOR_<SECTION>_<KEY>` and the app's names; returns (key path, variable) pairs.
+///
+/// Nested keys continue the name (`…_MONGODB_COLLECTIONS_API_LOGS`); an entry of an array of tables
+/// is named by its position or by its `name` key (`…_FILE_0_PATH`, `…_WEBHOOK_OPS_SECRET`), so a
+/// secret can come from an `EnvironmentFile` while the rest stays in the file.
 fn apply_env(
     table: &mut toml::Table,
     schema: &Json,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Vec<(String, String)>, ConfigError> {
+    p: &mut Problems,
+) -> Vec<(String, String)> {
     let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env.into_iter().collect();
     vars.sort();
     for (var, raw) in &vars {
         let app_name = APP_ENV.iter().find(|(name, ..)| name == var);
-        let path: Vec<String> = if let Some((_, section, key)) = app_name {
+        let path: Vec<Segment> = if let Some((_, section, key)) = app_name {
             // The prefixed form wins when both are set.
             let prefixed = format!("{ENV_PREFIX}{}_{}", section, key).to_ascii_uppercase();
             if vars.iter().any(|(k, _)| *k == prefixed) {
                 continue;
             }
-            vec![section.to_string(), key.to_string()]
+            // The app sets MONGODB_DB_NAME even without MongoDB; only a URI (or a [mongodb]
+            // section) chooses MongoDB as the store.
+            let uri_set = vars
+                .iter()
+                .any(|(k, v)| (k == "MONGODB_URI" || k == "LNGPT_COLLECTOR_MONGODB_URI") && !v.is_empty());
+            if *var == "MONGODB_DB_NAME" && !uri_set && !table.contains_key("mongodb") {
+                continue;
+            }
+            vec![Segment::Key(section.to_string()), Segment::Key(key.to_string())]
         } else if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
-            env_path(&rest.to_ascii_lowercase(), schema).ok_or_else(|| {
-                let hint = suggest_env(rest, schema)
-                    .map(|h| format!("; did you mean {h}?"))
-                    .unwrap_or_default();
-                ConfigError::new(
-                    var,
-                    "",
-                    format!("names no configuration key{hint} (the form is {ENV_PREFIX}<SECTION>_<KEY>)"),
-                )
-            })?
+            match env_path(&rest.to_ascii_lowercase(), schema, table) {
+                Ok(path) => path,
+                Err(problem) => {
+                    p.add_env(var, "", problem);
+                    continue;
+                }
+            }
         } else {
             continue;
         };
-        let key = path.join(".");
-        let kind = path.iter().try_fold(schema, |s, p| s.get(p)).unwrap_or(&Json::Null);
-        let value = env_value(raw, kind)
-            .map_err(|expected| ConfigError::new(var, &key, format!("expects {expected}, got {raw:?}")))?;
-        let mut t = &mut *table;
-        for section in &path[..path.len() - 1] {
-            let entry = t
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            match entry {
-                toml::Value::Table(inner) => t = inner,
-                _ => {
-                    return Err(ConfigError::new(
-                        var,
-                        section,
-                        "is not a section in the file, so it cannot take a key".into(),
-                    ))
-                }
+        let key = dotted(&path);
+        let kind = leaf_kind(&path, schema);
+        let value = match env_value(raw, kind) {
+            Ok(v) => v,
+            Err(expected) => {
+                p.add_env(var, &key, format!("expects {expected}, got {raw:?}"));
+                continue;
             }
+        };
+        match set_path(table, &path, value) {
+            Ok(()) => applied.push((key, var.clone())),
+            Err(problem) => p.add_env(var, &key, problem),
         }
-        t.insert(path[path.len() - 1].clone(), value);
-        applied.push((key, var.clone()));
     }
-    Ok(applied)
+    applied
 }
 
-/// `state_dir` → ["state_dir"]; `pipeline_max_batch` → ["pipeline", "max_batch"].
-fn env_path(rest: &str, schema: &Json) -> Option<Vec<String>> {
-    let top = schema.as_object()?;
-    if top.get(rest).is_some_and(|v| !v.is_object()) {
-        return Some(vec![rest.to_string()]);
+/// The schema's example value at `path` (arrays of tables have one example entry).
+fn leaf_kind<'a>(path: &[Segment], schema: &'a Json) -> &'a Json {
+    path.iter()
+        .try_fold(schema, |s, seg| match seg {
+            Segment::Key(k) => s.get(k),
+            Segment::Index(_) => s.get(0),
+        })
+        .unwrap_or(&Json::Null)
+}
+
+/// Resolves the part of a variable's name after the prefix, lowercased, against the schema.
+/// Underscores separate levels and also occur inside names, so the longest known name wins.
+fn env_path(rest: &str, schema: &Json, table: &toml::Table) -> Result<Vec<Segment>, String> {
+    fn walk(rest: &str, schema: &Json, file: Option<&toml::Value>, out: &mut Vec<Segment>) -> bool {
+        let Some(keys) = schema.as_object() else {
+            return false;
+        };
+        let mut candidates: Vec<&String> = keys
+            .keys()
+            .filter(|k| rest == k.as_str() || rest.starts_with(&format!("{k}_")))
+            .collect();
+        candidates.sort_by_key(|k| std::cmp::Reverse(k.len()));
+        for k in candidates {
+            let sub = &keys[k.as_str()];
+            let file_sub = file.and_then(|f| f.get(k.as_str()));
+            out.push(Segment::Key(k.clone()));
+            let table_array = sub.get(0).is_some_and(Json::is_object);
+            if rest == k.as_str() {
+                if !sub.is_object() && !table_array {
+                    return true;
+                }
+            } else {
+                let tail = &rest[k.len() + 1..];
+                if sub.is_object() && walk(tail, sub, file_sub, out) {
+                    return true;
+                }
+                if let (true, Some(example), Some(entries)) =
+                    (table_array, sub.get(0), file_sub.and_then(|f| f.as_array()))
+                {
+                    // `<index>_<key>` or `<name>_<key>`, the name lowercased with `-` as `_`.
+                    for (i, entry) in entries.iter().enumerate() {
+                        let name = entry
+                            .get("name")
+                            .and_then(|n| n.as_str())
+                            .map(|n| n.to_ascii_lowercase().replace('-', "_"));
+                        for label in [Some(i.to_string()), name].into_iter().flatten() {
+                            if let Some(key_part) = tail.strip_prefix(&format!("{label}_")) {
+                                out.push(Segment::Index(i));
+                                if walk(key_part, example, Some(entry), out) {
+                                    return true;
+                                }
+                                out.pop();
+                            }
+                        }
+                    }
+                }
+            }
+            out.pop();
+        }
+        false
     }
-    let (section, key) = rest.split_once('_')?;
-    top.get(section)?.as_object()?.get(key)?;
-    Some(vec![section.to_string(), key.to_string()])
+    let mut out = Vec::new();
+    let root = toml::Value::Table(table.clone());
+    if walk(rest, schema, Some(&root), &mut out) {
+        return Ok(out);
+    }
+    let hint = suggest_env(rest, schema)
+        .map(|h| format!("; did you mean {h}?"))
+        .unwrap_or_default();
+    Err(format!(
+        "names no configuration key{hint} (the form is {ENV_PREFIX}<SECTION>_<KEY>; an entry of [[file]] or \
+         [[webhook]] is named by its position or its name, e.g. {ENV_PREFIX}FILE_0_PATH)"
+    ))
+}
+
+fn set_path(table: &mut toml::Table, path: &[Segment], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = match path.split_last() {
+        Some((Segment::Key(k), parents)) => (k, parents),
+        _ => return Err("names no key".into()),
+    };
+    let mut current = table;
+    let mut i = 0;
+    while i < parents.len() {
+        let Segment::Key(section) = &parents[i] else {
+            return Err("names no key".into());
+        };
+        let entry = current
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match (entry, parents.get(i + 1)) {
+            (toml::Value::Array(items), Some(Segment::Index(n))) => {
+                i += 1;
+                match items.get_mut(*n) {
+                    Some(toml::Value::Table(t)) => t,
+                    _ => return Err(format!("the file has no [[{section}]] entry {n}")),
+                }
+            }
+            (toml::Value::Table(t), _) => t,
+            _ => {
+                return Err(format!(
+                    "`{section}` is not a section in the file, so it cannot take a key"
+                ))
+            }
+        };
+        i += 1;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
 }
 
 fn suggest_env(rest: &str, schema: &Json) -> Option<String> {
-    let mut names = Vec::new();
-    for (k, v) in schema.as_object()? {
+    fn names(prefix: &str, v: &Json, out: &mut Vec<String>) {
+        let v = v.as_array().and_then(|a| a.first()).unwrap_or(v);
         match v.as_object() {
-            Some(sub) => names.extend(sub.keys().map(|sk| format!("{}_{}", k, sk).to_ascii_uppercase())),
-            None => names.push(k.to_ascii_uppercase()),
+            Some(map) => {
+                for (k, sub) in map {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}_{k}")
+                    };
+                    names(&name, sub, out);
+                }
+            }
+            None => out.push(prefix.to_ascii_uppercase()),
         }
     }
-    names
-        .into_iter()
-        .map(|n| (strsim::damerau_levenshtein(rest, &n), n))
+    let mut all = Vec::new();
+    names("", schema, &mut all);
+    let rest = rest.to_ascii_uppercase();
+    all.into_iter()
+        .map(|n| (strsim::damerau_levenshtein(&rest, &n), n))
         .filter(|(d, _)| *d <= 3)
         .min_by_key(|(d, _)| *d)
         .map(|(_, n)| format!("{ENV_PREFIX}{n}"))
@@ -733,8 +723,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The longest duration any key takes: a century, far past any retention anyone means, and far
+/// from the overflows of `Instant` and millisecond arithmetic.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// A duration written the way people write them: `"200ms"`, `"15s"`, `"5m"`, `"1h"`, `"30d"`, `"0"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
@@ -758,7 +752,16 @@ impl HumanDuration {
                 ))
             }
         };
-        Ok(Duration::from_secs_f64(secs))
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) if d <= MAX_DURATION => Ok(d),
+            _ => Err(format!("{s:?} is too long; at most \"36500d\" (100 years)")),
+        }
+    }
+
+    /// Milliseconds, for time arithmetic on [`crate::event::Timestamp`]s; never overflows, since
+    /// every parsed duration is at most [`MAX_DURATION`].
+    pub fn as_millis_i64(self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
     }
 }
 
@@ -807,6 +810,87 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A size in bytes, written as a number or with a unit: `1048576`, `"64KiB"`, `"16MiB"`, `"1GiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct ByteSize(pub u64);
+
+/// The largest size any key takes (1 TiB): keeps byte arithmetic far from overflow.
+pub const MAX_BYTES: u64 = 1 << 40;
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<u64, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            format!("{s:?} is not a size; expected bytes, or a number and a unit such as \"64KiB\" or \"16MiB\"")
+        })?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            _ => return Err(format!("{s:?} has no known unit; expected B, KiB, MiB or GiB")),
+        };
+        match n.checked_mul(scale) {
+            Some(b) if b <= MAX_BYTES => Ok(b),
+            _ => Err(format!("{s:?} is too large; at most \"1024GiB\"")),
+        }
+    }
+
+    pub fn as_usize(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        match b {
+            0 => f.write_str("0"),
+            _ if b % (1 << 30) == 0 => write!(f, "{}GiB", b >> 30),
+            _ if b % (1 << 20) == 0 => write!(f, "{}MiB", b >> 20),
+            _ if b % (1 << 10) == 0 => write!(f, "{}KiB", b >> 10),
+            _ => write!(f, "{b}"),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 1048576 or \"16MiB\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map(ByteSize).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                match u64::try_from(n) {
+                    Ok(b) if b <= MAX_BYTES => Ok(ByteSize(b)),
+                    _ => Err(E::custom(format!("{n} is not a size from 0 to 1099511627776 (1 TiB)"))),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                if n <= MAX_BYTES {
+                    Ok(ByteSize(n))
+                } else {
+                    Err(E::custom(format!("{n} is not a size from 0 to 1099511627776 (1 TiB)")))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Names of all keys, for documentation tests: every key must appear in `config.example.toml`.
 pub fn all_key_paths() -> BTreeSet<String> {
     fn walk(prefix: &str, v: &Json, out: &mut BTreeSet<String>) {
@@ -837,27 +921,12 @@ pub fn all_key_paths() -> BTreeSet<String> {
     out
 }
 
-/// `mongodb://user:secret@host/` → `mongodb://user:***@host/`.
-pub fn mask_uri_password(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
-        return uri.to_string();
-    };
-    let authority_end = uri[scheme_end..].find(['/', '?']).map_or(uri.len(), |i| scheme_end + i);
-    let Some(at) = uri[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else {
-        return uri.to_string();
-    };
-    match uri[scheme_end..at].find(':') {
-        Some(colon) => format!("{}:***{}", &uri[..scheme_end + colon], &uri[at..]),
-        None => uri.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, "test.toml", Vec::new())
+        Config::from_toml(text, "test.toml", Vec::new()).map_err(|e| e.first().clone())
     }
 
     fn load_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -866,6 +935,7 @@ mod tests {
             "test.toml",
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+        .map_err(|e| e.first().clone())
     }
 
     #[test]
@@ -875,7 +945,7 @@ mod tests {
         assert_eq!(c.pipeline.max_wait.0, Duration::from_millis(200));
         assert_eq!(c.retention.api_rejects.0, Duration::from_secs(7 * 86_400));
         assert_eq!(c.socket_path(), PathBuf::from("./data/c.sock"));
-        assert_eq!(c.socket_mode(), Some(0o660));
+        assert_eq!(c.socket.mode_bits(), Some(0o660));
     }
 
     #[test]
@@ -890,6 +960,20 @@ mod tests {
         );
         let e = load("max_batch = 5\n").unwrap_err();
         assert!(e.problem.contains("did you mean `pipeline.max_batch`"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let e = Config::from_toml(
+            "[pipeline]\nmax_batch = 0\nmax_bach = 1\n[socket]\nmode = \"rw\"\n[log]\nformat = \"xml\"\n",
+            "t.toml",
+            Vec::new(),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"pipeline.max_bach"), "{e}");
+        assert!(keys.contains(&"log.format"), "{e}");
+        assert!(e.to_string().lines().count() >= 2, "{e}");
     }
 
     #[test]
@@ -912,6 +996,19 @@ mod tests {
             e.problem.contains("line 1") && e.problem.contains("not valid TOML"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn huge_durations_and_sizes_are_refused_not_wrapped() {
+        let e = load("[retention]\napi_logs = \"150000000000d\"\n").unwrap_err();
+        assert_eq!(e.key, "retention.api_logs");
+        assert!(e.problem.contains("too long"), "{e}");
+        let e = load("[pipeline]\nmax_wait = \"99999999999999999999s\"\n").unwrap_err();
+        assert!(e.problem.contains("too long"), "{e}");
+        let e = load_env("", &[("LNGPT_COLLECTOR_PIPELINE_MAX_WAIT", "99999999999999999999s")]).unwrap_err();
+        assert_eq!(e.origin, "LNGPT_COLLECTOR_PIPELINE_MAX_WAIT");
+        assert_eq!(ByteSize::parse("16MiB"), Ok(16 << 20));
+        assert!(ByteSize::parse("99999999999999GiB").unwrap_err().contains("too large"));
     }
 
     #[test]
@@ -940,62 +1037,28 @@ mod tests {
         );
         let e = load_env("", &[("LNGPT_COLLECTOR_PIPELINE_MAX_WAIT", "soon")]).unwrap_err();
         assert_eq!(e.origin, "LNGPT_COLLECTOR_PIPELINE_MAX_WAIT");
+        // A bad value from the environment is blamed on the variable, not on the file.
+        let e = load_env("", &[("LNGPT_COLLECTOR_STATE_DIR", "")]).unwrap_err();
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("LNGPT_COLLECTOR_STATE_DIR", "state_dir")
+        );
     }
 
     #[test]
-    fn mongodb_section_env_names_and_masking() {
-        let c = load("").unwrap();
-        assert!(c.mongo().is_none(), "no section: the embedded store serves");
+    fn environment_reaches_nested_keys_and_entries_of_arrays_of_tables() {
         let c = load_env(
-            "[mongodb]\ndatabase = \"x\"\n",
+            "[[file]]\npath = \"/a.log\"\n[[file]]\npath = \"/b.log\"\n",
             &[
-                ("MONGODB_URI", "mongodb://app:s3cret@db:27017/?tls=true"),
-                ("MONGODB_DB_NAME", "novel"),
+                ("LNGPT_COLLECTOR_FILE_1_PATH", "/c.log"),
+                ("LNGPT_COLLECTOR_MONGODB_COLLECTIONS_API_LOGS", "logs2"),
             ],
         )
         .unwrap();
-        let m = c.mongo().unwrap();
-        assert_eq!(
-            (m.uri.as_str(), m.database.as_str()),
-            ("mongodb://app:s3cret@db:27017/?tls=true", "novel")
-        );
-        let shown = c.to_masked_toml();
-        assert!(
-            shown.contains("mongodb://app:***@db:27017/?tls=true") && !shown.contains("s3cret"),
-            "{shown}"
-        );
-        let c = load_env("", &[("MONGODB_URI", "mongodb://h")]).unwrap();
-        assert!(c.mongo().is_some(), "MONGODB_URI alone turns MongoDB on");
-        let c = load("[mongodb]\nenabled = false\n").unwrap();
-        assert!(c.mongo().is_none());
-        let e = load("[mongodb]\nuri = \"http://x\"\n").unwrap_err();
-        assert_eq!(e.key, "mongodb.uri");
-        let e = load("[mongodb.collections]\napi_log = \"x\"\n").unwrap_err();
-        assert!(e.problem.contains("did you mean `mongodb.collections.api_logs`"), "{e}");
-        assert_eq!(mask_uri_password("mongodb://h1,h2/db"), "mongodb://h1,h2/db");
-        assert_eq!(
-            mask_uri_password("mongodb+srv://u:p@x.example/db?authSource=admin"),
-            "mongodb+srv://u:***@x.example/db?authSource=admin"
-        );
-    }
-
-    #[test]
-    fn file_entries_are_checked_key_by_key() {
-        let c =
-            load("[[file]]\npath = \"/var/log/app.log\"\n[[file]]\npath = \"/var/log/x/*.log\"\nstart_at = \"end\"\n")
-                .unwrap();
-        assert_eq!(c.file.len(), 2);
-        assert_eq!(
-            (c.file[0].start_at.as_str(), c.file[1].start_at.as_str()),
-            ("beginning", "end")
-        );
-        let e = load("[[file]]\npath = \"a\"\nstart = \"end\"\n").unwrap_err();
-        assert_eq!(e.key, "file[0].start");
-        assert!(e.problem.contains("did you mean `file.start_at`"), "{e}");
-        let e = load("[[file]]\nstart_at = \"end\"\n").unwrap_err();
-        assert_eq!(e.key, "file[0].path");
-        let e = load("[[file]]\npath = \"a\"\nstart_at = \"middle\"\n").unwrap_err();
-        assert!(e.to_string().contains("`file[0].start_at` is \"middle\""), "{e}");
+        assert_eq!(c.file[1].path, "/c.log");
+        assert_eq!(c.mongodb.unwrap().collections.api_logs, "logs2");
+        let e = load_env("", &[("LNGPT_COLLECTOR_FILE_3_PATH", "/x")]).unwrap_err();
+        assert!(e.problem.contains("names no configuration key"), "{e}");
     }
 
     #[test]

@@ -150,10 +150,10 @@ async fn open_store(
     background: &Coordinator,
 ) -> Result<AnyStore, String> {
     let path = config.database_path();
-    let sync = &config.embedded.synchronous;
+    let sync = config.embedded.synchronous;
     Ok(match config.mongo() {
         Some(mongo) => {
-            let outbox = Outbox::open(&path, sync, mongo.max_outbox_bytes).map_err(|e| e.to_string())?;
+            let outbox = Outbox::open(&path, sync, mongo.max_outbox_bytes.0).map_err(|e| e.to_string())?;
             if outbox.events() > 0 {
                 tracing::info!(
                     "{} events wait in the outbox from an earlier run; they go to MongoDB first",
@@ -196,7 +196,7 @@ async fn daemon(config: Config) -> Result<(), String> {
     let sources = Coordinator::new();
     if config.socket.enabled {
         let path = config.socket_path();
-        let mode = config.socket_mode().unwrap_or(0o660);
+        let mode = config.socket.mode_bits().unwrap_or(0o660);
         let socket = SocketSource::bind(&path, mode, config.socket.group.as_deref())?;
         let ingest = Ingest::new(
             Parser::new(redactor.clone()),

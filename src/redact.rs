@@ -11,7 +11,38 @@ use aho_corasick::AhoCorasick;
 use regex::{Captures, Regex, RegexSet};
 use serde_json::{Map, Value};
 
-use crate::config::RedactConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+
+/// `[redact]`: what is masked before anything is queued, stored or logged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactConfig {
+    pub enabled: bool,
+    /// Field names masked in addition to the built-in ones.
+    pub keys: Vec<String>,
+    /// Regular expressions masked in addition to the built-in ones (group 1 if present, else the match).
+    pub patterns: Vec<String>,
+}
+
+impl Default for RedactConfig {
+    fn default() -> Self {
+        RedactConfig {
+            enabled: true,
+            keys: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+}
+
+impl RedactConfig {
+    pub fn validate(&self, p: &mut Problems) {
+        if let Err(e) = Redactor::new(self) {
+            p.add("redact.patterns", e);
+        }
+    }
+}
 
 /// Field names masked by default (matched whole or as a `_`-separated suffix, case-insensitive).
 pub const DEFAULT_KEYS: &[&str] = &[

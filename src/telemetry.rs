@@ -8,25 +8,116 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::LogConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{HumanDuration, Problems};
 use crate::event::Collection;
 use crate::shutdown::Shutdown;
 
 /// Rejects logged one by one per summary interval; the rest are only counted.
 const REJECT_WARNINGS_PER_INTERVAL: u32 = 10;
 
+/// `[log]`: the daemon's own logging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`debug`, `info`, `warning`, …, Python's names included) or a filter such as
+    /// `info,lngpt_collector=debug`. `LOG_LEVEL` overrides.
+    pub level: String,
+    pub format: LogFormat,
+    /// How often a summary line is logged when events arrived; `"0"` switches it off.
+    pub summary_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// For log shippers.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+            summary_interval: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self, p: &mut Problems) {
+        if let Err(problem) = filter_directives(&self.level) {
+            p.add("log.level", problem);
+        }
+        if !self.summary_interval.0.is_zero() && self.summary_interval.0 < Duration::from_millis(100) {
+            p.add(
+                "log.summary_interval",
+                format!(
+                    "is {}; expected \"0\" (off) or at least \"100ms\"",
+                    self.summary_interval
+                ),
+            );
+        }
+    }
+}
+
+/// The names a level may be given by: Rust's, and Python's (which the novel app's `LOG_LEVEL` uses).
+fn level_name(s: &str) -> Option<&'static str> {
+    Some(match s.trim().to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "critical" | "fatal" => "error",
+        "off" => "off",
+        _ => return None,
+    })
+}
+
+/// Turns `log.level` into `tracing` filter directives: a level name alone, or a comma-separated list
+/// of `level` and `target=level`. Anything else is refused, since a filter that matches nothing would
+/// silence the daemon, fatal errors included.
+pub fn filter_directives(level: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected trace, debug, info, warning (warn), error, critical or off, or a filter such as \"info,lngpt_collector=debug\"";
+    let mut out = Vec::new();
+    for part in level.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let directive = match part.split_once('=') {
+            None => level_name(part).map(str::to_string),
+            Some((target, lvl)) => {
+                let target_ok = !target.is_empty()
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+                level_name(lvl).filter(|_| target_ok).map(|l| format!("{target}={l}"))
+            }
+        };
+        match directive {
+            Some(d) => out.push(d),
+            None => return Err(format!("is {level:?}: {part:?} is not a level; {EXPECTED}")),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("is empty; {EXPECTED}"));
+    }
+    Ok(out.join(","))
+}
+
 pub fn init_logging(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level)
+    let directives = filter_directives(&cfg.level).unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    let result = if cfg.format == "json" {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
+    let result = match cfg.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
     };
     if let Err(e) = result {
         eprintln!("lngpt-collector: logging was already set up: {e}");
@@ -116,7 +207,7 @@ pub async fn summarize(
             let d = |a: u64, b: u64| a - b;
             tracing::info!(
                 "last {}: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} into the outbox; {} queued",
-                crate::config::HumanDuration(interval),
+                HumanDuration(interval),
                 d(now.events, last.events),
                 d(now.rejected, last.rejected),
                 if suppressed > 0 { format!(" ({suppressed} not logged one by one)") } else { String::new() },
@@ -129,5 +220,23 @@ pub async fn summarize(
             );
         }
         last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_level_names_are_accepted_and_garbage_is_refused() {
+        assert_eq!(filter_directives("WARNING").unwrap(), "warn");
+        assert_eq!(filter_directives("CRITICAL").unwrap(), "error");
+        assert_eq!(
+            filter_directives("info,lngpt_collector=DEBUG").unwrap(),
+            "info,lngpt_collector=debug"
+        );
+        for bad in ["LOUD", "", "info,=debug", "x=loud"] {
+            assert!(filter_directives(bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

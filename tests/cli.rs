@@ -98,7 +98,7 @@ fn wrong_values_say_what_is_expected() {
     );
     let e = error_of("[log]\nformat = \"xml\"\n", &[]);
     assert!(
-        e.contains("`log.format` is \"xml\"; expected \"text\" or \"json\""),
+        e.contains("`log.format` unknown variant `xml`, expected `text` or `json`"),
         "{e}"
     );
     let e = error_of("[redact]\npatterns = [\"(unclosed\"]\n", &[]);

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use lngpt_collector::config::RedactConfig;
 use lngpt_collector::event::{Body, EventId, Parser, Source, Timestamp, MAX_RAW_BYTES};
+use lngpt_collector::redact::RedactConfig;
 use lngpt_collector::redact::Redactor;
 use lngpt_collector::source::lines::{Frame, LineDecoder};
 use proptest::prelude::*;

@@ -322,6 +322,15 @@ fn the_socket_file_gets_the_configured_group() {
     let out = common::run_until_exit(&config);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("socket.group: there is no group named \"no-such-group-xyz\"")
+        String::from_utf8_lossy(&out.stderr)
+            .contains("`socket.group` is \"no-such-group-xyz\", but there is no group of that name on this system"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let check = std::process::Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "check-config finds it too");
 }

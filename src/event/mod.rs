@@ -593,7 +593,7 @@ fn snippet(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RedactConfig;
+    use crate::redact::RedactConfig;
     use serde_json::json;
 
     fn parse(line: &str) -> Event {

@@ -20,9 +20,59 @@ use tokio::sync::{mpsc, Semaphore};
 pub use batcher::Batcher;
 pub use writer::Writer;
 
-use crate::config::PipelineConfig;
+use crate::config::{HumanDuration, Problems};
 use crate::event::Event;
 use crate::telemetry::Counters;
+
+/// `[pipeline]`: the queue between sources and the store, batching, and shutdown.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Events accepted but not yet stored; when full, sources wait (the app's writes block).
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+    pub max_wait: HumanDuration,
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue_capacity: 16_384,
+            max_batch: 1000,
+            max_wait: HumanDuration(Duration::from_millis(200)),
+            shutdown_timeout: HumanDuration(Duration::from_secs(15)),
+        }
+    }
+}
+
+impl PipelineConfig {
+    pub fn validate(&self, p: &mut Problems) {
+        p.in_range("pipeline.max_batch", self.max_batch, 1..=100_000);
+        if self.queue_capacity < self.max_batch {
+            p.add(
+                "pipeline.queue_capacity",
+                format!(
+                    "is {}; expected at least pipeline.max_batch ({})",
+                    self.queue_capacity, self.max_batch
+                ),
+            );
+        }
+        p.in_range("pipeline.queue_capacity", self.queue_capacity, 1..=10_000_000);
+        p.duration_in(
+            "pipeline.max_wait",
+            self.max_wait,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        );
+        p.duration_in(
+            "pipeline.shutdown_timeout",
+            self.shutdown_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
+    }
+}
 
 /// The queue's entrance, cloned into every source.
 #[derive(Clone)]

@@ -12,10 +12,73 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use serde::{Deserialize, Serialize};
+
 use super::lines::LineDecoder;
 use super::{Ingest, Tally};
+use crate::config::Problems;
 use crate::event::{EventId, Timestamp};
 use crate::shutdown::Shutdown;
+
+/// `[socket]`: the Unix socket the app writes JSON lines to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketConfig {
+    pub enabled: bool,
+    /// Defaults to `<state_dir>/collector.sock`.
+    pub path: Option<PathBuf>,
+    /// Octal file mode of the socket file.
+    pub mode: String,
+    /// Group that owns the socket file, so the app's user can connect.
+    pub group: Option<String>,
+    pub max_line_bytes: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            enabled: true,
+            path: None,
+            mode: "0660".into(),
+            group: None,
+            max_line_bytes: 1 << 20,
+        }
+    }
+}
+
+impl SocketConfig {
+    /// The file mode, if `mode` is a valid octal mode.
+    pub fn mode_bits(&self) -> Option<u32> {
+        let m = self.mode.trim_start_matches("0o");
+        u32::from_str_radix(m, 8).ok().filter(|m| *m <= 0o777)
+    }
+
+    pub fn validate(&self, p: &mut Problems) {
+        p.in_range("socket.max_line_bytes", self.max_line_bytes, 1024..=64 << 20);
+        if self.mode_bits().is_none() {
+            p.add(
+                "socket.mode",
+                format!("is {:?}; expected an octal file mode such as \"0660\"", self.mode),
+            );
+        }
+        if let Some(name) = &self.group {
+            if let Err(problem) = group_id(name) {
+                p.add("socket.group", problem);
+            }
+        }
+    }
+}
+
+/// The id of the group named `name`, or what is wrong with it.
+fn group_id(name: &str) -> Result<u32, String> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!(
+            "is {name:?}, but there is no group of that name on this system"
+        )),
+        Err(e) => Err(format!("is {name:?}, which cannot be looked up: {e}")),
+    }
+}
 
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -80,12 +143,8 @@ impl SocketSource {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
         if let Some(name) = group {
-            let gid = match nix::unistd::Group::from_name(name) {
-                Ok(Some(g)) => g.gid,
-                Ok(None) => return Err(format!("socket.group: there is no group named {name:?} on this system")),
-                Err(e) => return Err(format!("socket.group: cannot look up group {name:?}: {e}")),
-            };
-            std::os::unix::fs::chown(path, None, Some(gid.as_raw()))
+            let gid = group_id(name).map_err(|problem| format!("socket.group {problem}"))?;
+            std::os::unix::fs::chown(path, None, Some(gid))
                 .map_err(|e| format!("cannot give {} to group {name}: {e}", path.display()))?;
         }
         std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -32,6 +32,43 @@ CREATE TABLE IF NOT EXISTS api_rejects (
 CREATE INDEX IF NOT EXISTS api_rejects_received_at ON api_rejects (received_at_ms);
 ";
 
+/// `[embedded]`: the SQLite file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// SQLite file name, relative to `state_dir`.
+    pub file: PathBuf,
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `synchronous`: what a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// A crash of the daemon.
+    Normal,
+    /// Also a power loss, at a cost in speed.
+    Full,
+}
+
+impl Synchronous {
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            file: PathBuf::from("collector.db"),
+            synchronous: Synchronous::Normal,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct EmbeddedStore {
     conn: Arc<Mutex<Connection>>,
@@ -107,8 +144,8 @@ impl EncodedDocs {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database file. `synchronous` is `normal` or `full`.
-    pub fn open(path: &Path, synchronous: &str) -> Result<EmbeddedStore, StoreError> {
+    /// Opens (creating if needed) the database file.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<EmbeddedStore, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError(format!("cannot open the embedded store {}: {e}", path.display())))?;
@@ -123,7 +160,7 @@ impl EmbeddedStore {
                 path.display()
             )));
         }
-        let sync = if synchronous == "full" { "FULL" } else { "NORMAL" };
+        let sync = synchronous.pragma();
         // A 16 MiB page cache keeps the indexes' hot pages in memory as the tables grow (the 2 MiB
         // default made inserts read pages back). Checkpoints run on a connection of their own (see
         // `Checkpointer`) so the writer does not copy pages; its own autocheckpoint is a backstop.

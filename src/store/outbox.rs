@@ -13,6 +13,7 @@ use bson::RawDocumentBuf;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Notify;
 
+use super::embedded::Synchronous;
 use super::StoreError;
 use crate::event::Collection;
 
@@ -39,12 +40,12 @@ pub struct Pending {
 }
 
 impl Outbox {
-    pub fn open(path: &Path, synchronous: &str, cap_bytes: u64) -> Result<Outbox, StoreError> {
+    pub fn open(path: &Path, synchronous: Synchronous, cap_bytes: u64) -> Result<Outbox, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags)
             .map_err(|e| StoreError(format!("cannot open the outbox {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let sync = if synchronous == "full" { "FULL" } else { "NORMAL" };
+        let sync = synchronous.pragma();
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync};
@@ -251,7 +252,7 @@ mod tests {
     async fn batches_come_back_oldest_first_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.db");
-        let outbox = Outbox::open(&path, "normal", 1 << 30).unwrap();
+        let outbox = Outbox::open(&path, Synchronous::Normal, 1 << 30).unwrap();
         outbox
             .push(Collection::Logs, vec![doc(1, 10), doc(2, 10)])
             .await
@@ -259,7 +260,7 @@ mod tests {
         outbox.push(Collection::Cost, vec![doc(3, 10)]).await.unwrap();
         assert_eq!(outbox.events(), 3);
         drop(outbox);
-        let outbox = Outbox::open(&path, "normal", 1 << 30).unwrap();
+        let outbox = Outbox::open(&path, Synchronous::Normal, 1 << 30).unwrap();
         assert_eq!(outbox.events(), 3, "totals are read back at start");
         let first = outbox.oldest().await.unwrap().unwrap();
         assert_eq!(first.collection, Collection::Logs);
@@ -275,7 +276,7 @@ mod tests {
     #[tokio::test]
     async fn over_the_cap_the_oldest_batches_are_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(&dir.path().join("o.db"), "normal", 10_000).unwrap();
+        let outbox = Outbox::open(&dir.path().join("o.db"), Synchronous::Normal, 10_000).unwrap();
         for i in 0..10 {
             outbox.push(Collection::Logs, vec![doc(i, 3000)]).await.unwrap();
         }

@@ -2,31 +2,80 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::Store;
-use crate::config::RetentionConfig;
+use crate::config::{HumanDuration, Problems};
 use crate::event::{Collection, Timestamp};
 use crate::shutdown::Shutdown;
 
+/// `[retention]`: how long each collection keeps its documents; `"0"` keeps them forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub api_logs: HumanDuration,
+    pub api_cost: HumanDuration,
+    pub api_performance: HumanDuration,
+    pub api_rejects: HumanDuration,
+    /// How often expired documents are deleted (the embedded store; MongoDB uses TTL indexes).
+    pub interval: HumanDuration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |d: u64| HumanDuration(Duration::from_secs(d * 86_400));
+        RetentionConfig {
+            api_logs: days(30),
+            api_cost: days(30),
+            api_performance: days(30),
+            api_rejects: days(7),
+            interval: HumanDuration(Duration::from_secs(3600)),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// How long `collection` keeps documents; zero keeps them forever.
+    pub fn keep(&self, collection: Collection) -> HumanDuration {
+        match collection {
+            Collection::Logs => self.api_logs,
+            Collection::Cost => self.api_cost,
+            Collection::Performance => self.api_performance,
+            Collection::Rejects => self.api_rejects,
+        }
+    }
+
+    pub fn validate(&self, p: &mut Problems) {
+        // A retention shorter than a minute would delete what was just written.
+        for c in Collection::ALL {
+            let keep = self.keep(c);
+            if !keep.0.is_zero() && keep.0 < Duration::from_secs(60) {
+                p.add(
+                    &format!("retention.{}", c.name()),
+                    format!("is {keep}; expected \"0\" (keep forever) or at least \"1m\""),
+                );
+            }
+        }
+        p.duration_in(
+            "retention.interval",
+            self.interval,
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 86_400),
+        );
+    }
+}
+
 /// Runs at start-up and then every `interval`; a failed run is logged and tried again next time.
 pub async fn run<S: Store>(store: S, cfg: RetentionConfig, mut shutdown: Shutdown) {
-    let keep = |c: Collection| match c {
-        Collection::Logs => cfg.api_logs.0,
-        Collection::Cost => cfg.api_cost.0,
-        Collection::Performance => cfg.api_performance.0,
-        Collection::Rejects => cfg.api_rejects.0,
-    };
-    let interval = if cfg.interval.0.is_zero() {
-        Duration::from_secs(3600)
-    } else {
-        cfg.interval.0
-    };
+    let interval = cfg.interval.0;
     loop {
         for c in Collection::ALL {
-            let keep_for = keep(c);
-            if keep_for.is_zero() {
+            let keep_for = cfg.keep(c);
+            if keep_for.0.is_zero() {
                 continue;
             }
-            let cutoff = Timestamp(Timestamp::now().as_millis() - keep_for.as_millis() as i64);
+            // Durations are capped at a century, so this cannot wrap; a cutoff before 1970 deletes nothing.
+            let cutoff = Timestamp(Timestamp::now().as_millis().saturating_sub(keep_for.as_millis_i64()));
             match store.prune(c, cutoff).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("retention: deleted {n} {} documents older than {cutoff}", c.name()),

@@ -21,9 +21,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_lngpt-collector");
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 pub struct Daemon {

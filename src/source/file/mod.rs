@@ -20,6 +20,9 @@
 //! changes and a slow poll covers missed notifications.
 
 pub mod checkpoint;
+mod config;
+
+pub use config::{FileConfig, StartAt};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
@@ -35,7 +38,6 @@ use checkpoint::Checkpoints;
 
 use super::lines::LineDecoder;
 use super::{Ingest, Tally};
-use crate::config::FileConfig;
 use crate::event::{EventId, Source, Timestamp};
 use crate::pipeline::ack::Ack;
 use crate::shutdown::Shutdown;
@@ -392,7 +394,7 @@ impl Tailer {
             None => {}
         }
         // Never read: new, unless this is the first run for this `[[file]]` and it says "end".
-        if !(self.first_scan && self.new_pattern && self.cfg.start_at == "end") {
+        if !(self.first_scan && self.new_pattern && self.cfg.start_at == StartAt::End) {
             return Some(0);
         }
         // start_at = "end" on the first run: rotated siblings are history, and so are the current
