@@ -124,6 +124,26 @@ impl Config {
             f.validate(&format!("file[{i}]"), p);
         }
         self.pipeline.validate(p);
+        // A line is read whole before it becomes an event: the budget must hold the longest with room
+        // for the rest of the pipeline, or reading it would wait forever.
+        let longest = self
+            .file
+            .iter()
+            .map(|f| f.max_line_bytes)
+            .chain(self.socket.enabled.then_some(self.socket.max_line_bytes))
+            .max()
+            .unwrap_or(0) as u64;
+        if self.pipeline.memory_budget.0 < longest.saturating_mul(4) {
+            p.add(
+                "pipeline.memory_budget",
+                format!(
+                    "is {}; expected at least 4 × the longest max_line_bytes ({}), i.e. {}, so that a line that long can be read",
+                    self.pipeline.memory_budget,
+                    ByteSize(longest),
+                    ByteSize(longest.saturating_mul(4))
+                ),
+            );
+        }
         self.retention.validate(p);
         self.redact.validate(p);
         if let Some(m) = self.mongo() {

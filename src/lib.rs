@@ -16,6 +16,7 @@
 //!
 //! `ARCHITECTURE.md` at the top of the repository has the map in more words.
 
+pub mod app;
 pub mod config;
 pub mod event;
 pub mod pipeline;
@@ -23,5 +24,6 @@ pub mod redact;
 pub mod send;
 pub mod shutdown;
 pub mod source;
+pub mod state_dir;
 pub mod store;
 pub mod telemetry;

@@ -6,11 +6,18 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-/// The collector's answer when a client closes its side of the connection.
+/// The collector's answer when a client closes its side of the connection, sent once every line it
+/// accepted is durable.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Ack {
     pub events: u64,
     pub rejected: u64,
+}
+
+/// What the collector says when it turns a client away (too many connections).
+#[derive(Deserialize)]
+struct Refusal {
+    error: String,
 }
 
 /// Sends everything `input` yields and waits for the collector's count of what it accepted.
@@ -32,7 +39,12 @@ pub fn send(socket: &Path, input: &mut impl Read) -> Result<Ack, String> {
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = String::new();
     let read = stream.read_to_string(&mut answer);
-    match (serde_json::from_str::<Ack>(answer.trim()), copy_error) {
+    // The last line is the answer; earlier ones answer sync lines the input may hold.
+    let last = answer.trim().lines().last().unwrap_or("");
+    if let Ok(Refusal { error }) = serde_json::from_str::<Refusal>(last) {
+        return Err(format!("the collector refused the connection: {error}"));
+    }
+    match (serde_json::from_str::<Ack>(last), copy_error) {
         (Ok(ack), None) => Ok(ack),
         (Ok(ack), Some(e)) => Err(format!(
             "the collector closed the connection while lines were still being sent ({e}); it accepted {} events and rejected {} lines before that",

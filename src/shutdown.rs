@@ -24,6 +24,17 @@ impl Shutdown {
         self.is_shutdown = true;
     }
 
+    /// Whether the stop signal has come, without waiting: for loops that check between steps.
+    pub fn is_stopping(&mut self) -> bool {
+        if !self.is_shutdown {
+            use broadcast::error::TryRecvError;
+            if !matches!(self.notify.try_recv(), Err(TryRecvError::Empty)) {
+                self.is_shutdown = true;
+            }
+        }
+        self.is_shutdown
+    }
+
     /// A listener for a sub-task, tied to the same completion.
     pub fn child(&self) -> Shutdown {
         Shutdown {
@@ -82,7 +93,7 @@ impl Default for Coordinator {
 /// The process signals the daemon acts on, delivered from signal-hook's thread into async code.
 pub mod signals {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    use signal_hook::iterator::Signals;
+    use signal_hook::iterator::Signals as HookSignals;
     use tokio::sync::mpsc;
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +104,11 @@ pub mod signals {
         Reload,
     }
 
-    pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Signal>> {
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    /// Signals as they arrive.
+    pub type Signals = mpsc::UnboundedReceiver<Signal>;
+
+    pub fn listen() -> std::io::Result<Signals> {
+        let mut signals = HookSignals::new([SIGTERM, SIGINT, SIGHUP])?;
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new().name("signals".into()).spawn(move || {
             for sig in signals.forever() {

@@ -14,8 +14,8 @@ use crate::config::{HumanDuration, Problems};
 use crate::event::Collection;
 use crate::shutdown::Shutdown;
 
-/// Rejects logged one by one per summary interval; the rest are only counted.
-const REJECT_WARNINGS_PER_INTERVAL: u32 = 10;
+/// Rejects logged one by one per minute; the rest are only counted (and said in the summary).
+const REJECT_WARNINGS_PER_MINUTE: u32 = 10;
 
 /// `[log]`: the daemon's own logging.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +132,10 @@ pub struct Counters {
     duplicates: AtomicU64,
     deferred: AtomicU64,
     reject_warnings: AtomicU32,
+    /// The minute (since the epoch) `reject_warnings` counts for.
+    reject_minute: AtomicU64,
+    /// Rejects not logged one by one since the last summary.
+    rejects_unlogged: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +145,14 @@ pub struct Snapshot {
     pub stored: [u64; 4],
     pub duplicates: u64,
     pub deferred: u64,
+}
+
+impl Snapshot {
+    /// Accepted events (and rejects) the store has not confirmed yet.
+    pub fn accepted_not_stored(&self) -> u64 {
+        let done = self.stored.iter().sum::<u64>() + self.duplicates + self.deferred;
+        (self.events + self.rejected).saturating_sub(done)
+    }
 }
 
 impl Counters {
@@ -167,7 +179,15 @@ impl Counters {
 
     /// Whether this reject may still be logged on its own in the current interval.
     pub fn may_log_reject(&self) -> bool {
-        self.reject_warnings.fetch_add(1, Relaxed) < REJECT_WARNINGS_PER_INTERVAL
+        let minute = crate::event::Timestamp::now().as_millis().max(0) as u64 / 60_000;
+        if self.reject_minute.swap(minute, Relaxed) != minute {
+            self.reject_warnings.store(0, Relaxed);
+        }
+        let may = self.reject_warnings.fetch_add(1, Relaxed) < REJECT_WARNINGS_PER_MINUTE;
+        if !may {
+            self.rejects_unlogged.fetch_add(1, Relaxed);
+        }
+        may
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -184,12 +204,12 @@ impl Counters {
 /// Logs one summary line per interval in which something was received or stored.
 pub async fn summarize(
     counters: Arc<Counters>,
-    queued: impl Fn() -> usize,
+    budget_used: impl Fn() -> usize + Send,
     interval: Duration,
     mut shutdown: Shutdown,
 ) {
     if interval.is_zero() {
-        return;
+        return shutdown.recv().await;
     }
     let mut last = counters.snapshot();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -199,14 +219,11 @@ pub async fn summarize(
             _ = shutdown.recv() => return,
         }
         let now = counters.snapshot();
-        let suppressed = counters
-            .reject_warnings
-            .swap(0, Relaxed)
-            .saturating_sub(REJECT_WARNINGS_PER_INTERVAL);
+        let suppressed = counters.rejects_unlogged.swap(0, Relaxed);
         if now != last {
             let d = |a: u64, b: u64| a - b;
             tracing::info!(
-                "last {}: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} into the outbox; {} queued",
+                "last {}: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} into the outbox; {} of the memory budget in use",
                 HumanDuration(interval),
                 d(now.events, last.events),
                 d(now.rejected, last.rejected),
@@ -216,10 +233,47 @@ pub async fn summarize(
                 d(now.stored[2], last.stored[2]),
                 d(now.stored[3], last.stored[3]),
                 d(now.deferred, last.deferred),
-                queued(),
+                crate::config::ByteSize(budget_used() as u64),
             );
         }
         last = now;
+    }
+}
+
+/// Lets a repeated warning through at most once per period, counting what it held back.
+pub struct RateLimited {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    pub fn new(every: Duration) -> RateLimited {
+        RateLimited {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(count held back since the last one)` when the warning may be logged now.
+    pub fn ready(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < self.every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    /// The tail of a rate-limited message: "(and N more like it)".
+    pub fn note(suppressed: u64) -> String {
+        if suppressed == 0 {
+            String::new()
+        } else {
+            format!(" (and {suppressed} more like it since the last such message)")
+        }
     }
 }
 

@@ -81,9 +81,9 @@ fn wrong_values_say_what_is_expected() {
         e.contains("`pipeline.max_batch` is 0; expected a number from 1 to 100000"),
         "{e}"
     );
-    let e = error_of("[pipeline]\nqueue_capacity = 10\n", &[]);
+    let e = error_of("[pipeline]\nmemory_budget = \"10KiB\"\n", &[]);
     assert!(
-        e.contains("`pipeline.queue_capacity` is 10; expected at least pipeline.max_batch (1000)"),
+        e.contains("`pipeline.memory_budget` is 10KiB; expected a size from 1MiB to 64GiB"),
         "{e}"
     );
     let e = error_of("[pipeline]\nmax_wait = 200\n", &[]);
@@ -161,4 +161,61 @@ fn help_and_version() {
         String::from_utf8(out.stdout).unwrap().trim(),
         format!("lngpt-collector {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn sizes_and_durations_that_would_overflow_are_refused_by_check_config_and_run() {
+    for (config, key) in [
+        ("[retention]\napi_logs = \"150000000000d\"\n", "retention.api_logs"),
+        (
+            "[pipeline]\nmax_wait = \"99999999999999999999s\"\n",
+            "pipeline.max_wait",
+        ),
+        (
+            "[pipeline]\nmemory_budget = 9223372036854775807\n",
+            "pipeline.memory_budget",
+        ),
+    ] {
+        let e = error_of(config, &[]);
+        assert!(e.contains(&format!("`{key}`")), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("state_dir = {:?}\n{config}", dir.path().join("s"))).unwrap();
+        let out = common::run_until_exit(&path);
+        assert_eq!(out.status.code(), Some(1), "run refuses {key} too");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(key));
+    }
+    let e = error_of("", &[("LNGPT_COLLECTOR_PIPELINE_MAX_WAIT", "99999999999999999999s")]);
+    assert!(
+        e.contains("LNGPT_COLLECTOR_PIPELINE_MAX_WAIT: `pipeline.max_wait`") && e.contains("too long"),
+        "{e}"
+    );
+}
+
+#[test]
+fn python_log_level_names_work_and_unknown_ones_are_refused() {
+    for level in ["WARNING", "CRITICAL", "debug", "Info"] {
+        let out = check("", &[("LOG_LEVEL", level)]);
+        assert!(
+            out.status.success(),
+            "LOG_LEVEL={level}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let e = error_of("", &[("LOG_LEVEL", "LOUD")]);
+    assert!(
+        e.contains("LOG_LEVEL: `log.level` is \"LOUD\"") && e.contains("expected trace, debug, info, warning"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_problem_in_a_file_is_listed_at_once() {
+    let e = error_of(
+        "[pipeline]\nmax_batch = 0\nmax_bach = 1\n[log]\nformat = \"xml\"\n",
+        &[],
+    );
+    for key in ["pipeline.max_batch", "pipeline.max_bach", "log.format"] {
+        assert!(e.contains(&format!("`{key}`")), "{key} missing from:\n{e}");
+    }
 }

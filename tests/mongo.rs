@@ -299,7 +299,10 @@ fn mongodb_unreachable_at_start_then_appearing_gets_everything() {
 fn a_document_over_16_mib_is_rejected_and_the_rest_of_its_batch_lands() {
     let server = MongoServer::start();
     let db = unique_db("big");
-    let d = Daemon::start(&(mongodb_section(&server.uri(), &db, "") + "[socket]\nmax_line_bytes = 20971520\n"));
+    let d = Daemon::start(
+        &(mongodb_section(&server.uri(), &db, "")
+            + "[socket]\nmax_line_bytes = 20971520\n[pipeline]\nmemory_budget = \"96MiB\"\n"),
+    );
     let big = format!("{{\"message\":\"{}\"}}\n", "x".repeat(17 * 1024 * 1024));
     let body = log_lines(3, "before") + &big + &log_lines(3, "after");
     assert_eq!(
@@ -368,12 +371,11 @@ fn list_indexes(client: &mongodb::Client, db: &str, coll: &str) -> Vec<mongodb::
     use futures_util::TryStreamExt;
     mongo::block_on(async {
         let coll = client.database(db).collection::<mongodb::bson::Document>(coll);
-        coll.list_indexes()
-            .await
-            .unwrap()
-            .try_collect::<Vec<_>>()
-            .await
-            .unwrap()
+        // A collection that does not exist (yet) has none.
+        match coll.list_indexes().await {
+            Ok(cursor) => cursor.try_collect::<Vec<_>>().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     })
 }
 
@@ -425,4 +427,125 @@ fn file_lines_reach_mongodb_exactly_once_across_a_kill_9() {
     // Lines re-read after the crash carry the same derived ObjectIds: MongoDB keeps one of each.
     wait_for_mongo_count(&client, &db, "api_logs", 5_000, &d);
     assert_eq!(distinct_ids(&client, &db, "api_logs"), 5_000);
+}
+
+#[test]
+fn one_collection_refused_by_the_server_waits_in_the_outbox_without_a_retry_storm_or_holding_up_the_rest() {
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server_port(&server));
+    let db = unique_db("refused");
+    let d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        "",
+    ));
+    let client = server.client();
+    // As MongoDB answers a user without the insert privilege on one collection.
+    proxy.refuse_inserts("api_cost", 13);
+    let cost = |i: usize| format!("{{\"type\":\"cost\",\"model\":\"m\",\"cost\":0.01,\"extra\":{{\"seq\":{i}}}}}\n");
+    for round in 0..5 {
+        let body: String = (0..100).map(cost).collect::<String>() + &log_lines(200, &format!("round {round}"));
+        let ack = d.send(body.as_bytes());
+        assert_eq!(ack.events, 300, "the refused events are durable in the outbox");
+    }
+    // The other collections are not held up.
+    wait_for_mongo_count(&client, &db, "api_logs", 1_000, &d);
+    assert_eq!(count(&client, &db, "api_cost"), 0);
+    assert_eq!(d.count_outbox(), 500);
+    let attempts = proxy.inserts_seen("api_cost");
+    assert!(attempts <= 10, "{attempts} inserts into api_cost: a retry storm");
+    let log = d.log();
+    assert_eq!(
+        log.matches("MongoDB refuses writes to api_cost (code 13)").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert!(!log.contains("unreachable"), "a refusal is not an outage:\n{log}");
+    // Once the privilege is granted, the waiting events are delivered without a restart.
+    proxy.accept_inserts();
+    wait_for_mongo_count(&client, &db, "api_cost", 500, &d);
+    d.wait_for_empty_outbox();
+    d.wait_for_log("MongoDB accepts writes to api_cost again");
+}
+
+#[test]
+fn inserts_whose_replies_are_lost_are_counted_as_stored_once() {
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server_port(&server));
+    let db = unique_db("replies");
+    // Without the driver's own retry (which a replica set answers from its session table), the
+    // daemon's retry meets the documents its first attempt stored.
+    let mut d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}/?retryWrites=false", proxy.port),
+        &db,
+        "",
+    ));
+    let client = server.client();
+    proxy.drop_reply_of_next_inserts(3);
+    for round in 0..5 {
+        assert_eq!(d.send(log_lines(1_000, &format!("r{round}")).as_bytes()).events, 1_000);
+    }
+    wait_for_mongo_count(&client, &db, "api_logs", 5_000, &d);
+    d.wait_for_empty_outbox();
+    assert!(d.stop().success());
+    let log = d.log();
+    assert!(
+        log.contains("5000 events and 0 rejects accepted since start, 5000 documents stored"),
+        "the count includes inserts that landed before their reply was lost:\n{log}"
+    );
+    let already: u64 = log
+        .split("documents stored (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        already > 0,
+        "the lost replies made retries meet their own documents:\n{log}"
+    );
+}
+
+#[test]
+fn indexes_lost_by_a_server_restart_are_made_again_without_restarting_the_daemon() {
+    if real_mongodb() {
+        return; // a real server cannot be restarted empty from here
+    }
+    let port = free_port();
+    let server = MongoServer::start_on(port);
+    let db = unique_db("reindex");
+    let d = Daemon::start(&mongodb_section(&server.uri(), &db, ""));
+    let has_indexes = |client: &mongodb::Client| list_indexes(client, &db, "api_logs").len() >= 3;
+    let client = server.client();
+    wait_until("indexes", || has_indexes(&client).then_some(()), || d.log());
+    // The in-memory server comes back empty: no collections, no indexes.
+    drop(server);
+    let server = MongoServer::start_on(port);
+    let client = server.client();
+    assert!(!has_indexes(&client));
+    assert_eq!(d.send(log_lines(10, "after").as_bytes()).events, 10);
+    wait_until("indexes made again", || has_indexes(&client).then_some(()), || d.log());
+}
+
+#[test]
+fn two_hosts_tailing_files_that_begin_alike_into_one_mongodb_keep_each_others_lines() {
+    let server = MongoServer::start();
+    let db = unique_db("twohosts");
+    let client = server.client();
+    let banner = "{\"message\":\"novel app starting\",\"module\":\"main\"}\n";
+    let mut daemons = Vec::new();
+    for host in ["a", "b"] {
+        let logs = tempfile::tempdir().unwrap();
+        let log = logs.path().join("app.log");
+        std::fs::write(&log, format!("{banner}{}", log_lines(1_000, host))).unwrap();
+        let section = format!(
+            "[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n",
+            log.display().to_string()
+        );
+        daemons.push((
+            Daemon::start(&(mongodb_section(&server.uri(), &db, "") + &section)),
+            logs,
+        ));
+    }
+    wait_for_mongo_count(&client, &db, "api_logs", 2 * 1_001, &daemons[1].0);
+    assert_eq!(distinct_ids(&client, &db, "api_logs"), 2_002);
 }

@@ -113,7 +113,7 @@ fn invalid_utf8_is_a_reject_and_crlf_and_split_lines_are_fine() {
 fn sigterm_with_a_full_queue_stores_everything_accepted_and_exits_zero() {
     const CLIENTS: usize = 4;
     const LINES: usize = 200_000;
-    let mut d = Daemon::start("[pipeline]\nqueue_capacity = 200\nmax_batch = 100\nmax_wait = \"50ms\"\n");
+    let mut d = Daemon::start("[pipeline]\nmemory_budget = \"4MiB\"\nmax_batch = 100\nmax_wait = \"50ms\"\n");
     let handles: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let socket = d.socket.clone();
@@ -140,13 +140,12 @@ fn sigterm_with_a_full_queue_stores_everything_accepted_and_exits_zero() {
     let accepted: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(status.success(), "exit status {status}:\n{}", d.log());
     let log = d.log();
-    let queued: u64 = log
-        .split("storing the ")
+    let in_use = log
+        .split("storing what was accepted (")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no shutdown line in the log:\n{log}"));
-    assert!(queued > 0, "the queue should have been full at SIGTERM:\n{log}");
+    assert_ne!(in_use, "0", "the budget should have been in use at SIGTERM:\n{log}");
     assert!(
         accepted.iter().all(|&n| n < LINES as u64),
         "shutdown should interrupt every client: {accepted:?}"
@@ -239,6 +238,7 @@ fn send_reports_rejects_and_fails_clearly_when_nobody_listens() {
         .args(["send", "--socket"])
         .arg(&d.socket)
         .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -250,7 +250,12 @@ fn send_reports_rejects_and_fails_clearly_when_nobody_listens() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "exit 2 when a line was rejected");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1 events accepted, 1 lines rejected"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("1 events accepted and stored, 1 lines rejected (their reasons are in api_rejects)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let gone = d.dir.path().join("nobody.sock");
     let out = Command::new(BIN)
@@ -333,4 +338,49 @@ fn the_socket_file_gets_the_configured_group() {
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(1), "check-config finds it too");
+}
+
+#[test]
+fn an_answer_means_durable_even_when_the_daemon_is_killed_right_after() {
+    for run in 0..3 {
+        let mut d = Daemon::start("");
+        let body: String = (0..20_000).map(|i| log_line(run, i)).collect();
+        let ack = d.send(body.as_bytes());
+        assert_eq!((ack.events, ack.rejected), (20_000, 0));
+        d.signal(nix::sys::signal::Signal::SIGKILL);
+        d.wait_exit();
+        assert_eq!(
+            d.count("api_logs"),
+            20_000,
+            "run {run}: everything answered for is on disk"
+        );
+    }
+}
+
+#[test]
+fn a_sync_line_is_answered_once_everything_before_it_is_durable() {
+    let d = Daemon::start("[pipeline]\nmax_wait = \"2s\"\n");
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let first: String = (0..1_500).map(|i| log_line(1, i)).collect();
+    s.write_all(first.as_bytes()).unwrap();
+    s.write_all(b"not json\n{\"type\":\"sync\",\"id\":\"batch-1\"}\n")
+        .unwrap();
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut answer = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut answer).unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"sync": "batch-1", "events": 1500, "rejected": 1})
+    );
+    // Answered only once durable: it is all there now, without waiting.
+    assert_eq!(d.count("api_logs"), 1_500);
+    assert_eq!(d.count("api_rejects"), 1);
+    // The connection carries on after a sync.
+    s.write_all(log_line(2, 0).as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut last = String::new();
+    reader.read_to_string(&mut last).unwrap();
+    assert_eq!(last.trim(), r#"{"events":1501,"rejected":1}"#);
+    assert_eq!(d.count("api_logs"), 1_501);
 }

@@ -6,9 +6,12 @@
 //! produces the same id and the store ignores it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// This installation's id, part of every derived id (process-wide, like an ObjectId's random part).
+static INSTALLATION: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(pub [u8; 12]);
@@ -57,12 +60,23 @@ impl EventId {
     /// 6 bytes of the fingerprint's hash, then the offset as 6 big-endian bytes (files up to 256 TiB).
     /// Stable across restarts and releases, and increasing along a file, so the stores' id indexes
     /// grow at their end instead of at random places (measured: a hash here made catch-up 3x slower).
+    ///
+    /// The hash covers this installation's id too (see [`EventId::set_installation`]): two hosts
+    /// tailing files that begin alike (a start-up banner) into one MongoDB must not produce each
+    /// other's ids, or one host's lines would be dropped as duplicates of the other's.
     pub fn derived(fingerprint: u64, offset: u64) -> EventId {
-        let file = fnv1a(0xcbf2_9ce4_8422_2325, &fingerprint.to_le_bytes());
+        let installation = INSTALLATION.load(Ordering::Relaxed);
+        let seed = fnv1a(0xcbf2_9ce4_8422_2325, &installation.to_le_bytes());
+        let file = fnv1a(seed, &fingerprint.to_le_bytes());
         let mut b = [0u8; 12];
         b[..6].copy_from_slice(&file.to_be_bytes()[..6]);
         b[6..].copy_from_slice(&offset.to_be_bytes()[2..]);
         EventId(b)
+    }
+
+    /// Sets the installation id that derived ids include; once, at start-up, from the state directory.
+    pub fn set_installation(id: u64) {
+        INSTALLATION.store(id, Ordering::Relaxed);
     }
 
     pub fn bytes(&self) -> &[u8; 12] {

@@ -33,8 +33,8 @@ pub struct Event {
     pub time: Timestamp,
     pub source: Source,
     pub body: Body,
-    /// Set by sources that must learn when the event is durable (see `pipeline::ack`).
-    pub ack: Option<crate::pipeline::ack::Ack>,
+    /// Bytes of the memory budget this event holds until stored (see `pipeline::budget`).
+    pub cost: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +104,8 @@ pub enum Level {
 }
 
 impl Level {
+    pub const ALL: [Level; 5] = [Level::Debug, Level::Info, Level::Warning, Level::Error, Level::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Debug => "DEBUG",
@@ -141,7 +143,8 @@ impl Currency {
         }
     }
 
-    fn parse(s: &str) -> Option<Currency> {
+    /// `$`, `￥`/`¥`, or a code (USD, CNY, RMB).
+    pub fn parse(s: &str) -> Option<Currency> {
         match s.trim() {
             "$" => Some(Currency::Usd),
             "￥" | "¥" => Some(Currency::Cny),
@@ -185,6 +188,8 @@ impl Collection {
         Collection::Performance,
         Collection::Rejects,
     ];
+
+    pub const COUNT: usize = Self::ALL.len();
 
     pub fn name(self) -> &'static str {
         match self {
@@ -245,7 +250,7 @@ impl Event {
                 raw: redactor.text(text).into_owned(),
                 raw_len,
             }),
-            ack: None,
+            cost: 0,
         }
     }
 }
@@ -278,7 +283,7 @@ impl Parser {
                 time,
                 source: source.clone(),
                 body,
-                ack: None,
+                cost: 0,
             },
             Err(reason) => Event::reject(id, source.clone(), received, reason, line, line.len(), &self.redactor),
         }

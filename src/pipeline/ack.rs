@@ -1,10 +1,11 @@
 //! Delivery acknowledgements: how a source learns that its events are durable.
 //!
-//! A source that must know (the file tailer, which may advance its checkpoint only past durable
-//! lines) gives every event of a chunk a clone of one [`Ack`]. The writer acknowledges each event
-//! once the store has it (stored, already stored, or committed to the outbox); when the last event
-//! of the chunk is acknowledged, the chunk's callback runs. Dropping events without acknowledging
-//! them (a crash, a shutdown timeout) never runs it.
+//! Every chunk a source queues carries one [`Ack`]: the socket answers its client only once all of
+//! the client's events are durable, and the file tailer advances its checkpoint only past durable
+//! lines. The batcher notes how many of a chunk's events each batch holds; the writer acknowledges
+//! them once the store has them (stored, already stored, or committed to the outbox), and when the
+//! last event of the chunk is acknowledged, the chunk's callback runs. Dropping events without
+//! acknowledging them (a crash, a shutdown timeout) never runs it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,9 +30,19 @@ impl Ack {
 
     /// One event of the chunk is durable.
     pub fn acknowledge(&self) {
-        if self.0.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+        self.acknowledge_n(1);
+    }
+
+    /// `n` events of the chunk are durable.
+    pub fn acknowledge_n(&self, n: usize) {
+        if n > 0 && self.0.remaining.fetch_sub(n, Ordering::AcqRel) == n {
             (self.0.on_durable)();
         }
+    }
+
+    /// Whether two acks are the same chunk's.
+    pub fn same(&self, other: &Ack) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -41,10 +52,35 @@ impl fmt::Debug for Ack {
     }
 }
 
-/// Acknowledgements do not take part in comparing events.
-impl PartialEq for Ack {
-    fn eq(&self, _: &Ack) -> bool {
-        true
+/// The durability of a connection's events: how many it queued, how many are durable, and a way to
+/// wait until the second catches up with the first. One per socket connection or HTTP request.
+#[derive(Default)]
+pub struct Delivery {
+    durable: AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Delivery {
+    /// An [`Ack`] for a chunk of `events` events that counts them here once durable.
+    pub fn ack(self: &Arc<Self>, events: usize) -> Ack {
+        let this = self.clone();
+        Ack::new(events, move || {
+            this.durable.fetch_add(events, Ordering::AcqRel);
+            this.changed.notify_waiters();
+        })
+    }
+
+    /// Waits until at least `events` events are durable.
+    pub async fn durable(&self, events: usize) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.durable.load(Ordering::Acquire) >= events {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 

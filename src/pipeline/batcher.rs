@@ -5,29 +5,48 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::sleep_until;
+use super::ack::Ack;
+use super::budget::{Budget, Reservation};
+use super::{sleep_until, Chunk, QueuedBatch};
 use crate::event::{Collection, Event};
 use crate::store::Batch;
 
-/// Flushes a collection's buffer when it reaches `max_batch`, or `max_wait` after its first event.
+/// Flushes a collection's buffer when it reaches `max_batch`, `max_wait` after its first event, or
+/// at once when the budget runs short: part-filled batches must not hold memory that the sources
+/// are waiting for.
 pub struct Batcher {
-    rx: mpsc::Receiver<Vec<Event>>,
-    out: mpsc::Sender<Batch>,
+    rx: mpsc::Receiver<Chunk>,
+    out: mpsc::Sender<QueuedBatch>,
+    budget: Budget,
     max_batch: usize,
     max_wait: Duration,
-    buffers: [Buffer; 4],
+    buffers: [Buffer; Collection::COUNT],
 }
 
-#[derive(Default)]
 struct Buffer {
     events: Vec<Event>,
+    /// How many of the events each chunk's ack covers, in order.
+    acks: Vec<(Ack, usize)>,
+    reservation: Reservation,
     deadline: Option<Instant>,
 }
 
+impl Buffer {
+    fn new(budget: &Budget) -> Buffer {
+        Buffer {
+            events: Vec::new(),
+            acks: Vec::new(),
+            reservation: budget.empty(),
+            deadline: None,
+        }
+    }
+}
+
 impl Batcher {
-    pub fn new(
-        rx: mpsc::Receiver<Vec<Event>>,
-        out: mpsc::Sender<Batch>,
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Chunk>,
+        out: mpsc::Sender<QueuedBatch>,
+        budget: Budget,
         max_batch: usize,
         max_wait: Duration,
     ) -> Batcher {
@@ -36,7 +55,8 @@ impl Batcher {
             out,
             max_batch,
             max_wait,
-            buffers: Default::default(),
+            buffers: std::array::from_fn(|_| Buffer::new(&budget)),
+            budget,
         }
     }
 
@@ -47,8 +67,11 @@ impl Batcher {
             let next_deadline = self.buffers.iter().filter_map(|b| b.deadline).min();
             tokio::select! {
                 chunk = self.rx.recv() => match chunk {
-                    Some(events) => {
-                        if !self.add(events).await {
+                    Some(chunk) => {
+                        if !self.add(chunk).await {
+                            return;
+                        }
+                        if self.budget.is_short() && !self.flush_all().await {
                             return;
                         }
                     }
@@ -64,15 +87,16 @@ impl Batcher {
                 }
             }
         }
-        for c in Collection::ALL {
-            if !self.flush(c).await {
-                return;
-            }
-        }
+        self.flush_all().await;
     }
 
     /// Returns false when the writer is gone (only after a fatal store error).
-    async fn add(&mut self, events: Vec<Event>) -> bool {
+    async fn add(&mut self, chunk: Chunk) -> bool {
+        let Chunk {
+            events,
+            ack,
+            mut reservation,
+        } = chunk;
         for event in events {
             let c = event.collection();
             let buf = &mut self.buffers[c.index()];
@@ -80,8 +104,24 @@ impl Batcher {
                 buf.events.reserve(self.max_batch);
                 buf.deadline = Some(Instant::now() + self.max_wait);
             }
+            buf.reservation.take_from(&mut reservation, event.cost as usize);
+            if let Some(ack) = &ack {
+                match buf.acks.last_mut() {
+                    Some((last, n)) if last.same(ack) => *n += 1,
+                    _ => buf.acks.push((ack.clone(), 1)),
+                }
+            }
             buf.events.push(event);
             if buf.events.len() >= self.max_batch && !self.flush(c).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn flush_all(&mut self) -> bool {
+        for c in Collection::ALL {
+            if !self.flush(c).await {
                 return false;
             }
         }
@@ -94,7 +134,14 @@ impl Batcher {
         if buf.events.is_empty() {
             return true;
         }
-        let events = std::mem::take(&mut buf.events);
-        self.out.send(Batch { collection, events }).await.is_ok()
+        let queued = QueuedBatch {
+            batch: Batch {
+                collection,
+                events: std::mem::take(&mut buf.events),
+            },
+            acks: std::mem::take(&mut buf.acks),
+            reservation: std::mem::replace(&mut buf.reservation, self.budget.empty()),
+        };
+        self.out.send(queued).await.is_ok()
     }
 }

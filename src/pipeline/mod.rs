@@ -1,35 +1,46 @@
-//! The pipeline: a bounded queue from the sources, a batcher per collection, and a writer.
+//! The pipeline: a byte budget, a queue from the sources, a batcher per collection, a writer, and
+//! a tap that shows stored events to the rest of the daemon.
 //!
-//! Memory is bounded by permits, one per event, taken by a source before it queues events and given
-//! back by the writer only once they are stored. When the store is slow the permits run out and
-//! sources wait: the app's writes block instead of the daemon dropping or hoarding events.
+//! Memory is bounded in bytes ([`budget`]): a source is admitted before each read, and what it read
+//! holds a reservation until the writer has stored it. When the store is slow the budget runs out
+//! and sources wait: the app's writes block instead of the daemon dropping or hoarding events.
+//! Every chunk carries an [`ack::Ack`]; a source learns through it when its events are durable.
 //!
 //! ```text
-//! sources ──Vec<Event>──> batcher ──Batch (one collection, ≤ max_batch)──> writer ──> Store
+//! sources ──Chunk──> batcher ──QueuedBatch (one collection, ≤ max_batch)──> writer ──> Store
+//!                                                                              └──> tap (monitor, live streams)
 //! ```
 
 pub mod ack;
 mod batcher;
+pub mod budget;
+pub mod tap;
 mod writer;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 pub use batcher::Batcher;
-pub use writer::Writer;
+pub use writer::{Writer, WriterReport};
 
-use crate::config::{HumanDuration, Problems};
+use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::event::Event;
+use crate::store::Batch;
 use crate::telemetry::Counters;
+use ack::Ack;
+use budget::{Budget, Reservation};
+use tap::Tap;
 
 /// `[pipeline]`: the queue between sources and the store, batching, and shutdown.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
-    /// Events accepted but not yet stored; when full, sources wait (the app's writes block).
-    pub queue_capacity: usize,
+    /// Bytes for everything accepted and not yet stored (partial lines, queued events, batches
+    /// being written); when used up, sources stop reading and the app's writes block.
+    pub memory_budget: ByteSize,
     pub max_batch: usize,
     pub max_wait: HumanDuration,
     pub shutdown_timeout: HumanDuration,
@@ -38,7 +49,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            queue_capacity: 16_384,
+            memory_budget: ByteSize(16 << 20),
             max_batch: 1000,
             max_wait: HumanDuration(Duration::from_millis(200)),
             shutdown_timeout: HumanDuration(Duration::from_secs(15)),
@@ -49,16 +60,7 @@ impl Default for PipelineConfig {
 impl PipelineConfig {
     pub fn validate(&self, p: &mut Problems) {
         p.in_range("pipeline.max_batch", self.max_batch, 1..=100_000);
-        if self.queue_capacity < self.max_batch {
-            p.add(
-                "pipeline.queue_capacity",
-                format!(
-                    "is {}; expected at least pipeline.max_batch ({})",
-                    self.queue_capacity, self.max_batch
-                ),
-            );
-        }
-        p.in_range("pipeline.queue_capacity", self.queue_capacity, 1..=10_000_000);
+        p.size_in("pipeline.memory_budget", self.memory_budget, 1 << 20, 64 << 30);
         p.duration_in(
             "pipeline.max_wait",
             self.max_wait,
@@ -74,12 +76,27 @@ impl PipelineConfig {
     }
 }
 
+/// What a source queues at once: the events of one read, the bytes they hold, and how the source
+/// learns they are durable.
+pub struct Chunk {
+    pub events: Vec<Event>,
+    pub ack: Option<Ack>,
+    pub reservation: Reservation,
+}
+
+/// A batch on its way to the store, with what it must give back once stored.
+pub(crate) struct QueuedBatch {
+    pub batch: Batch,
+    /// How many of the batch's events each chunk's ack covers.
+    pub acks: Vec<(Ack, usize)>,
+    pub reservation: Reservation,
+}
+
 /// The queue's entrance, cloned into every source.
 #[derive(Clone)]
 pub struct PipelineSender {
-    tx: mpsc::Sender<Vec<Event>>,
-    permits: Arc<Semaphore>,
-    capacity: usize,
+    tx: mpsc::Sender<Chunk>,
+    budget: Budget,
     counters: Arc<Counters>,
 }
 
@@ -88,68 +105,54 @@ pub struct PipelineSender {
 pub struct Closed;
 
 impl PipelineSender {
-    /// Queues events, waiting while the queue is full. On `Ok`, the events are accepted: the
-    /// pipeline stores them before it finishes. Returns how many of them are rejects.
-    pub async fn send(&self, mut events: Vec<Event>) -> Result<u64, Closed> {
-        let mut total_rejects = 0;
-        while !events.is_empty() {
-            let rest = if events.len() > self.capacity {
-                events.split_off(self.capacity)
-            } else {
-                Vec::new()
-            };
-            let n = events.len();
-            self.permits.acquire_many(n as u32).await.map_err(|_| Closed)?.forget();
-            let rejects = events.iter().filter(|e| e.is_reject()).count() as u64;
-            self.tx.send(events).await.map_err(|_| Closed)?;
-            self.counters.accepted(n as u64 - rejects, rejects);
-            total_rejects += rejects;
-            events = rest;
-        }
-        Ok(total_rejects)
+    /// Queues a chunk. On `Ok`, its events are accepted: the pipeline stores them before it
+    /// finishes, and the chunk's ack runs once they are durable. Returns how many are rejects.
+    pub async fn send(&self, chunk: Chunk) -> Result<u64, Closed> {
+        let n = chunk.events.len() as u64;
+        let rejects = chunk.events.iter().filter(|e| e.is_reject()).count() as u64;
+        self.tx.send(chunk).await.map_err(|_| Closed)?;
+        self.counters.accepted(n - rejects, rejects);
+        Ok(rejects)
     }
 
-    /// A read-only view of the queue's fill, which does not keep the pipeline open.
-    pub fn gauge(&self) -> QueueGauge {
-        QueueGauge {
-            permits: self.permits.clone(),
-            capacity: self.capacity,
-        }
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 }
 
-#[derive(Clone)]
-pub struct QueueGauge {
-    permits: Arc<Semaphore>,
-    capacity: usize,
+/// Everything the pipeline is made of; `spawn` the batcher and writer, hand `sender` to sources.
+pub struct Pipeline<S> {
+    pub sender: PipelineSender,
+    pub batcher: Batcher,
+    pub writer: Writer<S>,
+    pub budget: Budget,
+    /// Batches written so far: moves while the pipeline is alive.
+    pub progress: Arc<AtomicU64>,
 }
 
-impl QueueGauge {
-    /// Events accepted and not yet stored.
-    pub fn queued(&self) -> usize {
-        self.capacity.saturating_sub(self.permits.available_permits())
-    }
-}
-
-/// Builds the three parts. The sender goes to sources, the batcher and writer are spawned.
+/// Builds the pipeline's parts around `store`; stored events are shown to `tap`.
 pub fn pipeline<S: crate::store::Store>(
     cfg: &PipelineConfig,
     store: S,
     counters: Arc<Counters>,
-) -> (PipelineSender, Batcher, Writer<S>) {
-    let permits = Arc::new(Semaphore::new(cfg.queue_capacity));
-    // The channels hold few messages: the permits, not the channels, bound memory.
+    tap: Tap,
+) -> Pipeline<S> {
+    let budget = Budget::new(cfg.memory_budget.as_usize());
+    // The channels hold few messages: the budget, not the channels, bounds memory.
     let (tx, rx) = mpsc::channel(64);
     let (batch_tx, batch_rx) = mpsc::channel(4);
-    let sender = PipelineSender {
-        tx,
-        permits: permits.clone(),
-        capacity: cfg.queue_capacity,
-        counters: counters.clone(),
-    };
-    let batcher = Batcher::new(rx, batch_tx, cfg.max_batch, cfg.max_wait.0);
-    let writer = Writer::new(batch_rx, store, permits, counters);
-    (sender, batcher, writer)
+    let progress = Arc::new(AtomicU64::new(0));
+    Pipeline {
+        sender: PipelineSender {
+            tx,
+            budget: budget.clone(),
+            counters: counters.clone(),
+        },
+        batcher: Batcher::new(rx, batch_tx, budget.clone(), cfg.max_batch, cfg.max_wait.0),
+        writer: Writer::new(batch_rx, store, counters, tap, progress.clone()),
+        budget,
+        progress,
+    }
 }
 
 /// Sleeps until `deadline`, or forever when there is none (one arm of a `select!`).

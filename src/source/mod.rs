@@ -1,5 +1,5 @@
 //! Sources turn bytes from outside into events and queue them. They only produce: they never
-//! look at the store, and the pipeline's back-pressure is the only thing that slows them.
+//! look at the store, and the pipeline's budget is the only thing that slows them.
 
 pub mod file;
 pub mod lines;
@@ -8,7 +8,9 @@ pub mod socket;
 use std::sync::Arc;
 
 use crate::event::{Event, EventId, Parser, Source, Timestamp};
-use crate::pipeline::{Closed, PipelineSender};
+use crate::pipeline::ack::Ack;
+use crate::pipeline::budget::{event_cost, Budget, Reservation};
+use crate::pipeline::{Chunk, Closed, PipelineSender};
 use crate::telemetry::Counters;
 use lines::Frame;
 
@@ -27,6 +29,31 @@ pub struct Ingest {
 pub struct Tally {
     pub events: u64,
     pub rejected: u64,
+}
+
+/// A client's request to be told once everything it sent before is durable:
+/// `{"type":"sync","id":"…"}` on its own line. Only the socket answers it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    #[serde(rename = "type")]
+    kind: SyncType,
+    #[serde(default)]
+    pub id: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SyncType {
+    Sync,
+}
+
+impl SyncRequest {
+    /// A sync marker, if this line is one. Cheap for every other line: one substring search.
+    pub fn parse(line: &[u8]) -> Option<SyncRequest> {
+        memchr::memmem::find(line, b"\"sync\"")?;
+        serde_json::from_slice(line).ok()
+    }
 }
 
 impl Ingest {
@@ -50,6 +77,10 @@ impl Ingest {
         self.max_line
     }
 
+    pub fn budget(&self) -> &Budget {
+        self.pipeline.budget()
+    }
+
     /// The same ingest for another source name (each tailed file is its own source).
     pub fn with_source(&self, source: Source) -> Ingest {
         Ingest { source, ..self.clone() }
@@ -57,21 +88,25 @@ impl Ingest {
 
     /// Parses one frame into `out`: an event, or a reject that says why.
     pub fn push(&self, out: &mut Vec<Event>, frame: Frame<'_>, received: Timestamp, id: EventId) {
-        let event = match frame {
-            Frame::Line(line) => self.parser.parse(line, &self.source, received, id),
-            Frame::TooLong { head, len } => Event::reject(
-                id,
-                self.source.clone(),
-                received,
-                format!(
-                    "line is {len} bytes, over the limit of {} bytes (max_line_bytes); its first 64 KiB are kept",
-                    self.max_line
+        let (mut event, len) = match frame {
+            Frame::Line(line) => (self.parser.parse(line, &self.source, received, id), line.len()),
+            Frame::TooLong { head, len } => (
+                Event::reject(
+                    id,
+                    self.source.clone(),
+                    received,
+                    format!(
+                        "line is {len} bytes, over the limit of {} bytes (max_line_bytes); its first 64 KiB are kept",
+                        self.max_line
+                    ),
+                    head,
+                    len,
+                    self.parser.redactor(),
                 ),
-                head,
-                len,
-                self.parser.redactor(),
+                head.len(),
             ),
         };
+        event.cost = event_cost(len);
         if let crate::event::Body::Reject(r) = &event.body {
             if self.counters.may_log_reject() {
                 tracing::warn!(source = &*self.source, "rejected a line: {}", r.reason);
@@ -80,14 +115,29 @@ impl Ingest {
         out.push(event);
     }
 
-    /// Queues what `push` gathered, waiting while the queue is full; adds it to `tally`.
-    pub async fn submit(&self, events: &mut Vec<Event>, tally: &mut Tally) -> Result<(), Closed> {
+    /// Queues what `push` gathered, with `reservation` (the read that produced it) resized to what
+    /// the events hold; adds them to `tally`. `ack` runs once they are all durable.
+    pub async fn submit(
+        &self,
+        events: &mut Vec<Event>,
+        ack: Option<Ack>,
+        mut reservation: Reservation,
+        tally: &mut Tally,
+    ) -> Result<(), Closed> {
         if events.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(events);
-        let total = batch.len() as u64;
-        let rejected = self.pipeline.send(batch).await?;
+        let events = std::mem::take(events);
+        let total = events.len() as u64;
+        reservation.resize(events.iter().map(|e| e.cost as usize).sum());
+        let rejected = self
+            .pipeline
+            .send(Chunk {
+                events,
+                ack,
+                reservation,
+            })
+            .await?;
         tally.events += total - rejected;
         tally.rejected += rejected;
         Ok(())

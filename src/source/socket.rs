@@ -1,24 +1,37 @@
 //! The Unix socket source: JSON lines from any number of concurrent clients.
 //!
 //! When a client closes its side, the collector answers with one line,
-//! `{"events":N,"rejected":M}`: how many of its lines were accepted as events and how many were
-//! rejected (stored in `api_rejects` with the reason). On shutdown the collector stops reading,
-//! sends the same line for what it accepted, and closes; unread bytes were not accepted.
+//! `{"events":N,"rejected":M}`, once **every one of those lines is durable** (stored, or committed
+//! to the outbox): how many became events and how many were rejected (stored in `api_rejects` with
+//! the reason). A long-lived client may ask the same mid-stream with a sync line,
+//! `{"type":"sync","id":…}`, answered with `{"sync":…,"events":N,"rejected":M}` once everything
+//! before it is durable. On shutdown the collector stops reading, waits until what it accepted is
+//! durable, answers, and closes; unread bytes were not accepted.
+//!
+//! Each connection is admitted to the memory budget before every read, so a full budget stops
+//! reading (the client's writes block). Connections are capped and closed after `idle_timeout`
+//! without data, so idle or stuck clients cannot exhaust file descriptors or memory.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use super::lines::LineDecoder;
-use super::{Ingest, Tally};
-use crate::config::Problems;
+use super::{Ingest, SyncRequest, Tally};
+use crate::config::{HumanDuration, Problems};
 use crate::event::{EventId, Timestamp};
+use crate::pipeline::ack::Delivery;
 use crate::shutdown::Shutdown;
+use crate::telemetry::RateLimited;
 
 /// `[socket]`: the Unix socket the app writes JSON lines to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +45,11 @@ pub struct SocketConfig {
     /// Group that owns the socket file, so the app's user can connect.
     pub group: Option<String>,
     pub max_line_bytes: usize,
+    /// Clients connected at once; more are refused with a message (also capped below the
+    /// process's open-files limit).
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is answered and closed; `"0"` never.
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for SocketConfig {
@@ -42,6 +60,8 @@ impl Default for SocketConfig {
             mode: "0660".into(),
             group: None,
             max_line_bytes: 1 << 20,
+            max_connections: 1024,
+            idle_timeout: HumanDuration(Duration::from_secs(600)),
         }
     }
 }
@@ -55,6 +75,15 @@ impl SocketConfig {
 
     pub fn validate(&self, p: &mut Problems) {
         p.in_range("socket.max_line_bytes", self.max_line_bytes, 1024..=64 << 20);
+        p.in_range("socket.max_connections", self.max_connections, 1..=1_000_000);
+        if !self.idle_timeout.0.is_zero() {
+            p.duration_in(
+                "socket.idle_timeout",
+                self.idle_timeout,
+                Duration::from_millis(100),
+                crate::config::MAX_DURATION,
+            );
+        }
         if self.mode_bits().is_none() {
             p.add(
                 "socket.mode",
@@ -79,8 +108,6 @@ fn group_id(name: &str) -> Result<u32, String> {
         Err(e) => Err(format!("is {name:?}, which cannot be looked up: {e}")),
     }
 }
-
-const READ_BUFFER: usize = 64 * 1024;
 
 pub struct SocketSource {
     listener: UnixListener,
@@ -156,18 +183,49 @@ impl SocketSource {
         &self.file.path
     }
 
-    /// Accepts clients until shutdown; each connection runs as its own task.
-    pub async fn run(self, ingest: Ingest, mut shutdown: Shutdown) {
+    /// Accepts clients until shutdown; each connection runs as its own task, at most
+    /// `limits.max_connections` at once.
+    pub async fn run(self, ingest: Ingest, limits: Limits, mut shutdown: Shutdown) {
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let mut refused = RateLimited::new(Duration::from_secs(10));
+        let mut accept_failed = RateLimited::new(Duration::from_secs(10));
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::spawn(serve(stream, ingest.clone(), shutdown.child()));
-                    }
+                    Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            let connection = Connection::new(stream, ingest.clone(), limits.idle_timeout);
+                            let child = shutdown.child();
+                            tokio::spawn(async move {
+                                connection.serve(child).await;
+                                drop(slot);
+                            });
+                        }
+                        Err(_) => {
+                            if let Some(suppressed) = refused.ready() {
+                                tracing::warn!(
+                                    "refused a connection on {}: {} clients are connected (socket.max_connections){}",
+                                    self.file.path.display(),
+                                    limits.max_connections,
+                                    RateLimited::note(suppressed),
+                                );
+                            }
+                            tokio::spawn(refuse(stream, limits.max_connections));
+                        }
+                    },
                     Err(e) => {
                         // Out of file descriptors and the like: wait a little instead of spinning.
-                        tracing::warn!("cannot accept a connection on {}: {e}", self.file.path.display());
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        if let Some(suppressed) = accept_failed.ready() {
+                            tracing::warn!(
+                                "cannot accept a connection on {}: {e}{}",
+                                self.file.path.display(),
+                                RateLimited::note(suppressed),
+                            );
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                            _ = shutdown.recv() => return,
+                        }
                     }
                 },
                 _ = shutdown.recv() => return,
@@ -176,37 +234,202 @@ impl SocketSource {
     }
 }
 
-async fn serve(mut stream: UnixStream, ingest: Ingest, mut shutdown: Shutdown) {
-    let mut buf = vec![0u8; READ_BUFFER];
-    let mut decoder = LineDecoder::new(ingest.max_line());
-    let mut events = Vec::new();
-    let mut tally = Tally::default();
-    loop {
-        let read = tokio::select! {
-            biased;
-            _ = shutdown.recv() => break,
-            read = stream.read(&mut buf) => read,
-        };
-        let received = Timestamp::now();
-        match read {
-            Ok(0) => {
-                decoder.finish(&mut |frame| ingest.push(&mut events, frame, received, EventId::new()));
-                let _ = ingest.submit(&mut events, &mut tally).await;
-                break;
-            }
-            Ok(n) => decoder.feed(&buf[..n], &mut |frame| {
-                ingest.push(&mut events, frame, received, EventId::new())
-            }),
-            Err(e) => {
-                tracing::debug!("socket client went away: {e}");
-                break;
-            }
-        }
-        if ingest.submit(&mut events, &mut tally).await.is_err() {
-            break;
+/// What bounds the socket's clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Zero: never.
+    pub idle_timeout: Duration,
+}
+
+/// Tells a client over the connection cap why it is turned away, so it can retry or spool.
+async fn refuse(mut stream: UnixStream, max: usize) {
+    let line = format!(
+        "{{\"error\":\"too many connections: {max} clients are connected (socket.max_connections); nothing was read, try again\"}}\n"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
+}
+
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Why a connection stopped reading.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed its side.
+    Closed,
+    /// Shutdown.
+    Stopping,
+    /// Nothing arrived for `idle_timeout`.
+    Idle,
+    /// The client went away, or the pipeline did.
+    Gone,
+}
+
+/// One client: reads lines, queues them, and answers once they are durable.
+struct Connection {
+    stream: UnixStream,
+    ingest: Ingest,
+    idle_timeout: Duration,
+    decoder: LineDecoder,
+    delivery: Arc<Delivery>,
+    tally: Tally,
+    /// Events queued so far (`tally` counts lines; this counts what the delivery waits for).
+    queued: usize,
+    /// The budget held by the partial line the decoder keeps.
+    partial: crate::pipeline::budget::Reservation,
+}
+
+impl Connection {
+    fn new(stream: UnixStream, ingest: Ingest, idle_timeout: Duration) -> Connection {
+        Connection {
+            decoder: LineDecoder::new(ingest.max_line()),
+            partial: ingest.budget().empty(),
+            stream,
+            ingest,
+            idle_timeout,
+            delivery: Arc::new(Delivery::default()),
+            tally: Tally::default(),
+            queued: 0,
         }
     }
-    let ack = format!("{{\"events\":{},\"rejected\":{}}}\n", tally.events, tally.rejected);
-    let _ = stream.write_all(ack.as_bytes()).await;
-    let _ = stream.shutdown().await;
+
+    async fn serve(mut self, mut shutdown: Shutdown) {
+        let end = self.read_until_end(&mut shutdown).await;
+        if end == End::Idle {
+            tracing::debug!("closing a socket client idle for {}", HumanDuration(self.idle_timeout));
+        }
+        if end != End::Gone {
+            self.finish_partial_line().await;
+        }
+        // Answer only for what is durable; if shutdown's deadline comes first, the process ends and
+        // the client sees no answer, which `send` reports as "not confirmed".
+        self.delivery.durable(self.queued).await;
+        let answer = format!(
+            "{{\"events\":{},\"rejected\":{}}}\n",
+            self.tally.events, self.tally.rejected
+        );
+        let _ = self.stream.write_all(answer.as_bytes()).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn read_until_end(&mut self, shutdown: &mut Shutdown) -> End {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let readable = async {
+                if self.idle_timeout.is_zero() {
+                    self.stream.readable().await.map(|_| true)
+                } else {
+                    match tokio::time::timeout(self.idle_timeout, self.stream.readable()).await {
+                        Ok(r) => r.map(|_| true),
+                        Err(_) => Ok(false),
+                    }
+                }
+            };
+            let ready = tokio::select! {
+                biased;
+                _ = shutdown.recv() => return End::Stopping,
+                ready = readable => ready,
+            };
+            match ready {
+                Ok(true) => {}
+                Ok(false) => return End::Idle,
+                Err(e) => {
+                    tracing::debug!("socket client went away: {e}");
+                    return End::Gone;
+                }
+            }
+            let reservation = tokio::select! {
+                biased;
+                _ = shutdown.recv() => return End::Stopping,
+                r = self.ingest.budget().admit(READ_BUFFER) => r,
+            };
+            if buf.is_empty() {
+                buf = vec![0; READ_BUFFER];
+            }
+            let n = match self.stream.try_read(&mut buf) {
+                Ok(0) => return End::Closed,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Idle for now: an idle connection holds no buffer and no budget.
+                    buf = Vec::new();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("socket client went away: {e}");
+                    return End::Gone;
+                }
+            };
+            if self.queue(&buf[..n], reservation).await.is_err() {
+                return End::Gone;
+            }
+        }
+    }
+
+    /// Parses `bytes` and queues the events; answers sync lines once what came before is durable.
+    async fn queue(&mut self, bytes: &[u8], mut reservation: crate::pipeline::budget::Reservation) -> Result<(), ()> {
+        let received = Timestamp::now();
+        let mut events = Vec::new();
+        // (events before it, the request) for each sync line, in order.
+        let mut syncs: Vec<(usize, SyncRequest)> = Vec::new();
+        let ingest = &self.ingest;
+        self.decoder.feed(bytes, &mut |frame| {
+            if let super::lines::Frame::Line(line) = frame {
+                if let Some(sync) = SyncRequest::parse(line) {
+                    syncs.push((events.len(), sync));
+                    return;
+                }
+            }
+            ingest.push(&mut events, frame, received, EventId::new())
+        });
+        self.partial.resize(self.decoder.pending_len());
+        let mut done = 0;
+        for (before, sync) in syncs {
+            let mut part: Vec<_> = events.drain(..before - done).collect();
+            done = before;
+            let mut share = self.ingest.budget().empty();
+            share.take_from(&mut reservation, part.iter().map(|e| e.cost as usize).sum());
+            self.submit(&mut part, share).await?;
+            self.delivery.durable(self.queued).await;
+            let answer = serde_json::json!({
+                "sync": sync.id,
+                "events": self.tally.events,
+                "rejected": self.tally.rejected,
+            });
+            let mut line = answer.to_string();
+            line.push('\n');
+            self.stream.write_all(line.as_bytes()).await.map_err(|_| ())?;
+        }
+        self.submit(&mut events, reservation).await
+    }
+
+    async fn submit(
+        &mut self,
+        events: &mut Vec<crate::event::Event>,
+        reservation: crate::pipeline::budget::Reservation,
+    ) -> Result<(), ()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = events.len();
+        let ack = self.delivery.ack(n);
+        self.ingest
+            .submit(events, Some(ack), reservation, &mut self.tally)
+            .await
+            .map_err(|_| ())?;
+        self.queued += n;
+        Ok(())
+    }
+
+    /// A last line without a newline still counts (a client wrote and closed, or went idle).
+    async fn finish_partial_line(&mut self) {
+        let received = Timestamp::now();
+        let mut events = Vec::new();
+        let ingest = &self.ingest;
+        self.decoder
+            .finish(&mut |frame| ingest.push(&mut events, frame, received, EventId::new()));
+        self.partial.resize(0);
+        let cost = events.iter().map(|e| e.cost as usize).sum();
+        let reservation = self.ingest.budget().force(cost);
+        let _ = self.submit(&mut events, reservation).await;
+    }
 }

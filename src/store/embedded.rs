@@ -1,39 +1,38 @@
 //! The embedded store: one SQLite file under `state_dir`, WAL mode, one transaction per batch.
 //!
-//! Each collection is a table named like it, with the filter fields as indexed columns and the
-//! whole document as JSON in `doc`. Times are integer milliseconds in `<field>_ms` columns; the
-//! document holds the same time as an RFC 3339 string. `id` is unique, and inserts ignore an id
-//! already present, which makes a retried batch (or a re-read file line) harmless.
+//! Each collection is a table named like it, with the fields its descriptor lists
+//! ([`super::collections`]) as columns beside the whole document as JSON in `doc`. Times are integer
+//! milliseconds in `<field>_ms` columns; the document holds the same time as an RFC 3339 string.
+//! `id` is unique, and inserts ignore an id already present, which makes a retried batch (or a
+//! re-read file line) harmless.
+//!
+//! One connection writes; queries run on read-only connections of their own, which WAL lets read
+//! while the writer writes. The WAL is persistent (`SQLITE_FCNTL_PERSIST_WAL`): its files stay when
+//! the daemon stops, so a reader that keeps a connection open across a restart (a `sqlite3` shell,
+//! a dashboard) is not left mapping deleted files. The schema's version is `PRAGMA user_version`;
+//! opening a file migrates it forward, and a file from a newer release is refused.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
+use super::collections::{self, Spec};
+use super::query::{
+    CostBucket, Count, Cursor, Filter, FindQuery, Found, Query, RequestBucket, StoreHealth, TimeRange, COST_BUCKET_MS,
+    REQUEST_BUCKET_MS,
+};
 use super::{document, Batch, Store, StoreError, WriteOutcome};
-use crate::event::{Body, Collection, Timestamp};
+use crate::event::{Body, Collection, Currency, Level, Timestamp};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS api_logs (
-    id BLOB NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, level TEXT NOT NULL, module TEXT, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS api_logs_timestamp ON api_logs (timestamp_ms);
-CREATE INDEX IF NOT EXISTS api_logs_level_timestamp ON api_logs (level, timestamp_ms);
-CREATE INDEX IF NOT EXISTS api_logs_module_timestamp ON api_logs (module, timestamp_ms);
-CREATE TABLE IF NOT EXISTS api_cost (
-    id BLOB NOT NULL UNIQUE, created_at_ms INTEGER NOT NULL, model TEXT NOT NULL, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS api_cost_created_at ON api_cost (created_at_ms);
-CREATE INDEX IF NOT EXISTS api_cost_model_created_at ON api_cost (model, created_at_ms);
-CREATE TABLE IF NOT EXISTS api_performance (
-    id BLOB NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, status TEXT NOT NULL, model TEXT, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS api_performance_timestamp ON api_performance (timestamp_ms);
-CREATE INDEX IF NOT EXISTS api_performance_status_timestamp ON api_performance (status, timestamp_ms);
-CREATE TABLE IF NOT EXISTS api_rejects (
-    id BLOB NOT NULL UNIQUE, received_at_ms INTEGER NOT NULL, source TEXT NOT NULL, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS api_rejects_received_at ON api_rejects (received_at_ms);
-";
+/// The schema this release writes. 1: the first release's tables; 2: filter and sum columns.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `[embedded]`: the SQLite file.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddedConfig {
     /// SQLite file name, relative to `state_dir`.
@@ -42,7 +41,7 @@ pub struct EmbeddedConfig {
 }
 
 /// SQLite's `synchronous`: what a commit survives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// A crash of the daemon.
@@ -69,51 +68,108 @@ impl Default for EmbeddedConfig {
     }
 }
 
-#[derive(Clone)]
-pub struct EmbeddedStore {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
-    host: Arc<str>,
-    _checkpointer: Arc<Checkpointer>,
-}
-
+/// Rows a retention run deletes per transaction, so that the writer never waits long.
+const PRUNE_CHUNK: usize = 5_000;
+/// Read-only connections kept for queries.
+const READERS: usize = 4;
 /// The writer's own checkpoint threshold, only reached if the checkpointer falls behind.
 const WRITER_AUTOCHECKPOINT_PAGES: u32 = 16_000;
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    /// Idle read-only connections; more are opened on demand up to [`READERS`].
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+    host: Arc<str>,
+    /// The INSERT of each collection, built once from its descriptor.
+    inserts: Vec<String>,
+    /// Whether the last write succeeded.
+    writable: AtomicBool,
+    _checkpointer: Checkpointer,
+}
+
 /// Copies the WAL into the database file from a thread and connection of its own. A PASSIVE
 /// checkpoint never blocks the writer, and the copying no longer sits on the insert path.
 struct Checkpointer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
                     if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::debug!("checkpoint of the embedded store failed, will retry: {e}");
                     }
                 }
             })
-            .map_err(|e| StoreError(format!("cannot start the checkpoint thread: {e}")))?;
+            .map_err(|e| StoreError::permanent(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Checkpointer { stop })
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Opens a connection that never follows a symlink and keeps the WAL's files when it closes.
+pub(crate) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    persist_wal(&conn);
+    Ok(conn)
+}
+
+/// Turns SQLite's terse open errors into what happened and what to do.
+fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let file = path.display();
+    let dir = path.parent().map_or_else(|| ".".into(), |d| d.display().to_string());
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::permanent(format!(
+            "{file} is not an SQLite database (or it is damaged): {e}; move it aside (the daemon then \
+             creates a new one) or point embedded.file elsewhere"
+        )),
+        Some(rusqlite::ErrorCode::CannotOpen) => StoreError::permanent(format!(
+            "cannot open {file}: {e}; check that {dir} exists and that this user (uid {}) may write in it",
+            nix::unistd::geteuid()
+        )),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::permanent(format!(
+            "{file} is damaged: {e}; stop the daemon, move it aside (keep it for recovery with `sqlite3 .recover`), and start again"
+        )),
+        _ => StoreError::permanent(format!("cannot open the embedded store {file}: {e}")),
+    }
+}
+
+/// Keeps `-wal` and `-shm` when the last connection closes (see the module documentation).
+fn persist_wal(conn: &Connection) {
+    let mut on: std::ffi::c_int = 1;
+    // SAFETY: the handle is a live connection owned by `conn`; the file control reads and writes
+    // one int, and "main" is a NUL-terminated name of the main database.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut std::ffi::c_int).cast(),
+        )
+    };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        tracing::debug!("cannot make the WAL persistent (SQLite code {rc})");
     }
 }
 
@@ -129,11 +185,11 @@ impl EncodedDocs {
         let mut ends = Vec::with_capacity(batch.events.len());
         for e in &batch.events {
             document::write_json(e, host, &mut buf)
-                .map_err(|err| StoreError(format!("cannot encode event {}: {err}", e.id)))?;
+                .map_err(|err| StoreError::permanent(format!("cannot encode event {}: {err}", e.id)))?;
             ends.push(buf.len());
         }
-        let text =
-            String::from_utf8(buf).map_err(|err| StoreError(format!("documents encoded to invalid UTF-8: {err}")))?;
+        let text = String::from_utf8(buf)
+            .map_err(|err| StoreError::permanent(format!("documents encoded to invalid UTF-8: {err}")))?;
         Ok(EncodedDocs { text, ends })
     }
 
@@ -144,77 +200,235 @@ impl EncodedDocs {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database file.
+    /// Opens (creating if needed) the database file and migrates its schema to this release's.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<EmbeddedStore, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| StoreError(format!("cannot open the embedded store {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // 16 KiB pages: fewer page splits and cache look-ups per row than 4 KiB; measured 1.4x the
-        // insert rate (cargo bench --bench socket_throughput). Applies to new files only.
-        conn.execute_batch("PRAGMA page_size = 16384;")?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError(format!(
-                "{}: SQLite refused WAL mode (got {mode}); is the file on a network filesystem?",
-                path.display()
-            )));
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            crate::state_dir::refuse_symlink(&file).map_err(StoreError::permanent)?;
         }
-        let sync = synchronous.pragma();
-        // A 16 MiB page cache keeps the indexes' hot pages in memory as the tables grow (the 2 MiB
-        // default made inserts read pages back). Checkpoints run on a connection of their own (see
-        // `Checkpointer`) so the writer does not copy pages; its own autocheckpoint is a backstop.
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};"
-        ))?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        configure(&conn, path, synchronous)?;
+        migrate(&mut conn).map_err(|e| e.context(format!("cannot prepare {}", path.display())))?;
         let checkpointer = Checkpointer::start(path)?;
+        let inserts = collections::ALL.iter().map(|spec| insert_sql(spec)).collect();
         Ok(EmbeddedStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
-            host: document::hostname().into(),
-            _checkpointer: Arc::new(checkpointer),
+            inner: Arc::new(Inner {
+                writer: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
+                path: path.to_path_buf(),
+                host: document::hostname().into(),
+                inserts,
+                writable: AtomicBool::new(true),
+                _checkpointer: checkpointer,
+            }),
         })
     }
 
-    fn with_conn<T: Send + 'static>(
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn with_writer<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Connection, &Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send {
-        let conn = self.conn.clone();
+        let inner = self.inner.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                let mut guard = conn
+                let mut guard = inner
+                    .writer
                     .lock()
-                    .map_err(|_| StoreError("the embedded store's lock was poisoned by a panic".into()))?;
-                f(&mut guard)
+                    .map_err(|_| StoreError::permanent("the embedded store's lock was poisoned by a panic"))?;
+                f(&mut guard, &inner)
             })
             .await
-            .map_err(|e| StoreError(format!("embedded store task failed: {e}")))?
+            .map_err(|e| StoreError::permanent(format!("embedded store task failed: {e}")))?
+        }
+    }
+
+    /// Runs `f` on a read-only connection, beside the writer.
+    fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send {
+        let inner = self.inner.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let idle = inner.readers.lock().ok().and_then(|mut r| r.pop());
+                let conn = match idle {
+                    Some(c) => c,
+                    None => open_connection(&inner.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+                };
+                let result = f(&conn);
+                if let Ok(mut idle) = inner.readers.lock() {
+                    if idle.len() < READERS {
+                        idle.push(conn);
+                    }
+                }
+                result
+            })
+            .await
+            .map_err(|e| StoreError::permanent(format!("embedded store query failed: {e}")))?
         }
     }
 }
 
-fn insert_batch(conn: &mut Connection, batch: &Batch, docs: &EncodedDocs) -> Result<WriteOutcome, StoreError> {
+/// The first statements on a file: where a file that is not a database shows itself.
+fn configure(conn: &Connection, path: &Path, synchronous: Synchronous) -> Result<(), StoreError> {
+    // 16 KiB pages: fewer page splits and cache look-ups per row than 4 KiB; measured 1.4x the
+    // insert rate (cargo bench --bench socket_throughput). Applies to new files only.
+    conn.execute_batch("PRAGMA page_size = 16384;")
+        .map_err(|e| open_error(path, e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| open_error(path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::permanent(format!(
+            "SQLite refused WAL mode (got {mode}); is the file on a network filesystem?"
+        )));
+    }
+    // A 16 MiB page cache keeps the indexes' hot pages in memory as the tables grow (the 2 MiB
+    // default made inserts read pages back). Checkpoints run on a connection of their own (see
+    // `Checkpointer`) so the writer does not copy pages; its own autocheckpoint is a backstop.
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};",
+        synchronous.pragma()
+    ))?;
+    Ok(())
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]: tables and indexes from the descriptors, and columns
+/// added since (filled from the documents already stored). Idempotent; one transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::permanent(format!(
+            "the file was written by a newer lngpt-collector (schema {version}; this release knows {SCHEMA_VERSION}); \
+             run that release, or move the file aside"
+        )));
+    }
+    let tx = conn.transaction()?;
+    for spec in collections::ALL {
+        let table = spec.collection.name();
+        let columns: String = spec
+            .columns
+            .iter()
+            .map(|c| format!(", {} {}", c.name, c.sql_type))
+            .collect();
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id BLOB NOT NULL UNIQUE, {time} INTEGER NOT NULL{columns}, doc TEXT NOT NULL);",
+            time = spec.time_column
+        ))?;
+        let existing: Vec<String> = tx
+            .prepare(&format!("PRAGMA table_info({table})"))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<_, _>>()?;
+        for c in spec.columns.iter().filter(|c| !existing.iter().any(|e| e == c.name)) {
+            // Added columns cannot be NOT NULL; old rows get the value their document holds.
+            let sql_type = c.sql_type.trim_end_matches(" NOT NULL");
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {} {sql_type};", c.name))?;
+            let filled = tx.execute(
+                &format!(
+                    "UPDATE {table} SET {0} = json_extract(doc, ?1) WHERE {0} IS NULL",
+                    c.name
+                ),
+                [c.json_path],
+            )?;
+            if filled > 0 {
+                tracing::info!(
+                    "embedded store: added {table}.{} and filled it for {filled} stored documents",
+                    c.name
+                );
+            }
+        }
+        let time = spec.time_column;
+        tx.execute_batch(&format!(
+            "CREATE INDEX IF NOT EXISTS {table}_{time} ON {table} ({time});"
+        ))?;
+        for field in spec.indexed {
+            tx.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {table}_{field}_{time} ON {table} ({field}, {time});"
+            ))?;
+        }
+        for field in spec.sparse_indexed {
+            tx.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {table}_{field} ON {table} ({field}) WHERE {field} IS NOT NULL;"
+            ))?;
+        }
+    }
+    if version != SCHEMA_VERSION {
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+        if version > 0 {
+            tracing::info!("embedded store: schema upgraded from {version} to {SCHEMA_VERSION}");
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_sql(spec: &Spec) -> String {
+    let names: String = spec.columns.iter().map(|c| format!(", {}", c.name)).collect();
+    let marks: String = spec.columns.iter().map(|_| ", ?").collect();
+    format!(
+        "INSERT OR IGNORE INTO {} (id, {}{names}, doc) VALUES (?, ?{marks}, ?)",
+        spec.collection.name(),
+        spec.time_column
+    )
+}
+
+/// Binds an event's columns in its descriptor's order, after `id` and the time.
+fn bind_columns(stmt: &mut rusqlite::Statement<'_>, e: &crate::event::Event) -> rusqlite::Result<usize> {
+    let mut i = 3;
+    let mut bind = |v: &dyn rusqlite::ToSql| -> rusqlite::Result<()> {
+        stmt.raw_bind_parameter(i, v)?;
+        i += 1;
+        Ok(())
+    };
+    match &e.body {
+        Body::Log(l) => {
+            let request_id = l.extra.get("request_id").and_then(|v| v.as_str());
+            bind(&l.level.as_str())?;
+            bind(&l.module)?;
+            bind(&l.logger)?;
+            bind(&request_id)?;
+        }
+        Body::Cost(c) => {
+            bind(&c.model)?;
+            bind(&c.currency.symbol())?;
+            bind(&c.cost)?;
+            bind(&c.input_tokens.and_then(|n| i64::try_from(n).ok()))?;
+            bind(&c.output_tokens.and_then(|n| i64::try_from(n).ok()))?;
+            bind(&c.total_tokens.and_then(|n| i64::try_from(n).ok()))?;
+            bind(&c.request_id)?;
+        }
+        Body::Performance(p) => {
+            bind(&p.status.as_str())?;
+            bind(&p.model)?;
+            bind(&p.response_time)?;
+            bind(&p.first_chunk_time)?;
+            bind(&p.request_id)?;
+        }
+        Body::Reject(_) => bind(&&*e.source)?,
+    }
+    Ok(i)
+}
+
+fn insert_batch(
+    conn: &mut Connection,
+    inner: &Inner,
+    batch: &Batch,
+    docs: &EncodedDocs,
+) -> Result<WriteOutcome, StoreError> {
     let tx = conn.transaction()?;
     let mut inserted = 0;
     {
-        let sql = match batch.collection {
-            Collection::Logs => "INSERT OR IGNORE INTO api_logs (id, timestamp_ms, level, module, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-            Collection::Cost => "INSERT OR IGNORE INTO api_cost (id, created_at_ms, model, doc) VALUES (?1, ?2, ?3, ?4)",
-            Collection::Performance => "INSERT OR IGNORE INTO api_performance (id, timestamp_ms, status, model, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
-            Collection::Rejects => "INSERT OR IGNORE INTO api_rejects (id, received_at_ms, source, doc) VALUES (?1, ?2, ?3, ?4)",
-        };
-        let mut stmt = tx.prepare_cached(sql)?;
+        let mut stmt = tx.prepare_cached(&inner.inserts[batch.collection.index()])?;
         for (i, e) in batch.events.iter().enumerate() {
-            let doc = docs.get(i);
-            let (id, t) = (&e.id.bytes()[..], e.time.as_millis());
-            inserted += match &e.body {
-                Body::Log(l) => stmt.execute(params![id, t, l.level.as_str(), l.module, doc])?,
-                Body::Cost(c) => stmt.execute(params![id, t, c.model, doc])?,
-                Body::Performance(p) => stmt.execute(params![id, t, p.status.as_str(), p.model, doc])?,
-                Body::Reject(_) => stmt.execute(params![id, t, &*e.source, doc])?,
-            };
+            stmt.raw_bind_parameter(1, &e.id.bytes()[..])?;
+            stmt.raw_bind_parameter(2, e.time.as_millis())?;
+            let next = bind_columns(&mut stmt, e)?;
+            stmt.raw_bind_parameter(next, docs.get(i))?;
+            inserted += stmt.raw_execute()?;
         }
     }
     tx.commit()?;
@@ -229,34 +443,276 @@ impl Store for EmbeddedStore {
     fn write(&self, batch: Arc<Batch>) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send {
         // Encoding happens here, on the caller's thread and outside the lock, so it overlaps the
         // insert of the batch before.
-        let docs = EncodedDocs::encode(&batch, &self.host);
-        let insert = docs.map(|docs| self.with_conn(move |conn| insert_batch(conn, &batch, &docs)));
-        async move { insert?.await }
+        let docs = EncodedDocs::encode(&batch, &self.inner.host);
+        let insert = docs.map(|docs| self.with_writer(move |conn, inner| insert_batch(conn, inner, &batch, &docs)));
+        let inner = self.inner.clone();
+        async move {
+            let result = insert?.await;
+            inner.writable.store(result.is_ok(), Ordering::Relaxed);
+            result
+        }
     }
 
+    /// Deletes one chunk of expired rows; the caller repeats while a full chunk went.
     fn prune(
         &self,
         collection: Collection,
         cutoff: Timestamp,
     ) -> impl std::future::Future<Output = Result<u64, StoreError>> + Send {
-        self.with_conn(move |conn| {
-            let (table, column) = (collection.name(), format!("{}_ms", collection.time_field()));
-            // Small transactions, so a large purge never holds up the writer for long.
+        self.with_writer(move |conn, _| {
+            let (table, column) = (collection.name(), collection.spec().time_column);
             let sql = format!(
-                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT 10000)"
+                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT {PRUNE_CHUNK})"
             );
-            let mut total = 0u64;
-            loop {
-                let n = conn.execute(&sql, params![cutoff.as_millis()])?;
-                total += n as u64;
-                if n < 10_000 {
-                    return Ok(total);
-                }
-            }
+            Ok(conn.execute(&sql, [cutoff.as_millis()])? as u64)
         })
     }
 
     fn describe(&self) -> String {
-        format!("embedded SQLite store {}", self.path.display())
+        format!("embedded SQLite store {}", self.inner.path.display())
     }
+}
+
+/// Rows a prune call deletes at most; fewer means the collection is done.
+pub const fn prune_chunk() -> u64 {
+    PRUNE_CHUNK as u64
+}
+
+/// A WHERE clause and its parameters.
+#[derive(Default)]
+struct Where {
+    sql: Vec<String>,
+    params: Vec<SqlValue>,
+}
+
+impl Where {
+    fn push(&mut self, sql: impl Into<String>, params: impl IntoIterator<Item = SqlValue>) {
+        self.sql.push(sql.into());
+        self.params.extend(params);
+    }
+
+    fn range(&mut self, column: &str, range: TimeRange) {
+        if let Some(from) = range.from {
+            self.push(format!("{column} >= ?"), [SqlValue::Integer(from.as_millis())]);
+        }
+        if let Some(to) = range.to {
+            self.push(format!("{column} < ?"), [SqlValue::Integer(to.as_millis())]);
+        }
+    }
+
+    fn clause(&self) -> String {
+        if self.sql.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.sql.join(" AND "))
+        }
+    }
+}
+
+/// The text field `q` searches in, per collection.
+pub(crate) fn text_field(c: Collection) -> Option<&'static str> {
+    match c {
+        Collection::Logs => Some("message"),
+        Collection::Rejects => Some("reason"),
+        _ => None,
+    }
+}
+
+fn filters(q: &FindQuery) -> Result<Where, StoreError> {
+    let spec = q.collection.spec();
+    let mut w = Where::default();
+    w.range(spec.time_column, q.range);
+    for f in &q.filters {
+        match f {
+            Filter::Eq(field, value) => {
+                let column = spec.column(field).ok_or_else(|| {
+                    StoreError::permanent(format!("{} cannot be filtered by {field}", q.collection.name()))
+                })?;
+                w.push(format!("{} = ?", column.name), [SqlValue::Text(value.clone())]);
+            }
+            Filter::LevelAtLeast(min) => {
+                let levels: Vec<SqlValue> = Level::ALL
+                    .iter()
+                    .filter(|l| *l >= min)
+                    .map(|l| SqlValue::Text(l.as_str().into()))
+                    .collect();
+                let marks = vec!["?"; levels.len()].join(", ");
+                w.push(format!("level IN ({marks})"), levels);
+            }
+            Filter::Contains(text) => {
+                let field = text_field(q.collection)
+                    .ok_or_else(|| StoreError::permanent(format!("{} has no text to search", q.collection.name())))?;
+                let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                w.push(
+                    format!("json_extract(doc, '$.{field}') LIKE ? ESCAPE '\\'"),
+                    [SqlValue::Text(format!("%{escaped}%"))],
+                );
+            }
+        }
+    }
+    Ok(w)
+}
+
+fn find(conn: &Connection, q: &FindQuery) -> Result<Found, StoreError> {
+    let spec = q.collection.spec();
+    let (table, time) = (q.collection.name(), spec.time_column);
+    let w = filters(q)?;
+    let total = if q.count_up_to > 0 {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {table}{} LIMIT {})",
+            w.clause(),
+            q.count_up_to.saturating_add(1)
+        );
+        let n: i64 = conn.query_row(&sql, params_from_iter(w.params.iter()), |r| r.get(0))?;
+        let n = n as u64;
+        Some(Count {
+            n: n.min(q.count_up_to),
+            exact: n <= q.count_up_to,
+        })
+    } else {
+        None
+    };
+    let mut w = w;
+    if let Some(after) = &q.after {
+        let rowid: i64 = after
+            .key
+            .parse()
+            .map_err(|_| StoreError::permanent("the cursor was not made by this store"))?;
+        w.push(
+            format!("({time} < ? OR ({time} = ? AND rowid < ?))"),
+            [
+                SqlValue::Integer(after.time_ms),
+                SqlValue::Integer(after.time_ms),
+                SqlValue::Integer(rowid),
+            ],
+        );
+    }
+    let limit = q.limit.max(1);
+    let sql = format!(
+        "SELECT rowid, {time}, doc FROM {table}{} ORDER BY {time} DESC, rowid DESC LIMIT {} OFFSET {}",
+        w.clause(),
+        limit + 1,
+        if q.after.is_some() { 0 } else { q.skip }
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(w.params.iter()))?;
+    let mut docs = Vec::with_capacity(limit.min(1000));
+    let mut last = None;
+    let mut more = false;
+    while let Some(row) = rows.next()? {
+        if docs.len() == limit {
+            more = true;
+            break;
+        }
+        let (rowid, time_ms, doc): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let value = serde_json::from_str(&doc)
+            .map_err(|e| StoreError::permanent(format!("a stored {table} document is not JSON: {e}")))?;
+        docs.push(value);
+        last = Some(Cursor {
+            time_ms,
+            key: rowid.to_string(),
+        });
+    }
+    Ok(Found {
+        docs,
+        next: if more { last } else { None },
+        total,
+    })
+}
+
+fn cost_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<CostBucket>, StoreError> {
+    let mut w = Where::default();
+    w.range("created_at_ms", range);
+    let sql = format!(
+        "SELECT created_at_ms - (created_at_ms % {COST_BUCKET_MS}) AS bucket, model, currency, sum(cost),
+                sum(coalesce(input_tokens, 0)), sum(coalesce(output_tokens, 0)), sum(coalesce(total_tokens, 0)), count(*)
+         FROM api_cost{} GROUP BY bucket, model, currency ORDER BY bucket",
+        w.clause()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(w.params.iter()), |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<f64>>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, i64>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (start_ms, model, currency, cost, input, output, total, calls) = row?;
+        out.push(CostBucket {
+            start_ms,
+            model,
+            currency: currency.as_deref().and_then(Currency::parse).unwrap_or(Currency::Usd),
+            cost: cost.unwrap_or(0.0),
+            input_tokens: input.max(0) as u64,
+            output_tokens: output.max(0) as u64,
+            total_tokens: total.max(0) as u64,
+            calls: calls.max(0) as u64,
+        });
+    }
+    Ok(out)
+}
+
+fn request_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<RequestBucket>, StoreError> {
+    let mut w = Where::default();
+    w.range("timestamp_ms", range);
+    let sql = format!(
+        "SELECT timestamp_ms - (timestamp_ms % {REQUEST_BUCKET_MS}) AS bucket, model, count(*),
+                sum(status = 'error'), sum(response_time), sum(first_chunk_time), count(first_chunk_time)
+         FROM api_performance{} GROUP BY bucket, model ORDER BY bucket",
+        w.clause()
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(w.params.iter()), |r| {
+        Ok(RequestBucket {
+            start_ms: r.get(0)?,
+            model: r.get(1)?,
+            calls: r.get::<_, i64>(2)?.max(0) as u64,
+            errors: r.get::<_, i64>(3)?.max(0) as u64,
+            response_time_sum: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+            first_chunk_sum: r.get::<_, Option<f64>>(5)?.unwrap_or(0.0),
+            first_chunk_count: r.get::<_, i64>(6)?.max(0) as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Query for EmbeddedStore {
+    fn find(&self, q: FindQuery) -> impl std::future::Future<Output = Result<Found, StoreError>> + Send {
+        self.with_reader(move |conn| find(conn, &q))
+    }
+
+    fn cost_buckets(
+        &self,
+        range: TimeRange,
+    ) -> impl std::future::Future<Output = Result<Vec<CostBucket>, StoreError>> + Send {
+        self.with_reader(move |conn| cost_buckets(conn, range))
+    }
+
+    fn request_buckets(
+        &self,
+        range: TimeRange,
+    ) -> impl std::future::Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send {
+        self.with_reader(move |conn| request_buckets(conn, range))
+    }
+
+    fn health(&self) -> StoreHealth {
+        StoreHealth {
+            kind: "sqlite",
+            reachable: self.inner.writable.load(Ordering::Relaxed),
+            ..StoreHealth::default()
+        }
+    }
+}
+
+/// The schema version of an existing file, if it is one (for tests and tools).
+pub fn schema_version(path: &Path) -> Result<Option<i64>, StoreError> {
+    let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0)).optional()?)
 }

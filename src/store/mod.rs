@@ -1,13 +1,17 @@
-//! Stores persist batches of events and answer the queries the API needs.
+//! Stores persist batches of events (the write side, [`Store`]) and answer what the API and the
+//! monitor ask ([`query::Query`]).
 //!
-//! One trait for both backends: the embedded SQLite store (the default, no server needed) and
+//! Two backends behind both traits: the embedded SQLite store (the default, no server needed) and
 //! MongoDB. A store never decides *whether* to keep an event, only how; the pipeline retries a
-//! failed write, so `write` must be idempotent (an id seen before counts as stored).
+//! failed write, so `write` must be idempotent (an id seen before counts as stored). Each
+//! collection's layout — time field, columns, indexes — is described once, in [`collections`].
 
+pub mod collections;
 pub mod document;
 pub mod embedded;
 pub mod mongo;
 pub mod outbox;
+pub mod query;
 pub mod retention;
 
 use std::fmt;
@@ -18,6 +22,7 @@ use crate::event::{Collection, Event, Timestamp};
 
 pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
+use query::{CostBucket, FindQuery, Found, Query, RequestBucket, StoreHealth, TimeRange};
 
 /// Events of one collection, written together (one transaction, one `insert_many`).
 #[derive(Debug)]
@@ -36,12 +41,52 @@ pub struct WriteOutcome {
     pub deferred: usize,
 }
 
+/// Whether trying again can help, so that the writer, the outbox and the API can each react right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Busy, locked, disk full, unreachable, timed out: retry later.
+    Transient,
+    /// Corrupt, not authorized, invalid: retrying will not help until someone acts.
+    Permanent,
+}
+
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub struct StoreError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn transient(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> StoreError {
+        StoreError {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+
+    /// The same error with what was being done in front.
+    pub fn context(self, doing: impl fmt::Display) -> StoreError {
+        StoreError {
+            kind: self.kind,
+            message: format!("{doing}: {}", self.message),
+        }
+    }
+}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -49,11 +94,21 @@ impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(format!("SQLite: {e}"))
+        use rusqlite::ErrorCode::*;
+        let transient = matches!(
+            e.sqlite_error_code(),
+            Some(DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | OutOfMemory | FileLockingProtocolFailed)
+        );
+        let message = format!("SQLite: {e}");
+        if transient {
+            StoreError::transient(message)
+        } else {
+            StoreError::permanent(message)
+        }
     }
 }
 
-/// Cloning a store is cheap and shares its connections.
+/// The write side. Cloning a store is cheap and shares its connections.
 pub trait Store: Clone + Send + Sync + 'static {
     /// Makes a batch durable. Retried by the caller on error, so it must be idempotent.
     fn write(&self, batch: Arc<Batch>) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
@@ -72,31 +127,53 @@ pub enum AnyStore {
     Mongo(MongoStore),
 }
 
-impl Store for AnyStore {
-    fn write(&self, batch: Arc<Batch>) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send {
-        let this = self.clone();
+/// Runs the same call on whichever store this is.
+macro_rules! either {
+    ($self:expr, $s:ident => $call:expr) => {{
+        let this = $self.clone();
         async move {
             match this {
-                AnyStore::Embedded(s) => s.write(batch).await,
-                AnyStore::Mongo(s) => s.write(batch).await,
+                AnyStore::Embedded($s) => $call.await,
+                AnyStore::Mongo($s) => $call.await,
             }
         }
+    }};
+}
+
+impl Store for AnyStore {
+    fn write(&self, batch: Arc<Batch>) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send {
+        either!(self, s => s.write(batch))
     }
 
     fn prune(&self, collection: Collection, cutoff: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send {
-        let this = self.clone();
-        async move {
-            match this {
-                AnyStore::Embedded(s) => s.prune(collection, cutoff).await,
-                AnyStore::Mongo(s) => s.prune(collection, cutoff).await,
-            }
-        }
+        either!(self, s => s.prune(collection, cutoff))
     }
 
     fn describe(&self) -> String {
         match self {
             AnyStore::Embedded(s) => s.describe(),
             AnyStore::Mongo(s) => s.describe(),
+        }
+    }
+}
+
+impl Query for AnyStore {
+    fn find(&self, q: FindQuery) -> impl Future<Output = Result<Found, StoreError>> + Send {
+        either!(self, s => s.find(q))
+    }
+
+    fn cost_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<CostBucket>, StoreError>> + Send {
+        either!(self, s => s.cost_buckets(range))
+    }
+
+    fn request_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send {
+        either!(self, s => s.request_buckets(range))
+    }
+
+    fn health(&self) -> StoreHealth {
+        match self {
+            AnyStore::Embedded(s) => s.health(),
+            AnyStore::Mongo(s) => s.health(),
         }
     }
 }

@@ -13,7 +13,7 @@ use bson::RawDocumentBuf;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Notify;
 
-use super::embedded::Synchronous;
+use super::embedded::{open_connection, Synchronous};
 use super::StoreError;
 use crate::event::Collection;
 
@@ -27,43 +27,67 @@ struct Inner {
     cap_bytes: u64,
     /// Totals of what is in the table, kept in memory so that gauges cost nothing.
     bytes: AtomicU64,
-    events: AtomicU64,
+    events: [AtomicU64; Collection::COUNT],
     dropped: AtomicU64,
     pushed: Notify,
 }
 
-/// The oldest batch waiting.
+/// The oldest batch of a collection waiting.
 pub struct Pending {
     pub seq: i64,
     pub collection: Collection,
     pub docs: Vec<RawDocumentBuf>,
 }
 
+/// What reading the oldest row gave.
+pub enum Taken {
+    Batch(Pending),
+    /// A row whose bytes do not split into documents (a damaged file): set it aside, do not let it
+    /// block the rest.
+    Corrupt {
+        seq: i64,
+        events: u64,
+        reason: String,
+        /// Its first bytes, to keep with the reject.
+        head: Vec<u8>,
+    },
+}
+
 impl Outbox {
     pub fn open(path: &Path, synchronous: Synchronous, cap_bytes: u64) -> Result<Outbox, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| StoreError(format!("cannot open the outbox {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let sync = synchronous.pragma();
+        let conn = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync};
+            "PRAGMA synchronous = {};
              CREATE TABLE IF NOT EXISTS outbox (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL,
-                 events INTEGER NOT NULL, bytes INTEGER NOT NULL, docs BLOB NOT NULL);"
+                 events INTEGER NOT NULL, bytes INTEGER NOT NULL, docs BLOB NOT NULL);
+             CREATE INDEX IF NOT EXISTS outbox_collection_seq ON outbox (collection, seq);",
+            synchronous.pragma()
         ))?;
-        let (events, bytes): (i64, i64) = conn.query_row(
-            "SELECT coalesce(sum(events), 0), coalesce(sum(bytes), 0) FROM outbox",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let events: [AtomicU64; Collection::COUNT] = Default::default();
+        let mut bytes = 0u64;
+        {
+            let mut stmt = conn.prepare(
+                "SELECT collection, coalesce(sum(events), 0), coalesce(sum(bytes), 0) FROM outbox GROUP BY collection",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })?;
+            for row in rows {
+                let (name, n, b) = row?;
+                if let Some(c) = collection_named(&name) {
+                    events[c.index()].store(n.max(0) as u64, Relaxed);
+                }
+                bytes += b.max(0) as u64;
+            }
+        }
         Ok(Outbox {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 cap_bytes,
-                bytes: AtomicU64::new(bytes as u64),
-                events: AtomicU64::new(events as u64),
+                bytes: AtomicU64::new(bytes),
+                events,
                 dropped: AtomicU64::new(0),
                 pushed: Notify::new(),
             }),
@@ -72,7 +96,12 @@ impl Outbox {
 
     /// Events waiting.
     pub fn events(&self) -> u64 {
-        self.inner.events.load(Relaxed)
+        self.inner.events.iter().map(|e| e.load(Relaxed)).sum()
+    }
+
+    /// Events of one collection waiting.
+    pub fn events_of(&self, c: Collection) -> u64 {
+        self.inner.events[c.index()].load(Relaxed)
     }
 
     pub fn bytes(&self) -> u64 {
@@ -106,12 +135,15 @@ impl Outbox {
                 "INSERT INTO outbox (collection, events, bytes, docs) VALUES (?1, ?2, ?3, ?4)",
                 params![collection.name(), events as i64, bytes as i64, blob],
             )?;
-            let (dropped_events, dropped_bytes) = inner.enforce_cap(&tx, inner.bytes.load(Relaxed) + bytes)?;
+            let dropped = inner.enforce_cap(&tx, inner.bytes.load(Relaxed) + bytes)?;
             tx.commit()?;
-            inner.events.fetch_add(events, Relaxed);
+            inner.events[collection.index()].fetch_add(events, Relaxed);
             inner.bytes.fetch_add(bytes, Relaxed);
-            inner.events.fetch_sub(dropped_events, Relaxed);
-            inner.bytes.fetch_sub(dropped_bytes, Relaxed);
+            let mut dropped_events = 0;
+            for row in &dropped {
+                inner.forget(row);
+                dropped_events += row.events;
+            }
             drop(conn);
             if dropped_events > 0 {
                 let total = inner.dropped.fetch_add(dropped_events, Relaxed) + dropped_events;
@@ -127,27 +159,49 @@ impl Outbox {
         .await
     }
 
-    pub async fn oldest(&self) -> Result<Option<Pending>, StoreError> {
+    /// The oldest batch of `collection`.
+    pub async fn oldest(&self, collection: Collection) -> Result<Option<Taken>, StoreError> {
         let inner = self.inner.clone();
         blocking(move || {
             let conn = inner.lock()?;
             let row = conn
                 .query_row(
-                    "SELECT seq, collection, docs FROM outbox ORDER BY seq LIMIT 1",
-                    [],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?)),
+                    "SELECT seq, events, docs FROM outbox WHERE collection = ?1 ORDER BY seq LIMIT 1",
+                    [collection.name()],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)),
                 )
                 .optional()?;
-            let Some((seq, name, blob)) = row else { return Ok(None) };
-            let collection = Collection::ALL
-                .into_iter()
-                .find(|c| c.name() == name)
-                .ok_or_else(|| StoreError(format!("outbox row {seq} names an unknown collection {name:?}")))?;
-            Ok(Some(Pending {
-                seq,
-                collection,
-                docs: split_documents(&blob, seq)?,
+            let Some((seq, events, blob)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(match split_documents(&blob) {
+                Ok(docs) => Taken::Batch(Pending { seq, collection, docs }),
+                Err(reason) => Taken::Corrupt {
+                    seq,
+                    events: events.max(0) as u64,
+                    reason,
+                    head: blob[..blob.len().min(crate::event::MAX_RAW_BYTES)].to_vec(),
+                },
             }))
+        })
+        .await
+    }
+
+    /// Every document of `collection` waiting (readable ones), for totals that must count them.
+    pub async fn documents(&self, collection: Collection) -> Result<Vec<RawDocumentBuf>, StoreError> {
+        if self.events_of(collection) == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = inner.lock()?;
+            let mut stmt = conn.prepare_cached("SELECT docs FROM outbox WHERE collection = ?1 ORDER BY seq")?;
+            let blobs = stmt.query_map([collection.name()], |r| r.get::<_, Vec<u8>>(0))?;
+            let mut docs = Vec::new();
+            for blob in blobs {
+                docs.extend(split_documents(&blob?).unwrap_or_default());
+            }
+            Ok(docs)
         })
         .await
     }
@@ -157,26 +211,54 @@ impl Outbox {
         let inner = self.inner.clone();
         blocking(move || {
             let conn = inner.lock()?;
-            let (events, bytes) = delete(&conn, seq)?;
-            inner.events.fetch_sub(events, Relaxed);
-            inner.bytes.fetch_sub(bytes, Relaxed);
+            if let Some(row) = delete(&conn, seq)? {
+                inner.forget(&row);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a batch that cannot be delivered (already set aside); its events count as dropped.
+    pub async fn discard(&self, seq: i64) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = inner.lock()?;
+            if let Some(row) = delete(&conn, seq)? {
+                inner.forget(&row);
+                inner.dropped.fetch_add(row.events, Relaxed);
+            }
             Ok(())
         })
         .await
     }
 }
 
+/// A deleted row's size.
+struct Row {
+    collection: Option<Collection>,
+    events: u64,
+    bytes: u64,
+}
+
 impl Inner {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn
             .lock()
-            .map_err(|_| StoreError("the outbox lock was poisoned by a panic".into()))
+            .map_err(|_| StoreError::permanent("the outbox lock was poisoned by a panic"))
     }
 
-    /// Drops the oldest batches while `bytes` is over the cap (never the last one left); returns the
-    /// events and bytes dropped.
-    fn enforce_cap(&self, conn: &Connection, mut bytes: u64) -> Result<(u64, u64), StoreError> {
-        let (mut dropped_events, mut dropped_bytes) = (0, 0);
+    fn forget(&self, row: &Row) {
+        if let Some(c) = row.collection {
+            self.events[c.index()].fetch_sub(row.events, Relaxed);
+        }
+        self.bytes.fetch_sub(row.bytes, Relaxed);
+    }
+
+    /// Drops the oldest batches while `bytes` is over the cap (never the last one left); returns
+    /// the rows dropped.
+    fn enforce_cap(&self, conn: &Connection, mut bytes: u64) -> Result<Vec<Row>, StoreError> {
+        let mut dropped = Vec::new();
         while bytes > self.cap_bytes {
             let oldest: Vec<i64> = conn
                 .prepare_cached("SELECT seq FROM outbox ORDER BY seq LIMIT 2")?
@@ -185,45 +267,51 @@ impl Inner {
             if oldest.len() < 2 {
                 break;
             }
-            let (e, b) = delete(conn, oldest[0])?;
-            dropped_events += e;
-            dropped_bytes += b;
-            bytes -= b;
+            if let Some(row) = delete(conn, oldest[0])? {
+                bytes -= row.bytes;
+                dropped.push(row);
+            }
         }
-        Ok((dropped_events, dropped_bytes))
+        Ok(dropped)
     }
 }
 
-/// Deletes row `seq`; returns its events and bytes.
-fn delete(conn: &Connection, seq: i64) -> Result<(u64, u64), StoreError> {
-    let row: Option<(i64, i64)> = conn
+fn collection_named(name: &str) -> Option<Collection> {
+    Collection::ALL.into_iter().find(|c| c.name() == name)
+}
+
+/// Deletes row `seq`; returns what it held.
+fn delete(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
+    let row: Option<(String, i64, i64)> = conn
         .query_row(
-            "DELETE FROM outbox WHERE seq = ?1 RETURNING events, bytes",
+            "DELETE FROM outbox WHERE seq = ?1 RETURNING collection, events, bytes",
             [seq],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let (events, bytes) = row.unwrap_or((0, 0));
-    Ok((events as u64, bytes as u64))
+    Ok(row.map(|(name, events, bytes)| Row {
+        collection: collection_named(&name),
+        events: events.max(0) as u64,
+        bytes: bytes.max(0) as u64,
+    }))
 }
 
 /// Splits concatenated BSON documents (each starts with its own length).
-fn split_documents(blob: &[u8], seq: i64) -> Result<Vec<RawDocumentBuf>, StoreError> {
-    let corrupt = |why: &str| StoreError(format!("outbox row {seq} is corrupt ({why})"));
+fn split_documents(blob: &[u8]) -> Result<Vec<RawDocumentBuf>, String> {
     let mut docs = Vec::new();
     let mut at = 0;
     while at < blob.len() {
         let len_bytes: [u8; 4] = blob
             .get(at..at + 4)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| corrupt("truncated length"))?;
+            .ok_or("truncated length")?;
         let len = i32::from_le_bytes(len_bytes);
         let end = usize::try_from(len)
             .ok()
-            .map(|l| at + l)
+            .and_then(|l| at.checked_add(l))
             .filter(|&e| e <= blob.len() && len >= 5)
-            .ok_or_else(|| corrupt("bad length"))?;
-        docs.push(RawDocumentBuf::from_bytes(blob[at..end].to_vec()).map_err(|e| corrupt(&e.to_string()))?);
+            .ok_or_else(|| format!("bad document length {len} at byte {at}"))?;
+        docs.push(RawDocumentBuf::from_bytes(blob[at..end].to_vec()).map_err(|e| e.to_string())?);
         at = end;
     }
     Ok(docs)
@@ -234,7 +322,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError(format!("outbox task failed: {e}")))?
+        .map_err(|e| StoreError::permanent(format!("outbox task failed: {e}")))?
 }
 
 #[cfg(test)]
@@ -262,14 +350,18 @@ mod tests {
         drop(outbox);
         let outbox = Outbox::open(&path, Synchronous::Normal, 1 << 30).unwrap();
         assert_eq!(outbox.events(), 3, "totals are read back at start");
-        let first = outbox.oldest().await.unwrap().unwrap();
+        let Some(Taken::Batch(first)) = outbox.oldest(Collection::Logs).await.unwrap() else {
+            panic!("a batch")
+        };
         assert_eq!(first.collection, Collection::Logs);
         assert_eq!(first.docs, vec![doc(1, 10), doc(2, 10)]);
         outbox.remove(first.seq).await.unwrap();
-        let second = outbox.oldest().await.unwrap().unwrap();
+        let Some(Taken::Batch(second)) = outbox.oldest(Collection::Cost).await.unwrap() else {
+            panic!("a batch")
+        };
         assert_eq!((second.collection, second.docs.len()), (Collection::Cost, 1));
         outbox.remove(second.seq).await.unwrap();
-        assert!(outbox.oldest().await.unwrap().is_none());
+        assert!(outbox.oldest(Collection::Logs).await.unwrap().is_none());
         assert_eq!((outbox.events(), outbox.bytes()), (0, 0));
     }
 
@@ -283,7 +375,9 @@ mod tests {
         assert!(outbox.bytes() <= 10_000);
         assert_eq!(outbox.dropped() + outbox.events(), 10);
         assert!(outbox.dropped() >= 7);
-        let oldest = outbox.oldest().await.unwrap().unwrap();
+        let Some(Taken::Batch(oldest)) = outbox.oldest(Collection::Logs).await.unwrap() else {
+            panic!("a batch")
+        };
         assert_eq!(
             oldest.docs[0].get_i32("i").unwrap(),
             outbox.dropped() as i32,

@@ -59,7 +59,7 @@ impl RetentionConfig {
         p.duration_in(
             "retention.interval",
             self.interval,
-            Duration::from_secs(1),
+            Duration::from_millis(10),
             Duration::from_secs(7 * 86_400),
         );
     }
@@ -76,7 +76,22 @@ pub async fn run<S: Store>(store: S, cfg: RetentionConfig, mut shutdown: Shutdow
             }
             // Durations are capped at a century, so this cannot wrap; a cutoff before 1970 deletes nothing.
             let cutoff = Timestamp(Timestamp::now().as_millis().saturating_sub(keep_for.as_millis_i64()));
-            match store.prune(c, cutoff).await {
+            let mut deleted = 0u64;
+            let outcome = loop {
+                match store.prune(c, cutoff).await {
+                    // A full chunk: there may be more; give the writer (and shutdown) a turn first.
+                    Ok(n) if n >= super::embedded::prune_chunk() => {
+                        deleted += n;
+                        if shutdown.is_stopping() {
+                            break Ok(deleted);
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    Ok(n) => break Ok(deleted + n),
+                    Err(e) => break Err(e),
+                }
+            };
+            match outcome {
                 Ok(0) => {}
                 Ok(n) => tracing::info!("retention: deleted {n} {} documents older than {cutoff}", c.name()),
                 Err(e) => tracing::warn!(

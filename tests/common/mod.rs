@@ -62,6 +62,12 @@ impl Daemon {
         Self::start_in(dir, extra, &[], command)
     }
 
+    /// Starts the daemon under a wrapper command, e.g. `["prlimit", "--nofile=256:256"]`.
+    pub fn start_wrapped(extra: &str, wrapper: &[&str]) -> Daemon {
+        let command = wrapper.iter().map(|s| s.to_string()).chain([BIN.to_string()]).collect();
+        Self::start_in(tempfile::tempdir().expect("temp dir"), extra, &[], command)
+    }
+
     pub fn start_with(extra: &str, env: &[(&str, &str)]) -> Daemon {
         Self::start_in(
             tempfile::tempdir().expect("temp dir"),
@@ -121,6 +127,27 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The daemon's resident memory now and at its peak, in bytes (VmRSS, VmHWM).
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .unwrap_or_else(|| panic!("no {name} in /proc status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Open file descriptors of the daemon.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     pub fn pid(&self) -> i32 {

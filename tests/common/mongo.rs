@@ -104,11 +104,15 @@ impl Drop for MongoServer {
 }
 
 /// The driver's URI options tests use: talk to the one server directly.
+/// The driver's URI options tests use: talk to the one server directly, and poll its state at the
+/// usual heartbeat instead of a streaming `hello` that the stand-in answers at once (which made
+/// every daemon under test poll it thousands of times a second).
 pub fn with_options(base: &str) -> String {
+    let options = "directConnection=true&serverMonitoringMode=poll";
     if base.contains('?') {
-        format!("{base}&directConnection=true")
+        format!("{base}&{options}")
     } else {
-        format!("{base}/?directConnection=true")
+        format!("{base}/?{options}")
     }
 }
 
@@ -166,84 +170,213 @@ pub fn find_all(client: &mongodb::Client, db: &str, coll: &str) -> Vec<Document>
     })
 }
 
-/// A TCP proxy in front of a server. `cut()` closes every connection and refuses new ones until
-/// `heal()`, like a network partition from the daemon's side; `stall()` keeps connections open but
-/// forwards nothing until `heal()`, like a black-holed network.
+/// A TCP proxy in front of a server that speaks MongoDB's wire protocol message by message, so
+/// that it can fail the way a network or a server does:
+/// - `cut()` closes every connection and refuses new ones until `heal()` (a partition);
+/// - `stall()` keeps connections open but forwards nothing until `heal()` (a black hole);
+/// - `refuse_inserts(coll, code)` answers every `insert` into `coll` with `ok: 0` and `code`, as
+///   MongoDB does for a user without the right role (13, Unauthorized), without forwarding it;
+/// - `drop_reply_of_next_inserts(n)` forwards the next `n` inserts, then cuts the connection before
+///   their replies arrive: the server applied them, the client does not know.
 pub struct Proxy {
     pub port: u16,
-    down: Arc<AtomicBool>,
-    stalled: Arc<AtomicBool>,
-    live: Arc<Mutex<Vec<TcpStream>>>,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    down: AtomicBool,
+    stalled: AtomicBool,
+    live: Mutex<Vec<TcpStream>>,
+    refuse: Mutex<Option<(String, i32)>>,
+    /// `insert` commands seen (forwarded or refused), per collection.
+    inserts_seen: Mutex<std::collections::HashMap<String, u64>>,
+    drop_replies: AtomicU64,
 }
 
 impl Proxy {
     pub fn start(upstream_port: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let down = Arc::new(AtomicBool::new(false));
-        let stalled = Arc::new(AtomicBool::new(false));
-        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (d, st, l) = (down.clone(), stalled.clone(), live.clone());
+        let state = Arc::new(ProxyState::default());
+        let st = state.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
-                if d.load(SeqCst) {
+                if st.down.load(SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else {
                     continue;
                 };
-                let mut conns = l.lock().unwrap();
+                let mut conns = st.live.lock().unwrap();
                 conns.push(client.try_clone().unwrap());
                 conns.push(server.try_clone().unwrap());
                 drop(conns);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), st.clone());
-                pipe(server, client, st.clone());
+                // Both directions write whole messages to the client under one lock, so that a
+                // made-up reply never lands in the middle of a real one.
+                let to_client = Arc::new(Mutex::new(client.try_clone().unwrap()));
+                let lose_next_reply = Arc::new(AtomicBool::new(false));
+                relay_requests(
+                    client,
+                    server.try_clone().unwrap(),
+                    to_client.clone(),
+                    st.clone(),
+                    lose_next_reply.clone(),
+                );
+                relay_replies(server, to_client, st.clone(), lose_next_reply);
             }
         });
-        Proxy {
-            port,
-            down,
-            stalled,
-            live,
-        }
+        Proxy { port, state }
     }
 
     pub fn stall(&self) {
-        self.stalled.store(true, SeqCst);
+        self.state.stalled.store(true, SeqCst);
     }
 
     pub fn cut(&self) {
-        self.down.store(true, SeqCst);
-        for s in self.live.lock().unwrap().drain(..) {
+        self.state.down.store(true, SeqCst);
+        for s in self.state.live.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
 
     pub fn heal(&self) {
-        self.down.store(false, SeqCst);
-        self.stalled.store(false, SeqCst);
+        self.state.down.store(false, SeqCst);
+        self.state.stalled.store(false, SeqCst);
+    }
+
+    pub fn refuse_inserts(&self, collection: &str, code: i32) {
+        *self.state.refuse.lock().unwrap() = Some((collection.to_string(), code));
+    }
+
+    pub fn accept_inserts(&self) {
+        *self.state.refuse.lock().unwrap() = None;
+    }
+
+    pub fn inserts_seen(&self, collection: &str) -> u64 {
+        self.state
+            .inserts_seen
+            .lock()
+            .unwrap()
+            .get(collection)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn drop_reply_of_next_inserts(&self, n: u64) {
+        self.state.drop_replies.store(n, SeqCst);
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, stalled: Arc<AtomicBool>) {
+/// One wire-protocol message: its header's request id and the whole bytes.
+fn read_message(from: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    from.read_exact(&mut len).ok()?;
+    let n = i32::from_le_bytes(len);
+    if !(16..=48 << 20).contains(&n) {
+        return None;
+    }
+    let mut msg = vec![0u8; n as usize];
+    msg[..4].copy_from_slice(&len);
+    from.read_exact(&mut msg[4..]).ok()?;
+    Some(msg)
+}
+
+/// The body document of an OP_MSG (opcode 2013), if it is one.
+fn op_msg_body(msg: &[u8]) -> Option<Document> {
+    let opcode = i32::from_le_bytes(msg.get(12..16)?.try_into().ok()?);
+    if opcode != 2013 || *msg.get(20)? != 0 {
+        return None;
+    }
+    let len = i32::from_le_bytes(msg.get(21..25)?.try_into().ok()?) as usize;
+    Document::from_reader(msg.get(21..21 + len)?).ok()
+}
+
+/// An OP_MSG reply to request `request_id` carrying `body`.
+fn op_msg_reply(request_id: i32, body: &Document) -> Vec<u8> {
+    let mut doc = Vec::new();
+    body.to_writer(&mut doc).unwrap();
+    let total = 16 + 4 + 1 + doc.len();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&(total as i32).to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&2013i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&doc);
+    out
+}
+
+fn wait_while_stalled(state: &ProxyState) {
+    while state.stalled.load(SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn relay_requests(
+    mut from: TcpStream,
+    mut server: TcpStream,
+    client: Arc<Mutex<TcpStream>>,
+    state: Arc<ProxyState>,
+    lose_next_reply: Arc<AtomicBool>,
+) {
     std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            while stalled.load(SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
+        while let Some(msg) = read_message(&mut from) {
+            wait_while_stalled(&state);
+            let insert_into = op_msg_body(&msg).and_then(|b| b.get_str("insert").ok().map(str::to_string));
+            if let Some(coll) = &insert_into {
+                *state.inserts_seen.lock().unwrap().entry(coll.clone()).or_default() += 1;
+                let refuse = state.refuse.lock().unwrap().clone();
+                if let Some((refused, code)) = refuse.filter(|(c, _)| c == coll) {
+                    let request_id = i32::from_le_bytes(msg[4..8].try_into().unwrap());
+                    let reply = op_msg_reply(
+                        request_id,
+                        &doc! { "ok": 0.0, "errmsg": format!("not authorized to execute command {{ insert: \"{refused}\" }}"), "code": code, "codeName": "Unauthorized" },
+                    );
+                    if client.lock().unwrap().write_all(&reply).is_err() {
                         break;
                     }
+                    continue;
                 }
             }
+            let drop_reply = insert_into.is_some()
+                && state
+                    .drop_replies
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if drop_reply {
+                // The server applies it; its reply is lost with the connection.
+                lose_next_reply.store(true, SeqCst);
+            }
+            if server.write_all(&msg).is_err() {
+                break;
+            }
         }
-        let _ = to.shutdown(Shutdown::Both);
+        let _ = server.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+fn relay_replies(
+    mut server: TcpStream,
+    client: Arc<Mutex<TcpStream>>,
+    state: Arc<ProxyState>,
+    lose_next_reply: Arc<AtomicBool>,
+) {
+    std::thread::spawn(move || {
+        while let Some(msg) = read_message(&mut server) {
+            wait_while_stalled(&state);
+            if lose_next_reply.swap(false, SeqCst) {
+                break;
+            }
+            if client.lock().unwrap().write_all(&msg).is_err() {
+                break;
+            }
+        }
+        let _ = client.lock().unwrap().shutdown(Shutdown::Both);
+        let _ = server.shutdown(Shutdown::Both);
     });
 }
 

@@ -40,6 +40,7 @@ use super::lines::LineDecoder;
 use super::{Ingest, Tally};
 use crate::event::{EventId, Source, Timestamp};
 use crate::pipeline::ack::Ack;
+use crate::pipeline::budget::Reservation;
 use crate::shutdown::Shutdown;
 
 const READ_CHUNK: usize = 1024 * 1024;
@@ -94,6 +95,8 @@ struct Tracked {
     decoder: LineDecoder,
     progress: Arc<Mutex<Progress>>,
     ingest: Ingest,
+    /// The memory budget held by the partial last line the decoder keeps.
+    partial: Reservation,
     /// Still at the watched path (not renamed away or deleted).
     current: bool,
     /// When the file was last found at its end while no longer current.
@@ -431,6 +434,7 @@ impl Tailer {
             decoder: LineDecoder::starting_at(self.cfg.max_line_bytes, start),
             progress: Arc::new(Mutex::new(progress)),
             ingest: self.ingest.with_source(Source::from(path.display().to_string())),
+            partial: self.ingest.budget().empty(),
             current,
             idle_since: None,
         });
@@ -443,6 +447,8 @@ impl Tailer {
             if self.stopping() {
                 return Err(Stopped);
             }
+            // Admitted to the memory budget before every read; waits while it is used up.
+            let reservation = self.ingest.budget().admit_blocking(&self.runtime, READ_CHUNK);
             let t = &mut self.tracked[i];
             let n = match t.file.read(&mut self.buf) {
                 Ok(0) => break,
@@ -463,6 +469,7 @@ impl Tailer {
             t.decoder.feed_at(&self.buf[..n], &mut |frame, start| {
                 ingest.push(&mut events, frame, received, EventId::derived(fp, start))
             });
+            t.partial.resize(t.decoder.pending_len());
             let end = t.decoder.committed_offset();
             let seq = lock(&t.progress).push(end);
             if events.is_empty() {
@@ -471,13 +478,10 @@ impl Tailer {
             }
             let progress = t.progress.clone();
             let ack = Ack::new(events.len(), move || lock(&progress).durable(seq));
-            for e in &mut events {
-                e.ack = Some(ack.clone());
-            }
             let ingest = t.ingest.clone();
             if self
                 .runtime
-                .block_on(ingest.submit(&mut events, &mut Tally::default()))
+                .block_on(ingest.submit(&mut events, Some(ack), reservation, &mut Tally::default()))
                 .is_err()
             {
                 return Err(Stopped);

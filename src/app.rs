@@ -1,0 +1,437 @@
+//! The daemon's lifecycle: [`App::start`] opens state and store, binds listeners and starts every
+//! task; [`Running::until_stopped`] serves until a stop signal (or a task that died); and
+//! [`Running::shutdown`] stops in three phases, all under one deadline:
+//!
+//! 1. **producers** — sources stop reading; each connection waits until what it accepted is durable
+//!    and answers its client;
+//! 2. **pipeline** — with every sender gone, the batcher flushes and the writer finishes;
+//! 3. **background** — outbox forwarder, retention, checkpoint saving, summaries stop.
+//!
+//! Long-lived tasks run under a [`Supervisor`]: one that ends before shutdown, or panics, is logged,
+//! stops the daemon and fails its exit code, so systemd restarts it instead of it running half-dead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{Config, HumanDuration};
+use crate::event::{EventId, Parser, Source};
+use crate::pipeline::budget::Budget;
+use crate::pipeline::tap::Tap;
+use crate::pipeline::{pipeline, WriterReport};
+use crate::redact::Redactor;
+use crate::shutdown::signals::{Signal, Signals};
+use crate::shutdown::Coordinator;
+use crate::source::file::checkpoint::Checkpoints;
+use crate::source::file::FileSource;
+use crate::source::socket::{Limits, SocketSource};
+use crate::source::Ingest;
+use crate::state_dir::StateDir;
+use crate::store::outbox::Outbox;
+use crate::store::{retention, AnyStore, EmbeddedStore, MongoStore, Store};
+use crate::telemetry::{self, Counters};
+
+/// File descriptors kept free for the store, tailed files and the daemon's own needs.
+const RESERVED_FDS: u64 = 128;
+
+pub struct App;
+
+/// The daemon, started.
+pub struct Running {
+    config: Config,
+    sources: Coordinator,
+    background: Coordinator,
+    batcher: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<WriterReport>,
+    supervisor: Supervisor,
+    store: AnyStore,
+    budget: Budget,
+    counters: Arc<Counters>,
+    checkpoints: Arc<Checkpoints>,
+    _state: StateDir,
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    Signal(&'static str),
+    /// A supervised task ended before it was asked to.
+    TaskFailed(String),
+}
+
+/// How the shutdown went; the exit code follows from it.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Accepted events not known to be durable at exit.
+    pub not_stored: u64,
+    /// Tasks that failed (panicked or ended early).
+    pub failed_tasks: usize,
+    pub deadline_passed: bool,
+}
+
+impl ShutdownReport {
+    pub fn clean(&self) -> bool {
+        self.not_stored == 0 && self.failed_tasks == 0 && !self.deadline_passed
+    }
+}
+
+impl App {
+    /// Opens the state directory and the store, binds the listeners and starts every task. When it
+    /// returns, the daemon accepts events.
+    pub async fn start(config: Config) -> Result<Running, String> {
+        // State files hold every message: not readable by other users, whatever the caller's umask.
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
+        let state = StateDir::open(&config.state_dir)?;
+        EventId::set_installation(state.installation());
+        let fd_limit = raise_fd_limit();
+        let redactor = Arc::new(Redactor::new(&config.redact)?);
+        let counters = Arc::new(Counters::default());
+        let background = Coordinator::new();
+        let mut supervisor = Supervisor::default();
+        let store = open_store(&config, &counters, &redactor, &background).await?;
+        let tap = Tap::new(Vec::new(), 16);
+        let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap);
+        let sender = parts.sender;
+        let budget = parts.budget;
+        let batcher = tokio::spawn(parts.batcher.run());
+        let writer = tokio::spawn(parts.writer.run());
+
+        let sources = Coordinator::new();
+        if config.socket.enabled {
+            let path = config.socket_path();
+            let mode = config.socket.mode_bits().unwrap_or(0o660);
+            let socket = SocketSource::bind(&path, mode, config.socket.group.as_deref())?;
+            let ingest = Ingest::new(
+                Parser::new(redactor.clone()),
+                sender.clone(),
+                counters.clone(),
+                Source::from("socket"),
+                config.socket.max_line_bytes,
+            );
+            let max_connections = cap_connections(config.socket.max_connections, fd_limit);
+            let limits = Limits {
+                max_connections,
+                idle_timeout: config.socket.idle_timeout.0,
+            };
+            tracing::info!(
+                "listening on unix socket {} (mode {:04o}, at most {max_connections} clients)",
+                socket.path().display(),
+                mode
+            );
+            supervisor.spawn("socket listener", socket.run(ingest, limits, sources.listener()));
+        }
+        let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
+        for entry in &config.file {
+            let ingest = Ingest::new(
+                Parser::new(redactor.clone()),
+                sender.clone(),
+                counters.clone(),
+                Source::from(entry.path.as_str()),
+                entry.max_line_bytes,
+            );
+            FileSource::new(entry.clone(), ingest, checkpoints.clone())
+                .spawn(sources.listener(), tokio::runtime::Handle::current())
+                .map_err(|e| format!("cannot start the file tailer for {}: {e}", entry.path))?;
+        }
+        if !config.file.is_empty() {
+            supervisor.spawn(
+                "checkpoint saver",
+                save_checkpoints_periodically(checkpoints.clone(), background.listener()),
+            );
+        }
+        // The sources hold the only senders now: when they are gone, the pipeline drains and ends.
+        drop(sender);
+        if let AnyStore::Embedded(embedded) = &store {
+            supervisor.spawn(
+                "retention",
+                retention::run(embedded.clone(), config.retention.clone(), background.listener()),
+            );
+        }
+        if !config.log.summary_interval.0.is_zero() {
+            let summary_budget = budget.clone();
+            supervisor.spawn(
+                "summary",
+                telemetry::summarize(
+                    counters.clone(),
+                    move || summary_budget.used(),
+                    config.log.summary_interval.0,
+                    background.listener(),
+                ),
+            );
+        }
+        tracing::info!(
+            "lngpt-collector {} started: storing events in the {}; redaction {}; memory budget {}",
+            env!("CARGO_PKG_VERSION"),
+            store.describe(),
+            if redactor.enabled() { "on" } else { "OFF" },
+            config.pipeline.memory_budget,
+        );
+        Ok(Running {
+            config,
+            sources,
+            background,
+            batcher,
+            writer,
+            supervisor,
+            store,
+            budget,
+            counters,
+            checkpoints,
+            _state: state,
+        })
+    }
+}
+
+impl Running {
+    /// Serves until SIGTERM/SIGINT, or until a supervised task dies.
+    pub async fn until_stopped(&mut self, signals: &mut Signals) -> Stop {
+        loop {
+            tokio::select! {
+                signal = signals.recv() => match signal {
+                    Some(Signal::Reload) => tracing::warn!(
+                        "SIGHUP received: reloading the configuration is not supported yet; restart the service to apply changes"
+                    ),
+                    Some(Signal::Stop(name)) => return Stop::Signal(name),
+                    None => return Stop::Signal("signal thread ended"),
+                },
+                failed = self.supervisor.next_failure() => return Stop::TaskFailed(failed),
+            }
+        }
+    }
+
+    /// Stops in three phases (producers → pipeline → background), all by `timeout`.
+    pub async fn shutdown(self, stop: Stop, timeout: Duration, mut signals: Signals) -> ShutdownReport {
+        let deadline = Instant::now() + timeout;
+        if let AnyStore::Mongo(mongo) = &self.store {
+            // Leave time to commit what MongoDB has not taken to the outbox.
+            mongo.finish_by(deadline - timeout / 4);
+        }
+        let in_flight = self.budget.used();
+        match &stop {
+            Stop::Signal(name) => tracing::info!(
+                "{name} received: no longer accepting events; storing what was accepted ({} of the memory budget in use; at most {})",
+                crate::config::ByteSize(in_flight as u64),
+                HumanDuration(timeout)
+            ),
+            Stop::TaskFailed(what) => tracing::error!("stopping: {what}"),
+        }
+        // A second Ctrl-C is a person who does not want to wait; a repeated SIGTERM is just repeated.
+        let counters = self.counters.clone();
+        tokio::spawn(async move {
+            while let Some(signal) = signals.recv().await {
+                if signal == Signal::Stop("SIGINT") {
+                    let now = counters.snapshot();
+                    tracing::error!(
+                        "second SIGINT: exiting at once; up to {} accepted events are not stored",
+                        now.accepted_not_stored()
+                    );
+                    std::process::exit(130);
+                }
+                tracing::info!("{signal:?} received again: still storing what was accepted");
+            }
+        });
+
+        let mut report = ShutdownReport::default();
+        let Running {
+            sources,
+            background,
+            batcher,
+            writer,
+            mut supervisor,
+            checkpoints,
+            counters,
+            config,
+            ..
+        } = self;
+        let drained = tokio::time::timeout_at(deadline, async {
+            sources.shutdown().await;
+            if batcher.await.is_err() {
+                tracing::error!("the batcher failed during shutdown");
+                return Err(());
+            }
+            match writer.await {
+                Ok(writer_report) => Ok(writer_report),
+                Err(e) => {
+                    tracing::error!("the writer failed during shutdown: {e}");
+                    Err(())
+                }
+            }
+        })
+        .await;
+        match drained {
+            Ok(Ok(writer_report)) => report.not_stored += writer_report.lost,
+            Ok(Err(())) => report.failed_tasks += 1,
+            Err(_) => report.deadline_passed = true,
+        }
+        if tokio::time::timeout_at(deadline, background.shutdown()).await.is_err() {
+            report.deadline_passed = true;
+            tracing::error!("background tasks did not stop by the shutdown deadline");
+        }
+        // Includes a task whose failure stopped the daemon.
+        report.failed_tasks += supervisor.finish().await;
+        // Everything acknowledged is durable now; the checkpoints may say so.
+        if let Err(e) = checkpoints.save() {
+            tracing::error!("cannot save the file checkpoints: {e}; files will be re-read from the last saved point (no duplicates are stored)");
+        }
+        let totals = counters.snapshot();
+        report.not_stored = report.not_stored.max(totals.accepted_not_stored());
+        if report.clean() {
+            // Duplicates count as stored: a retry whose first attempt landed, or a line read twice.
+            tracing::info!(
+                "stopped: {} events and {} rejects accepted since start, {} documents stored ({} of them were there already), {} in the outbox",
+                totals.events,
+                totals.rejected,
+                totals.stored.iter().sum::<u64>() + totals.duplicates,
+                totals.duplicates,
+                totals.deferred,
+            );
+        } else {
+            tracing::error!(
+                "stopped with problems: {} accepted events not known to be stored{}{}; (pipeline.shutdown_timeout is {})",
+                report.not_stored,
+                if report.deadline_passed { ", the shutdown deadline passed" } else { "" },
+                if report.failed_tasks > 0 {
+                    format!(", {} tasks failed", report.failed_tasks)
+                } else {
+                    String::new()
+                },
+                config.pipeline.shutdown_timeout,
+            );
+        }
+        report
+    }
+}
+
+/// Long-lived tasks that must run until shutdown.
+#[derive(Default)]
+struct Supervisor {
+    tasks: JoinSet<()>,
+    names: HashMap<tokio::task::Id, &'static str>,
+    failed: usize,
+}
+
+impl Supervisor {
+    fn spawn(&mut self, name: &'static str, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = self.tasks.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for a task to end before shutdown: that is a failure, whatever the reason.
+    async fn next_failure(&mut self) -> String {
+        loop {
+            match self.tasks.join_next_with_id().await {
+                None => std::future::pending::<()>().await,
+                Some(joined) => {
+                    self.failed += 1;
+                    return self.describe(joined);
+                }
+            }
+        }
+    }
+
+    fn describe(&self, joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>) -> String {
+        match joined {
+            Ok((id, ())) => format!(
+                "the {} task ended unexpectedly",
+                self.names.get(&id).unwrap_or(&"unnamed")
+            ),
+            Err(e) => format!("the {} task failed: {e}", self.names.get(&e.id()).unwrap_or(&"unnamed")),
+        }
+    }
+
+    /// After shutdown: the tasks that panicked (those that ended normally were asked to).
+    async fn finish(&mut self) -> usize {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
+            if joined.is_err() {
+                tracing::error!("{}", self.describe(joined));
+                self.failed += 1;
+            }
+        }
+        self.tasks.abort_all();
+        self.failed
+    }
+}
+
+/// Checkpoints follow acknowledgements; saving them every second bounds what a crash re-reads.
+async fn save_checkpoints_periodically(checkpoints: Arc<Checkpoints>, mut shutdown: crate::shutdown::Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.recv() => return,
+        }
+        let c = checkpoints.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.save()).await {
+            tracing::warn!("cannot save the file checkpoints, will retry: {e}");
+        }
+    }
+}
+
+/// MongoDB when configured (the embedded file then holds only the outbox), else the embedded store.
+async fn open_store(
+    config: &Config,
+    counters: &Arc<Counters>,
+    redactor: &Arc<Redactor>,
+    background: &Coordinator,
+) -> Result<AnyStore, String> {
+    let path = config.database_path();
+    crate::state_dir::refuse_symlink(&path)?;
+    let sync = config.embedded.synchronous;
+    Ok(match config.mongo() {
+        Some(mongo) => {
+            let outbox = Outbox::open(&path, sync, mongo.max_outbox_bytes.0).map_err(|e| e.to_string())?;
+            if outbox.events() > 0 {
+                tracing::info!(
+                    "{} events wait in the outbox from an earlier run; they go to MongoDB first",
+                    outbox.events()
+                );
+            }
+            let store = MongoStore::open(
+                mongo,
+                &config.retention,
+                outbox,
+                counters.clone(),
+                redactor.clone(),
+                background.listener(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            AnyStore::Mongo(store)
+        }
+        None => AnyStore::Embedded(EmbeddedStore::open(&path, sync).map_err(|e| e.to_string())?),
+    })
+}
+
+/// Raises the soft open-files limit to the hard one (connections and tailed files each take one);
+/// returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
+    }
+}
+
+/// `socket.max_connections`, lowered to leave descriptors for everything else.
+fn cap_connections(configured: usize, fd_limit: u64) -> usize {
+    let room = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if configured > room {
+        tracing::warn!(
+            "socket.max_connections is {configured}, but the open-files limit is {fd_limit}: allowing {room} clients"
+        );
+        room
+    } else {
+        configured
+    }
+}

@@ -1,0 +1,66 @@
+//! What the rest of the daemon sees of the event stream: events once they are durable, never before.
+//!
+//! Two ways to watch. An [`Observer`] is called synchronously by the writer for every stored batch;
+//! it must be quick (the monitor adds the batch to its in-memory windows). The live feed is a lossy
+//! broadcast for streams to browsers: a reader that falls behind is cut off with a count of what it
+//! missed, so a slow client never slows ingest or grows memory.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::event::{Collection, Event};
+
+/// Sees every stored event, in the writer's task.
+pub trait Observer: Send + Sync {
+    fn stored(&self, collection: Collection, events: &[Event]);
+}
+
+/// One stored batch, shared by every live reader.
+#[derive(Debug)]
+pub struct Stored {
+    pub collection: Collection,
+    pub events: Vec<Event>,
+}
+
+#[derive(Clone)]
+pub struct Tap {
+    observers: Arc<[Arc<dyn Observer>]>,
+    live: broadcast::Sender<Arc<Stored>>,
+}
+
+impl Tap {
+    /// `live_batches`: how many stored batches the live feed keeps for readers that are behind.
+    pub fn new(observers: Vec<Arc<dyn Observer>>, live_batches: usize) -> Tap {
+        let (live, _) = broadcast::channel(live_batches.max(1));
+        Tap {
+            observers: observers.into(),
+            live,
+        }
+    }
+
+    /// A tap that nobody watches.
+    pub fn none() -> Tap {
+        Tap::new(Vec::new(), 1)
+    }
+
+    /// A new reader of the live feed, starting with the next stored batch.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Stored>> {
+        self.live.subscribe()
+    }
+
+    pub fn live_readers(&self) -> usize {
+        self.live.receiver_count()
+    }
+
+    /// Called by the writer once `events` are durable.
+    pub(crate) fn stored(&self, collection: Collection, events: Vec<Event>) {
+        for o in self.observers.iter() {
+            o.stored(collection, &events);
+        }
+        // Without readers, nothing is kept.
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(Arc::new(Stored { collection, events }));
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The query side of the stores: what the API and the monitor ask, answered the same by SQLite and
+//! MongoDB (one conformance suite, `tests/store_conformance.rs`, holds both to it).
+//!
+//! Results are documents in their JSON shape (times as RFC 3339 strings, `_id` as hex), whatever
+//! the store. Paging is by key: a [`Cursor`] names the last document seen (its time and a
+//! store-specific tie-breaker), so deep pages cost what the first does and inserts between requests
+//! neither repeat nor skip documents. Aggregations come in fixed-width time buckets (15 minutes for
+//! cost, a minute for requests) that callers combine into hours and days of any time zone.
+
+use std::future::Future;
+
+use crate::event::{Collection, Currency, Level, Timestamp};
+
+use super::StoreError;
+
+/// `[from, to)`; either end may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+impl TimeRange {
+    pub fn between(from: Timestamp, to: Timestamp) -> TimeRange {
+        TimeRange {
+            from: Some(from),
+            to: Some(to),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// A field equals a value; the field is one the collection's descriptor keeps (`level`,
+    /// `module`, `logger`, `request_id`, `model`, `status`, `source`, …).
+    Eq(&'static str, String),
+    /// Log level at or above.
+    LevelAtLeast(Level),
+    /// Text anywhere in the message (logs) or the reason (rejects), ASCII case-insensitive.
+    Contains(String),
+}
+
+/// Where the previous page ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub time_ms: i64,
+    /// SQLite's rowid or MongoDB's `_id`, as the store wrote it.
+    pub key: String,
+}
+
+impl Cursor {
+    /// An opaque, URL-safe form: `<time>_<key>`.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.time_ms, self.key)
+    }
+
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (time, key) = s.split_once('_')?;
+        let key_ok = !key.is_empty() && key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphanumeric());
+        key_ok.then_some(())?;
+        Some(Cursor {
+            time_ms: time.parse().ok()?,
+            key: key.to_string(),
+        })
+    }
+}
+
+/// Newest first, `limit` at most, after `after` (keyset paging) or past `skip` documents (the
+/// original API's `page`, for compatibility).
+#[derive(Debug, Clone)]
+pub struct FindQuery {
+    pub collection: Collection,
+    pub range: TimeRange,
+    pub filters: Vec<Filter>,
+    pub limit: usize,
+    pub after: Option<Cursor>,
+    pub skip: u64,
+    /// Count the matches up to this many (0: do not count); past it the count is a lower bound.
+    pub count_up_to: u64,
+}
+
+impl FindQuery {
+    pub fn new(collection: Collection) -> FindQuery {
+        FindQuery {
+            collection,
+            range: TimeRange::default(),
+            filters: Vec::new(),
+            limit: 100,
+            after: None,
+            skip: 0,
+            count_up_to: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub n: u64,
+    /// False when counting stopped at the cap: there are at least `n`.
+    pub exact: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub docs: Vec<serde_json::Value>,
+    /// Where the next page starts; None on the last page.
+    pub next: Option<Cursor>,
+    pub total: Option<Count>,
+}
+
+/// Cost records of one model and currency in one time bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostBucket {
+    pub start_ms: i64,
+    pub model: String,
+    pub currency: Currency,
+    pub cost: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+    pub calls: u64,
+}
+
+/// Performance records of one model (None: records without one) in one time bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestBucket {
+    pub start_ms: i64,
+    pub model: Option<String>,
+    pub calls: u64,
+    pub errors: u64,
+    pub response_time_sum: f64,
+    pub first_chunk_sum: f64,
+    pub first_chunk_count: u64,
+}
+
+/// Cost buckets are this wide: every time zone's hours and days are made of whole buckets.
+pub const COST_BUCKET_MS: i64 = 15 * 60 * 1000;
+pub const REQUEST_BUCKET_MS: i64 = 60 * 1000;
+
+/// What the store can say about itself right now, without waiting on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreHealth {
+    /// "sqlite" or "mongodb".
+    pub kind: &'static str,
+    /// Whether the last write or probe reached the store.
+    pub reachable: bool,
+    /// Events and bytes waiting in the outbox (MongoDB only).
+    pub outbox_events: u64,
+    pub outbox_bytes: u64,
+    /// Events dropped by the outbox cap since start.
+    pub outbox_dropped: u64,
+    /// Collections whose writes fail for a reason retrying will not fix (e.g. not authorized).
+    pub failing_collections: Vec<String>,
+}
+
+/// Reads of the stored collections. Cloning is cheap; queries run concurrently with writes.
+pub trait Query: Clone + Send + Sync + 'static {
+    fn find(&self, q: FindQuery) -> impl Future<Output = Result<Found, StoreError>> + Send;
+
+    /// Cost per (15-minute bucket, model, currency) in `range`. With MongoDB, what waits in the
+    /// outbox counts too: spend does not vanish during an outage.
+    fn cost_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<CostBucket>, StoreError>> + Send;
+
+    /// Requests per (minute, model) in `range`.
+    fn request_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send;
+
+    fn health(&self) -> StoreHealth;
+}
+
+/// The bucket `time_ms` falls in.
+pub fn bucket_start(time_ms: i64, width_ms: i64) -> i64 {
+    time_ms - time_ms.rem_euclid(width_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_junk_is_refused() {
+        let c = Cursor {
+            time_ms: 1_795_680_000_000,
+            key: "65a1b2c3d4e5f60718293a4b".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        for junk in ["", "x", "12_", "_abc", "12_a;b", "abc_12"] {
+            assert_eq!(Cursor::decode(junk), None, "{junk}");
+        }
+        assert_eq!(bucket_start(1_000_123, 60_000), 960_000);
+    }
+}

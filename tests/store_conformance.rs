@@ -1,0 +1,314 @@
+//! One conformance suite for both stores: the same events written to SQLite and to MongoDB (the
+//! stand-in, or a real one with MONGODB_TEST_URI) must answer every query the same, and the
+//! aggregations must equal an independent computation over the test data.
+
+mod common;
+
+use std::sync::Arc;
+
+use lngpt_collector::event::{Collection, Currency, Event, EventId, Level, Parser, Source, Timestamp};
+use lngpt_collector::redact::{RedactConfig, Redactor};
+use lngpt_collector::shutdown::Coordinator;
+use lngpt_collector::store::embedded::Synchronous;
+use lngpt_collector::store::mongo::MongoConfig;
+use lngpt_collector::store::outbox::Outbox;
+use lngpt_collector::store::query::{Cursor, Filter, FindQuery, Query, TimeRange};
+use lngpt_collector::store::retention::RetentionConfig;
+use lngpt_collector::store::{AnyStore, Batch, EmbeddedStore, MongoStore, Store};
+use lngpt_collector::telemetry::Counters;
+use serde_json::Value;
+
+use common::mongo::{block_on, unique_db, with_options, MongoServer};
+
+fn events() -> Vec<Event> {
+    let parser = Parser::new(Arc::new(Redactor::new(&RedactConfig::default()).unwrap()));
+    let text = std::fs::read_to_string(common::testdata("novel-app-events.jsonl")).unwrap();
+    let source = Source::from("conformance");
+    text.lines()
+        .map(|l| parser.parse(l.as_bytes(), &source, Timestamp(0), EventId::new()))
+        .collect()
+}
+
+async fn write_all(store: &AnyStore, events: &[Event]) {
+    for c in Collection::ALL {
+        let batch: Vec<Event> = events.iter().filter(|e| e.collection() == c).cloned().collect();
+        if !batch.is_empty() {
+            store
+                .write(Arc::new(Batch {
+                    collection: c,
+                    events: batch,
+                }))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Both stores holding the test stream; kept alive for the test's duration.
+struct Stores {
+    sqlite: AnyStore,
+    mongo: AnyStore,
+    events: Vec<Event>,
+    _dir: tempfile::TempDir,
+    _server: MongoServer,
+    _background: Coordinator,
+}
+
+fn stores() -> Stores {
+    let server = MongoServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let events = events();
+    let background = Coordinator::new();
+    let (sqlite, mongo) = block_on(async {
+        let sqlite = AnyStore::Embedded(EmbeddedStore::open(&dir.path().join("c.db"), Synchronous::Normal).unwrap());
+        let cfg = MongoConfig {
+            uri: with_options(&server.uri()),
+            database: unique_db("conformance"),
+            ..MongoConfig::default()
+        };
+        let outbox = Outbox::open(&dir.path().join("outbox.db"), Synchronous::Normal, 1 << 30).unwrap();
+        let redactor = Arc::new(Redactor::new(&RedactConfig::default()).unwrap());
+        let mongo = MongoStore::open(
+            &cfg,
+            &RetentionConfig::default(),
+            outbox,
+            Arc::new(Counters::default()),
+            redactor,
+            background.listener(),
+        )
+        .await
+        .unwrap();
+        let mongo = AnyStore::Mongo(mongo);
+        write_all(&sqlite, &events).await;
+        write_all(&mongo, &events).await;
+        (sqlite, mongo)
+    });
+    Stores {
+        sqlite,
+        mongo,
+        events,
+        _dir: dir,
+        _server: server,
+        _background: background,
+    }
+}
+
+fn find(store: &AnyStore, q: &FindQuery) -> lngpt_collector::store::query::Found {
+    block_on(store.find(q.clone())).unwrap()
+}
+
+/// Every page of `q`, followed by cursor.
+fn all_pages(store: &AnyStore, q: &FindQuery) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut q = q.clone();
+    loop {
+        let page = find(store, &q);
+        out.extend(page.docs);
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => return out,
+        }
+    }
+}
+
+fn ids(docs: &[Value]) -> Vec<String> {
+    docs.iter().map(|d| d["_id"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn finds_answer_the_same_on_both_stores() {
+    let s = stores();
+    let logs = s.events.iter().filter(|e| e.collection() == Collection::Logs).count();
+    let mut all = FindQuery::new(Collection::Logs);
+    all.limit = 1000;
+    all.count_up_to = 10_000;
+    let a = find(&s.sqlite, &all);
+    let b = find(&s.mongo, &all);
+    assert_eq!(a.docs.len(), logs);
+    assert_eq!(a.docs, b.docs, "the same documents, the same shape, the same order");
+    assert_eq!(a.total, b.total);
+    let times: Vec<&str> = a.docs.iter().map(|d| d["timestamp"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    let cases: Vec<(&str, Vec<Filter>)> = vec![
+        ("level", vec![Filter::Eq("level", "ERROR".into())]),
+        ("at least warning", vec![Filter::LevelAtLeast(Level::Warning)]),
+        ("module", vec![Filter::Eq("module", "writer".into())]),
+        ("logger", vec![Filter::Eq("logger", "lngpt.api".into())]),
+        ("text", vec![Filter::Contains("api调用".into())]),
+        (
+            "text and level",
+            vec![Filter::Contains("API".into()), Filter::LevelAtLeast(Level::Info)],
+        ),
+    ];
+    for (name, filters) in cases {
+        let mut q = all.clone();
+        q.filters = filters;
+        let (a, b) = (find(&s.sqlite, &q), find(&s.mongo, &q));
+        assert!(
+            !a.docs.is_empty() || name == "logger",
+            "{name}: the test data has matches"
+        );
+        assert_eq!(ids(&a.docs), ids(&b.docs), "{name}");
+        assert_eq!(a.total, b.total, "{name}");
+    }
+    // A time range: [from, to).
+    let mut q = all.clone();
+    q.range = TimeRange::between(
+        Timestamp::parse_rfc3339("2026-11-26T08:01:00Z").unwrap(),
+        Timestamp::parse_rfc3339("2026-11-26T08:02:00Z").unwrap(),
+    );
+    let (a, b) = (find(&s.sqlite, &q), find(&s.mongo, &q));
+    assert!(!a.docs.is_empty());
+    assert!(a
+        .docs
+        .iter()
+        .all(|d| d["timestamp"].as_str().unwrap().starts_with("2026-11-26T08:01")));
+    assert_eq!(ids(&a.docs), ids(&b.docs));
+    // Every collection.
+    for c in [Collection::Cost, Collection::Performance] {
+        let mut q = FindQuery::new(c);
+        q.limit = 1000;
+        assert_eq!(find(&s.sqlite, &q).docs, find(&s.mongo, &q).docs, "{}", c.name());
+    }
+    let mut q = FindQuery::new(Collection::Performance);
+    q.limit = 1000;
+    q.filters = vec![Filter::Eq("status", "error".into())];
+    let (a, b) = (find(&s.sqlite, &q), find(&s.mongo, &q));
+    assert!(!a.docs.is_empty() && a.docs.iter().all(|d| d["status"] == "error"));
+    assert_eq!(ids(&a.docs), ids(&b.docs));
+}
+
+#[test]
+fn paging_by_cursor_and_by_page_reaches_everything_once_and_counts_are_capped() {
+    let s = stores();
+    let mut q = FindQuery::new(Collection::Logs);
+    q.limit = 1000;
+    let everything = ids(&find(&s.sqlite, &q).docs);
+    for store in [&s.sqlite, &s.mongo] {
+        let mut paged = q.clone();
+        paged.limit = 7;
+        assert_eq!(
+            ids(&all_pages(store, &paged)),
+            everything,
+            "cursor pages: no gap, no repeat"
+        );
+        let mut by_page = Vec::new();
+        for page in 0.. {
+            let mut p = q.clone();
+            p.limit = 50;
+            p.skip = page * 50;
+            let docs = find(store, &p).docs;
+            if docs.is_empty() {
+                break;
+            }
+            by_page.extend(ids(&docs));
+        }
+        assert_eq!(by_page, everything, "page/per_page");
+        let mut capped = q.clone();
+        capped.count_up_to = 100;
+        let count = find(store, &capped).total.unwrap();
+        assert_eq!((count.n, count.exact), (100, false), "a lower bound past the cap");
+    }
+    // A cursor made by one store is refused by the other, not misread.
+    let mut first = q.clone();
+    first.limit = 3;
+    let next = find(&s.sqlite, &first).next.unwrap();
+    let mut foreign = first.clone();
+    foreign.after = Some(next);
+    assert!(block_on(s.mongo.find(foreign)).is_err());
+}
+
+#[test]
+fn a_cursor_stays_stable_while_inserts_continue() {
+    let s = stores();
+    for store in [&s.sqlite, &s.mongo] {
+        let mut q = FindQuery::new(Collection::Logs);
+        q.limit = 20;
+        let first = find(store, &q);
+        // Newer events arrive between page requests.
+        let parser = Parser::new(Arc::new(Redactor::disabled()));
+        let newer: Vec<Event> = (0..30)
+            .map(|i| {
+                let line = format!("{{\"message\":\"newer {i}\",\"timestamp\":\"2026-11-26T09:00:{i:02}Z\"}}");
+                parser.parse(line.as_bytes(), &Source::from("t"), Timestamp(0), EventId::new())
+            })
+            .collect();
+        block_on(write_all(store, &newer));
+        let mut rest = q.clone();
+        rest.after = first.next.clone();
+        let mut seen = ids(&first.docs);
+        seen.extend(ids(&all_pages(store, &rest)));
+        let distinct: std::collections::HashSet<_> = seen.iter().collect();
+        assert_eq!(distinct.len(), seen.len(), "no repeats");
+        assert_eq!(
+            seen.len(),
+            s.events.iter().filter(|e| e.collection() == Collection::Logs).count()
+        );
+    }
+    assert!(Cursor::decode("junk").is_none());
+}
+
+#[test]
+fn cost_and_request_aggregations_agree_with_each_other_and_with_the_data() {
+    let s = stores();
+    let range = TimeRange::default();
+    let a = block_on(s.sqlite.cost_buckets(range)).unwrap();
+    let b = block_on(s.mongo.cost_buckets(range)).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (x.start_ms, &x.model, x.currency, x.calls),
+            (y.start_ms, &y.model, y.currency, y.calls)
+        );
+        assert!((x.cost - y.cost).abs() < 1e-9);
+        assert_eq!(
+            (x.input_tokens, x.output_tokens, x.total_tokens),
+            (y.input_tokens, y.output_tokens, y.total_tokens)
+        );
+    }
+    // Independently, from the lines themselves.
+    let text = std::fs::read_to_string(common::testdata("novel-app-events.jsonl")).unwrap();
+    let (mut usd, mut cny, mut calls) = (0.0, 0.0, 0u64);
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let is_cost = v["type"] == "cost" || (v.get("type").is_none() && v.get("cost").is_some());
+        if !is_cost {
+            continue;
+        }
+        calls += 1;
+        let symbol = v["currency_symbol"].as_str().or(v["currency"].as_str()).unwrap_or("$");
+        let cost = v["cost"].as_f64().unwrap();
+        if matches!(symbol, "$" | "USD" | "usd") {
+            usd += cost;
+        } else {
+            cny += cost;
+        }
+    }
+    let sum = |c: Currency| a.iter().filter(|b| b.currency == c).map(|b| b.cost).sum::<f64>();
+    assert!(
+        (sum(Currency::Usd) - usd).abs() < 1e-9,
+        "{} vs {usd}",
+        sum(Currency::Usd)
+    );
+    assert!((sum(Currency::Cny) - cny).abs() < 1e-9);
+    assert_eq!(a.iter().map(|b| b.calls).sum::<u64>(), calls);
+
+    let a = block_on(s.sqlite.request_buckets(range)).unwrap();
+    let b = block_on(s.mongo.request_buckets(range)).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (x.start_ms, &x.model, x.calls, x.errors),
+            (y.start_ms, &y.model, y.calls, y.errors)
+        );
+        assert!((x.response_time_sum - y.response_time_sum).abs() < 1e-9);
+        assert_eq!(x.first_chunk_count, y.first_chunk_count);
+    }
+    let performance = s
+        .events
+        .iter()
+        .filter(|e| e.collection() == Collection::Performance)
+        .count() as u64;
+    assert_eq!(a.iter().map(|b| b.calls).sum::<u64>(), performance);
+}
