@@ -1,17 +1,20 @@
 //! lngpt-collector: a sidecar daemon that collects an LLM application's log, API cost and API
-//! performance records, checks and redacts them, and batches them into a store.
+//! performance records, checks and redacts them, and batches them into a store — without ever
+//! acknowledging an event that is not durable, and without ever holding more memory than its budget.
 //!
 //! The data flows one way:
 //!
 //! ```text
-//! source (socket) ─> line decoder ─> event parser + redactor ─> pipeline queue ─> batcher ─> store
-//!                                          └─> rejects (with a reason) travel the same way
+//! source (socket, files) ─> line decoder ─> event parser + redactor ─> pipeline ─> store
+//!                                      └─> rejects (with a reason) travel the same way
+//! pipeline: budget (bytes) ─> batcher ─> writer ─> acks back to the sources, tap to the monitor
 //! ```
 //!
+//! * [`app`] starts everything and stops it in three phases under one deadline.
 //! * [`source`] reads bytes and turns them into [`event::Event`]s; it knows nothing of storage.
-//! * [`pipeline`] bounds memory (a permit per queued event; full means the sources wait), groups
-//!   events per collection and flushes at `max_batch` or `max_wait`.
-//! * [`store`] persists batches; [`store::embedded`] is SQLite, one transaction per batch.
+//! * [`pipeline`] bounds memory in bytes (sources are admitted before each read), groups events per
+//!   collection, and acknowledges them once durable.
+//! * [`store`] persists batches (write side) and answers queries (query side), on SQLite or MongoDB.
 //! * [`shutdown`] carries the stop signal to every task and waits for them to finish.
 //!
 //! `ARCHITECTURE.md` at the top of the repository has the map in more words.

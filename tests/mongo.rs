@@ -230,8 +230,11 @@ fn sigterm_while_mongodb_hangs_puts_the_rest_in_the_outbox_within_the_timeout() 
     let server = MongoServer::start();
     let proxy = Proxy::start(server_port(&server));
     let db = unique_db("hang");
-    let config = mongodb_section(&format!("mongodb://127.0.0.1:{}", proxy.port), &db, "")
-        + "[pipeline]\nshutdown_timeout = \"4s\"\n";
+    let config = mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        "write_timeout = \"1s\"",
+    ) + "[pipeline]\nshutdown_timeout = \"4s\"\n";
     let mut d = Daemon::start(&config);
     let client = server.client();
     assert_eq!(d.send(log_lines(1_000, "before").as_bytes()).events, 1_000);
@@ -548,4 +551,44 @@ fn two_hosts_tailing_files_that_begin_alike_into_one_mongodb_keep_each_others_li
     }
     wait_for_mongo_count(&client, &db, "api_logs", 2 * 1_001, &daemons[1].0);
     assert_eq!(distinct_ids(&client, &db, "api_logs"), 2_002);
+}
+
+#[test]
+fn a_damaged_outbox_row_is_set_aside_as_a_reject_and_the_rest_is_delivered() {
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server_port(&server));
+    proxy.cut();
+    let db = unique_db("corrupt");
+    let mut d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        "",
+    ));
+    for round in 0..3 {
+        assert_eq!(d.send(log_lines(100, &format!("r{round}")).as_bytes()).events, 100);
+    }
+    assert!(d.stop().success());
+    assert_eq!(d.count_outbox(), 300);
+    {
+        let db = rusqlite::Connection::open(d.state.join("collector.db")).unwrap();
+        let damaged = db
+            .execute(
+                "UPDATE outbox SET docs = x'0fff00' || docs WHERE seq = (SELECT min(seq) FROM outbox)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(damaged, 1);
+    }
+    proxy.heal();
+    d.restart();
+    let client = server.client();
+    d.wait_for_empty_outbox();
+    wait_for_mongo_count(&client, &db, "api_logs", 200, &d);
+    let rejects = find_all(&client, &db, "api_rejects");
+    assert_eq!(rejects.len(), 1);
+    let reason = rejects[0].get_str("reason").unwrap();
+    assert!(
+        reason.contains("could not be read back") && reason.contains("100 events"),
+        "{reason}"
+    );
 }

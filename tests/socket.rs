@@ -384,3 +384,12 @@ fn a_sync_line_is_answered_once_everything_before_it_is_durable() {
     assert_eq!(last.trim(), r#"{"events":1501,"rejected":1}"#);
     assert_eq!(d.count("api_logs"), 1_501);
 }
+
+#[test]
+fn rejects_keep_being_logged_when_the_summary_is_off() {
+    let d = Daemon::start("[log]\nsummary_interval = \"0\"\n");
+    let bad: String = (0..15).map(|i| format!("not json {i}\n")).collect();
+    assert_eq!(d.send(bad.as_bytes()).rejected, 15);
+    let logged = d.log().matches("rejected a line").count();
+    assert_eq!(logged, 10, "ten a minute, one by one:\n{}", d.log());
+}

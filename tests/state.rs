@@ -118,3 +118,109 @@ fn a_store_that_cannot_be_opened_says_which_file_and_what_to_do() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_reader_that_stays_open_across_a_restart_keeps_reading() {
+    let mut d = Daemon::start("");
+    d.send(b"{\"message\": \"before\"}\n");
+    // A dashboard or an sqlite3 shell: one connection, kept open.
+    let reader = d.db();
+    assert_eq!(common::count(&reader, "api_logs"), 1);
+    assert!(d.stop().success());
+    assert!(d.state.join("collector.db-wal").exists(), "the WAL's files stay");
+    d.restart();
+    d.send(b"{\"message\": \"after\"}\n");
+    d.wait_for_count("api_logs", 2);
+    assert_eq!(
+        common::count(&reader, "api_logs"),
+        2,
+        "the old connection sees new rows"
+    );
+    let fresh = d.db();
+    assert_eq!(common::count(&fresh, "api_logs"), 2, "a new connection opens fine");
+    let check: String = fresh.query_row("PRAGMA quick_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+}
+
+#[test]
+fn a_store_from_the_first_release_is_migrated_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // The first release's schema and one of its rows.
+    let old = rusqlite::Connection::open(state.join("collector.db")).unwrap();
+    old.execute_batch(
+        "CREATE TABLE api_logs (id BLOB NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, level TEXT NOT NULL, module TEXT, doc TEXT NOT NULL);
+         INSERT INTO api_logs VALUES (x'0102030405060708090a0b0c', 1795680000000, 'INFO', 'm',
+           '{\"_id\":\"0102030405060708090a0b0c\",\"timestamp\":\"2026-11-26T08:00:00.000Z\",\"level\":\"INFO\",\"message\":\"old\",\"logger\":\"lngpt.api\",\"extra\":{\"request_id\":\"req-1\"}}');",
+    )
+    .unwrap();
+    drop(old);
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, base_config(&state, &dir.path().join("c.sock"), "")).unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("c.sock");
+    common::wait_until("the socket", || socket.exists().then_some(()), String::new);
+    let db = rusqlite::Connection::open(state.join("collector.db")).unwrap();
+    let (logger, request_id, version): (String, String, i64) = db
+        .query_row(
+            "SELECT logger, request_id, (SELECT user_version FROM pragma_user_version) FROM api_logs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (logger.as_str(), request_id.as_str(), version),
+        ("lngpt.api", "req-1", 2)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    // A file from a newer release is refused, not damaged.
+    db.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(db);
+    let out = run_until_exit(&config);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("written by a newer lngpt-collector (schema 99"));
+}
+
+#[test]
+fn sigterm_with_a_blocked_store_exits_by_the_shutdown_deadline() {
+    let mut d = Daemon::start("[pipeline]\nshutdown_timeout = \"2s\"\n");
+    let locker = rusqlite::Connection::open(d.state.join("collector.db")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let socket = d.socket.clone();
+    let sender =
+        std::thread::spawn(move || lngpt_collector::send::send(&socket, &mut &b"{\"message\": \"stuck\"}\n"[..]));
+    common::wait_until(
+        "the daemon's write to fail",
+        || d.log().contains("cannot store a batch").then_some(()),
+        || d.log(),
+    );
+    let started = std::time::Instant::now();
+    let status = d.stop();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "events were not stored: exit 1");
+    assert!(
+        took < std::time::Duration::from_millis(3500),
+        "took {took:?} for a 2s shutdown_timeout"
+    );
+    assert!(
+        d.log().contains("accepted events not known to be stored"),
+        "{}",
+        d.log()
+    );
+    let answer = sender.join().unwrap();
+    assert!(
+        answer.is_err(),
+        "the client is not told its line was stored: {answer:?}"
+    );
+}

@@ -235,10 +235,9 @@ impl EmbeddedStore {
         let inner = self.inner.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                let mut guard = inner
-                    .writer
-                    .lock()
-                    .map_err(|_| StoreError::permanent("the embedded store's lock was poisoned by a panic"))?;
+                // A panic while holding it leaves the connection, not half-written data: SQLite rolls
+                // back what was not committed. Keep using it.
+                let mut guard = inner.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 f(&mut guard, &inner)
             })
             .await

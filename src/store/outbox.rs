@@ -168,7 +168,7 @@ impl Outbox {
                 .query_row(
                     "SELECT seq, events, docs FROM outbox WHERE collection = ?1 ORDER BY seq LIMIT 1",
                     [collection.name()],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)),
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, raw_bytes(r.get_ref(2)?))),
                 )
                 .optional()?;
             let Some((seq, events, blob)) = row else {
@@ -196,7 +196,7 @@ impl Outbox {
         blocking(move || {
             let conn = inner.lock()?;
             let mut stmt = conn.prepare_cached("SELECT docs FROM outbox WHERE collection = ?1 ORDER BY seq")?;
-            let blobs = stmt.query_map([collection.name()], |r| r.get::<_, Vec<u8>>(0))?;
+            let blobs = stmt.query_map([collection.name()], |r| Ok(raw_bytes(r.get_ref(0)?)))?;
             let mut docs = Vec::new();
             for blob in blobs {
                 docs.extend(split_documents(&blob?).unwrap_or_default());
@@ -243,9 +243,9 @@ struct Row {
 
 impl Inner {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-        self.conn
-            .lock()
-            .map_err(|_| StoreError::permanent("the outbox lock was poisoned by a panic"))
+        // A panic while holding it leaves a connection behind, not half-changed data: SQLite
+        // rolls back what was not committed. Keep using it.
+        Ok(self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     fn forget(&self, row: &Row) {
@@ -294,6 +294,14 @@ fn delete(conn: &Connection, seq: i64) -> Result<Option<Row>, StoreError> {
         events: events.max(0) as u64,
         bytes: bytes.max(0) as u64,
     }))
+}
+
+/// The bytes a row's `docs` holds, whatever type a damaged file gives it (never a panic on bad UTF-8).
+fn raw_bytes(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
+    match v {
+        rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.to_vec(),
+        _ => Vec::new(),
+    }
 }
 
 /// Splits concatenated BSON documents (each starts with its own length).
