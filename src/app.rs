@@ -11,6 +11,7 @@
 //! stops the daemon and fails its exit code, so systemd restarts it instead of it running half-dead.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use tokio::time::Instant;
 
 use crate::config::{Config, HumanDuration};
 use crate::event::{EventId, Parser, Source};
+use crate::monitor::alerts::{AlertSink, LogSink};
+use crate::monitor::Monitor;
 use crate::pipeline::budget::Budget;
 use crate::pipeline::tap::Tap;
 use crate::pipeline::{pipeline, WriterReport};
@@ -32,6 +35,7 @@ use crate::source::Ingest;
 use crate::state_dir::StateDir;
 use crate::store::outbox::Outbox;
 use crate::store::{retention, AnyStore, EmbeddedStore, MongoStore, Store};
+use crate::systemd;
 use crate::telemetry::{self, Counters};
 
 /// File descriptors kept free for the store, tailed files and the daemon's own needs.
@@ -42,6 +46,8 @@ pub struct App;
 /// The daemon, started.
 pub struct Running {
     config: Config,
+    /// The file SIGHUP reads again (None: started on built-in defaults).
+    config_path: Option<PathBuf>,
     sources: Coordinator,
     background: Coordinator,
     batcher: tokio::task::JoinHandle<()>,
@@ -51,6 +57,7 @@ pub struct Running {
     budget: Budget,
     counters: Arc<Counters>,
     checkpoints: Arc<Checkpoints>,
+    monitor: Monitor,
     _state: StateDir,
 }
 
@@ -81,7 +88,7 @@ impl ShutdownReport {
 impl App {
     /// Opens the state directory and the store, binds the listeners and starts every task. When it
     /// returns, the daemon accepts events.
-    pub async fn start(config: Config) -> Result<Running, String> {
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, String> {
         // State files hold every message: not readable by other users, whatever the caller's umask.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
         let state = StateDir::open(&config.state_dir)?;
@@ -92,18 +99,33 @@ impl App {
         let background = Coordinator::new();
         let mut supervisor = Supervisor::default();
         let store = open_store(&config, &counters, &redactor, &background).await?;
-        let tap = Tap::new(Vec::new(), 16);
+        let monitor = Monitor::new(
+            config.monitor.clone(),
+            config.budget.clone(),
+            crate::store::document::hostname(),
+        );
+        let observers: Vec<Arc<dyn crate::pipeline::tap::Observer>> = if config.monitor.enabled {
+            vec![Arc::new(monitor.clone())]
+        } else {
+            Vec::new()
+        };
+        let tap = Tap::new(observers, 16);
         let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap);
         let sender = parts.sender;
         let budget = parts.budget;
+        let parts_progress = parts.progress.clone();
         let batcher = tokio::spawn(parts.batcher.run());
         let writer = tokio::spawn(parts.writer.run());
 
         let sources = Coordinator::new();
+        let mut activated = systemd::Activated::take();
         if config.socket.enabled {
             let path = config.socket_path();
             let mode = config.socket.mode_bits().unwrap_or(0o660);
-            let socket = SocketSource::bind(&path, mode, config.socket.group.as_deref())?;
+            let socket = match activated.unix_listener(systemd::SOCKET_NAME)? {
+                Some(listener) => SocketSource::activated(listener)?,
+                None => SocketSource::bind(&path, mode, config.socket.group.as_deref())?,
+            };
             let ingest = Ingest::new(
                 Parser::new(redactor.clone()),
                 sender.clone(),
@@ -117,9 +139,13 @@ impl App {
                 idle_timeout: config.socket.idle_timeout.0,
             };
             tracing::info!(
-                "listening on unix socket {} (mode {:04o}, at most {max_connections} clients)",
+                "listening on unix socket {} ({}, at most {max_connections} clients)",
                 socket.path().display(),
-                mode
+                if activated.is_empty() {
+                    format!("mode {mode:04o}")
+                } else {
+                    "passed by systemd".to_string()
+                }
             );
             supervisor.spawn("socket listener", socket.run(ingest, limits, sources.listener()));
         }
@@ -142,6 +168,20 @@ impl App {
                 save_checkpoints_periodically(checkpoints.clone(), background.listener()),
             );
         }
+        if config.monitor.enabled {
+            // A producer (it writes `api_metrics` through the pipeline), so it stops with the sources.
+            let sink: Arc<dyn AlertSink> = Arc::new(LogSink);
+            supervisor.spawn(
+                "monitor",
+                monitor.clone().run(
+                    store.clone(),
+                    sender.clone(),
+                    sink,
+                    format!("{:016x}", state.installation()),
+                    sources.listener(),
+                ),
+            );
+        }
         // The sources hold the only senders now: when they are gone, the pipeline drains and ends.
         drop(sender);
         if let AnyStore::Embedded(embedded) = &store {
@@ -162,6 +202,31 @@ impl App {
                 ),
             );
         }
+        if !activated.leftover().is_empty() {
+            tracing::warn!("systemd passed sockets nobody uses: {:?}", activated.leftover());
+        }
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            supervisor.spawn(
+                "watchdog",
+                systemd::watchdog(
+                    interval,
+                    parts_progress.clone(),
+                    counters.clone(),
+                    background.listener(),
+                ),
+            );
+        }
+        supervisor.spawn(
+            "status",
+            systemd::report_status(
+                store.clone(),
+                counters.clone(),
+                Duration::from_secs(10),
+                background.listener(),
+            ),
+        );
+        systemd::status(&systemd::status_line(0.0, &crate::store::query::Query::health(&store)));
+        systemd::ready();
         tracing::info!(
             "lngpt-collector {} started: storing events in the {}; redaction {}; memory budget {}",
             env!("CARGO_PKG_VERSION"),
@@ -171,6 +236,7 @@ impl App {
         );
         Ok(Running {
             config,
+            config_path,
             sources,
             background,
             batcher,
@@ -180,6 +246,7 @@ impl App {
             budget,
             counters,
             checkpoints,
+            monitor,
             _state: state,
         })
     }
@@ -191,9 +258,7 @@ impl Running {
         loop {
             tokio::select! {
                 signal = signals.recv() => match signal {
-                    Some(Signal::Reload) => tracing::warn!(
-                        "SIGHUP received: reloading the configuration is not supported yet; restart the service to apply changes"
-                    ),
+                    Some(Signal::Reload) => self.reload(),
                     Some(Signal::Stop(name)) => return Stop::Signal(name),
                     None => return Stop::Signal("signal thread ended"),
                 },
@@ -202,9 +267,73 @@ impl Running {
         }
     }
 
+    /// SIGHUP: reads the configuration file again and applies what can change while running — the
+    /// log level, `[monitor]` and `[budget]` — and says what needs a restart. A file with problems
+    /// changes nothing.
+    fn reload(&mut self) {
+        systemd::reloading();
+        self.reload_config();
+        systemd::reloaded();
+    }
+
+    fn reload_config(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            tracing::info!("SIGHUP received: started without a configuration file, nothing to reload");
+            return;
+        };
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: keeping the running configuration, {} has problems:\n{e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let mut applied = vec!["[monitor]", "[budget]"];
+        if new.log.level != self.config.log.level {
+            match telemetry::set_level(&new.log.level) {
+                Ok(()) => applied.push("log.level"),
+                Err(e) => tracing::error!("SIGHUP: cannot change the log level: {e}"),
+            }
+        }
+        self.monitor.reconfigure(new.monitor.clone(), new.budget.clone());
+        let section = |c: &Config, name: &str| -> String {
+            let value = serde_json::to_value(c).unwrap_or_default();
+            value.get(name).map(|v| v.to_string()).unwrap_or_default()
+        };
+        let needs_restart: Vec<&str> = [
+            "state_dir",
+            "socket",
+            "file",
+            "pipeline",
+            "retention",
+            "redact",
+            "embedded",
+            "mongodb",
+        ]
+        .into_iter()
+        .filter(|name| section(&self.config, name) != section(&new, name))
+        .collect();
+        let log_format_changed = new.log.format != self.config.log.format;
+        self.config.monitor = new.monitor;
+        self.config.budget = new.budget;
+        self.config.log.level = new.log.level;
+        tracing::info!("SIGHUP: reloaded {}", applied.join(", "));
+        if !needs_restart.is_empty() || log_format_changed {
+            let mut names: Vec<String> = needs_restart.iter().map(|n| format!("[{n}]")).collect();
+            if log_format_changed {
+                names.push("log.format".into());
+            }
+            tracing::warn!("SIGHUP: changes to {} take effect after a restart", names.join(", "));
+        }
+    }
+
     /// Stops in three phases (producers → pipeline → background), all by `timeout`.
     pub async fn shutdown(self, stop: Stop, timeout: Duration, mut signals: Signals) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
+        systemd::stopping();
         if let AnyStore::Mongo(mongo) = &self.store {
             // Leave time to commit what MongoDB has not taken to the outbox.
             mongo.finish_by(deadline - timeout / 4);

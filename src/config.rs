@@ -17,6 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;
 
+use crate::monitor::budget::BudgetConfig;
+use crate::monitor::rules::MonitorConfig;
 use crate::pipeline::PipelineConfig;
 use crate::redact::RedactConfig;
 use crate::source::file::FileConfig;
@@ -45,6 +47,8 @@ pub struct Config {
     /// only the outbox. Absent: the embedded store serves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<MongoConfig>,
+    pub monitor: MonitorConfig,
+    pub budget: BudgetConfig,
     pub log: LogConfig,
 }
 
@@ -59,6 +63,8 @@ impl Default for Config {
             redact: RedactConfig::default(),
             embedded: EmbeddedConfig::default(),
             mongodb: None,
+            monitor: MonitorConfig::default(),
+            budget: BudgetConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -149,6 +155,17 @@ impl Config {
         if let Some(m) = self.mongo() {
             m.validate(p);
         }
+        self.monitor.validate(p);
+        if self.monitor.enabled && self.monitor.grace.0 < self.pipeline.max_wait.0 {
+            p.add(
+                "monitor.grace",
+                format!(
+                    "is {}; expected at least pipeline.max_wait ({}), or windows would be written before their events are stored",
+                    self.monitor.grace, self.pipeline.max_wait
+                ),
+            );
+        }
+        self.budget.validate(p);
         self.log.validate(p);
     }
 
@@ -219,6 +236,8 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
             "redact" => config.redact,
             "embedded" => config.embedded,
             "mongodb" => config.mongodb,
+            "monitor" => config.monitor,
+            "budget" => config.budget,
             "log" => config.log,
         );
     }
@@ -493,6 +512,9 @@ fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
 /// The names the Python app already uses, and the keys they set.
 const APP_ENV: &[(&str, &str, &str)] = &[
     ("LOG_LEVEL", "log", "level"),
+    ("HOURLY_LIMIT_RMB", "budget", "hourly_limit_rmb"),
+    ("DAILY_LIMIT_RMB", "budget", "daily_limit_rmb"),
+    ("USD_TO_RMB_RATE", "budget", "usd_to_rmb_rate"),
     ("MONGODB_URI", "mongodb", "uri"),
     ("MONGODB_DB_NAME", "mongodb", "database"),
 ];

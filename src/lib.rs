@@ -22,6 +22,7 @@
 pub mod app;
 pub mod config;
 pub mod event;
+pub mod monitor;
 pub mod pipeline;
 pub mod redact;
 pub mod send;
@@ -29,4 +30,5 @@ pub mod shutdown;
 pub mod source;
 pub mod state_dir;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

@@ -112,13 +112,13 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(warning) = path.and_then(|p| config.secrets_readable_warning(&p)) {
+    if let Some(warning) = path.as_deref().and_then(|p| config.secrets_readable_warning(p)) {
         tracing::warn!("{warning}");
     }
     let timeout = config.pipeline.shutdown_timeout.0;
     let result = runtime.block_on(async move {
         let mut signals = signals::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let mut running = App::start(config).await?;
+        let mut running = App::start(config, path).await?;
         let stop = running.until_stopped(&mut signals).await;
         Ok::<_, String>(running.shutdown(stop, timeout, signals).await)
     });

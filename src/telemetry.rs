@@ -5,7 +5,7 @@
 //! when something happened, so an idle daemon stays quiet.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,8 +25,19 @@ pub struct LogConfig {
     /// `info,lngpt_collector=debug`. `LOG_LEVEL` overrides.
     pub level: String,
     pub format: LogFormat,
+    /// `auto`: the journal when systemd runs the daemon with its output connected to it
+    /// (`JOURNAL_STREAM`), else stderr; or `stderr`, or `journald`.
+    pub target: LogTarget,
     /// How often a summary line is logged when events arrived; `"0"` switches it off.
     pub summary_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogTarget {
+    Auto,
+    Stderr,
+    Journald,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +54,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            target: LogTarget::Auto,
             summary_interval: HumanDuration(Duration::from_secs(60)),
         }
     }
@@ -106,21 +118,88 @@ pub fn filter_directives(level: &str) -> Result<String, String> {
     Ok(out.join(","))
 }
 
+/// Changes the log level of the running daemon (SIGHUP), once logging is set up.
+type SetLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+
 pub fn init_logging(cfg: &LogConfig) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let directives = filter_directives(&cfg.level).unwrap_or_else(|_| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = SET_LEVEL.set(Box::new(move |level: &str| {
+        let directives = filter_directives(level)?;
+        let filter = tracing_subscriber::EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    }));
+    let registry = tracing_subscriber::registry().with(filter);
+    if wants_journal(cfg.target) {
+        // Structured fields go to the journal as they are (`EVENT_COUNT`, …), with the priority
+        // of the level; the identifier is the service's.
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                // Levels map to syslog priorities as syslog names them (INFO is 6, not 5).
+                let priorities = tracing_journald::PriorityMappings {
+                    error: tracing_journald::Priority::Error,
+                    warn: tracing_journald::Priority::Warning,
+                    info: tracing_journald::Priority::Informational,
+                    debug: tracing_journald::Priority::Debug,
+                    trace: tracing_journald::Priority::Debug,
+                };
+                let journal = journal
+                    .with_field_prefix(None)
+                    .with_priority_mappings(priorities)
+                    .with_syslog_identifier("lngpt-collector".into());
+                if let Err(e) = registry.with(journal).try_init() {
+                    eprintln!("lngpt-collector: logging was already set up: {e}");
+                }
+                return;
+            }
+            Err(e) => eprintln!("lngpt-collector: the journal cannot be reached ({e}); logging to stderr"),
+        }
+    }
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let result = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
     };
     if let Err(e) = result {
         eprintln!("lngpt-collector: logging was already set up: {e}");
+    }
+}
+
+/// `auto` means the journal when stderr is the journal's stream, as systemd documents it:
+/// `JOURNAL_STREAM` holds the device and inode of that stream.
+fn wants_journal(target: LogTarget) -> bool {
+    match target {
+        LogTarget::Journald => true,
+        LogTarget::Stderr => false,
+        LogTarget::Auto => {
+            use std::os::fd::AsRawFd;
+            let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+                return false;
+            };
+            let Some((dev, ino)) = stream.split_once(':') else {
+                return false;
+            };
+            match nix::sys::stat::fstat(std::io::stderr().as_raw_fd()) {
+                Ok(st) => dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino),
+                Err(_) => false,
+            }
+        }
+    }
+}
+
+/// Sets the level of the daemon's own log (`log.level` syntax).
+pub fn set_level(level: &str) -> Result<(), String> {
+    match SET_LEVEL.get() {
+        Some(set) => set(level),
+        None => Err("logging is not set up".into()),
     }
 }
 
@@ -128,7 +207,7 @@ pub fn init_logging(cfg: &LogConfig) {
 pub struct Counters {
     events: AtomicU64,
     rejected: AtomicU64,
-    stored: [AtomicU64; 4],
+    stored: [AtomicU64; Collection::COUNT],
     duplicates: AtomicU64,
     deferred: AtomicU64,
     reject_warnings: AtomicU32,
@@ -142,7 +221,7 @@ pub struct Counters {
 pub struct Snapshot {
     pub events: u64,
     pub rejected: u64,
-    pub stored: [u64; 4],
+    pub stored: [u64; Collection::COUNT],
     pub duplicates: u64,
     pub deferred: u64,
 }
@@ -223,6 +302,8 @@ pub async fn summarize(
         if now != last {
             let d = |a: u64, b: u64| a - b;
             tracing::info!(
+                event_count = d(now.events, last.events),
+                reject_count = d(now.rejected, last.rejected),
                 "last {}: received {} events, rejected {} lines{}; stored {} logs, {} cost, {} performance, {} rejects; {} into the outbox; {} of the memory budget in use",
                 HumanDuration(interval),
                 d(now.events, last.events),

@@ -74,6 +74,21 @@ impl EventId {
         EventId(b)
     }
 
+    /// The id of a document the daemon makes for a time window (the monitor's `api_metrics`): the
+    /// same window and `what` always give the same id on this installation, so writing a window
+    /// again after a restart stores it once.
+    pub fn for_window(start_ms: i64, what: &str) -> EventId {
+        let installation = INSTALLATION.load(Ordering::Relaxed);
+        let mut h = fnv1a(0xcbf2_9ce4_8422_2325, &installation.to_le_bytes());
+        h = fnv1a(h, &start_ms.to_le_bytes());
+        h = fnv1a(h, what.as_bytes());
+        let secs = u32::try_from(start_ms.max(0) / 1000).unwrap_or(u32::MAX);
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&secs.to_be_bytes());
+        b[4..].copy_from_slice(&h.to_be_bytes());
+        EventId(b)
+    }
+
     /// Sets the installation id that derived ids include; once, at start-up, from the state directory.
     pub fn set_installation(id: u64) {
         INSTALLATION.store(id, Ordering::Relaxed);

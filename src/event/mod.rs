@@ -8,6 +8,7 @@
 
 mod fields;
 mod id;
+mod metric;
 mod time;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use fields::Fields;
 use serde_json::{Map, Value};
 
 pub use id::EventId;
+pub use metric::MinuteMetrics;
 pub use time::{TimeError, Timestamp};
 
 use crate::redact::Redactor;
@@ -43,6 +45,8 @@ pub enum Body {
     Cost(Cost),
     Performance(Performance),
     Reject(Reject),
+    /// One finished window of the monitor (`api_metrics`): made by the daemon, not received.
+    Metric(Box<MinuteMetrics>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,14 +183,20 @@ pub enum Collection {
     Cost,
     Performance,
     Rejects,
+    /// The monitor's finished windows, one document per window and model (and one for all).
+    Metrics,
+    /// Alerts as they fire, repeat and resolve; written by the monitor, not by the pipeline.
+    Alerts,
 }
 
 impl Collection {
-    pub const ALL: [Collection; 4] = [
+    pub const ALL: [Collection; 6] = [
         Collection::Logs,
         Collection::Cost,
         Collection::Performance,
         Collection::Rejects,
+        Collection::Metrics,
+        Collection::Alerts,
     ];
 
     pub const COUNT: usize = Self::ALL.len();
@@ -197,6 +207,8 @@ impl Collection {
             Collection::Cost => "api_cost",
             Collection::Performance => "api_performance",
             Collection::Rejects => "api_rejects",
+            Collection::Metrics => "api_metrics",
+            Collection::Alerts => "api_alerts",
         }
     }
 
@@ -210,6 +222,8 @@ impl Collection {
             Collection::Logs | Collection::Performance => "timestamp",
             Collection::Cost => "created_at",
             Collection::Rejects => "received_at",
+            Collection::Metrics => "minute",
+            Collection::Alerts => "started_at",
         }
     }
 }
@@ -221,6 +235,7 @@ impl Event {
             Body::Cost(_) => Collection::Cost,
             Body::Performance(_) => Collection::Performance,
             Body::Reject(_) => Collection::Rejects,
+            Body::Metric(_) => Collection::Metrics,
         }
     }
 

@@ -111,7 +111,10 @@ fn group_id(name: &str) -> Result<u32, String> {
 
 pub struct SocketSource {
     listener: UnixListener,
-    file: SocketFile,
+    path: PathBuf,
+    /// The file this process created, removed at exit; None for a socket systemd passed, which
+    /// outlives the daemon (connections wait in its backlog during a restart).
+    _file: Option<SocketFile>,
 }
 
 /// The socket's path, removed on drop if it is still the file this process created.
@@ -176,11 +179,31 @@ impl SocketSource {
         }
         std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let listener = UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
-        Ok(SocketSource { listener, file })
+        Ok(SocketSource {
+            listener,
+            path: path.to_path_buf(),
+            _file: Some(file),
+        })
+    }
+
+    /// A socket systemd passed (socket activation): used as it is, never re-moded or removed.
+    pub fn activated(std_listener: std::os::unix::net::UnixListener) -> Result<SocketSource, String> {
+        let path = std_listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("(passed by systemd)"));
+        std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let listener = UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
+        Ok(SocketSource {
+            listener,
+            path,
+            _file: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
-        &self.file.path
+        &self.path
     }
 
     /// Accepts clients until shutdown; each connection runs as its own task, at most
@@ -205,7 +228,7 @@ impl SocketSource {
                             if let Some(suppressed) = refused.ready() {
                                 tracing::warn!(
                                     "refused a connection on {}: {} clients are connected (socket.max_connections){}",
-                                    self.file.path.display(),
+                                    self.path.display(),
                                     limits.max_connections,
                                     RateLimited::note(suppressed),
                                 );
@@ -218,7 +241,7 @@ impl SocketSource {
                         if let Some(suppressed) = accept_failed.ready() {
                             tracing::warn!(
                                 "cannot accept a connection on {}: {e}{}",
-                                self.file.path.display(),
+                                self.path.display(),
                                 RateLimited::note(suppressed),
                             );
                         }

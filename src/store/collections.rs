@@ -90,7 +90,32 @@ pub const REJECTS: Spec = Spec {
     sparse_indexed: &[],
 };
 
-pub const ALL: [&Spec; Collection::COUNT] = [&LOGS, &COST, &PERFORMANCE, &REJECTS];
+pub const METRICS: Spec = Spec {
+    collection: Collection::Metrics,
+    time_field: "minute",
+    time_column: "minute_ms",
+    columns: &[col("model", "TEXT", "$.model")],
+    indexed: &["model"],
+    sparse_indexed: &[],
+};
+
+/// One document per alert: `_id` is the alert's fingerprint while it is the latest occurrence, and
+/// `<fingerprint>@<started_at ms>` once a newer one has replaced it (kept as history).
+pub const ALERTS: Spec = Spec {
+    collection: Collection::Alerts,
+    time_field: "started_at",
+    time_column: "started_at_ms",
+    columns: &[
+        col("key", "TEXT NOT NULL", "$.key"),
+        col("state", "TEXT NOT NULL", "$.state"),
+        col("rule", "TEXT", "$.rule"),
+        col("severity", "TEXT", "$.severity"),
+    ],
+    indexed: &["state", "key"],
+    sparse_indexed: &[],
+};
+
+pub const ALL: [&Spec; Collection::COUNT] = [&LOGS, &COST, &PERFORMANCE, &REJECTS, &METRICS, &ALERTS];
 
 impl Collection {
     pub fn spec(self) -> &'static Spec {

@@ -245,6 +245,22 @@ impl EmbeddedStore {
         }
     }
 
+    /// Runs `f` on the writing connection, with this store's host name (for documents it makes).
+    pub(crate) fn with_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &str) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send {
+        self.with_writer(move |conn, inner| f(conn, &inner.host))
+    }
+
+    /// Runs `f` on a read-only connection (crate-internal queries outside `Query`).
+    pub(crate) fn with_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send {
+        self.with_reader(f)
+    }
+
     /// Runs `f` on a read-only connection, beside the writer.
     fn with_reader<T: Send + 'static>(
         &self,
@@ -408,6 +424,7 @@ fn bind_columns(stmt: &mut rusqlite::Statement<'_>, e: &crate::event::Event) -> 
             bind(&p.request_id)?;
         }
         Body::Reject(_) => bind(&&*e.source)?,
+        Body::Metric(m) => bind(&m.model)?,
     }
     Ok(i)
 }

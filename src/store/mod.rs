@@ -6,6 +6,7 @@
 //! failed write, so `write` must be idempotent (an id seen before counts as stored). Each
 //! collection's layout — time field, columns, indexes — is described once, in [`collections`].
 
+pub mod alerts;
 pub mod collections;
 pub mod document;
 pub mod embedded;

@@ -17,6 +17,8 @@ pub struct RetentionConfig {
     pub api_cost: HumanDuration,
     pub api_performance: HumanDuration,
     pub api_rejects: HumanDuration,
+    pub api_metrics: HumanDuration,
+    pub api_alerts: HumanDuration,
     /// How often expired documents are deleted (the embedded store; MongoDB uses TTL indexes).
     pub interval: HumanDuration,
 }
@@ -29,6 +31,8 @@ impl Default for RetentionConfig {
             api_cost: days(30),
             api_performance: days(30),
             api_rejects: days(7),
+            api_metrics: days(30),
+            api_alerts: days(90),
             interval: HumanDuration(Duration::from_secs(3600)),
         }
     }
@@ -42,6 +46,8 @@ impl RetentionConfig {
             Collection::Cost => self.api_cost,
             Collection::Performance => self.api_performance,
             Collection::Rejects => self.api_rejects,
+            Collection::Metrics => self.api_metrics,
+            Collection::Alerts => self.api_alerts,
         }
     }
 

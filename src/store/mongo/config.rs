@@ -124,6 +124,8 @@ pub struct CollectionNames {
     pub api_cost: String,
     pub api_performance: String,
     pub api_rejects: String,
+    pub api_metrics: String,
+    pub api_alerts: String,
 }
 
 impl CollectionNames {
@@ -135,6 +137,8 @@ impl CollectionNames {
             Cost => &self.api_cost,
             Performance => &self.api_performance,
             Rejects => &self.api_rejects,
+            Metrics => &self.api_metrics,
+            Alerts => &self.api_alerts,
         }
     }
 }
@@ -146,6 +150,8 @@ impl Default for CollectionNames {
             api_cost: "api_cost".into(),
             api_performance: "api_performance".into(),
             api_rejects: "api_rejects".into(),
+            api_metrics: "api_metrics".into(),
+            api_alerts: "api_alerts".into(),
         }
     }
 }

@@ -153,6 +153,15 @@ impl MongoStore {
         self.inner.names.name(c)
     }
 
+    /// A collection as plain documents (for the alert and query code).
+    pub(crate) fn documents(&self, c: Collection) -> mongodb::Collection<Document> {
+        self.inner.db.collection(self.name(c))
+    }
+
+    pub(crate) fn host(&self) -> &str {
+        &self.inner.host
+    }
+
     fn raw_collection(&self, c: Collection) -> mongodb::Collection<RawDocumentBuf> {
         self.inner.db.collection(self.name(c))
     }
@@ -624,4 +633,9 @@ impl Query for MongoStore {
             failing_collections,
         }
     }
+}
+
+/// Whether MongoDB refused a write because the `_id` (or another unique key) exists.
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    errors::code(e) == Some(DUPLICATE_KEY)
 }

@@ -1,0 +1,343 @@
+//! The alert lifecycle: a condition that holds for `for` evaluations fires; while it lasts it is
+//! sent again every `repeat_interval`; when it is clearly gone (past the hysteresis, for `for`
+//! evaluations) it resolves, and that is sent once.
+//!
+//! Every step is claimed in the store first ([`AlertStore`]): the collector whose conditional write
+//! succeeds sends the notification, the others adopt the state. So several collectors on one
+//! MongoDB send a shared alert (the budget) once, and a restart neither fires an alert a second time
+//! nor forgets to resolve it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::rules::Condition;
+use crate::event::Timestamp;
+use crate::store::alerts::{AlertRecord, AlertState, AlertStore, Fired};
+use crate::telemetry::RateLimited;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionKind {
+    Firing,
+    /// The n-th repeat while it lasts.
+    Repeat(u32),
+    Resolved,
+}
+
+/// One notification-worthy step of an alert.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub kind: TransitionKind,
+    pub record: AlertRecord,
+}
+
+impl Transition {
+    /// Unique per alert occurrence and step: receivers drop repeats of it.
+    pub fn id(&self) -> String {
+        let step = match self.kind {
+            TransitionKind::Firing => "firing".to_string(),
+            TransitionKind::Repeat(n) => format!("repeat-{n}"),
+            TransitionKind::Resolved => "resolved".to_string(),
+        };
+        format!("{}@{}:{step}", self.record.key, self.record.started_at.as_millis())
+    }
+}
+
+pub type Delivering<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Where claimed notifications go: the webhook queues, and the daemon's own log.
+pub trait AlertSink: Send + Sync + 'static {
+    /// Returns once the notification is durable in the delivery queue.
+    fn deliver(&self, t: Transition) -> Delivering<'_>;
+}
+
+/// Logs every alert, as the original `send_alert` did ("告警: …" on `lngpt.alert`).
+pub struct LogSink;
+
+impl AlertSink for LogSink {
+    fn deliver(&self, t: Transition) -> Delivering<'_> {
+        Box::pin(async move {
+            match t.kind {
+                TransitionKind::Resolved => tracing::info!(
+                    alert = %t.record.key, severity = %t.record.severity, "alert resolved: {}", t.record.title
+                ),
+                _ => tracing::warn!(
+                    alert = %t.record.key, severity = %t.record.severity, "告警 alert: {} — {}", t.record.title, t.record.message
+                ),
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Sends to several sinks; each must take it.
+pub struct Fanout(pub Vec<Arc<dyn AlertSink>>);
+
+impl AlertSink for Fanout {
+    fn deliver(&self, t: Transition) -> Delivering<'_> {
+        Box::pin(async move {
+            for sink in &self.0 {
+                sink.deliver(t.clone()).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[derive(Default)]
+struct Tracked {
+    /// Consecutive evaluations over the threshold.
+    over: u32,
+    /// Consecutive evaluations clearly under it.
+    clear: u32,
+    episode: Option<Episode>,
+}
+
+#[derive(Clone)]
+struct Episode {
+    record: AlertRecord,
+    last_sent: Timestamp,
+}
+
+pub struct Lifecycle<S> {
+    store: S,
+    sink: Arc<dyn AlertSink>,
+    tracked: HashMap<String, Tracked>,
+    repeat_interval: Duration,
+    /// This installation, recorded with each claim.
+    me: String,
+    store_errors: RateLimited,
+}
+
+impl<S: AlertStore> Lifecycle<S> {
+    pub fn new(store: S, sink: Arc<dyn AlertSink>, repeat_interval: Duration, me: String) -> Lifecycle<S> {
+        Lifecycle {
+            store,
+            sink,
+            tracked: HashMap::new(),
+            repeat_interval,
+            me,
+            store_errors: RateLimited::new(Duration::from_secs(60)),
+        }
+    }
+
+    pub fn set_repeat_interval(&mut self, d: Duration) {
+        self.repeat_interval = d;
+    }
+
+    /// Takes up the alerts that fire in the store: no second "firing" for them, and a "resolved"
+    /// still follows. A claim of ours that a crash kept from reaching the queue is queued now.
+    pub async fn load(&mut self) -> Result<usize, crate::store::StoreError> {
+        let firing = self.store.firing().await?;
+        let n = firing.len();
+        for record in firing {
+            if record.claimed_by == self.me && !record.queued {
+                let kind = match record.repeats {
+                    0 => TransitionKind::Firing,
+                    n => TransitionKind::Repeat(n),
+                };
+                self.send(Transition {
+                    kind,
+                    record: record.clone(),
+                })
+                .await;
+            }
+            let last_sent = record.sent_at.unwrap_or(record.started_at);
+            self.tracked.insert(
+                record.key.clone(),
+                Tracked {
+                    over: 0,
+                    clear: 0,
+                    episode: Some(Episode { record, last_sent }),
+                },
+            );
+        }
+        Ok(n)
+    }
+
+    /// The alerts firing now, as this collector knows them.
+    pub fn firing(&self) -> Vec<AlertRecord> {
+        let mut out: Vec<AlertRecord> = self
+            .tracked
+            .values()
+            .filter_map(|t| t.episode.as_ref().map(|e| e.record.clone()))
+            .collect();
+        out.sort_by_key(|a| std::cmp::Reverse(a.started_at));
+        out
+    }
+
+    /// One evaluation: every condition measured now. Keys not among them count as clear.
+    pub async fn step(&mut self, conditions: Vec<Condition>, now: Timestamp) {
+        let measured: std::collections::HashSet<String> = conditions.iter().map(|c| c.key.clone()).collect();
+        let gone: Vec<String> = self
+            .tracked
+            .keys()
+            .filter(|k| !measured.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let resolve = match self.tracked.get_mut(&key) {
+                Some(t) => {
+                    t.over = 0;
+                    t.clear += 1;
+                    t.episode.clone()
+                }
+                None => None,
+            };
+            match resolve {
+                Some(ep) => self.resolve(&key, ep, None, now).await,
+                None => {
+                    self.tracked.remove(&key);
+                }
+            }
+        }
+        for c in conditions {
+            let t = self.tracked.entry(c.key.clone()).or_default();
+            if c.over {
+                t.over += 1;
+                t.clear = 0;
+            } else {
+                t.over = 0;
+                t.clear = if c.clear { t.clear + 1 } else { 0 };
+            }
+            let (over, clear, episode) = (t.over, t.clear, t.episode.clone());
+            match episode {
+                None if over >= c.for_evaluations => self.fire(&c, now).await,
+                None => {
+                    if over == 0 {
+                        self.tracked.remove(&c.key);
+                    }
+                }
+                Some(ep) if clear >= c.for_evaluations => self.resolve(&c.key, ep, Some(&c), now).await,
+                Some(ep)
+                    if !c.clear
+                        && now.as_millis() - ep.last_sent.as_millis() >= self.repeat_interval.as_millis() as i64 =>
+                {
+                    self.repeat(&c, ep, now).await
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    async fn fire(&mut self, c: &Condition, now: Timestamp) {
+        let record = AlertRecord {
+            key: c.key.clone(),
+            rule: c.rule.to_string(),
+            severity: c.severity.as_str().to_string(),
+            state: AlertState::Firing,
+            title: c.title.clone(),
+            message: c.message.clone(),
+            value: c.value,
+            threshold: c.threshold,
+            labels: c.labels.clone(),
+            started_at: now,
+            ended_at: None,
+            sent_at: Some(now),
+            repeats: 0,
+            claimed_by: self.me.clone(),
+            queued: false,
+        };
+        match self.store.fire(record.clone()).await {
+            Ok(Fired::Claimed) => {
+                self.remember(&c.key, record.clone(), now);
+                self.send(Transition {
+                    kind: TransitionKind::Firing,
+                    record,
+                })
+                .await;
+            }
+            Ok(Fired::AlreadyFiring(existing)) => {
+                let last_sent = existing.sent_at.unwrap_or(existing.started_at);
+                self.remember(&c.key, *existing, last_sent);
+            }
+            Err(e) => self.store_failed("fire", &c.key, &e),
+        }
+    }
+
+    async fn repeat(&mut self, c: &Condition, ep: Episode, now: Timestamp) {
+        let r = &ep.record;
+        let claimed = self
+            .store
+            .repeat(r.key.clone(), r.started_at, r.repeats, c.value, now, self.me.clone())
+            .await;
+        match claimed {
+            Ok(won) => {
+                let mut record = ep.record.clone();
+                record.repeats += 1;
+                record.value = c.value;
+                record.message = c.message.clone();
+                record.title = c.title.clone();
+                record.sent_at = Some(now);
+                self.remember(&c.key, record.clone(), now);
+                if won {
+                    let n = record.repeats;
+                    self.send(Transition {
+                        kind: TransitionKind::Repeat(n),
+                        record,
+                    })
+                    .await;
+                }
+            }
+            Err(e) => self.store_failed("repeat", &c.key, &e),
+        }
+    }
+
+    async fn resolve(&mut self, key: &str, ep: Episode, c: Option<&Condition>, now: Timestamp) {
+        let r = &ep.record;
+        let value = c.map_or(r.value, |c| c.value);
+        match self
+            .store
+            .resolve(r.key.clone(), r.started_at, value, now, self.me.clone())
+            .await
+        {
+            Ok(won) => {
+                self.tracked.remove(key);
+                if won {
+                    let mut record = ep.record;
+                    record.state = AlertState::Resolved;
+                    record.value = value;
+                    record.ended_at = Some(now);
+                    record.sent_at = Some(now);
+                    self.send(Transition {
+                        kind: TransitionKind::Resolved,
+                        record,
+                    })
+                    .await;
+                }
+            }
+            Err(e) => self.store_failed("resolve", key, &e),
+        }
+    }
+
+    fn remember(&mut self, key: &str, record: AlertRecord, last_sent: Timestamp) {
+        let t = self.tracked.entry(key.to_string()).or_default();
+        t.episode = Some(Episode { record, last_sent });
+    }
+
+    async fn send(&mut self, t: Transition) {
+        let (key, started_at) = (t.record.key.clone(), t.record.started_at);
+        match self.sink.deliver(t).await {
+            Ok(()) => {
+                if let Err(e) = self.store.mark_queued(key.clone(), started_at).await {
+                    // Queued twice at the next start at worst; receivers drop the repeat by its id.
+                    tracing::debug!("cannot mark alert {key} as queued: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot queue the notification for alert {key}: {e}; it is queued at the next start")
+            }
+        }
+    }
+
+    fn store_failed(&mut self, doing: &str, key: &str, e: &crate::store::StoreError) {
+        if let Some(suppressed) = self.store_errors.ready() {
+            tracing::warn!(
+                "cannot {doing} alert {key} in the store, will try at the next evaluation: {e}{}",
+                RateLimited::note(suppressed)
+            );
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! Spend against the hourly and daily limits in RMB, as the original `check_cost_limits()` had it:
+//! dollars converted at `usd_to_rmb_rate`, a limit reached when the spend is at or over it.
+//!
+//! Totals come from the store, so that several collectors sharing one MongoDB see one spend: every
+//! `refresh` the tracker asks the store for the exact totals of the current windows (with MongoDB,
+//! what waits in the outbox counts too), and adds the cost events it has seen stored since. The
+//! answer to "may the app spend?" is then read from memory.
+//!
+//! Windows are either sliding (the last hour, the last 24 hours: the original's) or the calendar
+//! hour and day in `timezone` (Asia/Shanghai by default).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{HumanDuration, Problems};
+use crate::event::{Body, Currency, Event, Timestamp};
+use crate::store::query::CostBucket;
+
+/// `[budget]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// `HOURLY_LIMIT_RMB` overrides; 0 switches the hourly limit off.
+    pub hourly_limit_rmb: f64,
+    /// `DAILY_LIMIT_RMB` overrides; 0 switches the daily limit off.
+    pub daily_limit_rmb: f64,
+    /// `USD_TO_RMB_RATE` overrides.
+    pub usd_to_rmb_rate: f64,
+    pub window: BudgetWindow,
+    /// An IANA time zone: where calendar hours and days begin, and how times are shown.
+    pub timezone: String,
+    /// Fractions of a limit at which a warning fires (once per window each).
+    pub warn_at: Vec<f64>,
+    /// How often totals are read again from the store.
+    pub refresh: HumanDuration,
+    /// The recent stretch whose rate projects when a limit will be reached.
+    pub projection_window: HumanDuration,
+    /// Optional limits per model: `[budget.models."gpt-4o"] daily_limit_rmb = 50`.
+    pub models: BTreeMap<String, ModelLimits>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelLimits {
+    pub hourly_limit_rmb: f64,
+    pub daily_limit_rmb: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetWindow {
+    /// The last hour and the last 24 hours.
+    Sliding,
+    /// This hour and this day in `timezone`.
+    Calendar,
+}
+
+impl Default for BudgetConfig {
+    /// The original app's limits.
+    fn default() -> Self {
+        BudgetConfig {
+            hourly_limit_rmb: 100.0,
+            daily_limit_rmb: 500.0,
+            usd_to_rmb_rate: 7.0,
+            window: BudgetWindow::Sliding,
+            timezone: "Asia/Shanghai".into(),
+            warn_at: vec![0.5, 0.8, 1.0],
+            refresh: HumanDuration(Duration::from_secs(5)),
+            projection_window: HumanDuration(Duration::from_secs(15 * 60)),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
+impl BudgetConfig {
+    pub fn validate(&self, p: &mut Problems) {
+        let limit_ok = |v: f64| v.is_finite() && v >= 0.0;
+        if !limit_ok(self.hourly_limit_rmb) {
+            p.add(
+                "budget.hourly_limit_rmb",
+                format!("is {}; expected an amount ≥ 0 (0: no limit)", self.hourly_limit_rmb),
+            );
+        }
+        if !limit_ok(self.daily_limit_rmb) {
+            p.add(
+                "budget.daily_limit_rmb",
+                format!("is {}; expected an amount ≥ 0 (0: no limit)", self.daily_limit_rmb),
+            );
+        }
+        if !(self.usd_to_rmb_rate.is_finite() && self.usd_to_rmb_rate > 0.0 && self.usd_to_rmb_rate < 1000.0) {
+            p.add(
+                "budget.usd_to_rmb_rate",
+                format!(
+                    "is {}; expected how many RMB a dollar buys, such as 7.2",
+                    self.usd_to_rmb_rate
+                ),
+            );
+        }
+        if let Err(e) = time_zone(&self.timezone) {
+            p.add("budget.timezone", e);
+        }
+        if self.warn_at.is_empty() || self.warn_at.iter().any(|f| !(f.is_finite() && *f > 0.0 && *f <= 10.0)) {
+            p.add(
+                "budget.warn_at",
+                format!(
+                    "is {:?}; expected fractions of the limit above 0, such as [0.5, 0.8, 1.0]",
+                    self.warn_at
+                ),
+            );
+        }
+        p.duration_in(
+            "budget.refresh",
+            self.refresh,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        p.duration_in(
+            "budget.projection_window",
+            self.projection_window,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        );
+        for (model, m) in &self.models {
+            if !limit_ok(m.hourly_limit_rmb) || !limit_ok(m.daily_limit_rmb) {
+                p.add(
+                    &format!("budget.models.{model}"),
+                    "limits must be amounts ≥ 0 (0: no limit)",
+                );
+            }
+        }
+    }
+
+    pub fn to_rmb(&self, amount: f64, currency: Currency) -> f64 {
+        match currency {
+            Currency::Usd => amount * self.usd_to_rmb_rate,
+            Currency::Cny => amount,
+        }
+    }
+}
+
+/// An IANA zone by name (the system's database, else the one built in).
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name).map_err(|e| format!("is {name:?}, which is not a known time zone ({e}); expected an IANA name such as \"Asia/Shanghai\" or \"UTC\""))
+}
+
+/// Which of the two limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Hour,
+    Day,
+}
+
+impl Period {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Period::Hour => "hourly",
+            Period::Day => "daily",
+        }
+    }
+}
+
+/// Spend in one window against its limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spend {
+    pub spent_rmb: f64,
+    /// 0 when there is no limit.
+    pub limit_rmb: f64,
+    pub remaining_rmb: f64,
+    /// spent / limit (0 without a limit).
+    pub fraction: f64,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+}
+
+impl Spend {
+    fn new(spent: f64, limit: f64, window: (i64, i64)) -> Spend {
+        Spend {
+            spent_rmb: round_cents(spent),
+            limit_rmb: limit,
+            remaining_rmb: if limit > 0.0 {
+                round_cents((limit - spent).max(0.0))
+            } else {
+                0.0
+            },
+            fraction: if limit > 0.0 { spent / limit } else { 0.0 },
+            window_start: Timestamp(window.0),
+            window_end: Timestamp(window.1),
+        }
+    }
+
+    pub fn reached(&self) -> bool {
+        self.limit_rmb > 0.0 && self.spent_rmb >= self.limit_rmb
+    }
+}
+
+fn round_cents(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSpend {
+    pub model: String,
+    pub hour: Spend,
+    pub day: Spend,
+}
+
+/// When the daily limit will be reached at the recent rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Projection {
+    /// RMB per hour over `projection_window`.
+    pub rate_rmb_per_hour: f64,
+    /// None when the limit is not reached within the day's window at this rate.
+    pub daily_limit_at: Option<Timestamp>,
+    /// `daily_limit_at` as a local time in the configured zone ("21:40").
+    pub daily_limit_at_local: Option<String>,
+}
+
+/// Everything `/api/budget` and the budget rules need, computed in memory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetStatus {
+    pub window: BudgetWindow,
+    pub timezone: String,
+    pub usd_to_rmb_rate: f64,
+    pub hour: Spend,
+    pub day: Spend,
+    /// Whether a new API call is within the limits (the original raised once a limit was reached).
+    pub allowed: bool,
+    pub projection: Projection,
+    pub models: Vec<ModelSpend>,
+    /// When the store was last read; None before the first successful read.
+    pub as_of: Option<Timestamp>,
+    /// Why the last read failed, if it did (the totals then hold what was last known plus what
+    /// was seen since).
+    pub store_error: Option<String>,
+}
+
+/// Totals read from the store for one window, per model, in RMB.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    all: f64,
+    models: BTreeMap<String, f64>,
+}
+
+impl Totals {
+    fn from_buckets(buckets: &[CostBucket], cfg: &BudgetConfig) -> Totals {
+        let mut t = Totals::default();
+        for b in buckets {
+            let rmb = cfg.to_rmb(b.cost, b.currency);
+            t.all += rmb;
+            *t.models.entry(b.model.clone()).or_default() += rmb;
+        }
+        t
+    }
+}
+
+/// What one read of the store gave: hour, day and projection windows.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    pub hour: Vec<CostBucket>,
+    pub day: Vec<CostBucket>,
+    pub recent: Vec<CostBucket>,
+}
+
+/// A cost event seen stored, kept until the next reading covers it.
+struct Seen {
+    seq: u64,
+    time_ms: i64,
+    model: String,
+    rmb: f64,
+}
+
+pub struct BudgetTracker {
+    cfg: BudgetConfig,
+    tz: jiff::tz::TimeZone,
+    /// The last reading, with the sequence number of the first event it may not include.
+    base: Option<(Reading, u64, Timestamp)>,
+    seen: VecDeque<Seen>,
+    seq: u64,
+    store_error: Option<String>,
+}
+
+impl BudgetTracker {
+    pub fn new(cfg: BudgetConfig) -> BudgetTracker {
+        let tz = time_zone(&cfg.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        BudgetTracker {
+            cfg,
+            tz,
+            base: None,
+            seen: VecDeque::new(),
+            seq: 0,
+            store_error: None,
+        }
+    }
+
+    pub fn config(&self) -> &BudgetConfig {
+        &self.cfg
+    }
+
+    pub fn time_zone(&self) -> &jiff::tz::TimeZone {
+        &self.tz
+    }
+
+    pub fn reconfigure(&mut self, cfg: BudgetConfig) {
+        self.tz = time_zone(&cfg.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        self.cfg = cfg;
+    }
+
+    /// Notes stored cost events.
+    pub fn saw(&mut self, events: &[Event]) {
+        for e in events {
+            if let Body::Cost(c) = &e.body {
+                self.seq += 1;
+                self.seen.push_back(Seen {
+                    seq: self.seq,
+                    time_ms: e.time.as_millis(),
+                    model: c.model.clone(),
+                    rmb: self.cfg.to_rmb(c.cost, c.currency),
+                });
+            }
+        }
+    }
+
+    /// The sequence number a reading that starts now covers up to.
+    pub fn reading_starts(&self) -> u64 {
+        self.seq
+    }
+
+    /// A reading of the store begun when `reading_starts` gave `started_seq`. Events seen after that
+    /// may be in it too: they are counted again until the next reading, which errs towards
+    /// stopping the app a little early, never late.
+    pub fn read(&mut self, reading: Reading, started_seq: u64, at: Timestamp) {
+        self.base = Some((reading, started_seq, at));
+        self.store_error = None;
+        self.seen.retain(|s| s.seq > started_seq);
+    }
+
+    pub fn read_failed(&mut self, why: String) {
+        self.store_error = Some(why);
+    }
+
+    /// The windows (start, end) in milliseconds at `now`.
+    pub fn windows(&self, now: Timestamp) -> [(i64, i64); 2] {
+        let now_ms = now.as_millis();
+        match self.cfg.window {
+            BudgetWindow::Sliding => [(now_ms - 3_600_000, now_ms), (now_ms - 86_400_000, now_ms)],
+            BudgetWindow::Calendar => {
+                let hour = calendar_start(now_ms, &self.tz, Period::Hour);
+                let day = calendar_start(now_ms, &self.tz, Period::Day);
+                [(hour, now_ms), (day, now_ms)]
+            }
+        }
+    }
+
+    pub fn projection_start(&self, now: Timestamp) -> i64 {
+        now.as_millis() - self.cfg.projection_window.as_millis_i64()
+    }
+
+    pub fn status(&self, now: Timestamp) -> BudgetStatus {
+        let [hour_w, day_w] = self.windows(now);
+        let proj_from = self.projection_start(now);
+        let (mut hour, mut day, mut recent) = match &self.base {
+            Some((r, _, _)) => (
+                Totals::from_buckets(&r.hour, &self.cfg),
+                Totals::from_buckets(&r.day, &self.cfg),
+                Totals::from_buckets(&r.recent, &self.cfg).all,
+            ),
+            None => (Totals::default(), Totals::default(), 0.0),
+        };
+        for s in &self.seen {
+            let add = |t: &mut Totals| {
+                t.all += s.rmb;
+                *t.models.entry(s.model.clone()).or_default() += s.rmb;
+            };
+            if s.time_ms >= hour_w.0 {
+                add(&mut hour);
+            }
+            if s.time_ms >= day_w.0 {
+                add(&mut day);
+            }
+            if s.time_ms >= proj_from {
+                recent += s.rmb;
+            }
+        }
+        let hour_spend = Spend::new(hour.all, self.cfg.hourly_limit_rmb, hour_w);
+        let day_spend = Spend::new(day.all, self.cfg.daily_limit_rmb, day_w);
+        let mut models: Vec<ModelSpend> = day
+            .models
+            .iter()
+            .map(|(model, spent_day)| {
+                let limits = self.cfg.models.get(model).cloned().unwrap_or_default();
+                let spent_hour = hour.models.get(model).copied().unwrap_or(0.0);
+                ModelSpend {
+                    model: model.clone(),
+                    hour: Spend::new(spent_hour, limits.hourly_limit_rmb, hour_w),
+                    day: Spend::new(*spent_day, limits.daily_limit_rmb, day_w),
+                }
+            })
+            .collect();
+        models.sort_by(|a, b| b.day.spent_rmb.total_cmp(&a.day.spent_rmb));
+        let projection = self.project(now, recent, &day_spend);
+        BudgetStatus {
+            window: self.cfg.window,
+            timezone: self.cfg.timezone.clone(),
+            usd_to_rmb_rate: self.cfg.usd_to_rmb_rate,
+            allowed: !hour_spend.reached() && !day_spend.reached(),
+            hour: hour_spend,
+            day: day_spend,
+            projection,
+            models,
+            as_of: self.base.as_ref().map(|(_, _, at)| *at),
+            store_error: self.store_error.clone(),
+        }
+    }
+
+    fn project(&self, now: Timestamp, recent_rmb: f64, day: &Spend) -> Projection {
+        let window_ms = self.cfg.projection_window.as_millis_i64().max(1) as f64;
+        let per_ms = recent_rmb / window_ms;
+        let rate_rmb_per_hour = round_cents(per_ms * 3_600_000.0);
+        let mut at = None;
+        if per_ms > 0.0 && day.limit_rmb > 0.0 && !day.reached() {
+            let ms = ((day.limit_rmb - day.spent_rmb) / per_ms).ceil();
+            let when = now.as_millis().saturating_add(ms.min(1e15) as i64);
+            // A calendar day's limit is only reached if it happens before the day ends.
+            let day_end = match self.cfg.window {
+                BudgetWindow::Calendar => calendar_end(now.as_millis(), &self.tz),
+                BudgetWindow::Sliding => i64::MAX,
+            };
+            if when < day_end {
+                at = Some(Timestamp(when));
+            }
+        }
+        Projection {
+            rate_rmb_per_hour,
+            daily_limit_at_local: at.map(|t| local_hh_mm(t, &self.tz)),
+            daily_limit_at: at,
+        }
+    }
+}
+
+/// Where the calendar hour or day containing `ms` begins, in `tz`.
+pub fn calendar_start(ms: i64, tz: &jiff::tz::TimeZone, period: Period) -> i64 {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
+        return ms;
+    };
+    let zoned = ts.to_zoned(tz.clone());
+    let start = match period {
+        Period::Day => zoned.start_of_day().ok(),
+        Period::Hour => zoned.with().minute(0).second(0).subsec_nanosecond(0).build().ok(),
+    };
+    start.map_or(ms, |z| z.timestamp().as_millisecond())
+}
+
+/// Where the calendar day containing `ms` ends, in `tz`.
+fn calendar_end(ms: i64, tz: &jiff::tz::TimeZone) -> i64 {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
+        return i64::MAX;
+    };
+    ts.to_zoned(tz.clone())
+        .tomorrow()
+        .and_then(|z| z.start_of_day())
+        .map_or(i64::MAX, |z| z.timestamp().as_millisecond())
+}
+
+/// "21:40" in `tz` (with the date when it is not today there).
+pub fn local_hh_mm(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    let Ok(ts) = jiff::Timestamp::from_millisecond(t.as_millis()) else {
+        return t.to_string();
+    };
+    let when = ts.to_zoned(tz.clone());
+    let today = jiff::Timestamp::now().to_zoned(tz.clone()).date();
+    if when.date() == today {
+        when.strftime("%H:%M").to_string()
+    } else {
+        when.strftime("%Y-%m-%d %H:%M").to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(model: &str, cost: f64, currency: Currency) -> CostBucket {
+        CostBucket {
+            start_ms: 0,
+            model: model.into(),
+            currency,
+            cost,
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            calls: 1,
+        }
+    }
+
+    #[test]
+    fn spend_converts_dollars_and_a_limit_is_reached_at_equality() {
+        let mut t = BudgetTracker::new(BudgetConfig {
+            hourly_limit_rmb: 10.0,
+            daily_limit_rmb: 100.0,
+            usd_to_rmb_rate: 7.0,
+            ..BudgetConfig::default()
+        });
+        let now = Timestamp(1_795_680_000_000);
+        t.read(
+            Reading {
+                hour: vec![bucket("gpt-4o", 1.0, Currency::Usd), bucket("glm", 3.0, Currency::Cny)],
+                day: vec![bucket("gpt-4o", 1.0, Currency::Usd), bucket("glm", 3.0, Currency::Cny)],
+                recent: vec![bucket("glm", 3.0, Currency::Cny)],
+            },
+            0,
+            now,
+        );
+        let s = t.status(now);
+        assert_eq!((s.hour.spent_rmb, s.hour.fraction), (10.0, 1.0));
+        assert!(
+            s.hour.reached() && !s.allowed,
+            "at the limit counts as reached, as the original"
+        );
+        assert_eq!(s.day.remaining_rmb, 90.0);
+        // 3 RMB in 15 minutes: 12 RMB an hour; 90 RMB left: 7.5 hours.
+        assert_eq!(s.projection.rate_rmb_per_hour, 12.0);
+        assert_eq!(
+            s.projection.daily_limit_at,
+            Some(Timestamp(now.as_millis() + 27_000_000))
+        );
+        assert_eq!(s.models[0].model, "gpt-4o");
+    }
+
+    #[test]
+    fn calendar_hours_and_days_begin_in_the_configured_zone() {
+        let tz = time_zone("Asia/Shanghai").unwrap();
+        // 2026-11-26T15:37:00Z is 23:37 in Shanghai: the day began at 16:00Z the day before.
+        let now = Timestamp::parse_rfc3339("2026-11-26T15:37:00Z").unwrap().as_millis();
+        let day = Timestamp::parse_rfc3339("2026-11-25T16:00:00Z").unwrap().as_millis();
+        let hour = Timestamp::parse_rfc3339("2026-11-26T15:00:00Z").unwrap().as_millis();
+        assert_eq!(calendar_start(now, &tz, Period::Day), day);
+        assert_eq!(calendar_start(now, &tz, Period::Hour), hour);
+        assert!(time_zone("Mars/Olympus").is_err());
+    }
+}

@@ -1,0 +1,530 @@
+//! The monitor: the original RealTimeMonitor, cost limits and AlertSystem, as a task of the daemon.
+//!
+//! It sees events once they are stored (an [`Observer`] on the pipeline's tap), never slowing
+//! ingest: the observer only adds them to in-memory windows ([`windows`]) and to the budget's
+//! running totals ([`budget`]). Every `evaluate_every` the monitor task writes finished windows to
+//! `api_metrics` (through the pipeline, like any event), reads the budget's totals from the store,
+//! turns the figures into conditions ([`rules`]) and runs them through the alert lifecycle
+//! ([`alerts`]), which claims each step in `api_alerts` before it is sent.
+//!
+//! A restart resets nothing: recent windows are rebuilt from the store, budget totals always come
+//! from it, and firing alerts are taken up again.
+
+pub mod alerts;
+pub mod budget;
+mod messages;
+pub mod rules;
+pub mod windows;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::HumanDuration;
+use crate::event::{Body, Collection, Event, EventId, Source, Timestamp};
+use crate::pipeline::tap::Observer;
+use crate::pipeline::{Chunk, PipelineSender};
+use crate::shutdown::Shutdown;
+use crate::store::alerts::{AlertRecord, AlertStore};
+use crate::store::query::{Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
+use alerts::{AlertSink, Lifecycle};
+use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period, Reading};
+use messages::Text;
+use rules::{Condition, MonitorConfig, RuleConfig, Severity};
+use windows::Windows;
+
+pub use rules::Language;
+
+/// The monitor's state, shared by the observer (writer's task), the evaluation task and the API.
+#[derive(Clone)]
+pub struct Monitor {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    host: String,
+}
+
+struct State {
+    cfg: MonitorConfig,
+    windows: Windows,
+    budget: BudgetTracker,
+    /// When (wall clock) an event was last stored.
+    last_event_ms: i64,
+    started_ms: i64,
+    /// Since when the store has been unreachable.
+    unreachable_since: Option<i64>,
+    outbox_dropped_seen: u64,
+    firing: Vec<AlertRecord>,
+}
+
+impl Observer for Monitor {
+    fn stored(&self, _: Collection, events: &[Event]) {
+        let mut s = self.lock();
+        let budget = s.budget.config().clone();
+        s.windows.add(events, |cost, currency| budget.to_rmb(cost, currency));
+        s.budget.saw(events);
+        s.last_event_ms = Timestamp::now().as_millis();
+    }
+}
+
+impl Monitor {
+    pub fn new(cfg: MonitorConfig, budget: BudgetConfig, host: String) -> Monitor {
+        let windows = windows_for(&cfg);
+        Monitor {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    windows,
+                    budget: BudgetTracker::new(budget),
+                    cfg,
+                    last_event_ms: Timestamp::now().as_millis(),
+                    started_ms: Timestamp::now().as_millis(),
+                    unreachable_since: None,
+                    outbox_dropped_seen: 0,
+                    firing: Vec::new(),
+                }),
+                host,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Spend against the limits now, from memory: what `/api/budget` answers.
+    pub fn budget_status(&self) -> BudgetStatus {
+        self.lock().budget.status(Timestamp::now())
+    }
+
+    /// The alerts firing now.
+    pub fn firing(&self) -> Vec<AlertRecord> {
+        self.lock().firing.clone()
+    }
+
+    /// SIGHUP: new rules and limits take effect at the next evaluation; the windows stay.
+    pub fn reconfigure(&self, cfg: MonitorConfig, budget: BudgetConfig) {
+        let mut s = self.lock();
+        if cfg.window != s.cfg.window || cfg.keep != s.cfg.keep {
+            tracing::warn!(
+                "monitor.window and monitor.keep take effect after a restart; the other [monitor] keys are reloaded"
+            );
+        }
+        let (window, keep) = (s.cfg.window, s.cfg.keep);
+        s.cfg = MonitorConfig { window, keep, ..cfg };
+        s.budget.reconfigure(budget);
+    }
+
+    /// Evaluates until shutdown: writes finished windows, refreshes the budget from the store,
+    /// and runs the rules through the alert lifecycle.
+    pub async fn run<S: Query + AlertStore>(
+        self,
+        store: S,
+        metrics: PipelineSender,
+        sink: Arc<dyn AlertSink>,
+        installation: String,
+        mut shutdown: Shutdown,
+    ) {
+        let repeat = self.lock().cfg.repeat_interval.0;
+        let mut lifecycle = Lifecycle::new(store.clone(), sink, repeat, installation);
+        self.rebuild(&store).await;
+        match lifecycle.load().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} alerts were firing before the restart; their resolution will follow"),
+            Err(e) => tracing::warn!("cannot read the firing alerts from the store: {e}"),
+        }
+        let mut next_budget_read = tokio::time::Instant::now();
+        loop {
+            let every = self.lock().cfg.evaluate_every.0;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.recv() => return,
+            }
+            if tokio::time::Instant::now() >= next_budget_read {
+                tokio::select! {
+                    _ = self.read_budget(&store) => {}
+                    _ = shutdown.recv() => return,
+                }
+                next_budget_read = tokio::time::Instant::now() + self.lock().budget.config().refresh.0;
+            }
+            let now = Timestamp::now();
+            let (finished, conditions, repeat) = {
+                let mut s = self.lock();
+                let finished = finish_windows(&mut s);
+                let conditions = conditions(&mut s, &self.shared.host, &store.health(), now);
+                (finished, conditions, s.cfg.repeat_interval.0)
+            };
+            if !finished.is_empty() {
+                let reservation = metrics.budget().force(0);
+                let chunk = Chunk {
+                    events: finished,
+                    ack: None,
+                    reservation,
+                };
+                if metrics.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+            lifecycle.set_repeat_interval(repeat);
+            tokio::select! {
+                _ = lifecycle.step(conditions, now) => {}
+                _ = shutdown.recv() => return,
+            }
+            self.lock().firing = lifecycle.firing();
+        }
+    }
+
+    /// Reads the current windows' cost totals from the store.
+    async fn read_budget<S: Query>(&self, store: &S) {
+        let now = Timestamp::now();
+        let (windows, proj_from, started) = {
+            let s = self.lock();
+            (
+                s.budget.windows(now),
+                s.budget.projection_start(now),
+                s.budget.reading_starts(),
+            )
+        };
+        let range = |(from, to): (i64, i64)| TimeRange::between(Timestamp(from), Timestamp(to.saturating_add(1)));
+        let read = async {
+            Ok::<_, crate::store::StoreError>(Reading {
+                hour: store.cost_buckets(range(windows[0])).await?,
+                day: store.cost_buckets(range(windows[1])).await?,
+                recent: store.cost_buckets(range((proj_from, now.as_millis()))).await?,
+            })
+        };
+        match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(Ok(reading)) => self.lock().budget.read(reading, started, now),
+            Ok(Err(e)) => self.lock().budget.read_failed(e.to_string()),
+            Err(_) => self
+                .lock()
+                .budget
+                .read_failed("the store did not answer within 30 s".into()),
+        }
+    }
+
+    /// Refills the recent windows from the store, so a restart resets nothing. Counts, errors and
+    /// durations come back exactly; latency percentiles only for what is stored from now on.
+    async fn rebuild<S: Query>(&self, store: &S) {
+        let (width, keep) = {
+            let s = self.lock();
+            (s.windows.width_ms(), s.cfg.keep.as_millis_i64())
+        };
+        if width % REQUEST_BUCKET_MS != 0 {
+            return; // the store sums by the minute; other widths start empty
+        }
+        let now = Timestamp::now().as_millis();
+        let from = now - keep;
+        let buckets = match store
+            .request_buckets(TimeRange::between(Timestamp(from), Timestamp(now)))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("cannot rebuild the monitor's windows from the store: {e}");
+                return;
+            }
+        };
+        let mut s = self.lock();
+        let grace = s.cfg.grace.as_millis_i64();
+        for b in &buckets {
+            let start = s.windows.start_of(b.start_ms);
+            let Some(w) = s.windows.window_mut(start) else { continue };
+            let cells = std::iter::once(&mut w.overall);
+            for cell in cells {
+                cell.add_summary(
+                    b.calls,
+                    b.errors,
+                    b.response_time_sum,
+                    (b.first_chunk_sum, b.first_chunk_count),
+                );
+            }
+            if let Some(model) = &b.model {
+                w.models.entry(model.clone()).or_default().add_summary(
+                    b.calls,
+                    b.errors,
+                    b.response_time_sum,
+                    (b.first_chunk_sum, b.first_chunk_count),
+                );
+            }
+        }
+        // Windows that ended before this start were written by the run before (and writing
+        // them again would store nothing new: their ids are fixed).
+        let width = s.windows.width_ms();
+        for w in s.windows.finished_unwritten(now - width - grace + 1, 0) {
+            w.written = true;
+        }
+        if !buckets.is_empty() {
+            tracing::info!(
+                "monitor: rebuilt {} minutes of performance from the store",
+                buckets.len()
+            );
+        }
+    }
+}
+
+fn windows_for(cfg: &MonitorConfig) -> Windows {
+    let width = cfg.window.as_millis_i64().max(1);
+    let keep = (cfg.keep.as_millis_i64() / width).max(1) as usize;
+    Windows::new(width, keep)
+}
+
+/// The `api_metrics` documents of windows whose grace has passed.
+fn finish_windows(s: &mut State) -> Vec<Event> {
+    let now = Timestamp::now().as_millis();
+    let (grace, width) = (s.cfg.grace.as_millis_i64(), s.windows.width_ms());
+    let source = Source::from("monitor");
+    let mut out = Vec::new();
+    for w in s.windows.finished_unwritten(now, grace) {
+        w.written = true;
+        let mut cells = vec![(None, &w.overall)];
+        cells.extend(w.models.iter().map(|(m, c)| (Some(m.clone()), c)));
+        for (model, cell) in cells {
+            if cell.requests == 0 && cell.cost_calls == 0 && model.is_some() {
+                continue;
+            }
+            let what = model.clone().unwrap_or_default();
+            out.push(Event {
+                id: EventId::for_window(w.start_ms, &what),
+                time: Timestamp(w.start_ms),
+                source: source.clone(),
+                body: Body::Metric(Box::new(cell.metrics(width, model))),
+                cost: 0,
+            });
+        }
+    }
+    out
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Every rule's verdict now.
+fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -> Vec<Condition> {
+    let cfg = s.cfg.clone();
+    let rules = &cfg.rules;
+    let window_words = HumanDuration(cfg.window.0).to_string();
+    let text = |severity: Severity| Text {
+        language: cfg.language,
+        severity,
+        window: &window_words,
+    };
+    let mut out = Vec::new();
+    let on = |r: &RuleConfig| r.enabled;
+    let host_label = labels(&[("host", host)]);
+    // The original three, and p95, over the last finished window.
+    if let Some(w) = s.windows.last_finished(now.as_millis()) {
+        let c = &w.overall;
+        let enough = |r: &RuleConfig| c.requests >= r.min_requests.max(1);
+        if on(&rules.error_rate) {
+            let r = &rules.error_rate;
+            let t = text(r.severity).error_rate(c.error_rate(), r.threshold, c.requests, None);
+            out.push(Condition::measure(
+                "error_rate",
+                r,
+                host_label.clone(),
+                c.error_rate(),
+                enough(r),
+                t,
+            ));
+        }
+        if on(&rules.avg_duration) {
+            let r = &rules.avg_duration;
+            let t = text(r.severity).avg_duration(c.avg_duration(), r.threshold);
+            out.push(Condition::measure(
+                "avg_duration",
+                r,
+                host_label.clone(),
+                c.avg_duration(),
+                enough(r),
+                t,
+            ));
+        }
+        if on(&rules.request_count) {
+            let r = &rules.request_count;
+            let v = c.requests as f64;
+            let t = text(r.severity).request_count(v, r.threshold);
+            out.push(Condition::measure("request_count", r, host_label.clone(), v, true, t));
+        }
+        if on(&rules.p95_duration) {
+            let r = &rules.p95_duration;
+            let p95 = c.quantile(0.95);
+            let v = p95.unwrap_or(0.0);
+            let t = text(r.severity).p95_duration(v, r.threshold);
+            out.push(Condition::measure(
+                "p95_duration",
+                r,
+                host_label.clone(),
+                v,
+                enough(r) && p95.is_some(),
+                t,
+            ));
+        }
+        if on(&rules.model_error_rate) {
+            let r = &rules.model_error_rate;
+            for (model, m) in &w.models {
+                if m.requests == 0 {
+                    continue;
+                }
+                let t = text(r.severity).error_rate(m.error_rate(), r.threshold, m.requests, Some(model));
+                let enough = m.requests >= r.min_requests.max(1);
+                out.push(Condition::measure(
+                    "model_error_rate",
+                    r,
+                    labels(&[("host", host), ("model", model)]),
+                    m.error_rate(),
+                    enough,
+                    t,
+                ));
+            }
+        }
+        if on(&rules.rejects) {
+            let r = &rules.rejects;
+            let v = w.rejects as f64;
+            let t = text(r.severity).rejects(v, r.threshold);
+            out.push(Condition::measure("rejects", r, host_label.clone(), v, true, t));
+        }
+    }
+    if on(&rules.no_events) {
+        let r = &rules.no_events;
+        let idle = (now.as_millis() - s.last_event_ms.max(s.started_ms)) as f64 / 1000.0;
+        let t = text(r.severity).no_events(host, idle, r.threshold);
+        out.push(Condition::measure("no_events", r, host_label.clone(), idle, true, t));
+    }
+    if health.kind == "mongodb" {
+        let r = &rules.store_unreachable;
+        if !health.reachable {
+            s.unreachable_since.get_or_insert(now.as_millis());
+        } else {
+            s.unreachable_since = None;
+        }
+        if on(r) {
+            let down = s
+                .unreachable_since
+                .map_or(0.0, |since| (now.as_millis() - since) as f64 / 1000.0);
+            let t = text(r.severity).store_unreachable(down, r.threshold, health.outbox_events);
+            out.push(Condition::measure(
+                "store_unreachable",
+                r,
+                host_label.clone(),
+                down,
+                true,
+                t,
+            ));
+            let failing = !health.failing_collections.is_empty();
+            let t = text(r.severity).store_failing(&health.failing_collections.join("; "));
+            let mut c = Condition::measure(
+                "store_failing",
+                r,
+                host_label.clone(),
+                f64::from(u8::from(failing)),
+                true,
+                t,
+            );
+            c.over = failing;
+            c.clear = !failing;
+            c.threshold = 0.0;
+            out.push(c);
+        }
+        let r = &rules.outbox_dropping;
+        let dropped = health.outbox_dropped.saturating_sub(s.outbox_dropped_seen) as f64;
+        s.outbox_dropped_seen = health.outbox_dropped;
+        if on(r) {
+            let t = text(r.severity).outbox_dropping(dropped);
+            out.push(Condition::measure(
+                "outbox_dropping",
+                r,
+                host_label.clone(),
+                dropped,
+                true,
+                t,
+            ));
+        }
+    }
+    if on(&rules.budget) {
+        out.extend(budget_conditions(&s.budget, &rules.budget, &cfg, now));
+    }
+    out
+}
+
+/// One condition per limit and warning fraction (and per model with its own limits). Calendar
+/// windows put the window's start in the key, so each warning fires once per hour or day.
+fn budget_conditions(
+    tracker: &BudgetTracker,
+    rule: &RuleConfig,
+    cfg: &MonitorConfig,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let status = tracker.status(now);
+    let budget = tracker.config();
+    let sliding = budget.window == BudgetWindow::Sliding;
+    let reach_at = status.projection.daily_limit_at_local.clone();
+    let mut spends = vec![
+        (None, Period::Hour, status.hour.clone()),
+        (None, Period::Day, status.day.clone()),
+    ];
+    for m in &status.models {
+        spends.push((Some(m.model.clone()), Period::Hour, m.hour.clone()));
+        spends.push((Some(m.model.clone()), Period::Day, m.day.clone()));
+    }
+    let mut out = Vec::new();
+    for (model, period, spend) in spends {
+        if spend.limit_rmb <= 0.0 {
+            continue;
+        }
+        for &fraction in &budget.warn_at {
+            let pct = format!("{}%", (fraction * 100.0).round());
+            let mut label_pairs = vec![("period", period.as_str()), ("at", pct.as_str())];
+            let window_label;
+            if !sliding {
+                window_label = budget::local_hh_mm(spend.window_start, tracker.time_zone());
+                label_pairs.push(("window", window_label.as_str()));
+            }
+            if let Some(m) = &model {
+                label_pairs.push(("model", m));
+            }
+            let severity = if fraction >= 1.0 {
+                rule.severity
+            } else {
+                Severity::Medium.min(rule.severity)
+            };
+            let threshold = spend.limit_rmb * fraction;
+            let text = Text {
+                language: cfg.language,
+                severity,
+                window: "",
+            }
+            .budget(
+                period,
+                sliding,
+                spend.spent_rmb / spend.limit_rmb,
+                spend.spent_rmb,
+                spend.limit_rmb,
+                model.as_deref(),
+                reach_at.as_deref(),
+            );
+            let per_fraction = RuleConfig {
+                threshold,
+                severity,
+                ..rule.clone()
+            };
+            let mut c = Condition::measure(
+                "budget",
+                &per_fraction,
+                labels(&label_pairs),
+                spend.spent_rmb,
+                true,
+                text,
+            );
+            // A limit is reached at equality, as the original had it.
+            c.over = spend.spent_rmb >= threshold;
+            out.push(c);
+        }
+    }
+    out
+}

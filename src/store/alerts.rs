@@ -1,0 +1,474 @@
+//! Alert state in `api_alerts`, written as conditional updates so that several collectors sharing one
+//! MongoDB send each notification once: whoever moves an alert from one state to the next owns the
+//! notification for that move ("claims" it); the others see the move already made and stay quiet.
+//!
+//! The latest occurrence of an alert has the alert's fingerprint as `_id`. When a new occurrence
+//! starts, the previous one is kept as history under `<fingerprint>@<started_at ms>`, so the
+//! collection holds one document per occurrence, unique by (key, started_at).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::event::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One occurrence of an alert, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// The fingerprint of the rule and its labels.
+    pub key: String,
+    pub rule: String,
+    pub severity: String,
+    pub state: AlertState,
+    pub title: String,
+    pub message: String,
+    pub value: f64,
+    pub threshold: f64,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub started_at: Timestamp,
+    #[serde(default)]
+    pub ended_at: Option<Timestamp>,
+    /// When the last notification for it was claimed.
+    #[serde(default)]
+    pub sent_at: Option<Timestamp>,
+    /// Repeat notifications sent so far while firing.
+    #[serde(default)]
+    pub repeats: u32,
+    /// The installation that claimed the latest notification, and whether it has queued it; a
+    /// claim whose queueing was cut short by a crash is queued at the next start.
+    #[serde(default)]
+    pub claimed_by: String,
+    #[serde(default)]
+    pub queued: bool,
+}
+
+/// The outcome of trying to start an occurrence.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fired {
+    /// This call started it: send the notification.
+    Claimed,
+    /// It already fires (another collector, or an earlier run): adopt it, send nothing.
+    AlreadyFiring(Box<AlertRecord>),
+}
+
+/// Conditional writes of alert state. Every method is one atomic step in the store.
+pub trait AlertStore: Clone + Send + Sync + 'static {
+    /// Starts an occurrence unless the alert already fires.
+    fn fire(&self, record: AlertRecord) -> impl Future<Output = Result<Fired, StoreError>> + Send;
+
+    /// Counts one more repeat if the occurrence still fires with `repeats_seen` repeats; true when
+    /// this call did (and so sends the repeat).
+    fn repeat(
+        &self,
+        key: String,
+        started_at: Timestamp,
+        repeats_seen: u32,
+        value: f64,
+        now: Timestamp,
+        by: String,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Ends the occurrence if it still fires; true when this call did.
+    fn resolve(
+        &self,
+        key: String,
+        started_at: Timestamp,
+        value: f64,
+        now: Timestamp,
+        by: String,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that the claimed notification is in the delivery queues.
+    fn mark_queued(&self, key: String, started_at: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Occurrences that fire now.
+    fn firing(&self) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
+}
+
+/// The id an occurrence keeps once a newer one replaced it.
+pub fn history_id(key: &str, started_at: Timestamp) -> String {
+    format!("{key}@{}", started_at.as_millis())
+}
+
+impl AlertRecord {
+    /// The stored JSON document (times as RFC 3339, as every embedded document).
+    pub fn to_json(&self, id: &str, host: &str) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("_id".into(), id.into());
+            m.insert("host".into(), host.into());
+        }
+        v
+    }
+
+    pub fn from_json(v: serde_json::Value) -> Result<AlertRecord, StoreError> {
+        serde_json::from_value(v).map_err(|e| StoreError::permanent(format!("a stored alert cannot be read: {e}")))
+    }
+}
+
+mod embedded_impl {
+    use rusqlite::{params, OptionalExtension};
+
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    impl AlertStore for EmbeddedStore {
+        fn fire(&self, record: AlertRecord) -> impl Future<Output = Result<Fired, StoreError>> + Send {
+            self.with_write(move |conn, host| {
+                let tx = conn.transaction()?;
+                let current: Option<String> = tx
+                    .query_row("SELECT doc FROM api_alerts WHERE id = ?1", [&record.key], |r| r.get(0))
+                    .optional()?;
+                if let Some(doc) = current {
+                    let old = AlertRecord::from_json(
+                        serde_json::from_str(&doc).map_err(|e| StoreError::permanent(e.to_string()))?,
+                    )?;
+                    if old.state == AlertState::Firing {
+                        return Ok(Fired::AlreadyFiring(Box::new(old)));
+                    }
+                    // The previous occurrence stays, as history.
+                    let history = history_id(&old.key, old.started_at);
+                    tx.execute(
+                        "UPDATE OR REPLACE api_alerts SET id = ?1, doc = json_set(doc, '$._id', ?1) WHERE id = ?2",
+                        params![history, record.key],
+                    )?;
+                }
+                insert(&tx, &record.key, &record, host)?;
+                tx.commit()?;
+                Ok(Fired::Claimed)
+            })
+        }
+
+        fn repeat(
+            &self,
+            key: String,
+            started_at: Timestamp,
+            repeats_seen: u32,
+            value: f64,
+            now: Timestamp,
+            by: String,
+        ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            self.with_write(move |conn, _| {
+                let n = conn.execute(
+                    "UPDATE api_alerts SET doc = json_set(doc, '$.repeats', ?3, '$.value', ?4, '$.sent_at', ?5,
+                         '$.claimed_by', ?6, '$.queued', json('false'))
+                     WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2 AND json_extract(doc, '$.repeats') = ?7",
+                    params![
+                        key,
+                        started_at.as_millis(),
+                        repeats_seen + 1,
+                        value,
+                        now.to_string(),
+                        by,
+                        repeats_seen
+                    ],
+                )?;
+                Ok(n == 1)
+            })
+        }
+
+        fn resolve(
+            &self,
+            key: String,
+            started_at: Timestamp,
+            value: f64,
+            now: Timestamp,
+            by: String,
+        ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            self.with_write(move |conn, _| {
+                let n = conn.execute(
+                    "UPDATE api_alerts SET state = 'resolved', doc = json_set(doc, '$.state', 'resolved', '$.value', ?3,
+                         '$.ended_at', ?4, '$.sent_at', ?4, '$.claimed_by', ?5, '$.queued', json('false'))
+                     WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2",
+                    params![key, started_at.as_millis(), value, now.to_string(), by],
+                )?;
+                Ok(n == 1)
+            })
+        }
+
+        fn mark_queued(
+            &self,
+            key: String,
+            started_at: Timestamp,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            self.with_write(move |conn, _| {
+                conn.execute(
+                    "UPDATE api_alerts SET doc = json_set(doc, '$.queued', json('true')) WHERE id = ?1 AND started_at_ms = ?2",
+                    params![key, started_at.as_millis()],
+                )?;
+                Ok(())
+            })
+        }
+
+        fn firing(&self) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send {
+            self.with_read(|conn| {
+                let mut stmt = conn.prepare("SELECT doc FROM api_alerts WHERE state = 'firing'")?;
+                let docs = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for doc in docs {
+                    let value = serde_json::from_str(&doc?).map_err(|e| StoreError::permanent(e.to_string()))?;
+                    out.push(AlertRecord::from_json(value)?);
+                }
+                Ok(out)
+            })
+        }
+    }
+
+    fn insert(tx: &rusqlite::Transaction<'_>, id: &str, r: &AlertRecord, host: &str) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT OR REPLACE INTO api_alerts (id, started_at_ms, key, state, rule, severity, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                r.started_at.as_millis(),
+                r.key,
+                r.state.as_str(),
+                r.rule,
+                r.severity,
+                r.to_json(id, host).to_string()
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+mod mongo_impl {
+    use bson::{doc, Bson, Document};
+    use mongodb::options::ReturnDocument;
+
+    use super::*;
+    use crate::store::mongo::to_json;
+    use crate::store::MongoStore;
+
+    /// The BSON document: the JSON shape with times as Dates.
+    fn to_bson(r: &AlertRecord, id: &str, host: &str) -> Document {
+        let mut d = bson::to_document(&r.to_json(id, host)).unwrap_or_default();
+        for field in ["started_at", "ended_at", "sent_at"] {
+            let t = match field {
+                "started_at" => Some(r.started_at),
+                "ended_at" => r.ended_at,
+                _ => r.sent_at,
+            };
+            if let Some(t) = t {
+                d.insert(field, bson::DateTime::from_millis(t.as_millis()));
+            }
+        }
+        d
+    }
+
+    fn date(t: Timestamp) -> bson::DateTime {
+        bson::DateTime::from_millis(t.as_millis())
+    }
+
+    fn error(e: mongodb::error::Error) -> StoreError {
+        StoreError::transient(format!("MongoDB: {e}"))
+    }
+
+    impl AlertStore for MongoStore {
+        fn fire(&self, record: AlertRecord) -> impl Future<Output = Result<Fired, StoreError>> + Send {
+            let this = self.clone();
+            async move {
+                let coll = this.documents(crate::event::Collection::Alerts);
+                let new = to_bson(&record, &record.key, this.host());
+                let before = coll
+                    .find_one_and_replace(doc! { "_id": &record.key, "state": { "$ne": "firing" } }, new)
+                    .upsert(true)
+                    .return_document(ReturnDocument::Before)
+                    .await;
+                match before {
+                    Ok(Some(mut old)) => {
+                        // The previous occurrence stays, as history (once, whoever gets here first).
+                        let started = old
+                            .get_datetime("started_at")
+                            .map(|t| t.timestamp_millis())
+                            .unwrap_or(0);
+                        old.insert("_id", history_id(&record.key, Timestamp(started)));
+                        let _ = coll.insert_one(old).await;
+                        Ok(Fired::Claimed)
+                    }
+                    Ok(None) => Ok(Fired::Claimed),
+                    // Someone else's firing occurrence holds the `_id`: the upsert lost.
+                    Err(e) if crate::store::mongo::is_duplicate_key(&e) => {
+                        let current = coll.find_one(doc! { "_id": &record.key }).await.map_err(error)?;
+                        match current {
+                            Some(d) => Ok(Fired::AlreadyFiring(Box::new(AlertRecord::from_json(to_json(
+                                Bson::Document(d),
+                            ))?))),
+                            None => Err(StoreError::transient(
+                                "the alert changed while it was being claimed; trying again",
+                            )),
+                        }
+                    }
+                    Err(e) => Err(error(e)),
+                }
+            }
+        }
+
+        fn repeat(
+            &self,
+            key: String,
+            started_at: Timestamp,
+            repeats_seen: u32,
+            value: f64,
+            now: Timestamp,
+            by: String,
+        ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            let this = self.clone();
+            async move {
+                let r = this
+                    .documents(crate::event::Collection::Alerts)
+                    .update_one(
+                        doc! { "_id": &key, "state": "firing", "started_at": date(started_at), "repeats": i64::from(repeats_seen) },
+                        doc! { "$set": { "repeats": i64::from(repeats_seen) + 1, "value": value, "sent_at": date(now), "claimed_by": by, "queued": false } },
+                    )
+                    .await
+                    .map_err(error)?;
+                Ok(r.modified_count == 1)
+            }
+        }
+
+        fn resolve(
+            &self,
+            key: String,
+            started_at: Timestamp,
+            value: f64,
+            now: Timestamp,
+            by: String,
+        ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            let this = self.clone();
+            async move {
+                let r = this
+                    .documents(crate::event::Collection::Alerts)
+                    .update_one(
+                        doc! { "_id": &key, "state": "firing", "started_at": date(started_at) },
+                        doc! { "$set": { "state": "resolved", "value": value, "ended_at": date(now), "sent_at": date(now), "claimed_by": by, "queued": false } },
+                    )
+                    .await
+                    .map_err(error)?;
+                Ok(r.modified_count == 1)
+            }
+        }
+
+        fn mark_queued(
+            &self,
+            key: String,
+            started_at: Timestamp,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            let this = self.clone();
+            async move {
+                this.documents(crate::event::Collection::Alerts)
+                    .update_one(
+                        doc! { "_id": &key, "started_at": date(started_at) },
+                        doc! { "$set": { "queued": true } },
+                    )
+                    .await
+                    .map_err(error)?;
+                Ok(())
+            }
+        }
+
+        fn firing(&self) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send {
+            let this = self.clone();
+            async move {
+                use futures_util::TryStreamExt;
+                let docs: Vec<Document> = this
+                    .documents(crate::event::Collection::Alerts)
+                    .find(doc! { "state": "firing" })
+                    .await
+                    .map_err(error)?
+                    .try_collect()
+                    .await
+                    .map_err(error)?;
+                docs.into_iter()
+                    .map(|d| AlertRecord::from_json(to_json(Bson::Document(d))))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Runs the same call on whichever store this is.
+impl AlertStore for super::AnyStore {
+    fn fire(&self, record: AlertRecord) -> impl Future<Output = Result<Fired, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                super::AnyStore::Embedded(s) => s.fire(record).await,
+                super::AnyStore::Mongo(s) => s.fire(record).await,
+            }
+        }
+    }
+
+    fn repeat(
+        &self,
+        key: String,
+        started_at: Timestamp,
+        repeats_seen: u32,
+        value: f64,
+        now: Timestamp,
+        by: String,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                super::AnyStore::Embedded(s) => s.repeat(key, started_at, repeats_seen, value, now, by).await,
+                super::AnyStore::Mongo(s) => s.repeat(key, started_at, repeats_seen, value, now, by).await,
+            }
+        }
+    }
+
+    fn resolve(
+        &self,
+        key: String,
+        started_at: Timestamp,
+        value: f64,
+        now: Timestamp,
+        by: String,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                super::AnyStore::Embedded(s) => s.resolve(key, started_at, value, now, by).await,
+                super::AnyStore::Mongo(s) => s.resolve(key, started_at, value, now, by).await,
+            }
+        }
+    }
+
+    fn mark_queued(&self, key: String, started_at: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                super::AnyStore::Embedded(s) => s.mark_queued(key, started_at).await,
+                super::AnyStore::Mongo(s) => s.mark_queued(key, started_at).await,
+            }
+        }
+    }
+
+    fn firing(&self) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                super::AnyStore::Embedded(s) => s.firing().await,
+                super::AnyStore::Mongo(s) => s.firing().await,
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The monitor against the real binary: windows written to `api_metrics`, alert rules with their
+//! lifecycle in `api_alerts`, damping of flapping conditions. Windows and intervals are shortened
+//! to milliseconds; events carry their own timestamps where a test needs to place them.
+
+mod common;
+
+use serde_json::Value;
+
+use common::{docs, wait_until, Daemon};
+
+/// A fast monitor: 300 ms windows, evaluated every 50 ms; batches written within 10 ms, so that a
+/// window's events are stored before its grace ends.
+fn fast(extra: &str) -> String {
+    format!(
+        "[pipeline]\nmax_wait = \"10ms\"\n[monitor]\nwindow = \"300ms\"\ngrace = \"300ms\"\nevaluate_every = \"50ms\"\nkeep = \"1m\"\n{extra}\n"
+    )
+}
+
+fn perf(model: &str, seconds: f64, ok: bool) -> String {
+    format!(
+        "{{\"type\":\"performance\",\"response_time\":{seconds},\"status\":\"{}\",\"model\":\"{model}\"}}\n",
+        if ok { "success" } else { "error" }
+    )
+}
+
+fn now_iso(offset_ms: i64) -> String {
+    let ms = lngpt_collector::event::Timestamp::now().as_millis() + offset_ms;
+    lngpt_collector::event::Timestamp(ms).to_string()
+}
+
+#[test]
+fn finished_windows_are_written_to_api_metrics_overall_and_per_model() {
+    let d = Daemon::start(&(fast("") + "[budget]\nhourly_limit_rmb = 0\ndaily_limit_rmb = 0\n"));
+    // Ten calls to one model (two failed), five to another, all in one window (their own timestamp).
+    let at = now_iso(0);
+    let mut body = String::new();
+    for i in 0..10 {
+        body += &perf("glm-4", 1.0 + i as f64 / 10.0, i >= 2)
+            .replace("{\"type\"", &format!("{{\"timestamp\":\"{at}\",\"type\""));
+    }
+    for _ in 0..5 {
+        body += &perf("gpt-4o", 3.0, true).replace("{\"type\"", &format!("{{\"timestamp\":\"{at}\",\"type\""));
+    }
+    body += &format!("{{\"type\":\"cost\",\"timestamp\":\"{at}\",\"model\":\"gpt-4o\",\"cost\":1.0,\"currency_symbol\":\"$\",\"input_tokens\":100,\"output_tokens\":50}}\n");
+    assert_eq!(d.send(body.as_bytes()).events, 16);
+    let metrics: Vec<Value> = wait_until(
+        "the window's documents",
+        || {
+            let all = docs(&d.db(), "api_metrics");
+            let busy: Vec<Value> = all
+                .into_iter()
+                .filter(|m| m["request_count"].as_u64() > Some(0))
+                .collect();
+            (busy.len() == 3).then_some(busy)
+        },
+        || d.log(),
+    );
+    let overall = metrics
+        .iter()
+        .find(|m| m.get("model").is_none())
+        .expect("a document for all models");
+    assert_eq!(overall["request_count"], 15);
+    assert_eq!(overall["error_count"], 2);
+    assert!(
+        (overall["error_rate"].as_f64().unwrap() - 13.333).abs() < 0.01,
+        "{overall}"
+    );
+    let avg = (10.0 + 4.5 + 15.0) / 15.0;
+    assert!(
+        (overall["avg_duration"].as_f64().unwrap() - avg).abs() < 1e-9,
+        "{overall}"
+    );
+    assert!(overall["p95_duration"].as_f64().unwrap() > 2.9, "{overall}");
+    assert_eq!(overall["cost_rmb"], 7.0, "one dollar at the default rate of 7");
+    assert_eq!(overall["input_tokens"], 100);
+    let glm = metrics.iter().find(|m| m["model"] == "glm-4").unwrap();
+    assert_eq!(
+        (glm["request_count"].as_u64(), glm["error_count"].as_u64()),
+        (Some(10), Some(2))
+    );
+    let p50 = glm["p50_duration"].as_f64().unwrap();
+    assert!((p50 - 1.4).abs() < 0.05, "p50 of 1.0..1.9 is about 1.4-1.5: {p50}");
+    assert_eq!(glm["minute"], overall["minute"]);
+}
+
+#[test]
+fn an_error_rate_alert_fires_once_is_stored_and_resolves() {
+    let d = Daemon::start(&fast(""));
+    let burst: String = (0..10).map(|i| perf("glm-4", 0.5, i % 2 == 0)).collect();
+    assert_eq!(d.send(burst.as_bytes()).events, 10);
+    let alert = wait_until(
+        "the error-rate alert",
+        || {
+            docs(&d.db(), "api_alerts")
+                .into_iter()
+                .find(|a| a["rule"] == "error_rate")
+        },
+        || d.log(),
+    );
+    assert_eq!(alert["state"], "firing");
+    assert_eq!(alert["severity"], "high");
+    assert_eq!(alert["value"], 50.0);
+    assert_eq!(alert["threshold"], 10.0);
+    assert!(alert["message"].as_str().unwrap().contains("错误率 50.0%"), "{alert}");
+    assert!(
+        alert["key"].as_str().unwrap().starts_with("error_rate{host="),
+        "{alert}"
+    );
+    d.wait_for_log("告警 alert: [高] 错误率过高");
+    // Healthy traffic: the alert resolves, and the resolution is logged once.
+    let healthy: String = (0..10).map(|_| perf("glm-4", 0.5, true)).collect();
+    d.send(healthy.as_bytes());
+    wait_until(
+        "the alert resolved",
+        || {
+            docs(&d.db(), "api_alerts")
+                .into_iter()
+                .find(|a| a["rule"] == "error_rate" && a["state"] == "resolved")
+        },
+        || d.log(),
+    );
+    d.wait_for_log("alert resolved: [高] 错误率过高");
+    assert_eq!(
+        d.log().matches("告警 alert: [高] 错误率过高").count(),
+        1,
+        "fired once:\n{}",
+        d.log()
+    );
+    assert_eq!(d.log().matches("alert resolved: [高] 错误率过高").count(), 1);
+}
+
+#[test]
+fn a_condition_flapping_every_window_is_damped_by_for() {
+    // The error rate swings between 100 % and 0 % every 200 ms window for 10 windows; the rule wants
+    // three consecutive evaluations over the threshold (each window is evaluated about twice).
+    let d = Daemon::start(
+        "[pipeline]\nmax_wait = \"10ms\"\n[monitor]\nwindow = \"200ms\"\ngrace = \"50ms\"\nevaluate_every = \"100ms\"\nkeep = \"1m\"\n\
+         [monitor.rules]\nerror_rate = { min_requests = 2, for = 3 }\n",
+    );
+    let now = lngpt_collector::event::Timestamp::now().as_millis();
+    let first = now - now.rem_euclid(200) + 400;
+    let mut body = String::new();
+    for w in 0..10 {
+        let at = lngpt_collector::event::Timestamp(first + w * 200 + 50).to_string();
+        for _ in 0..4 {
+            let line = perf("m", 0.2, w % 2 == 1);
+            body += &line.replace("{\"type\"", &format!("{{\"timestamp\":\"{at}\",\"type\""));
+        }
+    }
+    d.send(body.as_bytes());
+    // Until every window has been evaluated.
+    let end = first + 10 * 200 + 400;
+    wait_until(
+        "the ten windows to pass",
+        || (lngpt_collector::event::Timestamp::now().as_millis() > end).then_some(()),
+        || d.log(),
+    );
+    wait_until(
+        "the last window's document",
+        || {
+            (docs(&d.db(), "api_metrics")
+                .iter()
+                .filter(|m| m.get("model").is_none() && m["request_count"] == 4)
+                .count()
+                == 10)
+                .then_some(())
+        },
+        || d.log(),
+    );
+    let alerts = docs(&d.db(), "api_alerts");
+    assert!(
+        alerts.iter().all(|a| a["rule"] != "error_rate"),
+        "no alert from a flapping condition: {alerts:?}"
+    );
+}
+
+#[test]
+fn a_restart_takes_up_firing_alerts_without_firing_them_again() {
+    let mut d = Daemon::start(&fast("[monitor.rules]\nerror_rate = { min_requests = 2 }\n"));
+    let errors: String = (0..4).map(|_| perf("m", 0.1, false)).collect();
+    d.send(errors.as_bytes());
+    let fired = wait_until(
+        "the alert",
+        || {
+            docs(&d.db(), "api_alerts")
+                .into_iter()
+                .find(|a| a["rule"] == "error_rate" && a["state"] == "firing")
+        },
+        || d.log(),
+    );
+    assert!(d.stop().success());
+    d.restart();
+    d.wait_for_log("alerts were firing before the restart");
+    // Nothing more arrives: the empty windows clear the condition, and the taken-up alert resolves.
+    let resolved = wait_until(
+        "the resolution",
+        || {
+            docs(&d.db(), "api_alerts")
+                .into_iter()
+                .find(|a| a["rule"] == "error_rate" && a["state"] == "resolved")
+        },
+        || d.log(),
+    );
+    assert_eq!(resolved["started_at"], fired["started_at"], "the same occurrence");
+    assert!(
+        !d.log().contains("告警 alert:"),
+        "no second firing after the restart:\n{}",
+        d.log()
+    );
+    assert_eq!(docs(&d.db(), "api_alerts").len(), 1);
+}
