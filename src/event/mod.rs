@@ -6,6 +6,7 @@
 //! kind does not know are kept under `extra`, never dropped. A line that cannot become an event
 //! becomes a [`Reject`] that says why, so every non-empty line yields exactly one [`Event`].
 
+mod encoding;
 mod fields;
 mod id;
 mod time;
@@ -285,17 +286,20 @@ impl Parser {
     }
 
     fn parse_body(&self, line: &[u8], received: Timestamp) -> Result<(Timestamp, Body), String> {
+        let line = encoding::strip_utf8_bom(line);
         let text = std::str::from_utf8(line).map_err(|e| {
-            format!(
-                "line is not valid UTF-8 (bad byte at offset {}); send UTF-8 encoded JSON",
-                e.valid_up_to()
-            )
+            encoding::diagnose(line).unwrap_or_else(|| {
+                format!(
+                    "line is not valid UTF-8 (bad byte at offset {}); send UTF-8 encoded JSON",
+                    e.valid_up_to()
+                )
+            })
         })?;
         let mut map = match Fields::parse(text) {
             Ok(fields) => fields,
             // Rare: say precisely what is wrong, at the cost of parsing once more.
             Err(_) => match serde_json::from_str::<Value>(text) {
-                Err(e) => return Err(format!("not valid JSON: {e}")),
+                Err(e) => return Err(encoding::diagnose(line).unwrap_or_else(|| format!("not valid JSON: {e}"))),
                 Ok(value) => return Err(format!("expected a JSON object per line, got {}", kind_of(&value))),
             },
         };
@@ -701,6 +705,66 @@ mod tests {
         );
         let Body::Reject(r) = bad.body else { panic!() };
         assert!(r.reason.contains("UTF-8"));
+    }
+
+    fn reason_of_bytes(line: &[u8]) -> String {
+        let parser = Parser::new(Arc::new(Redactor::new(&RedactConfig::default()).unwrap()));
+        match parser
+            .parse(line, &Source::from("t"), Timestamp(0), EventId::new())
+            .body
+        {
+            Body::Reject(r) => r.reason,
+            other => panic!("expected a reject, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_leading_utf8_byte_order_mark_is_skipped() {
+        let parser = Parser::new(Arc::new(Redactor::disabled()));
+        let e = parser.parse(
+            b"\xEF\xBB\xBF{\"message\": \"bom\"}",
+            &Source::from("t"),
+            Timestamp(0),
+            EventId::new(),
+        );
+        let Body::Log(log) = e.body else { panic!("{e:?}") };
+        assert_eq!(log.message, "bom");
+    }
+
+    #[test]
+    fn utf16_and_stray_byte_order_marks_are_named_in_the_reason() {
+        let utf16le: Vec<u8> = "{\"message\": \"x\"}"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let utf16be: Vec<u8> = "{\"message\": \"x\"}"
+            .encode_utf16()
+            .flat_map(u16::to_be_bytes)
+            .collect();
+        let with_bom = |bom: &[u8], body: &[u8]| [bom, body].concat();
+        let r = reason_of_bytes(&with_bom(&[0xFF, 0xFE], &utf16le));
+        assert!(
+            r.contains("UTF-16") && r.contains("FF FE") && r.contains("write UTF-8"),
+            "{r}"
+        );
+        let r = reason_of_bytes(&with_bom(&[0xFE, 0xFF], &utf16be));
+        assert!(
+            r.contains("UTF-16") && r.contains("FE FF") && r.contains("write UTF-8"),
+            "{r}"
+        );
+        // Without a mark, as the second line of a UTF-16 file arrives (split at 0A, its 00 left in front).
+        for line in [
+            &utf16le[..],
+            &utf16be[..],
+            &[&[0u8][..], &utf16le[..utf16le.len() - 1]].concat()[..],
+        ] {
+            let r = reason_of_bytes(line);
+            assert!(r.contains("UTF-16") && r.contains("write UTF-8"), "{r}");
+        }
+        let r = reason_of_bytes(b"{\"message\": \"x\"}\xEF\xBB\xBF");
+        assert!(r.contains("byte order mark") && r.contains("byte 16"), "{r}");
+        // Plain invalid JSON is still described as such.
+        assert!(reason_of_bytes(b"{oops").starts_with("not valid JSON"));
     }
 
     #[test]
