@@ -13,7 +13,7 @@ mod time;
 
 use std::sync::Arc;
 
-use fields::Fields;
+use fields::{Fields, ParseError};
 use serde_json::{Map, Value};
 
 pub use id::EventId;
@@ -297,8 +297,9 @@ impl Parser {
         })?;
         let mut map = match Fields::parse(text) {
             Ok(fields) => fields,
+            Err(ParseError::Duplicate(path)) => return Err(format!("field `{path}` appears twice; send it once")),
             // Rare: say precisely what is wrong, at the cost of parsing once more.
-            Err(_) => match serde_json::from_str::<Value>(text) {
+            Err(ParseError::Json) => match serde_json::from_str::<Value>(text) {
                 Err(e) => return Err(encoding::diagnose(line).unwrap_or_else(|| format!("not valid JSON: {e}"))),
                 Ok(value) => return Err(format!("expected a JSON object per line, got {}", kind_of(&value))),
             },
@@ -329,7 +330,7 @@ impl Parser {
         self.redactor.string_in_place(&mut message);
         let module = take_str(&mut m, &["module"])?.map(|v| v.1);
         let function = take_str(&mut m, &["function", "funcName"])?.map(|v| v.1);
-        let line = take_int(&mut m, &["line", "lineno"])?.map(|(_, v)| v);
+        let line = take_int(&mut m, &["line", "lineno"], i64::MIN)?.map(|(_, v)| v);
         let logger = take_str(&mut m, &["logger", "name"])?.map(|v| v.1);
         Ok(Log {
             level,
@@ -377,11 +378,22 @@ impl Parser {
             ],
         )?;
         let total_tokens = match take_count(&mut m, &["total_tokens"])? {
-            Some(t) => Some(t),
-            None if input_tokens.is_some() || output_tokens.is_some() => {
-                Some(input_tokens.unwrap_or(0).saturating_add(output_tokens.unwrap_or(0)))
-            }
-            None => None,
+            Some((_, total)) => Some(total),
+            None => match (input_tokens, output_tokens) {
+                (None, None) => None,
+                (Some((_, one)), None) | (None, Some((_, one))) => Some(one),
+                (Some((input_name, input)), Some((output_name, output))) => Some(
+                    input
+                        .checked_add(output)
+                        .filter(|&total| total <= i64::MAX as u64)
+                        .ok_or_else(|| {
+                            format!(
+                                "`{input_name}` + `{output_name}` ({input} + {output}) is over {}, the largest count stored; send `total_tokens` within range or smaller counts",
+                                i64::MAX
+                            )
+                        })?,
+                ),
+            },
         };
         let provider = take_str(&mut m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1);
         let request_id = take_str(&mut m, &["request_id"])?.map(|v| v.1);
@@ -389,8 +401,8 @@ impl Parser {
             model,
             cost,
             currency,
-            input_tokens,
-            output_tokens,
+            input_tokens: input_tokens.map(|(_, n)| n),
+            output_tokens: output_tokens.map(|(_, n)| n),
             total_tokens,
             provider,
             request_id,
@@ -439,12 +451,16 @@ impl Parser {
             provider: take_str(&mut m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1),
             request_id: take_str(&mut m, &["request_id"])?.map(|v| v.1),
             first_chunk_time: take_number(&mut m, &["first_chunk_time"])?.map(|v| v.1),
-            chunk_count: take_count(&mut m, &["chunk_count"])?,
+            chunk_count: take_count(&mut m, &["chunk_count"])?.map(|(_, n)| n),
             extra: self.extra(m)?,
         })
     }
 
     /// `extra` as sent, plus every field the kind does not know, redacted.
+    ///
+    /// A top-level field whose name is also inside `extra` is kept once when both values are
+    /// equal (a logging adapter that copies context to both places); with different values the
+    /// line is rejected, as for a repeated field: renaming one would only move the collision.
     fn extra(&self, mut rest: Fields) -> Result<Map<String, Value>, String> {
         let mut extra = match rest.remove("extra") {
             None | Some(Value::Null) => Map::new(),
@@ -452,10 +468,16 @@ impl Parser {
             Some(other) => return Err(format!("`extra` must be an object, got {}", kind_of(&other))),
         };
         for (k, v) in rest.into_rest() {
-            if extra.contains_key(&k) {
-                extra.insert(format!("top_level.{k}"), v);
-            } else {
-                extra.insert(k, v);
+            match extra.get(&k) {
+                None => {
+                    extra.insert(k, v);
+                }
+                Some(inside) if *inside == v => {}
+                Some(_) => {
+                    return Err(format!(
+                        "`{k}` is sent both at the top level and inside `extra`, with different values; send it once"
+                    ))
+                }
             }
         }
         self.redactor.map(&mut extra);
@@ -549,27 +571,36 @@ fn take_number<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str,
     }
 }
 
-fn take_int<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, i64)>, String> {
-    match take(m, names) {
-        None => Ok(None),
-        Some((name, Value::Number(n))) => match n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                .map(|f| f as i64)
-        }) {
-            Some(i) => Ok(Some((name, i))),
-            None => Err(format!("`{name}` must be a whole number, got {n}")),
-        },
-        Some((name, other)) => Err(format!("`{name}` must be a whole number, got {}", kind_of(&other))),
+/// A whole number from `min` up, within the 64-bit range both stores hold (`225.0` counts as 225).
+fn take_int<'n>(m: &mut Fields, names: &[&'n str], min: i64) -> Result<Option<(&'n str, i64)>, String> {
+    let Some((name, value)) = take(m, names) else {
+        return Ok(None);
+    };
+    let Value::Number(n) = &value else {
+        return Err(format!("`{name}` must be a whole number, got {}", kind_of(&value)));
+    };
+    const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+    let int = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => i,
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < TWO_POW_63 => f as i64,
+        (None, Some(f)) if f.fract() == 0.0 => {
+            let digits = m.exact_digits(name).map_or_else(|| n.to_string(), str::to_string);
+            return Err(format!(
+                "`{name}` {digits} is out of range; expected a whole number from {min} to {}",
+                i64::MAX
+            ));
+        }
+        _ => return Err(format!("`{name}` must be a whole number, got {n}")),
+    };
+    if int < min {
+        return Err(format!("`{name}` must be a whole number ≥ {min}, got {int}"));
     }
+    Ok(Some((name, int)))
 }
 
-fn take_count(m: &mut Fields, names: &[&str]) -> Result<Option<u64>, String> {
-    match take_int(m, names)? {
-        None => Ok(None),
-        Some((_, i)) if i >= 0 => Ok(Some(i as u64)),
-        Some((name, i)) => Err(format!("`{name}` must be a whole number ≥ 0, got {i}")),
-    }
+/// A count (tokens, chunks): a whole number from 0 to `i64::MAX`.
+fn take_count<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, u64)>, String> {
+    Ok(take_int(m, names, 0)?.map(|(name, n)| (name, n as u64)))
 }
 
 fn kind_of(v: &Value) -> String {
@@ -705,6 +736,93 @@ mod tests {
         );
         let Body::Reject(r) = bad.body else { panic!() };
         assert!(r.reason.contains("UTF-8"));
+    }
+
+    #[test]
+    fn a_field_sent_twice_is_rejected_by_name_at_any_depth() {
+        for (line, field) in [
+            (r#"{"type": "cost", "model": "m", "cost": -5, "cost": 3}"#, "cost"),
+            (
+                r#"{"type": "log", "type": "cost", "message": "x", "model": "m", "cost": 1}"#,
+                "type",
+            ),
+            (r#"{"message": "x", "cost": null, "cost": 1}"#, "cost"),
+            (r#"{"message": "x", "thread": 1, "thread": 1}"#, "thread"),
+            (r#"{"message": "x", "extra": {"a": 1, "a": 2}}"#, "extra.a"),
+            (r#"{"message": "x", "ctx": [{"k": 1}, {"k": 1, "k": 2}]}"#, "ctx[1].k"),
+        ] {
+            assert_eq!(
+                reason(line),
+                format!("field `{field}` appears twice; send it once"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_top_level_field_also_inside_extra_is_kept_once_if_equal_else_rejected() {
+        let Body::Log(log) =
+            parse(r#"{"message": "x", "request_id": "r1", "extra": {"request_id": "r1", "n": 1}}"#).body
+        else {
+            panic!()
+        };
+        assert_eq!(Value::Object(log.extra), json!({"request_id": "r1", "n": 1}));
+        assert_eq!(
+            reason(r#"{"message": "x", "request_id": "r1", "extra": {"request_id": "r2"}}"#),
+            "`request_id` is sent both at the top level and inside `extra`, with different values; send it once"
+        );
+        // A known field the kind does not use counts as a top-level field too.
+        assert!(
+            reason(r#"{"type": "log", "message": "x", "cost": 1, "extra": {"cost": 2}}"#)
+                .contains("`cost` is sent both")
+        );
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_kept_as_their_exact_digits() {
+        let Body::Log(log) = parse(concat!(
+            r#"{"type": "log", "message": "x", "top": 123456789012345678901234567890, "cost": 99999999999999999999, "#,
+            r#""extra": {"u64": 18446744073709551615, "neg": -9223372036854775809, "max": 9223372036854775807, "#,
+            r#""min": -9223372036854775808, "float": 1e20, "list": [1, 36893488147419103232, 2.5]}}"#
+        ))
+        .body
+        else {
+            panic!()
+        };
+        assert_eq!(
+            Value::Object(log.extra),
+            json!({"top": "123456789012345678901234567890", "cost": "99999999999999999999",
+                   "u64": "18446744073709551615", "neg": "-9223372036854775809", "max": i64::MAX, "min": i64::MIN,
+                   "float": 1e20, "list": [1, "36893488147419103232", 2.5]})
+        );
+    }
+
+    #[test]
+    fn counts_beyond_64_bits_and_overflowing_token_sums_are_rejected() {
+        let r = reason(r#"{"type": "cost", "model": "m", "cost": 1, "input_tokens": 9223372036854775808}"#);
+        assert_eq!(
+            r,
+            "`input_tokens` 9223372036854775808 is out of range; expected a whole number from 0 to 9223372036854775807"
+        );
+        let r = reason(r#"{"message": "x", "lineno": -99999999999999999999}"#);
+        assert!(r.starts_with("`lineno` -99999999999999999999 is out of range"), "{r}");
+        let r = reason(r#"{"type": "perf", "response_time": 1, "ok": true, "chunk_count": 1e30}"#);
+        assert!(r.starts_with("`chunk_count` 1e+30 is out of range"), "{r}");
+        let r = reason(
+            r#"{"type": "cost", "model": "m", "cost": 1, "prompt_tokens": 9223372036854775807, "output_tokens": 1}"#,
+        );
+        assert_eq!(
+            r,
+            "`prompt_tokens` + `output_tokens` (9223372036854775807 + 1) is over 9223372036854775807, the largest count stored; send `total_tokens` within range or smaller counts"
+        );
+        let Body::Cost(c) = parse(
+            r#"{"type": "cost", "model": "m", "cost": 1, "input_tokens": 9223372036854775000, "output_tokens": 807}"#,
+        )
+        .body
+        else {
+            panic!()
+        };
+        assert_eq!(c.total_tokens, Some(i64::MAX as u64));
     }
 
     fn reason_of_bytes(line: &[u8]) -> String {
