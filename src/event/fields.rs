@@ -96,25 +96,52 @@ pub struct Fields {
     exact: Vec<(usize, String)>,
 }
 
+impl Default for Fields {
+    fn default() -> Self {
+        Fields::new()
+    }
+}
+
 impl Fields {
-    /// Parses one JSON object; anything else (or trailing characters) is an error, and so is a name
-    /// repeated in any object of the line.
+    pub fn new() -> Fields {
+        Fields {
+            slots: std::array::from_fn(|_| None),
+            rest: Map::new(),
+            exact: Vec::new(),
+        }
+    }
+
+    /// Parses one JSON object into these (empty) fields; anything else (or trailing characters)
+    /// is an error, and so is a name repeated in any object of the line. In place, because the
+    /// slots are large: moving them around cost more than parsing some lines.
     ///
     /// Integers outside the 64-bit signed range (which serde_json turns into floats, and BSON cannot
     /// hold) are kept as strings of their exact digits. They are rare, so they cost a second pass:
     /// the first notices a number that may be one, the second parses again with every number
     /// token's digits at hand.
-    pub fn parse(text: &str) -> Result<Fields, ParseError> {
+    pub fn parse(&mut self, text: &str) -> Result<(), ParseError> {
         let state = State::default();
-        let fields = parse_with(text, &state)?;
+        self.parse_with(text, &state)?;
         if !state.maybe_big_integer.get() {
-            return Ok(fields);
+            return Ok(());
         }
+        *self = Fields::new();
         let state = State {
             numbers: Some(NumberTokens::of(text)),
             ..State::default()
         };
-        parse_with(text, &state)
+        self.parse_with(text, &state)
+    }
+
+    fn parse_with(&mut self, text: &str, state: &State) -> Result<(), ParseError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let parsed = de.deserialize_map(FieldsVisitor { state, fields: self });
+        parsed
+            .and_then(|()| de.end())
+            .map_err(|_| match state.duplicate.take() {
+                Some(path) => ParseError::Duplicate(path),
+                None => ParseError::Json,
+            })
     }
 
     pub fn remove(&mut self, key: &str) -> Option<Value> {
@@ -141,12 +168,13 @@ impl Fields {
         self.exact.iter().find(|(i, _)| *i == slot).map(|(_, d)| d.as_str())
     }
 
-    /// Everything not removed, known or not, under its original name; big integers as their digits.
-    pub fn into_rest(self) -> Map<String, Value> {
-        let mut rest = self.rest;
-        let mut exact = self.exact;
-        for (i, v) in self.slots.into_iter().enumerate() {
-            if let Some(v) = v {
+    /// Everything not removed, known or not, under its original name; big integers as their
+    /// digits. Leaves the fields empty.
+    pub fn take_rest(&mut self) -> Map<String, Value> {
+        let mut rest = std::mem::take(&mut self.rest);
+        let mut exact = std::mem::take(&mut self.exact);
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(v) = slot.take() {
                 let v = match exact.iter().position(|(slot, _)| *slot == i) {
                     Some(at) => Value::String(exact.swap_remove(at).1),
                     None => v,
@@ -156,18 +184,6 @@ impl Fields {
         }
         rest
     }
-}
-
-fn parse_with(text: &str, state: &State) -> Result<Fields, ParseError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = de.deserialize_map(FieldsVisitor(state)).and_then(|fields| {
-        de.end()?;
-        Ok(fields)
-    });
-    parsed.map_err(|_| match state.duplicate.take() {
-        Some(path) => ParseError::Duplicate(path),
-        None => ParseError::Json,
-    })
 }
 
 /// What one parse of a line learns beside its values.
@@ -274,22 +290,20 @@ impl NumberTokens {
     }
 }
 
-struct FieldsVisitor<'s>(&'s State);
+struct FieldsVisitor<'s, 'f> {
+    state: &'s State,
+    fields: &'f mut Fields,
+}
 
-impl<'de> Visitor<'de> for FieldsVisitor<'_> {
-    type Value = Fields;
+impl<'de> Visitor<'de> for FieldsVisitor<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
-        let state = self.0;
-        let mut fields = Fields {
-            slots: std::array::from_fn(|_| None),
-            rest: Map::new(),
-            exact: Vec::new(),
-        };
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let FieldsVisitor { state, fields } = self;
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
                 Key::Known(i) => {
@@ -319,7 +333,7 @@ impl<'de> Visitor<'de> for FieldsVisitor<'_> {
                 }
             }
         }
-        Ok(fields)
+        Ok(())
     }
 }
 /// A field's value as a `serde_json::Value`, with the two checks `Value`'s own `Deserialize` lacks:
@@ -460,6 +474,11 @@ impl<'de> Visitor<'de> for KeySeed {
 mod tests {
     use super::*;
 
+    fn parse(text: &str) -> Result<Fields, ParseError> {
+        let mut fields = Fields::new();
+        fields.parse(text).map(|()| fields)
+    }
+
     #[test]
     fn every_known_name_has_its_own_slot() {
         assert_eq!(KNOWN.len(), SLOTS);
@@ -470,20 +489,23 @@ mod tests {
 
     #[test]
     fn known_and_unknown_fields_round_trip() {
-        let mut f = Fields::parse(r#"{"message": "m", "x\u0041": 1, "level": "INFO"}"#).unwrap();
+        let mut f = parse(r#"{"message": "m", "x\u0041": 1, "level": "INFO"}"#).unwrap();
         assert_eq!(f.remove("message"), Some(Value::from("m")));
         assert!(f.contains_key("level") && f.contains_key("xA"));
-        let rest = f.into_rest();
+        let rest = f.take_rest();
         assert_eq!(rest.len(), 2);
-        assert!(matches!(Fields::parse("[1]"), Err(ParseError::Json)));
-        assert!(matches!(Fields::parse("{} x"), Err(ParseError::Json)));
+        assert!(matches!(parse("[1]"), Err(ParseError::Json)));
+        assert!(matches!(parse("{} x"), Err(ParseError::Json)));
     }
 
     #[test]
     fn a_repeated_name_is_an_error_naming_its_path() {
-        let dup = |text: &str| match Fields::parse(text) {
+        let dup = |text: &str| match parse(text) {
             Err(ParseError::Duplicate(path)) => path,
-            other => panic!("{text}: expected a duplicate, got {:?}", other.map(|f| f.into_rest())),
+            other => panic!(
+                "{text}: expected a duplicate, got {:?}",
+                other.map(|mut f| f.take_rest())
+            ),
         };
         assert_eq!(dup(r#"{"message": "m", "message": "last"}"#), "message");
         assert_eq!(dup(r#"{"x": 1, "y": 2, "x": 1}"#), "x");
@@ -496,11 +518,11 @@ mod tests {
 
     #[test]
     fn big_integers_become_strings_except_as_direct_known_values() {
-        let mut f = Fields::parse(r#"{"line": 99999999999999999999, "z": {"n": -99999999999999999999}}"#).unwrap();
+        let mut f = parse(r#"{"line": 99999999999999999999, "z": {"n": -99999999999999999999}}"#).unwrap();
         assert_eq!(f.exact_digits("line"), Some("99999999999999999999"));
         assert_eq!(f.remove("line").and_then(|v| v.as_f64()), Some(1e20));
-        let mut f = Fields::parse(r#"{"line": 99999999999999999999, "z": {"n": -99999999999999999999}}"#).unwrap();
+        let mut f = parse(r#"{"line": 99999999999999999999, "z": {"n": -99999999999999999999}}"#).unwrap();
         assert_eq!(f.remove("z"), Some(serde_json::json!({"n": "-99999999999999999999"})));
-        assert_eq!(f.into_rest()["line"], "99999999999999999999");
+        assert_eq!(f.take_rest()["line"], "99999999999999999999");
     }
 }

@@ -295,27 +295,28 @@ impl Parser {
                 )
             })
         })?;
-        let mut map = match Fields::parse(text) {
-            Ok(fields) => fields,
+        let mut map = Fields::new();
+        match map.parse(text) {
+            Ok(()) => {}
             Err(ParseError::Duplicate(path)) => return Err(format!("field `{path}` appears twice; send it once")),
             // Rare: say precisely what is wrong, at the cost of parsing once more.
             Err(ParseError::Json) => match serde_json::from_str::<Value>(text) {
                 Err(e) => return Err(encoding::diagnose(line).unwrap_or_else(|| format!("not valid JSON: {e}"))),
                 Ok(value) => return Err(format!("expected a JSON object per line, got {}", kind_of(&value))),
             },
-        };
+        }
         let kind = event_kind(&mut map)?;
         let time = take_time(&mut map)?.unwrap_or(received);
         let body = match kind {
-            Kind::Log => Body::Log(self.log(map)?),
-            Kind::Cost => Body::Cost(self.cost(map)?),
-            Kind::Performance => Body::Performance(self.performance(map)?),
+            Kind::Log => Body::Log(self.log(&mut map)?),
+            Kind::Cost => Body::Cost(self.cost(&mut map)?),
+            Kind::Performance => Body::Performance(self.performance(&mut map)?),
         };
         Ok((time, body))
     }
 
-    fn log(&self, mut m: Fields) -> Result<Log, String> {
-        let level = match take_str(&mut m, &["level", "levelname"])? {
+    fn log(&self, m: &mut Fields) -> Result<Log, String> {
+        let level = match take_str(m, &["level", "levelname"])? {
             None => Level::Info,
             Some((name, s)) => Level::parse(&s).ok_or_else(|| {
                 format!(
@@ -324,14 +325,14 @@ impl Parser {
                 )
             })?,
         };
-        let mut message = take_str(&mut m, &["message", "msg"])?
+        let mut message = take_str(m, &["message", "msg"])?
             .ok_or("log record has no `message` (or `msg`) field")?
             .1;
         self.redactor.string_in_place(&mut message);
-        let module = take_str(&mut m, &["module"])?.map(|v| v.1);
-        let function = take_str(&mut m, &["function", "funcName"])?.map(|v| v.1);
-        let line = take_int(&mut m, &["line", "lineno"], i64::MIN)?.map(|(_, v)| v);
-        let logger = take_str(&mut m, &["logger", "name"])?.map(|v| v.1);
+        let module = take_str(m, &["module"])?.map(|v| v.1);
+        let function = take_str(m, &["function", "funcName"])?.map(|v| v.1);
+        let line = take_int(m, &["line", "lineno"], i64::MIN)?.map(|(_, v)| v);
+        let logger = take_str(m, &["logger", "name"])?.map(|v| v.1);
         Ok(Log {
             level,
             message,
@@ -343,14 +344,14 @@ impl Parser {
         })
     }
 
-    fn cost(&self, mut m: Fields) -> Result<Cost, String> {
-        let model = take_str(&mut m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?
+    fn cost(&self, m: &mut Fields) -> Result<Cost, String> {
+        let model = take_str(m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?
             .ok_or("cost record has no `model` field")?
             .1;
-        let cost = take_number(&mut m, &["cost"])?
+        let cost = take_number(m, &["cost"])?
             .ok_or("cost record has no `cost` field (the amount, a number ≥ 0)")?
             .1;
-        let currency = match take_str(&mut m, &["currency_symbol", "currency"])? {
+        let currency = match take_str(m, &["currency_symbol", "currency"])? {
             None => Currency::Usd,
             Some((name, s)) => Currency::parse(&s).ok_or_else(|| {
                 format!(
@@ -360,7 +361,7 @@ impl Parser {
             })?,
         };
         let input_tokens = take_count(
-            &mut m,
+            m,
             &[
                 "input_tokens",
                 "gen_ai.usage.input_tokens",
@@ -369,7 +370,7 @@ impl Parser {
             ],
         )?;
         let output_tokens = take_count(
-            &mut m,
+            m,
             &[
                 "output_tokens",
                 "gen_ai.usage.output_tokens",
@@ -377,7 +378,7 @@ impl Parser {
                 "gen_ai.usage.completion_tokens",
             ],
         )?;
-        let total_tokens = match take_count(&mut m, &["total_tokens"])? {
+        let total_tokens = match take_count(m, &["total_tokens"])? {
             Some((_, total)) => Some(total),
             None => match (input_tokens, output_tokens) {
                 (None, None) => None,
@@ -395,8 +396,8 @@ impl Parser {
                 ),
             },
         };
-        let provider = take_str(&mut m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1);
-        let request_id = take_str(&mut m, &["request_id"])?.map(|v| v.1);
+        let provider = take_str(m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1);
+        let request_id = take_str(m, &["request_id"])?.map(|v| v.1);
         Ok(Cost {
             model,
             cost,
@@ -410,14 +411,14 @@ impl Parser {
         })
     }
 
-    fn performance(&self, mut m: Fields) -> Result<Performance, String> {
-        let response_time = match take_number(&mut m, &["response_time", "duration"])? {
+    fn performance(&self, m: &mut Fields) -> Result<Performance, String> {
+        let response_time = match take_number(m, &["response_time", "duration"])? {
             Some((_, secs)) => secs,
-            None => take_number(&mut m, &["duration_ms"])?
+            None => take_number(m, &["duration_ms"])?
                 .map(|(_, ms)| ms / 1000.0)
                 .ok_or("performance record has no `response_time` field (seconds; or `duration`, `duration_ms`)")?,
         };
-        let status = match take_str(&mut m, &["status"])? {
+        let status = match take_str(m, &["status"])? {
             Some((_, s)) => match s.to_ascii_lowercase().as_str() {
                 "success" | "ok" => Status::Success,
                 "error" | "failure" | "failed" => Status::Error,
@@ -439,7 +440,7 @@ impl Parser {
                 }
             },
         };
-        let mut error = take_str(&mut m, &["error"])?.map(|v| v.1);
+        let mut error = take_str(m, &["error"])?.map(|v| v.1);
         if let Some(e) = error.as_mut() {
             self.redactor.string_in_place(e);
         }
@@ -447,11 +448,11 @@ impl Parser {
             response_time,
             status,
             error,
-            model: take_str(&mut m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?.map(|v| v.1),
-            provider: take_str(&mut m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1),
-            request_id: take_str(&mut m, &["request_id"])?.map(|v| v.1),
-            first_chunk_time: take_number(&mut m, &["first_chunk_time"])?.map(|v| v.1),
-            chunk_count: take_count(&mut m, &["chunk_count"])?.map(|(_, n)| n),
+            model: take_str(m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?.map(|v| v.1),
+            provider: take_str(m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1),
+            request_id: take_str(m, &["request_id"])?.map(|v| v.1),
+            first_chunk_time: take_number(m, &["first_chunk_time"])?.map(|v| v.1),
+            chunk_count: take_count(m, &["chunk_count"])?.map(|(_, n)| n),
             extra: self.extra(m)?,
         })
     }
@@ -461,13 +462,13 @@ impl Parser {
     /// A top-level field whose name is also inside `extra` is kept once when both values are
     /// equal (a logging adapter that copies context to both places); with different values the
     /// line is rejected, as for a repeated field: renaming one would only move the collision.
-    fn extra(&self, mut rest: Fields) -> Result<Map<String, Value>, String> {
+    fn extra(&self, rest: &mut Fields) -> Result<Map<String, Value>, String> {
         let mut extra = match rest.remove("extra") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(e)) => e,
             Some(other) => return Err(format!("`extra` must be an object, got {}", kind_of(&other))),
         };
-        for (k, v) in rest.into_rest() {
+        for (k, v) in rest.take_rest() {
             match extra.get(&k) {
                 None => {
                     extra.insert(k, v);
