@@ -243,7 +243,7 @@ impl Event {
             source,
             body: Body::Reject(Reject {
                 reason: redactor.text(&reason).into_owned(),
-                raw: redactor.text(text).into_owned(),
+                raw: redactor.raw_line(text).into_owned(),
                 raw_len,
             }),
             ack: None,
@@ -302,11 +302,16 @@ impl Parser {
             // Rare: say precisely what is wrong, at the cost of parsing once more.
             Err(ParseError::Json) => match serde_json::from_str::<Value>(text) {
                 Err(e) => return Err(encoding::diagnose(line).unwrap_or_else(|| format!("not valid JSON: {e}"))),
-                Ok(value) => return Err(format!("expected a JSON object per line, got {}", kind_of(&value))),
+                Ok(value) => {
+                    return Err(format!(
+                        "expected a JSON object per line, got {}",
+                        kind_of(&self.redactor, &value)
+                    ))
+                }
             },
         }
-        let kind = event_kind(&mut map)?;
-        let time = take_time(&mut map)?.unwrap_or(received);
+        let kind = event_kind(&self.redactor, &mut map)?;
+        let time = take_time(&self.redactor, &mut map)?.unwrap_or(received);
         let body = match kind {
             Kind::Log => Body::Log(self.log(&mut map)?),
             Kind::Cost => Body::Cost(self.cost(&mut map)?),
@@ -316,23 +321,22 @@ impl Parser {
     }
 
     fn log(&self, m: &mut Fields) -> Result<Log, String> {
-        let level = match take_str(m, &["level", "levelname"])? {
+        let level = match take_str(&self.redactor, m, &["level", "levelname"])? {
             None => Level::Info,
             Some((name, s)) => Level::parse(&s).ok_or_else(|| {
                 format!(
                     "`{name}` {} is not a log level; expected DEBUG, INFO, WARNING, ERROR or CRITICAL",
-                    snippet(&s)
+                    snippet(&self.redactor, &s)
                 )
             })?,
         };
-        let mut message = take_str(m, &["message", "msg"])?
-            .ok_or("log record has no `message` (or `msg`) field")?
-            .1;
-        self.redactor.string_in_place(&mut message);
-        let module = take_str(m, &["module"])?.map(|v| v.1);
-        let function = take_str(m, &["function", "funcName"])?.map(|v| v.1);
-        let line = take_int(m, &["line", "lineno"], i64::MIN)?.map(|(_, v)| v);
-        let logger = take_str(m, &["logger", "name"])?.map(|v| v.1);
+        let message = self
+            .take_text(m, &["message", "msg"])?
+            .ok_or("log record has no `message` (or `msg`) field")?;
+        let module = self.take_text(m, &["module"])?;
+        let function = self.take_text(m, &["function", "funcName"])?;
+        let line = take_int(&self.redactor, m, &["line", "lineno"], i64::MIN)?.map(|(_, v)| v);
+        let logger = self.take_text(m, &["logger", "name"])?;
         Ok(Log {
             level,
             message,
@@ -345,22 +349,21 @@ impl Parser {
     }
 
     fn cost(&self, m: &mut Fields) -> Result<Cost, String> {
-        let model = take_str(m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?
-            .ok_or("cost record has no `model` field")?
-            .1;
-        let cost = take_number(m, &["cost"])?
+        let model = self.take_text(m, MODEL)?.ok_or("cost record has no `model` field")?;
+        let cost = take_number(&self.redactor, m, &["cost"])?
             .ok_or("cost record has no `cost` field (the amount, a number ≥ 0)")?
             .1;
-        let currency = match take_str(m, &["currency_symbol", "currency"])? {
+        let currency = match take_str(&self.redactor, m, &["currency_symbol", "currency"])? {
             None => Currency::Usd,
             Some((name, s)) => Currency::parse(&s).ok_or_else(|| {
                 format!(
                     "`{name}` {} is not a known currency; expected \"$\" (USD) or \"￥\" (CNY, RMB)",
-                    snippet(&s)
+                    snippet(&self.redactor, &s)
                 )
             })?,
         };
         let input_tokens = take_count(
+            &self.redactor,
             m,
             &[
                 "input_tokens",
@@ -370,6 +373,7 @@ impl Parser {
             ],
         )?;
         let output_tokens = take_count(
+            &self.redactor,
             m,
             &[
                 "output_tokens",
@@ -378,7 +382,7 @@ impl Parser {
                 "gen_ai.usage.completion_tokens",
             ],
         )?;
-        let total_tokens = match take_count(m, &["total_tokens"])? {
+        let total_tokens = match take_count(&self.redactor, m, &["total_tokens"])? {
             Some((_, total)) => Some(total),
             None => match (input_tokens, output_tokens) {
                 (None, None) => None,
@@ -396,8 +400,8 @@ impl Parser {
                 ),
             },
         };
-        let provider = take_str(m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1);
-        let request_id = take_str(m, &["request_id"])?.map(|v| v.1);
+        let provider = self.take_text(m, PROVIDER)?;
+        let request_id = self.take_text(m, &["request_id"])?;
         Ok(Cost {
             model,
             cost,
@@ -412,27 +416,32 @@ impl Parser {
     }
 
     fn performance(&self, m: &mut Fields) -> Result<Performance, String> {
-        let response_time = match take_number(m, &["response_time", "duration"])? {
+        let response_time = match take_number(&self.redactor, m, &["response_time", "duration"])? {
             Some((_, secs)) => secs,
-            None => take_number(m, &["duration_ms"])?
+            None => take_number(&self.redactor, m, &["duration_ms"])?
                 .map(|(_, ms)| ms / 1000.0)
                 .ok_or("performance record has no `response_time` field (seconds; or `duration`, `duration_ms`)")?,
         };
-        let status = match take_str(m, &["status"])? {
+        let status = match take_str(&self.redactor, m, &["status"])? {
             Some((_, s)) => match s.to_ascii_lowercase().as_str() {
                 "success" | "ok" => Status::Success,
                 "error" | "failure" | "failed" => Status::Error,
                 _ => {
                     return Err(format!(
                         "`status` {} is not a status; expected \"success\" or \"error\"",
-                        snippet(&s)
+                        snippet(&self.redactor, &s)
                     ))
                 }
             },
             None => match m.remove("ok") {
                 Some(Value::Bool(true)) => Status::Success,
                 Some(Value::Bool(false)) => Status::Error,
-                Some(other) => return Err(format!("`ok` must be true or false, got {}", kind_of(&other))),
+                Some(other) => {
+                    return Err(format!(
+                        "`ok` must be true or false, got {}",
+                        kind_of(&self.redactor, &other)
+                    ))
+                }
                 None => {
                     return Err(
                         "performance record has no `status` field (\"success\" or \"error\"; or a boolean `ok`)".into(),
@@ -440,21 +449,26 @@ impl Parser {
                 }
             },
         };
-        let mut error = take_str(m, &["error"])?.map(|v| v.1);
-        if let Some(e) = error.as_mut() {
-            self.redactor.string_in_place(e);
-        }
         Ok(Performance {
             response_time,
             status,
-            error,
-            model: take_str(m, &["model", "gen_ai.request.model", "gen_ai.response.model"])?.map(|v| v.1),
-            provider: take_str(m, &["provider", "gen_ai.provider.name", "gen_ai.system"])?.map(|v| v.1),
-            request_id: take_str(m, &["request_id"])?.map(|v| v.1),
-            first_chunk_time: take_number(m, &["first_chunk_time"])?.map(|v| v.1),
-            chunk_count: take_count(m, &["chunk_count"])?.map(|(_, n)| n),
+            error: self.take_text(m, &["error"])?,
+            model: self.take_text(m, MODEL)?,
+            provider: self.take_text(m, PROVIDER)?,
+            request_id: self.take_text(m, &["request_id"])?,
+            first_chunk_time: take_number(&self.redactor, m, &["first_chunk_time"])?.map(|v| v.1),
+            chunk_count: take_count(&self.redactor, m, &["chunk_count"])?.map(|(_, n)| n),
             extra: self.extra(m)?,
         })
+    }
+
+    /// A string field as stored: with any secret in it masked.
+    fn take_text(&self, m: &mut Fields, names: &[&str]) -> Result<Option<String>, String> {
+        let mut text = take_str(&self.redactor, m, names)?.map(|(_, s)| s);
+        if let Some(s) = text.as_mut() {
+            self.redactor.string_in_place(s);
+        }
+        Ok(text)
     }
 
     /// `extra` as sent, plus every field the kind does not know, redacted.
@@ -466,7 +480,12 @@ impl Parser {
         let mut extra = match rest.remove("extra") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(e)) => e,
-            Some(other) => return Err(format!("`extra` must be an object, got {}", kind_of(&other))),
+            Some(other) => {
+                return Err(format!(
+                    "`extra` must be an object, got {}",
+                    kind_of(&self.redactor, &other)
+                ))
+            }
         };
         for (k, v) in rest.take_rest() {
             match extra.get(&k) {
@@ -486,13 +505,16 @@ impl Parser {
     }
 }
 
+const MODEL: &[&str] = &["model", "gen_ai.request.model", "gen_ai.response.model"];
+const PROVIDER: &[&str] = &["provider", "gen_ai.provider.name", "gen_ai.system"];
+
 enum Kind {
     Log,
     Cost,
     Performance,
 }
 
-fn event_kind(m: &mut Fields) -> Result<Kind, String> {
+fn event_kind(r: &Redactor, m: &mut Fields) -> Result<Kind, String> {
     match m.remove("type") {
         Some(Value::String(t)) => match t.to_ascii_lowercase().as_str() {
             "log" => Ok(Kind::Log),
@@ -500,12 +522,12 @@ fn event_kind(m: &mut Fields) -> Result<Kind, String> {
             "performance" | "perf" => Ok(Kind::Performance),
             _ => Err(format!(
                 "unknown event `type` {}; expected \"log\", \"cost\" or \"performance\"",
-                snippet(&t)
+                snippet(r, &t)
             )),
         },
         Some(other) => Err(format!(
             "event `type` must be a string (\"log\", \"cost\" or \"performance\"), got {}",
-            kind_of(&other)
+            kind_of(r, &other)
         )),
         None if m.contains_key("cost") => Ok(Kind::Cost),
         None if m.contains_key("response_time") => Ok(Kind::Performance),
@@ -519,7 +541,7 @@ fn event_kind(m: &mut Fields) -> Result<Kind, String> {
 }
 
 /// The first of `timestamp`, `created_at`, `created` present; the others stay for `extra`.
-fn take_time(m: &mut Fields) -> Result<Option<Timestamp>, String> {
+fn take_time(r: &Redactor, m: &mut Fields) -> Result<Option<Timestamp>, String> {
     let Some(name) = ["timestamp", "created_at", "created"]
         .into_iter()
         .find(|k| m.get(k).is_some_and(|v| !v.is_null()))
@@ -527,14 +549,16 @@ fn take_time(m: &mut Fields) -> Result<Option<Timestamp>, String> {
         return Ok(None);
     };
     let parsed = match m.remove(name) {
-        Some(Value::String(s)) => Timestamp::parse_rfc3339(&s).map_err(|e| format!("`{name}` {} {e}", snippet(&s)))?,
+        Some(Value::String(s)) => {
+            Timestamp::parse_rfc3339(&s).map_err(|e| format!("`{name}` {} {e}", snippet(r, &s)))?
+        }
         Some(Value::Number(n)) => {
             Timestamp::from_epoch_seconds(n.as_f64().unwrap_or(f64::NAN)).map_err(|e| format!("`{name}` {n} {e}"))?
         }
         Some(other) => {
             return Err(format!(
                 "`{name}` must be an RFC 3339 string or epoch seconds, got {}",
-                kind_of(&other)
+                kind_of(r, &other)
             ))
         }
         None => return Ok(None),
@@ -553,32 +577,32 @@ fn take<'n>(m: &mut Fields, names: &[&'n str]) -> Option<(&'n str, Value)> {
     None
 }
 
-fn take_str<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, String)>, String> {
+fn take_str<'n>(r: &Redactor, m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, String)>, String> {
     match take(m, names) {
         None => Ok(None),
         Some((name, Value::String(s))) => Ok(Some((name, s))),
-        Some((name, other)) => Err(format!("`{name}` must be a string, got {}", kind_of(&other))),
+        Some((name, other)) => Err(format!("`{name}` must be a string, got {}", kind_of(r, &other))),
     }
 }
 
-fn take_number<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, f64)>, String> {
+fn take_number<'n>(r: &Redactor, m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, f64)>, String> {
     match take(m, names) {
         None => Ok(None),
         Some((name, Value::Number(n))) => match n.as_f64() {
             Some(x) if x >= 0.0 && x.is_finite() => Ok(Some((name, x))),
             _ => Err(format!("`{name}` must be a number ≥ 0, got {n}")),
         },
-        Some((name, other)) => Err(format!("`{name}` must be a number ≥ 0, got {}", kind_of(&other))),
+        Some((name, other)) => Err(format!("`{name}` must be a number ≥ 0, got {}", kind_of(r, &other))),
     }
 }
 
 /// A whole number from `min` up, within the 64-bit range both stores hold (`225.0` counts as 225).
-fn take_int<'n>(m: &mut Fields, names: &[&'n str], min: i64) -> Result<Option<(&'n str, i64)>, String> {
+fn take_int<'n>(r: &Redactor, m: &mut Fields, names: &[&'n str], min: i64) -> Result<Option<(&'n str, i64)>, String> {
     let Some((name, value)) = take(m, names) else {
         return Ok(None);
     };
     let Value::Number(n) = &value else {
-        return Err(format!("`{name}` must be a whole number, got {}", kind_of(&value)));
+        return Err(format!("`{name}` must be a whole number, got {}", kind_of(r, &value)));
     };
     const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
     let int = match (n.as_i64(), n.as_f64()) {
@@ -600,24 +624,26 @@ fn take_int<'n>(m: &mut Fields, names: &[&'n str], min: i64) -> Result<Option<(&
 }
 
 /// A count (tokens, chunks): a whole number from 0 to `i64::MAX`.
-fn take_count<'n>(m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, u64)>, String> {
-    Ok(take_int(m, names, 0)?.map(|(name, n)| (name, n as u64)))
+fn take_count<'n>(r: &Redactor, m: &mut Fields, names: &[&'n str]) -> Result<Option<(&'n str, u64)>, String> {
+    Ok(take_int(r, m, names, 0)?.map(|(name, n)| (name, n as u64)))
 }
 
-fn kind_of(v: &Value) -> String {
+fn kind_of(r: &Redactor, v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("a boolean ({b})"),
         Value::Number(n) => format!("a number ({n})"),
-        Value::String(s) => format!("a string ({})", snippet(s)),
+        Value::String(s) => format!("a string ({})", snippet(r, s)),
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
     }
 }
 
-/// A value quoted for an error message, cut so that a reason stays one short line.
-fn snippet(s: &str) -> String {
+/// A value quoted for an error message, cut so that a reason stays one short line. Redacted
+/// before it is cut: a cut secret may no longer look like one.
+fn snippet(r: &Redactor, s: &str) -> String {
     const MAX: usize = 40;
+    let s = r.text(s);
     if s.chars().count() <= MAX {
         format!("{s:?}")
     } else {
