@@ -152,6 +152,25 @@ proptest! {
     }
 
     #[test]
+    fn numbers_keep_their_value_or_their_exact_digits_whatever_surrounds_them(items in prop::collection::vec(number_or_string(), 1..12), nest in any::<bool>()) {
+        let entries: Vec<String> = items.iter().enumerate().map(|(i, (literal, _))| format!("\"k{i}\": {literal}")).collect();
+        let inner = format!("{{{}}}", entries.join(", "));
+        let line = match nest {
+            false => format!(r#"{{"message": "m", "extra": {inner}}}"#),
+            true => format!(r#"{{"message": "m", "extra": {{"list": [{inner}, "\"[1e99]\"", 1e99]}}}}"#),
+        };
+        let e = parser().parse(line.as_bytes(), &Source::from("prop"), Timestamp(0), EventId::new());
+        let Body::Log(log) = &e.body else { panic!("{line}: {e:?}") };
+        let extra = match nest {
+            false => serde_json::Value::Object(log.extra.clone()),
+            true => log.extra["list"][0].clone(),
+        };
+        for (i, (literal, expected)) in items.iter().enumerate() {
+            prop_assert_eq!(&extra[format!("k{i}")], expected, "{} in {}", literal, line);
+        }
+    }
+
+    #[test]
     fn a_repeated_field_is_rejected_by_name(fields in prop::collection::btree_map(field_name(), field_value(), 1..8), pick in any::<prop::sample::Index>(), nested in any::<bool>()) {
         let entries: Vec<String> = fields.iter().map(|(k, v)| format!("{:?}: {v}", k)).collect();
         let (key, value) = fields.iter().nth(pick.index(fields.len())).unwrap();
@@ -173,6 +192,24 @@ fn integer_near_the_64_bit_edges() -> impl Strategy<Value = i128> {
         (prop::sample::select(edges.to_vec()), -3i128..=3).prop_map(|(edge, d)| edge + d),
         any::<i64>().prop_map(i128::from),
         any::<i128>(),
+    ]
+}
+
+/// A JSON literal and what it must be stored as: an integer as itself (or its exact digits beyond
+/// 64 bits), a float as serde_json reads it, a string (with quotes, backslashes and digits) as is.
+fn number_or_string() -> impl Strategy<Value = (String, serde_json::Value)> {
+    use serde_json::{json, Value};
+    prop_oneof![
+        integer_near_the_64_bit_edges().prop_map(|n| {
+            let stored = i64::try_from(n).map_or_else(|_| json!(n.to_string()), |small| json!(small));
+            (n.to_string(), stored)
+        }),
+        prop_oneof![-1e300f64..1e300, -1e20f64..1e20].prop_map(|f| {
+            let literal = format!("{f:e}");
+            let stored: Value = serde_json::from_str(&literal).unwrap();
+            (literal, stored)
+        }),
+        "[a-z0-9\"\\\\ \\[\\]{},]{0,16}".prop_map(|s| (serde_json::to_string(&s).unwrap(), json!(s))),
     ]
 }
 
