@@ -210,6 +210,8 @@ pub struct Counters {
     stored: [AtomicU64; Collection::COUNT],
     duplicates: AtomicU64,
     deferred: AtomicU64,
+    /// Documents the daemon made itself (the monitor's windows), queued like events.
+    own: AtomicU64,
     reject_warnings: AtomicU32,
     /// The minute (since the epoch) `reject_warnings` counts for.
     reject_minute: AtomicU64,
@@ -224,13 +226,29 @@ pub struct Snapshot {
     pub stored: [u64; Collection::COUNT],
     pub duplicates: u64,
     pub deferred: u64,
+    pub own: u64,
 }
 
 impl Snapshot {
+    /// What the summary line is about: events received and stored, not the daemon's own documents.
+    fn received_or_stored(&self) -> [u64; 8] {
+        let s = &self.stored;
+        [
+            self.events,
+            self.rejected,
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            self.duplicates,
+            self.deferred,
+        ]
+    }
+
     /// Accepted events (and rejects) the store has not confirmed yet.
     pub fn accepted_not_stored(&self) -> u64 {
         let done = self.stored.iter().sum::<u64>() + self.duplicates + self.deferred;
-        (self.events + self.rejected).saturating_sub(done)
+        (self.events + self.rejected + self.own).saturating_sub(done)
     }
 }
 
@@ -256,6 +274,12 @@ impl Counters {
         }
     }
 
+    pub fn own(&self, n: u64) {
+        if n > 0 {
+            self.own.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Whether this reject may still be logged on its own in the current interval.
     pub fn may_log_reject(&self) -> bool {
         let minute = crate::event::Timestamp::now().as_millis().max(0) as u64 / 60_000;
@@ -276,6 +300,7 @@ impl Counters {
             stored: std::array::from_fn(|i| self.stored[i].load(Relaxed)),
             duplicates: self.duplicates.load(Relaxed),
             deferred: self.deferred.load(Relaxed),
+            own: self.own.load(Relaxed),
         }
     }
 }
@@ -299,7 +324,7 @@ pub async fn summarize(
         }
         let now = counters.snapshot();
         let suppressed = counters.rejects_unlogged.swap(0, Relaxed);
-        if now != last {
+        if now.received_or_stored() != last.received_or_stored() {
             let d = |a: u64, b: u64| a - b;
             tracing::info!(
                 event_count = d(now.events, last.events),

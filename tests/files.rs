@@ -432,3 +432,33 @@ fn a_glob_follows_every_matching_file() {
     };
     assert_eq!(sources.len(), 2, "each file is its own source: {sources:?}");
 }
+
+#[test]
+fn a_utf8_file_with_a_byte_order_mark_is_read_whole_and_a_utf16_file_is_named() {
+    let logs = tempfile::tempdir().unwrap();
+    let bom_file = logs.path().join("bom.log");
+    let text: String = (0..5).map(line).collect();
+    std::fs::write(&bom_file, [b"\xEF\xBB\xBF", text.as_bytes()].concat()).unwrap();
+    let utf16_file = logs.path().join("utf16.log");
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(
+            (5..7)
+                .map(line)
+                .collect::<String>()
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    std::fs::write(&utf16_file, utf16).unwrap();
+    let d = Daemon::start(&format!(
+        "[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n",
+        logs.path().join("*.log").display().to_string()
+    ));
+    wait_for_exactly(&d, &(0..5).collect());
+    d.wait_for_count("api_rejects", 2);
+    for reject in common::docs(&d.db(), "api_rejects") {
+        let reason = reject["reason"].as_str().unwrap();
+        assert!(reason.contains("the file is UTF-16; write UTF-8"), "{reason}");
+    }
+}

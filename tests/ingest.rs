@@ -191,3 +191,35 @@ fn retention_deletes_documents_older_than_configured() {
     );
     d.wait_for_log("retention: deleted 1 api_logs documents");
 }
+
+#[test]
+fn repeated_fields_are_rejected_and_integers_beyond_64_bits_are_stored_exactly() {
+    let d = Daemon::start("");
+    let lines = concat!(
+        r#"{"type": "cost", "model": "gpt-4o", "cost": -5, "cost": 3}"#,
+        "\n",
+        r#"{"type": "cost", "model": "gpt-4o", "cost": 1, "input_tokens": 9223372036854775807, "output_tokens": 1}"#,
+        "\n",
+        r#"{"message": "big", "extra": {"id": 123456789012345678901234567890, "u": 18446744073709551615, "n": -5}}"#,
+        "\n",
+    );
+    let ack = d.send(lines.as_bytes());
+    assert_eq!((ack.events, ack.rejected), (1, 2));
+    d.wait_for_count("api_rejects", 2);
+    d.wait_for_count("api_logs", 1);
+    let rejects = docs(&d.db(), "api_rejects");
+    assert_eq!(rejects[0]["reason"], "field `cost` appears twice; send it once");
+    assert!(
+        rejects[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("is over 9223372036854775807"),
+        "{}",
+        rejects[1]["reason"]
+    );
+    let log = &docs(&d.db(), "api_logs")[0];
+    assert_eq!(
+        log["extra"],
+        json!({"id": "123456789012345678901234567890", "u": "18446744073709551615", "n": -5})
+    );
+}

@@ -6,6 +6,7 @@ use lngpt_collector::event::{Body, EventId, Parser, Source, Timestamp, MAX_RAW_B
 use lngpt_collector::redact::RedactConfig;
 use lngpt_collector::redact::Redactor;
 use lngpt_collector::source::lines::{Frame, LineDecoder};
+use lngpt_collector::store::document;
 use proptest::prelude::*;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -131,6 +132,86 @@ proptest! {
         let kept = format!("***{}", &secret[secret.len() - 4..]);
         prop_assert!(stored.contains(&kept), "the last four characters are kept: {}", stored);
     }
+
+    #[test]
+    fn any_integer_in_extra_is_stored_exactly_in_json_and_in_bson(n in integer_near_the_64_bit_edges()) {
+        let line = format!(r#"{{"message": "x", "extra": {{"n": {n}}}, "top": [{n}]}}"#);
+        let e = parser().parse(line.as_bytes(), &Source::from("prop"), Timestamp(0), EventId::new());
+        prop_assert!(!e.is_reject(), "{:?}", e.body);
+        let (json_n, bson_n) = match i64::try_from(n) {
+            Ok(small) => (serde_json::json!(small), bson::Bson::Int64(small)),
+            Err(_) => (serde_json::json!(n.to_string()), bson::Bson::String(n.to_string())),
+        };
+        let mut out = Vec::new();
+        document::write_json(&e, "h", &mut out).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        prop_assert_eq!(&doc["extra"]["n"], &json_n);
+        prop_assert_eq!(&doc["extra"]["top"][0], &json_n);
+        let raw = document::to_bson(&e, "h").map_err(|err| TestCaseError::fail(err.to_string()))?;
+        let doc = bson::Document::try_from(raw.as_ref()).unwrap();
+        prop_assert_eq!(doc.get_document("extra").unwrap().get("n"), Some(&bson_n));
+    }
+
+    #[test]
+    fn numbers_keep_their_value_or_their_exact_digits_whatever_surrounds_them(items in prop::collection::vec(number_or_string(), 1..12), nest in any::<bool>()) {
+        let entries: Vec<String> = items.iter().enumerate().map(|(i, (literal, _))| format!("\"k{i}\": {literal}")).collect();
+        let inner = format!("{{{}}}", entries.join(", "));
+        let line = match nest {
+            false => format!(r#"{{"message": "m", "extra": {inner}}}"#),
+            true => format!(r#"{{"message": "m", "extra": {{"list": [{inner}, "\"[1e99]\"", 1e99]}}}}"#),
+        };
+        let e = parser().parse(line.as_bytes(), &Source::from("prop"), Timestamp(0), EventId::new());
+        let Body::Log(log) = &e.body else { panic!("{line}: {e:?}") };
+        let extra = match nest {
+            false => serde_json::Value::Object(log.extra.clone()),
+            true => log.extra["list"][0].clone(),
+        };
+        for (i, (literal, expected)) in items.iter().enumerate() {
+            prop_assert_eq!(&extra[format!("k{i}")], expected, "{} in {}", literal, line);
+        }
+    }
+
+    #[test]
+    fn a_repeated_field_is_rejected_by_name(fields in prop::collection::btree_map(field_name(), field_value(), 1..8), pick in any::<prop::sample::Index>(), nested in any::<bool>()) {
+        let entries: Vec<String> = fields.iter().map(|(k, v)| format!("{:?}: {v}", k)).collect();
+        let (key, value) = fields.iter().nth(pick.index(fields.len())).unwrap();
+        let repeated = format!("{:?}: {value}", key);
+        let (line, path) = match nested {
+            false => (format!("{{{}, {repeated}}}", entries.join(", ")), key.clone()),
+            true => (format!(r#"{{"message": "m", "extra": {{{}, {repeated}}}}}"#, entries.join(", ")), format!("extra.{key}")),
+        };
+        let e = parser().parse(line.as_bytes(), &Source::from("prop"), Timestamp(0), EventId::new());
+        let Body::Reject(r) = &e.body else { panic!("{line} was accepted: {e:?}") };
+        prop_assert_eq!(&r.reason, &format!("field `{path}` appears twice; send it once"));
+    }
+}
+
+/// Integers anywhere, but mostly next to the ends of the 64-bit ranges, where they stop fitting.
+fn integer_near_the_64_bit_edges() -> impl Strategy<Value = i128> {
+    let edges = [i64::MIN as i128, i64::MAX as i128, u64::MAX as i128];
+    prop_oneof![
+        (prop::sample::select(edges.to_vec()), -3i128..=3).prop_map(|(edge, d)| edge + d),
+        any::<i64>().prop_map(i128::from),
+        any::<i128>(),
+    ]
+}
+
+/// A JSON literal and what it must be stored as: an integer as itself (or its exact digits beyond
+/// 64 bits), a float as serde_json reads it, a string (with quotes, backslashes and digits) as is.
+fn number_or_string() -> impl Strategy<Value = (String, serde_json::Value)> {
+    use serde_json::{json, Value};
+    prop_oneof![
+        integer_near_the_64_bit_edges().prop_map(|n| {
+            let stored = i64::try_from(n).map_or_else(|_| json!(n.to_string()), |small| json!(small));
+            (n.to_string(), stored)
+        }),
+        prop_oneof![-1e300f64..1e300, -1e20f64..1e20].prop_map(|f| {
+            let literal = format!("{f:e}");
+            let stored: Value = serde_json::from_str(&literal).unwrap();
+            (literal, stored)
+        }),
+        "[a-z0-9\"\\\\ \\[\\]{},]{0,16}".prop_map(|s| (serde_json::to_string(&s).unwrap(), json!(s))),
+    ]
 }
 
 /// One parser for all cases: building the redactor's regexes is the slow part.

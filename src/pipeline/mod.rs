@@ -109,9 +109,18 @@ impl PipelineSender {
     /// finishes, and the chunk's ack runs once they are durable. Returns how many are rejects.
     pub async fn send(&self, chunk: Chunk) -> Result<u64, Closed> {
         let n = chunk.events.len() as u64;
-        let rejects = chunk.events.iter().filter(|e| e.is_reject()).count() as u64;
+        let (mut rejects, mut own) = (0, 0);
+        for e in &chunk.events {
+            match e.body {
+                crate::event::Body::Reject(_) => rejects += 1,
+                // The daemon's own documents (the monitor's windows) are not events received.
+                crate::event::Body::Metric(_) => own += 1,
+                _ => {}
+            }
+        }
         self.tx.send(chunk).await.map_err(|_| Closed)?;
-        self.counters.accepted(n - rejects, rejects);
+        self.counters.accepted(n - rejects - own, rejects);
+        self.counters.own(own);
         Ok(rejects)
     }
 
