@@ -30,9 +30,15 @@ impl Generic {
 
 impl Format for Generic {
     fn build(&self, delivery_id: &str, items: &[Notification], _active: &[Notification], now: Timestamp) -> Outgoing {
+        // When the latest change in it happened, so that every retry sends the same bytes.
+        let latest = items
+            .iter()
+            .map(|n| n.ends_at.unwrap_or(n.starts_at))
+            .max()
+            .unwrap_or(now);
         let body = json_body(&json!({
             "type": "alert.notifications",
-            "timestamp": now.to_string(),
+            "timestamp": latest.to_string(),
             "data": {
                 "delivery_id": delivery_id,
                 "notifications": items,
