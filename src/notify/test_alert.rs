@@ -53,17 +53,26 @@ pub async fn send_test_alerts(
         let out = format.build(&note.id, std::slice::from_ref(&note), &[], Timestamp::now());
         let answer = http::send(&client, out, cfg.timeout.0).await;
         let verdict = http::judge(format.as_ref(), &answer, cfg.rate_window.0);
+        let described = answer.describe();
+        // The verdict's reason, when it says more than the answer itself.
+        let reason = |why: String, then: &str| {
+            if why == described {
+                then.to_string()
+            } else {
+                format!("{why} ({then})")
+            }
+        };
         let problem = match verdict {
             http::Verdict::Delivered => None,
-            http::Verdict::Retry { why, .. } => Some(format!("{why} (the daemon would retry this)")),
-            http::Verdict::GiveUp(why) => Some(format!("{why} (the daemon would give this up)")),
+            http::Verdict::Retry { why, .. } => Some(reason(why, "the daemon would retry this")),
+            http::Verdict::GiveUp(why) => Some(reason(why, "the daemon would give this up")),
         };
         outcomes.push(TestOutcome {
             receiver: cfg.name.clone(),
             format: cfg.format,
             url: cfg.masked_url(),
             signature: format.signature_scheme().to_string(),
-            answer: answer.describe(),
+            answer: described,
             status: answer.status,
             ok: problem.is_none(),
             problem,

@@ -48,7 +48,8 @@ impl Format for Dingtalk {
             headers: vec![("content-type", "application/json; charset=utf-8".to_string())],
             body: json_body(&json!({
                 "msgtype": "markdown",
-                "markdown": {"title": title, "text": render::truncate_bytes(&text, 17_000)},
+                // A lone notification too long is cut; a group is split by `fitting` instead.
+                "markdown": {"title": title, "text": if items.len() == 1 { render::truncate_bytes(&text, 17_000) } else { text }},
             })),
         }
     }

@@ -110,3 +110,43 @@ fn json_code(body: &[u8], fields: &[&str]) -> Result<(i64, String), String> {
 fn json_body(v: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{AlertState, Severity};
+
+    #[test]
+    fn groups_are_cut_to_the_vendors_size_and_a_lone_long_one_still_fits() {
+        let cfg = WebhookConfig {
+            name: "w".into(),
+            url: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k".into(),
+            format: FormatKind::Wecom,
+            ..WebhookConfig::default()
+        };
+        let format = build(&cfg, Language::Zh).unwrap();
+        let n = |i: usize| Notification {
+            id: format!("n{i}"),
+            alert_key: "k".into(),
+            rule: "r".into(),
+            severity: Severity::High,
+            state: AlertState::Firing,
+            title: "标题".repeat(100),
+            message: "很长的消息".repeat(400),
+            value: 1.0,
+            threshold: 2.0,
+            labels: Default::default(),
+            starts_at: Timestamp(0),
+            ends_at: None,
+        };
+        let items: Vec<Notification> = (0..30).map(n).collect();
+        let fit = fitting(format.as_ref(), &items);
+        assert!((1..MAX_GROUP).contains(&fit), "{fit}");
+        for k in [fit, 1] {
+            let out = format.build("d", &items[..k], &[], Timestamp(0));
+            let body: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+            let content = body["markdown"]["content"].as_str().unwrap();
+            assert!(content.len() <= 4096, "{k}: {}", content.len());
+        }
+    }
+}

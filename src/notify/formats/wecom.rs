@@ -17,6 +17,16 @@ pub struct Wecom {
 
 const CONTENT_BYTES: usize = 4096;
 
+/// A lone notification too long for WeCom is cut; a group is not (it is split by `fitting` instead,
+/// so that no member of a delivery is left out of its message).
+fn fit_alone(items: &[Notification], text: String) -> String {
+    if items.len() == 1 {
+        render::truncate_bytes(&text, CONTENT_BYTES - 96)
+    } else {
+        text
+    }
+}
+
 impl Format for Wecom {
     fn build(&self, _delivery_id: &str, items: &[Notification], _active: &[Notification], _now: Timestamp) -> Outgoing {
         let mut text = format!("**{}**\n", render::message_title(items, self.lang));
@@ -43,7 +53,7 @@ impl Format for Wecom {
             headers: vec![("content-type", "application/json; charset=utf-8".to_string())],
             body: json_body(&json!({
                 "msgtype": "markdown",
-                "markdown": {"content": render::truncate_bytes(&text, CONTENT_BYTES - 96)},
+                "markdown": {"content": fit_alone(items, text)},
             })),
         }
     }
