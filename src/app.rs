@@ -20,8 +20,9 @@ use tokio::time::Instant;
 
 use crate::config::{Config, HumanDuration};
 use crate::event::{EventId, Parser, Source};
-use crate::monitor::alerts::{AlertSink, LogSink};
+use crate::monitor::alerts::{AlertSink, Fanout, LogSink};
 use crate::monitor::Monitor;
+use crate::notify::{Notifier, Options as NotifyOptions};
 use crate::pipeline::budget::Budget;
 use crate::pipeline::tap::Tap;
 use crate::pipeline::{pipeline, WriterReport};
@@ -58,6 +59,8 @@ pub struct Running {
     counters: Arc<Counters>,
     checkpoints: Arc<Checkpoints>,
     monitor: Monitor,
+    notifier: Notifier,
+    redactor: Arc<Redactor>,
     _state: StateDir,
 }
 
@@ -168,9 +171,19 @@ impl App {
                 save_checkpoints_periodically(checkpoints.clone(), background.listener()),
             );
         }
+        let notifier = Notifier::open(
+            &config.database_path(),
+            &config.webhook,
+            NotifyOptions {
+                language: config.monitor.language,
+                synchronous: config.embedded.synchronous,
+            },
+        )?;
+        // Deliveries go on while the pipeline drains; they stop with the background tasks.
+        supervisor.spawn("webhook delivery", notifier.clone().run(background.listener()));
         if config.monitor.enabled {
             // A producer (it writes `api_metrics` through the pipeline), so it stops with the sources.
-            let sink: Arc<dyn AlertSink> = Arc::new(LogSink);
+            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![Arc::new(LogSink), Arc::new(notifier.clone())]));
             supervisor.spawn(
                 "monitor",
                 monitor.clone().run(
@@ -247,6 +260,8 @@ impl App {
             counters,
             checkpoints,
             monitor,
+            notifier,
+            redactor,
             _state: state,
         })
     }
@@ -291,6 +306,10 @@ impl Running {
                 return;
             }
         };
+        let section = |c: &Config, name: &str| -> String {
+            let value = serde_json::to_value(c).unwrap_or_default();
+            value.get(name).map(|v| v.to_string()).unwrap_or_default()
+        };
         let mut applied = vec!["[monitor]", "[budget]"];
         if new.log.level != self.config.log.level {
             match telemetry::set_level(&new.log.level) {
@@ -299,10 +318,16 @@ impl Running {
             }
         }
         self.monitor.reconfigure(new.monitor.clone(), new.budget.clone());
-        let section = |c: &Config, name: &str| -> String {
-            let value = serde_json::to_value(c).unwrap_or_default();
-            value.get(name).map(|v| v.to_string()).unwrap_or_default()
-        };
+        if section(&self.config, "redact") != section(&new, "redact") {
+            match self.redactor.reload(&new.redact) {
+                Ok(()) => applied.push("[redact]"),
+                Err(e) => tracing::error!("SIGHUP: keeping the previous redaction rules: {e}"),
+            }
+        }
+        match self.notifier.reload(&new.webhook) {
+            Ok(()) => applied.push("[[webhook]]"),
+            Err(e) => tracing::error!("SIGHUP: keeping the previous webhooks: {e}"),
+        }
         let needs_restart: Vec<&str> = [
             "state_dir",
             "socket",
@@ -319,6 +344,8 @@ impl Running {
         let log_format_changed = new.log.format != self.config.log.format;
         self.config.monitor = new.monitor;
         self.config.budget = new.budget;
+        self.config.webhook = new.webhook;
+        self.config.redact = new.redact;
         self.config.log.level = new.log.level;
         tracing::info!("SIGHUP: reloaded {}", applied.join(", "));
         if !needs_restart.is_empty() || log_format_changed {

@@ -19,6 +19,7 @@ use serde_json::Value as Json;
 
 use crate::monitor::budget::BudgetConfig;
 use crate::monitor::rules::MonitorConfig;
+use crate::notify::WebhookConfig;
 use crate::pipeline::PipelineConfig;
 use crate::redact::RedactConfig;
 use crate::source::file::FileConfig;
@@ -50,6 +51,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     pub budget: BudgetConfig,
     pub log: LogConfig,
+    /// Alert receivers: `[[webhook]]`, any number.
+    pub webhook: Vec<WebhookConfig>,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             monitor: MonitorConfig::default(),
             budget: BudgetConfig::default(),
             log: LogConfig::default(),
+            webhook: Vec::new(),
         }
     }
 }
@@ -167,6 +171,7 @@ impl Config {
         }
         self.budget.validate(p);
         self.log.validate(p);
+        crate::notify::validate_all(&self.webhook, p);
     }
 
     /// The effective configuration as TOML, for `check-config`, with passwords masked.
@@ -174,6 +179,12 @@ impl Config {
         let mut shown = self.clone();
         if let Some(m) = shown.mongodb.as_mut() {
             m.uri = mask_uri_password(&m.uri);
+        }
+        for w in &mut shown.webhook {
+            w.url = w.masked_url();
+            if !w.secret.is_empty() {
+                w.secret = "***".into();
+            }
         }
         let mut text = toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
         if self.socket.path.is_none() {
@@ -198,11 +209,12 @@ impl Config {
     /// A warning when the file holds a secret and other users may read it.
     pub fn secrets_readable_warning(&self, path: &Path) -> Option<String> {
         use std::os::unix::fs::PermissionsExt;
-        let has_secret = self.mongo().is_some_and(|m| mask_uri_password(&m.uri) != m.uri);
+        let has_secret = self.mongo().is_some_and(|m| mask_uri_password(&m.uri) != m.uri)
+            || self.webhook.iter().any(WebhookConfig::holds_secret);
         let mode = std::fs::metadata(path).ok()?.permissions().mode();
         (has_secret && mode & 0o004 != 0).then(|| {
             format!(
-                "{} holds a password and is readable by every user (mode {:04o}); run chmod 640 on it, or pass the URI in MONGODB_URI",
+                "{} holds a password or a webhook key and is readable by every user (mode {:04o}); run chmod 640 on it, or pass secrets in the environment (MONGODB_URI, LNGPT_COLLECTOR_WEBHOOK_<NAME>_URL or _SECRET)",
                 path.display(),
                 mode & 0o777
             )
@@ -239,6 +251,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
             "monitor" => config.monitor,
             "budget" => config.budget,
             "log" => config.log,
+            "webhook" => config.webhook,
         );
     }
     ok.then_some(config)
@@ -415,6 +428,7 @@ fn schema() -> Json {
     let with_optional_sections = Config {
         mongodb: Some(MongoConfig::default()),
         file: vec![FileConfig::default()],
+        webhook: vec![WebhookConfig::default()],
         ..Config::default()
     };
     serde_json::to_value(with_optional_sections).unwrap_or(Json::Null)

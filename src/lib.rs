@@ -15,6 +15,7 @@
 //! * [`pipeline`] bounds memory in bytes (sources are admitted before each read), groups events per
 //!   collection, and acknowledges them once durable.
 //! * [`store`] persists batches (write side) and answers queries (query side), on SQLite or MongoDB.
+//! * [`notify`] delivers the monitor's alerts to webhooks: durable queues, retries, rate limits.
 //! * [`shutdown`] carries the stop signal to every task and waits for them to finish.
 //!
 //! `ARCHITECTURE.md` at the top of the repository has the map in more words.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod event;
 pub mod monitor;
+pub mod notify;
 pub mod pipeline;
 pub mod redact;
 pub mod send;

@@ -7,6 +7,7 @@ use clap::{Parser as ClapParser, Subcommand};
 
 use lngpt_collector::app::App;
 use lngpt_collector::config::Config;
+use lngpt_collector::notify;
 use lngpt_collector::shutdown::signals;
 use lngpt_collector::telemetry;
 
@@ -15,6 +16,7 @@ Examples:
   lngpt-collector run --config config.example.toml
   lngpt-collector check-config --config /etc/lngpt-collector/config.toml
   echo '{\"type\":\"log\",\"level\":\"INFO\",\"message\":\"hello\"}' | lngpt-collector send --socket ./data/collector.sock
+  lngpt-collector alert test --config /etc/lngpt-collector/config.toml --receiver ops
 
 Environment variables override the file: LNGPT_COLLECTOR_<SECTION>_<KEY> (e.g.
 LNGPT_COLLECTOR_PIPELINE_MAX_BATCH=500), LNGPT_COLLECTOR_STATE_DIR, and LOG_LEVEL.";
@@ -41,6 +43,22 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Alerts to webhooks.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Send a test alert to each [[webhook]] (or the named one) directly, and print what each
+    /// answered; exits 1 if any failed.
+    Test {
+        /// Only the [[webhook]] with this name.
+        #[arg(long, value_name = "NAME")]
+        receiver: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +79,9 @@ fn main() -> ExitCode {
             print!("{}", config.to_masked_toml());
             ExitCode::SUCCESS
         }
+        Command::Alert {
+            command: AlertCommand::Test { receiver },
+        } => alert_test(&config, receiver.as_deref()),
         Command::Send { socket } => {
             let socket = socket.unwrap_or_else(|| config.socket_path());
             match lngpt_collector::send::send(&socket, &mut std::io::stdin().lock()) {
@@ -87,6 +108,53 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `alert test`: one line per receiver, what it answered and how the request was signed.
+fn alert_test(config: &Config, receiver: Option<&str>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lngpt-collector: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcomes = runtime.block_on(notify::send_test_alerts(
+        &config.webhook,
+        receiver,
+        notify::Language::default(),
+    ));
+    let outcomes = match outcomes {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("lngpt-collector: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for o in &outcomes {
+        println!(
+            "{} ({}, {}): {}\n  answer: {}\n  signature: {}",
+            o.receiver,
+            o.format.name(),
+            o.url,
+            if o.ok { "OK" } else { "FAILED" },
+            o.answer,
+            o.signature
+        );
+        if let Some(problem) = &o.problem {
+            println!("  problem: {problem}");
+        }
+    }
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    if failed > 0 {
+        eprintln!(
+            "lngpt-collector: {failed} of {} webhooks failed the test",
+            outcomes.len()
+        );
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

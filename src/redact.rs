@@ -148,8 +148,9 @@ struct Pattern {
     accept: Option<Accept>,
 }
 
+/// One set of redaction rules, built from a `[redact]` section.
 #[derive(Debug)]
-pub struct Redactor {
+struct Rules {
     enabled: bool,
     /// The secret names, compacted: ASCII lowercase, separators and punctuation dropped.
     keys: Vec<Vec<u8>>,
@@ -169,8 +170,73 @@ pub struct Redactor {
     patterns: Vec<Pattern>,
 }
 
+/// The redaction rules in force, shared by every parser. SIGHUP swaps in new rules without stopping
+/// anything; each call reads the current rules once (a wait-free load).
+pub struct Redactor {
+    rules: arc_swap::ArcSwap<Rules>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.rules.load().fmt(f)
+    }
+}
+
 impl Redactor {
     pub fn new(cfg: &RedactConfig) -> Result<Redactor, String> {
+        Ok(Redactor {
+            rules: arc_swap::ArcSwap::from_pointee(Rules::new(cfg)?),
+        })
+    }
+
+    /// A redactor that changes nothing (redaction switched off).
+    pub fn disabled() -> Redactor {
+        Redactor {
+            rules: arc_swap::ArcSwap::from_pointee(Rules::disabled()),
+        }
+    }
+
+    /// Takes new rules (SIGHUP); the old ones stay if the new ones are not valid.
+    pub fn reload(&self, cfg: &RedactConfig) -> Result<(), String> {
+        self.rules.store(std::sync::Arc::new(Rules::new(cfg)?));
+        Ok(())
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.rules.load().enabled
+    }
+
+    /// Whether a field of this name holds a secret (see [`DEFAULT_KEYS`]). Allocates nothing.
+    pub fn is_secret_key(&self, key: &str) -> bool {
+        self.rules.load().is_secret_key(key)
+    }
+
+    /// Masks secrets inside a string, allocating only when something is found.
+    pub fn text<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        self.rules.load().text(s)
+    }
+
+    /// Masks a rejected line: by JSON structure where it has one, else by shape.
+    pub fn raw_line<'a>(&self, line: &'a str) -> Cow<'a, str> {
+        self.rules.load().raw_line(line)
+    }
+
+    pub fn string_in_place(&self, s: &mut String) {
+        self.rules.load().string_in_place(s)
+    }
+
+    /// Masks a JSON value: strings by pattern, and whole values under secret field names.
+    pub fn value(&self, v: &mut Value) {
+        self.rules.load().value(v)
+    }
+
+    pub fn map(&self, map: &mut Map<String, Value>) {
+        self.rules.load().map(map)
+    }
+}
+
+impl Rules {
+    fn new(cfg: &RedactConfig) -> Result<Rules, String> {
         let names: Vec<String> = DEFAULT_KEYS
             .iter()
             .map(|k| k.to_string())
@@ -262,7 +328,7 @@ impl Redactor {
             true => None,
             false => Some(RegexSet::new(&cfg.patterns).map_err(|e| e.to_string())?),
         };
-        Ok(Redactor {
+        Ok(Rules {
             enabled: cfg.enabled,
             keys,
             last_bytes,
@@ -274,17 +340,12 @@ impl Redactor {
         })
     }
 
-    /// A redactor that changes nothing (redaction switched off).
-    pub fn disabled() -> Redactor {
+    fn disabled() -> Rules {
         let cfg = RedactConfig {
             enabled: false,
             ..RedactConfig::default()
         };
-        Redactor::new(&cfg).unwrap_or_else(|_| unreachable!("built-in patterns are valid"))
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.enabled
+        Rules::new(&cfg).unwrap_or_else(|_| unreachable!("built-in patterns are valid"))
     }
 
     /// Whether a field of this name holds a secret: its name ends with a secret name as whole

@@ -209,3 +209,128 @@ fn a_restart_takes_up_firing_alerts_without_firing_them_again() {
     );
     assert_eq!(docs(&d.db(), "api_alerts").len(), 1);
 }
+
+/// The notifications in a generic webhook's body, as (rule, state, id).
+fn generic_notifications(r: &common::webhook::Received) -> Vec<(String, String, String)> {
+    let body = r.json();
+    body["data"]["notifications"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    (
+                        n["rule"].as_str().unwrap_or("").to_string(),
+                        n["state"].as_str().unwrap_or("").to_string(),
+                        n["id"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_alert_reaches_the_webhooks_when_it_fires_and_when_it_resolves() {
+    use common::webhook::{Receiver, Reply};
+    let rx = Receiver::start(|_, _| Reply::status(204, ""));
+    let d = Daemon::start(&fast(&format!(
+        "[[webhook]]\nname = \"ops\"\nurl = {:?}\nformat = \"generic\"\ngroup_wait = \"10ms\"\n",
+        rx.url("/hooks")
+    )));
+    let burst: String = (0..10).map(|i| perf("glm-4", 0.5, i % 2 == 0)).collect();
+    d.send(burst.as_bytes());
+    let fired = wait_until(
+        "the firing notification",
+        || {
+            rx.received()
+                .iter()
+                .flat_map(generic_notifications)
+                .find(|n| n.0 == "error_rate")
+        },
+        || d.log(),
+    );
+    assert_eq!(fired.1, "firing");
+    assert!(
+        fired.2.starts_with("error_rate{host=") && fired.2.ends_with(":firing"),
+        "{fired:?}"
+    );
+    // Healthy windows: the resolution follows, once.
+    d.send((0..10).map(|_| perf("glm-4", 0.5, true)).collect::<String>().as_bytes());
+    wait_until(
+        "the resolved notification",
+        || {
+            rx.received()
+                .iter()
+                .flat_map(generic_notifications)
+                .find(|n| n.0 == "error_rate" && n.1 == "resolved")
+        },
+        || d.log(),
+    );
+    let sent: Vec<_> = rx
+        .received()
+        .iter()
+        .flat_map(generic_notifications)
+        .filter(|n| n.0 == "error_rate")
+        .collect();
+    assert_eq!(sent.len(), 2, "one firing, one resolved: {sent:?}");
+}
+
+#[test]
+fn two_collectors_sharing_one_mongodb_share_one_budget_and_send_its_alert_once() {
+    use common::mongo::{mongodb_section, unique_db, MongoServer};
+    use common::webhook::{Receiver, Reply};
+    let server = MongoServer::start();
+    let db = unique_db("sharedbudget");
+    let rx = Receiver::start(|_, _| Reply::status(204, ""));
+    let config = mongodb_section(&server.uri(), &db, "")
+        + &fast(&format!(
+            "[budget]\nhourly_limit_rmb = 10.0\ndaily_limit_rmb = 0\nwarn_at = [1.0]\nrefresh = \"50ms\"\n\
+             [[webhook]]\nname = \"ops\"\nurl = {:?}\nformat = \"generic\"\ngroup_wait = \"10ms\"\n",
+            rx.url("/hooks")
+        ));
+    let a = Daemon::start(&config);
+    let b = Daemon::start(&config);
+    // Six yuan through each host: neither reaches the limit alone, together they do.
+    let cost = |host: &str| {
+        format!("{{\"type\":\"cost\",\"model\":\"glm-4\",\"cost\":6.0,\"currency_symbol\":\"￥\",\"request_id\":\"{host}\"}}\n")
+    };
+    assert_eq!(a.send(cost("a").as_bytes()).events, 1);
+    assert_eq!(b.send(cost("b").as_bytes()).events, 1);
+    let fired = wait_until(
+        "the budget alert",
+        || {
+            rx.received()
+                .iter()
+                .flat_map(generic_notifications)
+                .find(|n| n.0 == "budget")
+        },
+        || format!("{}\n---\n{}", a.log(), b.log()),
+    );
+    assert_eq!(fired.1, "firing");
+    let client = server.client();
+    let alerts = common::mongo::find_all(&client, &db, "api_alerts");
+    let budget: Vec<_> = alerts.iter().filter(|d| d.get_str("rule") == Ok("budget")).collect();
+    assert_eq!(budget.len(), 1, "{alerts:?}");
+    // (The stand-in, in JavaScript, gives a whole double back as an integer.)
+    let value = match budget[0].get("value") {
+        Some(mongodb::bson::Bson::Double(v)) => *v,
+        Some(mongodb::bson::Bson::Int32(v)) => f64::from(*v),
+        Some(mongodb::bson::Bson::Int64(v)) => *v as f64,
+        other => panic!("value is {other:?}"),
+    };
+    assert_eq!(value, 12.0, "the spend of both hosts");
+    // Both collectors keep evaluating (every 50 ms); the notification still goes out once.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let budget_sent = rx
+        .received()
+        .iter()
+        .flat_map(generic_notifications)
+        .filter(|n| n.0 == "budget")
+        .count();
+    assert_eq!(budget_sent, 1, "claimed once across the two collectors");
+    let claims = a.log().matches("告警 alert:").count() + b.log().matches("告警 alert:").count();
+    assert_eq!(claims, 1, "one collector claimed it:\n{}\n---\n{}", a.log(), b.log());
+}

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::rules::Condition;
+use super::rules::{Condition, Severity};
 use crate::event::Timestamp;
 use crate::store::alerts::{AlertRecord, AlertState, AlertStore, Fired};
 use crate::telemetry::RateLimited;
@@ -82,6 +82,37 @@ impl AlertSink for Fanout {
                 sink.deliver(t.clone()).await?;
             }
             Ok(())
+        })
+    }
+}
+
+/// The webhooks: a transition becomes a notification in every matching receiver's durable queue.
+impl AlertSink for crate::notify::Notifier {
+    fn deliver(&self, t: Transition) -> Delivering<'_> {
+        Box::pin(async move {
+            let id = t.id();
+            let r = t.record;
+            let severity = match r.severity.as_str() {
+                "info" => Severity::Info,
+                "medium" => Severity::Medium,
+                "critical" => Severity::Critical,
+                _ => Severity::High,
+            };
+            self.enqueue(crate::notify::Notification {
+                id,
+                alert_key: r.key,
+                rule: r.rule,
+                severity,
+                state: r.state,
+                title: r.title,
+                message: r.message,
+                value: r.value,
+                threshold: r.threshold,
+                labels: r.labels,
+                starts_at: r.started_at,
+                ends_at: r.ended_at,
+            })
+            .await
         })
     }
 }
@@ -226,7 +257,7 @@ impl<S: AlertStore> Lifecycle<S> {
         let record = AlertRecord {
             key: c.key.clone(),
             rule: c.rule.to_string(),
-            severity: c.severity.as_str().to_string(),
+            severity: c.severity.name().to_string(),
             state: AlertState::Firing,
             title: c.title.clone(),
             message: c.message.clone(),

@@ -11,11 +11,22 @@ pub struct Text<'a> {
     pub window: &'a str,
 }
 
+/// How a title names the severity.
+fn severity_label(severity: Severity, language: Language) -> &'static str {
+    match (language, severity) {
+        (Language::Zh, Severity::Info) => "提示",
+        (Language::Zh, Severity::Medium) => "中",
+        (Language::Zh, Severity::High) => "高",
+        (Language::Zh, Severity::Critical) => "紧急",
+        (Language::En, s) => s.name(),
+    }
+}
+
 impl Text<'_> {
     fn title(&self, zh: &str, en: &str) -> String {
         match self.language {
-            Language::Zh => format!("[{}] {zh}", self.severity.label(self.language)),
-            Language::En => format!("[{}] {en}", self.severity.label(self.language)),
+            Language::Zh => format!("[{}] {zh}", severity_label(self.severity, self.language)),
+            Language::En => format!("[{}] {en}", severity_label(self.severity, self.language)),
         }
     }
 

@@ -12,43 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{HumanDuration, Problems};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    pub fn label(self, language: Language) -> &'static str {
-        match (language, self) {
-            (Language::Zh, Severity::Info) => "提示",
-            (Language::Zh, Severity::Medium) => "中",
-            (Language::Zh, Severity::High) => "高",
-            (Language::Zh, Severity::Critical) => "紧急",
-            (Language::En, s) => s.as_str(),
-        }
-    }
-}
-
-/// The language of alert titles and messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    Zh,
-    En,
-}
+pub use crate::notify::{Language, Severity};
 
 /// One rule's switch and thresholds. Which unit `threshold` has depends on the rule (see
 /// `config.example.toml`). Keys left out of the file keep the rule's own defaults.

@@ -12,9 +12,9 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use crate::event::Timestamp;
+use crate::event::{EventId, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertState {
     Firing,
@@ -104,17 +104,38 @@ pub trait AlertStore: Clone + Send + Sync + 'static {
     fn firing(&self) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
 }
 
-/// The id an occurrence keeps once a newer one replaced it.
-pub fn history_id(key: &str, started_at: Timestamp) -> String {
-    format!("{key}@{}", started_at.as_millis())
+/// The `_id` of an alert's latest occurrence: an ObjectId made from its fingerprint (both stores
+/// then hold the same ids, and MongoDB's default `_id` type is kept).
+pub fn current_id(key: &str) -> EventId {
+    id_of(key.as_bytes(), b"")
+}
+
+/// The `_id` an occurrence keeps once a newer one replaced it.
+pub fn history_id(key: &str, started_at: Timestamp) -> EventId {
+    id_of(key.as_bytes(), &started_at.as_millis().to_le_bytes())
+}
+
+fn id_of(key: &[u8], salt: &[u8]) -> EventId {
+    let fnv = |seed: u64, parts: &[&[u8]]| {
+        parts
+            .iter()
+            .flat_map(|p| p.iter())
+            .fold(seed, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    };
+    let a = fnv(0xcbf2_9ce4_8422_2325, &[key, b"\0", salt]);
+    let b = fnv(0x8422_2325_cbf2_9ce4, &[salt, b"\0", key]);
+    let mut bytes = [0u8; 12];
+    bytes[..8].copy_from_slice(&a.to_be_bytes());
+    bytes[8..].copy_from_slice(&b.to_be_bytes()[..4]);
+    EventId(bytes)
 }
 
 impl AlertRecord {
     /// The stored JSON document (times as RFC 3339, as every embedded document).
-    pub fn to_json(&self, id: &str, host: &str) -> serde_json::Value {
+    pub fn to_json(&self, id: EventId, host: &str) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let serde_json::Value::Object(m) = &mut v {
-            m.insert("_id".into(), id.into());
+            m.insert("_id".into(), id.to_string().into());
             m.insert("host".into(), host.into());
         }
         v
@@ -136,7 +157,11 @@ mod embedded_impl {
             self.with_write(move |conn, host| {
                 let tx = conn.transaction()?;
                 let current: Option<String> = tx
-                    .query_row("SELECT doc FROM api_alerts WHERE id = ?1", [&record.key], |r| r.get(0))
+                    .query_row(
+                        "SELECT doc FROM api_alerts WHERE id = ?1",
+                        [&current_id(&record.key).bytes()[..]],
+                        |r| r.get(0),
+                    )
                     .optional()?;
                 if let Some(doc) = current {
                     let old = AlertRecord::from_json(
@@ -148,11 +173,15 @@ mod embedded_impl {
                     // The previous occurrence stays, as history.
                     let history = history_id(&old.key, old.started_at);
                     tx.execute(
-                        "UPDATE OR REPLACE api_alerts SET id = ?1, doc = json_set(doc, '$._id', ?1) WHERE id = ?2",
-                        params![history, record.key],
+                        "UPDATE OR REPLACE api_alerts SET id = ?1, doc = json_set(doc, '$._id', ?2) WHERE id = ?3",
+                        params![
+                            &history.bytes()[..],
+                            history.to_string(),
+                            &current_id(&record.key).bytes()[..]
+                        ],
                     )?;
                 }
-                insert(&tx, &record.key, &record, host)?;
+                insert(&tx, current_id(&record.key), &record, host)?;
                 tx.commit()?;
                 Ok(Fired::Claimed)
             })
@@ -199,7 +228,7 @@ mod embedded_impl {
                     "UPDATE api_alerts SET state = 'resolved', doc = json_set(doc, '$.state', 'resolved', '$.value', ?3,
                          '$.ended_at', ?4, '$.sent_at', ?4, '$.claimed_by', ?5, '$.queued', json('false'))
                      WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2",
-                    params![key, started_at.as_millis(), value, now.to_string(), by],
+                    params![&current_id(&key).bytes()[..], started_at.as_millis(), value, now.to_string(), by],
                 )?;
                 Ok(n == 1)
             })
@@ -213,7 +242,7 @@ mod embedded_impl {
             self.with_write(move |conn, _| {
                 conn.execute(
                     "UPDATE api_alerts SET doc = json_set(doc, '$.queued', json('true')) WHERE id = ?1 AND started_at_ms = ?2",
-                    params![key, started_at.as_millis()],
+                    params![&current_id(&key).bytes()[..], started_at.as_millis()],
                 )?;
                 Ok(())
             })
@@ -233,11 +262,11 @@ mod embedded_impl {
         }
     }
 
-    fn insert(tx: &rusqlite::Transaction<'_>, id: &str, r: &AlertRecord, host: &str) -> Result<(), StoreError> {
+    fn insert(tx: &rusqlite::Transaction<'_>, id: EventId, r: &AlertRecord, host: &str) -> Result<(), StoreError> {
         tx.execute(
             "INSERT OR REPLACE INTO api_alerts (id, started_at_ms, key, state, rule, severity, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                id,
+                &id.bytes()[..],
                 r.started_at.as_millis(),
                 r.key,
                 r.state.as_str(),
@@ -259,8 +288,9 @@ mod mongo_impl {
     use crate::store::MongoStore;
 
     /// The BSON document: the JSON shape with times as Dates.
-    fn to_bson(r: &AlertRecord, id: &str, host: &str) -> Document {
+    fn to_bson(r: &AlertRecord, id: EventId, host: &str) -> Document {
         let mut d = bson::to_document(&r.to_json(id, host)).unwrap_or_default();
+        d.insert("_id", oid(id));
         for field in ["started_at", "ended_at", "sent_at"] {
             let t = match field {
                 "started_at" => Some(r.started_at),
@@ -272,6 +302,10 @@ mod mongo_impl {
             }
         }
         d
+    }
+
+    fn oid(id: EventId) -> bson::oid::ObjectId {
+        bson::oid::ObjectId::from_bytes(*id.bytes())
     }
 
     fn date(t: Timestamp) -> bson::DateTime {
@@ -287,9 +321,10 @@ mod mongo_impl {
             let this = self.clone();
             async move {
                 let coll = this.documents(crate::event::Collection::Alerts);
-                let new = to_bson(&record, &record.key, this.host());
+                let id = oid(current_id(&record.key));
+                let new = to_bson(&record, current_id(&record.key), this.host());
                 let before = coll
-                    .find_one_and_replace(doc! { "_id": &record.key, "state": { "$ne": "firing" } }, new)
+                    .find_one_and_replace(doc! { "_id": id, "state": { "$ne": "firing" } }, new)
                     .upsert(true)
                     .return_document(ReturnDocument::Before)
                     .await;
@@ -300,14 +335,14 @@ mod mongo_impl {
                             .get_datetime("started_at")
                             .map(|t| t.timestamp_millis())
                             .unwrap_or(0);
-                        old.insert("_id", history_id(&record.key, Timestamp(started)));
+                        old.insert("_id", oid(history_id(&record.key, Timestamp(started))));
                         let _ = coll.insert_one(old).await;
                         Ok(Fired::Claimed)
                     }
                     Ok(None) => Ok(Fired::Claimed),
                     // Someone else's firing occurrence holds the `_id`: the upsert lost.
                     Err(e) if crate::store::mongo::is_duplicate_key(&e) => {
-                        let current = coll.find_one(doc! { "_id": &record.key }).await.map_err(error)?;
+                        let current = coll.find_one(doc! { "_id": id }).await.map_err(error)?;
                         match current {
                             Some(d) => Ok(Fired::AlreadyFiring(Box::new(AlertRecord::from_json(to_json(
                                 Bson::Document(d),
@@ -336,7 +371,7 @@ mod mongo_impl {
                 let r = this
                     .documents(crate::event::Collection::Alerts)
                     .update_one(
-                        doc! { "_id": &key, "state": "firing", "started_at": date(started_at), "repeats": i64::from(repeats_seen) },
+                        doc! { "_id": oid(current_id(&key)), "state": "firing", "started_at": date(started_at), "repeats": i64::from(repeats_seen) },
                         doc! { "$set": { "repeats": i64::from(repeats_seen) + 1, "value": value, "sent_at": date(now), "claimed_by": by, "queued": false } },
                     )
                     .await
@@ -358,7 +393,7 @@ mod mongo_impl {
                 let r = this
                     .documents(crate::event::Collection::Alerts)
                     .update_one(
-                        doc! { "_id": &key, "state": "firing", "started_at": date(started_at) },
+                        doc! { "_id": oid(current_id(&key)), "state": "firing", "started_at": date(started_at) },
                         doc! { "$set": { "state": "resolved", "value": value, "ended_at": date(now), "sent_at": date(now), "claimed_by": by, "queued": false } },
                     )
                     .await
@@ -376,7 +411,7 @@ mod mongo_impl {
             async move {
                 this.documents(crate::event::Collection::Alerts)
                     .update_one(
-                        doc! { "_id": &key, "started_at": date(started_at) },
+                        doc! { "_id": oid(current_id(&key)), "started_at": date(started_at) },
                         doc! { "$set": { "queued": true } },
                     )
                     .await

@@ -14,6 +14,7 @@ use lngpt_collector::send::Ack;
 use rusqlite::{Connection, OpenFlags};
 
 pub mod mongo;
+pub mod webhook;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lngpt-collector");
 
