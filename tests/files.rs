@@ -58,9 +58,17 @@ fn wait_for_exactly(d: &Daemon, expected: &BTreeSet<u64>) {
         },
         || {
             let got: BTreeSet<u64> = stored_seqs(d).into_iter().collect();
-            let missing: Vec<_> = expected.difference(&got).take(20).collect();
+            // Missing lines as ranges: a run points at a file or a stretch of one.
+            let mut missing: Vec<(u64, u64)> = Vec::new();
+            for &seq in expected.difference(&got) {
+                match missing.last_mut() {
+                    Some(run) if run.1 + 1 == seq => run.1 = seq,
+                    _ => missing.push((seq, seq)),
+                }
+            }
+            let runs: Vec<String> = missing.iter().take(20).map(|(a, b)| format!("{a}..={b}")).collect();
             format!(
-                "{} of {} stored; missing e.g. {missing:?}\n{}",
+                "{} of {} stored; missing {runs:?}\n{}",
                 got.len(),
                 expected.len(),
                 d.log()

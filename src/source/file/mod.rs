@@ -58,6 +58,10 @@ use crate::shutdown::Shutdown;
 const READ_CHUNK: usize = 1024 * 1024;
 /// Bytes read from one file before the others get their turn.
 const FAIR_SHARE: u64 = 8 * 1024 * 1024;
+/// Time spent on one file before the others get their turn, and the next scan comes: a fast
+/// writer may rotate a file through all its backups and delete it within seconds, and only a scan
+/// opens it. (A read waits while the pipeline is full, so bytes alone do not bound the time.)
+const TIME_SHARE: Duration = Duration::from_millis(100);
 /// Suffixes of compressed archives. `.gz` files are read when they are a known file compressed;
 /// the others never.
 const ARCHIVES: &[&str] = &[".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4"];
@@ -149,8 +153,9 @@ struct Tracked {
     idle_since: Option<Instant>,
     /// A compressed file read to its end, and its size and mtime from before that last read.
     finished: Option<(u64, SystemTime)>,
-    /// NUL bytes skipped so far; the first run of a file is logged, later ones only counted.
+    /// NUL bytes skipped in this file so far, and of those by this decoder.
     nul_skipped: u64,
+    decoder_nul: u64,
 }
 
 impl Tracked {
@@ -235,6 +240,8 @@ struct Tailer {
     pattern_recorded: bool,
     /// Paths whose problem was already logged, so it is said once, not every poll.
     warned: HashSet<String>,
+    /// Files (by fingerprint) whose NUL runs were reported: once per file, its copies included.
+    nul_reported: HashSet<u64>,
     first_scan: bool,
     watcher: Option<notify::RecommendedWatcher>,
     /// The directory watched and its (dev, ino): a directory renamed away and recreated is another.
@@ -268,6 +275,7 @@ impl Tailer {
             parked: HashMap::new(),
             waiting: false,
             warned: HashSet::new(),
+            nul_reported: HashSet::new(),
             first_scan: true,
             new_pattern: false,
             history: HashMap::new(),
@@ -390,8 +398,13 @@ impl Tailer {
                     if target.0 == dir {
                         self.warned.remove(&format!("dir:{}", dir.display()));
                     }
+                    let ancestor = target.0 != dir;
                     self.watcher = Some(w);
                     self.watched = Some(target);
+                    if ancestor && is_dir(&dir).is_some() {
+                        // Created before the ancestor's watch was in place: no event will say so.
+                        self.watch();
+                    }
                 }
                 Err(e) => {
                     let msg = format!(
@@ -476,6 +489,12 @@ impl Tailer {
         let before = self.parked.len();
         self.parked.retain(|id, _| seen.contains(id));
         self.history.retain(|id, _| seen.contains(id));
+        if !self.nul_reported.is_empty() {
+            let (tracked, parked) = (&self.tracked, &self.parked);
+            self.nul_reported.retain(|fp| {
+                tracked.iter().any(|t| t.identity.fingerprint == *fp) || parked.values().any(|p| p.fingerprint == *fp)
+            });
+        }
         if self.parked.len() < before {
             tracing::debug!(
                 "forgot {} closed files of {} that are no longer there",
@@ -691,10 +710,12 @@ impl Tailer {
         if start < identity.head_at {
             // Everything before the first line is NULs (identify checked): pass over them at once.
             nul_skipped = identity.head_at - start;
-            tracing::warn!(
-                "{}: skipped {nul_skipped} NUL bytes before its first line (a copytruncate under a writer that keeps its offset); further NULs in this file are skipped without a word",
-                path.display()
-            );
+            if self.nul_reported.insert(fp) {
+                tracing::warn!(
+                    "{}: skipped {nul_skipped} NUL bytes before its first line (a copytruncate under a writer that keeps its offset); further NUL runs in this file are skipped without a word",
+                    path.display()
+                );
+            }
             start = identity.head_at;
         }
         if !self.seek_to(path, &mut reader, start) {
@@ -708,6 +729,7 @@ impl Tailer {
         if start > 0 {
             tracing::info!("resuming {} at byte {start}", path.display());
         }
+        tracing::debug!("reading {} (fingerprint {fp:016x}) from byte {start}", path.display());
         let progress = Progress {
             fingerprint: fp,
             path: path.to_path_buf(),
@@ -734,6 +756,7 @@ impl Tailer {
             return;
         }
         lock(&r.progress).path = path.to_path_buf();
+        tracing::debug!("reopened {} at byte {}", path.display(), r.offset);
         let decoder = LineDecoder::starting_at(self.cfg.max_line_bytes, r.offset).skipping_nul_runs();
         self.track(path, reader, id, r.identity, decoder, r.progress, r.nul_skipped);
     }
@@ -762,6 +785,7 @@ impl Tailer {
             idle_since: None,
             finished: None,
             nul_skipped,
+            decoder_nul: 0,
         });
     }
 
@@ -776,7 +800,8 @@ impl Tailer {
             Reader::Gz(d) => d.get_ref().metadata().ok().map(|m| (m.len(), mtime(&m))),
             Reader::Plain(_) => None,
         };
-        while total < FAIR_SHARE {
+        let began = Instant::now();
+        while total < FAIR_SHARE && began.elapsed() < TIME_SHARE {
             if self.stopping() {
                 return Err(Stopped);
             }
@@ -823,15 +848,17 @@ impl Tailer {
             t.decoder.feed_at(&self.buf[..n], &mut |frame, start| {
                 ingest.push(&mut events, frame, received, EventId::derived(fp, start))
             });
-            let skipped = t.decoder.nul_bytes_skipped();
-            if skipped > 0 && t.nul_skipped == 0 {
-                tracing::warn!(
-                    "{}: skipped {skipped} NUL bytes before a line at byte {} (a copytruncate under a writer that keeps its offset); further NULs in this file are skipped without a word",
-                    t.path.display(),
-                    t.decoder.position()
-                );
+            let skipped = t.decoder.nul_bytes_skipped() - t.decoder_nul;
+            if skipped > 0 {
+                t.decoder_nul += skipped;
+                t.nul_skipped += skipped;
+                if self.nul_reported.insert(fp) {
+                    tracing::warn!(
+                        "{}: skipped {skipped} NUL bytes before a line (a copytruncate under a writer that keeps its offset); further NUL runs in this file are skipped without a word",
+                        t.path.display()
+                    );
+                }
             }
-            t.nul_skipped = t.nul_skipped.max(skipped);
             let end = t.decoder.committed_offset();
             let seq = lock(&t.progress).push(end);
             if events.is_empty() {
@@ -906,7 +933,11 @@ impl Tailer {
                 Err(_) => return,
             },
         };
-        tracing::debug!("closed {} until it changes", t.path.display());
+        tracing::debug!(
+            "closed {} until it changes ({} NUL bytes skipped in it)",
+            t.path.display(),
+            t.nul_skipped
+        );
         let resume = Resume {
             identity: t.identity,
             offset: t.decoder.committed_offset(),
