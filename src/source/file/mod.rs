@@ -41,7 +41,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -67,6 +67,81 @@ const TIME_SHARE: Duration = Duration::from_millis(100);
 const ARCHIVES: &[&str] = &[".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4"];
 
 type FileId = (u64, u64);
+
+/// Files opened by the notification thread the moment they appear (see [`Tailer::take_early`]).
+#[derive(Default)]
+struct Early {
+    files: Mutex<HashMap<FileId, (PathBuf, File)>>,
+    /// Files the tailer holds open, so that the two together stay within `max_open_files`.
+    tracked: AtomicUsize,
+}
+
+impl Early {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileId, (PathBuf, File)>> {
+        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens `path` if it is a file of the pattern and there is room. Called on the notification
+    /// thread, which a full pipeline never blocks.
+    fn open(&self, path: &Path, pattern: &Pattern, cap: usize) {
+        if !pattern.matches(path) {
+            return;
+        }
+        let mut files = self.lock();
+        if files.len() + self.tracked.load(Ordering::Relaxed) >= cap {
+            return;
+        }
+        if let Ok(file) = File::open(path) {
+            if let Ok(meta) = file
+                .metadata()
+                .map_err(drop)
+                .and_then(|m| if m.is_file() { Ok(m) } else { Err(()) })
+            {
+                files
+                    .entry((meta.dev(), meta.ino()))
+                    .or_insert((path.to_path_buf(), file));
+            }
+        }
+    }
+}
+
+/// Which paths belong to a `[[file]]` entry: the glob's matches, or a plain path and its rotated
+/// siblings; never compressed files other than `.gz`.
+struct Pattern {
+    path: String,
+    glob: Option<glob::Pattern>,
+}
+
+impl Pattern {
+    fn new(path: &str) -> Pattern {
+        let is_glob = path.contains(['*', '?', '[']);
+        Pattern {
+            path: path.to_string(),
+            glob: is_glob.then(|| glob::Pattern::new(path).ok()).flatten(),
+        }
+    }
+
+    /// Plain (uncompressed) files only: those are what a fast rotation may delete unread.
+    fn matches(&self, p: &Path) -> bool {
+        let name = p.to_string_lossy();
+        if ARCHIVES.iter().any(|ext| name.ends_with(ext)) {
+            return false;
+        }
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        match &self.glob {
+            Some(g) => g.matches_path_with(p, options),
+            None => {
+                name == self.path
+                    || name
+                        .strip_prefix(self.path.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            }
+        }
+    }
+}
 
 pub struct FileSource {
     cfg: FileConfig,
@@ -246,6 +321,7 @@ struct Tailer {
     watcher: Option<notify::RecommendedWatcher>,
     /// The directory watched and its (dev, ino): a directory renamed away and recreated is another.
     watched: Option<(PathBuf, FileId)>,
+    early: Arc<Early>,
     wake_tx: Sender<()>,
     buf: Vec<u8>,
 }
@@ -282,6 +358,7 @@ impl Tailer {
             pattern_recorded: false,
             watcher: None,
             watched: None,
+            early: Arc::default(),
             wake_tx,
             buf: vec![0; READ_CHUNK],
         }
@@ -323,6 +400,7 @@ impl Tailer {
                 i += 1;
             }
             self.close_idle();
+            self.early.tracked.store(self.tracked.len(), Ordering::Relaxed);
             let room_to_make = self.waiting && self.tracked.iter().any(|t| self.evictable(t));
             if !read_any && !room_to_make {
                 // Drain extra wake-ups, then sleep until the next change or poll.
@@ -384,12 +462,30 @@ impl Tailer {
         let tx = self.wake_tx.clone();
         // Watching an ancestor, only what happens on the way to the directory counts.
         let toward = (target.0 != dir).then(|| dir.clone());
+        let (early, pattern, cap) = (
+            self.early.clone(),
+            Pattern::new(&self.cfg.path),
+            self.cfg.max_open_files,
+        );
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            use notify::event::{ModifyKind, RenameMode};
             let Ok(event) = event else { return };
             let on_the_way = |toward: &PathBuf| event.paths.iter().any(|p| toward.starts_with(p));
-            if is_change(&event.kind) && toward.as_ref().is_none_or(on_the_way) {
-                let _ = tx.send(());
+            if !is_change(&event.kind) || !toward.as_ref().is_none_or(on_the_way) {
+                return;
             }
+            if toward.is_none()
+                && matches!(
+                    event.kind,
+                    notify::EventKind::Create(_)
+                        | notify::EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                )
+            {
+                if let Some(path) = event.paths.last() {
+                    early.open(path, &pattern, cap);
+                }
+            }
+            let _ = tx.send(());
         });
         match watcher {
             Ok(mut w) => match notify::Watcher::watch(&mut w, &target.0, notify::RecursiveMode::NonRecursive) {
@@ -482,6 +578,7 @@ impl Tailer {
             seen.insert((c.meta.dev(), c.meta.ino()));
             self.consider(c);
         }
+        self.take_early(&seen);
         for t in &mut self.tracked {
             t.visible = seen.contains(&t.id());
         }
@@ -502,6 +599,51 @@ impl Tailer {
                 self.cfg.path
             );
         }
+    }
+
+    /// Takes in the files that the notification thread opened as they appeared. A writer that
+    /// rotates fast may rename a new file through all its backups and delete it while the tailer
+    /// waits on a full pipeline, before any scan found it; through the early descriptor it is still
+    /// read. Files this scan found were considered by their path; their early descriptor is kept
+    /// only while they are not taken yet (no complete first line, or no room), within the cap.
+    fn take_early(&mut self, seen: &HashSet<FileId>) {
+        let early: Vec<(FileId, (PathBuf, File))> = self.early.lock().drain().collect();
+        let mut keep = Vec::new();
+        for (id, (path, file)) in early {
+            if self.tracked.iter().any(|t| t.id() == id) || self.parked.contains_key(&id) {
+                continue;
+            }
+            if seen.contains(&id) {
+                if self.tracked.len() + keep.len() < self.cfg.max_open_files {
+                    keep.push((id, (path, file)));
+                }
+                continue;
+            }
+            // Gone before any scan found it.
+            let Some(identity) = self.identify_plain(&file).ok().flatten() else {
+                continue; // nothing complete to read in it
+            };
+            if self
+                .tracked
+                .iter()
+                .any(|t| t.identity.fingerprint == identity.fingerprint)
+            {
+                continue;
+            }
+            if self.tracked.len() >= self.cfg.max_open_files && !self.make_room() {
+                self.waiting = true;
+                keep.push((id, (path, file)));
+                continue;
+            }
+            tracing::debug!(
+                "{} went before a scan found it; reading it through the early descriptor",
+                path.display()
+            );
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let start = self.start_offset(identity.fingerprint, &file, size, None);
+            self.open(&path, Reader::Plain(file), id, identity, start);
+        }
+        self.early.lock().extend(keep);
     }
 
     /// Starts or resumes reading the candidate if it has something new and a descriptor is free.
@@ -541,7 +683,7 @@ impl Tailer {
         let opened = if is_gz(path) {
             self.open_gz(path, meta)
         } else {
-            self.open_plain(path, meta)
+            self.open_plain(path)
         };
         let Some((reader, identity)) = opened else {
             if let Some(p) = parked {
@@ -604,15 +746,9 @@ impl Tailer {
         }
     }
 
-    fn open_plain(&mut self, path: &Path, meta: &Metadata) -> Option<(Reader, Identity)> {
+    fn open_plain(&mut self, path: &Path) -> Option<(Reader, Identity)> {
         let file = self.open_file(path)?;
-        // SEEK_DATA hops over a hole left by a truncation, so it is not read byte by byte.
-        let data = match nix::unistd::lseek(file.as_raw_fd(), 0, nix::unistd::Whence::SeekData) {
-            Ok(at) => at as u64,
-            Err(nix::errno::Errno::ENXIO) => return None, // nothing but a hole yet
-            Err(_) => 0,
-        };
-        match identify_at(&file, data.min(meta.len()), self.cfg.fingerprint_bytes) {
+        match self.identify_plain(&file) {
             Ok(Some(identity)) => Some((Reader::Plain(file), identity)),
             Ok(None) => None, // no complete first line yet
             Err(e) => {
@@ -620,6 +756,17 @@ impl Tailer {
                 None
             }
         }
+    }
+
+    /// The identity of a plain file just opened (its read position is moved: seek before reading).
+    fn identify_plain(&self, file: &File) -> std::io::Result<Option<Identity>> {
+        // SEEK_DATA hops over a hole left by a truncation, so it is not read byte by byte.
+        let data = match nix::unistd::lseek(file.as_raw_fd(), 0, nix::unistd::Whence::SeekData) {
+            Ok(at) => at as u64,
+            Err(nix::errno::Errno::ENXIO) => return Ok(None), // nothing but a hole yet
+            Err(_) => 0,
+        };
+        identify_at(file, data, self.cfg.fingerprint_bytes)
     }
 
     /// Opens a `.gz` file and reads its identity from its decompressed beginning.
