@@ -537,7 +537,7 @@ impl Tailer {
         let siblings: Vec<PathBuf> = if self.is_glob() {
             Vec::new()
         } else {
-            matches(&format!("{}.*", glob::Pattern::escape(&self.cfg.path)))
+            siblings_of(Path::new(&self.cfg.path))
         };
         let mut found = Vec::with_capacity(main.len() + siblings.len());
         for (paths, current) in [(siblings, false), (main, true)] {
@@ -1167,6 +1167,31 @@ fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
 
 fn mtime(meta: &Metadata) -> SystemTime {
     meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// `app.log.*` for `app.log`: one directory listing, no pattern to compile on every poll.
+fn siblings_of(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let listed = if dir.as_os_str().is_empty() {
+        std::fs::read_dir(".")
+    } else {
+        std::fs::read_dir(dir)
+    };
+    let Ok(entries) = listed else {
+        return Vec::new();
+    };
+    let name = name.as_encoded_bytes();
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.as_encoded_bytes();
+            n.len() > name.len() + 1 && n.starts_with(name) && n[name.len()] == b'.'
+        })
+        .map(|e| dir.join(e.file_name()))
+        .collect()
 }
 
 fn is_gz(path: &Path) -> bool {
