@@ -15,11 +15,12 @@ enum Out {
     TooLong { head: Vec<u8>, len: usize },
 }
 
-/// The obvious, whole-input definition of what the decoder must produce.
+/// The obvious, whole-input definition of what the decoder must produce: lines end at `\n` or `\r`
+/// (so `\r\n` ends a line and then an empty one, which is not emitted).
 fn model(input: &[u8], max: usize) -> Vec<Out> {
     let mut out = Vec::new();
-    let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-    if input.ends_with(b"\n") {
+    let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n' || b == b'\r').collect();
+    if input.ends_with(b"\n") || input.ends_with(b"\r") {
         parts.pop();
     }
     for part in parts {
@@ -30,9 +31,8 @@ fn model(input: &[u8], max: usize) -> Vec<Out> {
             });
             continue;
         }
-        let line = part.strip_suffix(b"\r").unwrap_or(part);
-        if !line.iter().all(u8::is_ascii_whitespace) {
-            out.push(Out::Line(line.to_vec()));
+        if !part.iter().all(u8::is_ascii_whitespace) {
+            out.push(Out::Line(part.to_vec()));
         }
     }
     out
@@ -57,10 +57,43 @@ fn decode(chunks: &[&[u8]], max: usize) -> Vec<Out> {
     out
 }
 
+/// With NUL runs skipped (the file source): every complete line with its start offset, NULs before
+/// a line not part of it; and where reading would resume (the committed offset).
+fn model_skipping_nuls(input: &[u8], max: usize) -> (Vec<(u64, Out)>, u64) {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, &b) in input.iter().enumerate() {
+        if b != b'\n' && b != b'\r' {
+            continue;
+        }
+        let part = &input[start..i];
+        let nuls = part.iter().take_while(|&&b| b == 0).count();
+        let (at, line) = ((start + nuls) as u64, &part[nuls..]);
+        if line.len() > max {
+            let head = line[..line.len().min(MAX_RAW_BYTES)].to_vec();
+            out.push((at, Out::TooLong { head, len: line.len() }));
+        } else if !line.iter().all(u8::is_ascii_whitespace) {
+            out.push((at, Out::Line(line.to_vec())));
+        }
+        start = i + 1;
+    }
+    // The unfinished last line starts past its NULs too (all of them, if that is all there is).
+    let nuls = input[start..].iter().take_while(|&&b| b == 0).count();
+    (out, (start + nuls) as u64)
+}
+
 /// Bytes rich in newlines, CRs and blanks, so that every framing path is taken.
 fn stream() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
         prop_oneof![4 => any::<u8>(), 2 => Just(b'\n'), 1 => Just(b'\r'), 1 => Just(b' '), 2 => Just(b'x')],
+        0..600,
+    )
+}
+
+/// The same with runs of NULs.
+fn stream_with_nuls() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![4 => any::<u8>(), 2 => Just(b'\n'), 1 => Just(b'\r'), 1 => Just(b' '), 2 => Just(b'x'), 3 => Just(0u8)],
         0..600,
     )
 }
@@ -80,6 +113,25 @@ proptest! {
         }
         chunks.push(&input[at..]);
         prop_assert_eq!(decode(&chunks, max), model(&input, max));
+    }
+
+    #[test]
+    fn with_nul_runs_skipped_lines_and_offsets_match_the_model(input in stream_with_nuls(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8), max in 1usize..64) {
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+        points.sort_unstable();
+        let mut d = LineDecoder::new(max).skipping_nul_runs();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for p in points.into_iter().chain([input.len()]) {
+            d.feed_at(&input[at..p], &mut |f, start| got.push((start, match f {
+                Frame::Line(l) => Out::Line(l.to_vec()),
+                Frame::TooLong { head, len } => Out::TooLong { head: head.to_vec(), len },
+            })));
+            at = p;
+        }
+        let (expected, committed) = model_skipping_nuls(&input, max);
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(d.committed_offset(), committed);
     }
 
     #[test]

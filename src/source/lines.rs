@@ -1,16 +1,21 @@
 //! Splits a byte stream into lines, bounded in memory.
 //!
+//! A line ends at `\n`, `\r\n` or a lone `\r` (old Mac-style writers): every one of them, or a
+//! line that never ends, would otherwise glue the lines behind it into one reject. `\r\n` needs no
+//! look-ahead: its `\n` ends an empty line, and empty lines are never emitted, so a pair split
+//! across reads is still one line end and offsets stay exact.
+//!
 //! Complete lines inside one read are handed out as slices of that read (no copy); only a line
 //! that spans reads is gathered in `pending`. A line longer than `max_line` is not buffered: its
-//! first [`MAX_RAW_BYTES`] are kept for the reject and the rest is skipped up to the next newline.
+//! first [`MAX_RAW_BYTES`] are kept for the reject and the rest is skipped up to the next line end.
 
-use memchr::memchr;
+use memchr::memchr2;
 
 use crate::event::MAX_RAW_BYTES;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// A line without its `\n` (and without a trailing `\r`). Never blank.
+    /// A line without its line end (`\n`, `\r\n` or `\r`). Never blank.
     Line(&'a [u8]),
     /// A line over the limit: its beginning and its full length in bytes.
     TooLong { head: &'a [u8], len: usize },
@@ -25,6 +30,10 @@ pub struct LineDecoder {
     pos: u64,
     /// Stream offset where the held-back line (pending or over-long) began.
     held_start: u64,
+    /// Skip NUL bytes where a line would start (see [`LineDecoder::skipping_nul_runs`]).
+    skip_nul: bool,
+    /// NUL bytes skipped so far.
+    nul_skipped: u64,
 }
 
 struct Overlong {
@@ -66,7 +75,28 @@ impl LineDecoder {
             overlong: None,
             pos: offset,
             held_start: offset,
+            skip_nul: false,
+            nul_skipped: 0,
         }
+    }
+
+    /// Skips runs of NUL bytes before the first byte of a line. A file truncated in place
+    /// (copytruncate) under a writer that keeps its offset gets a hole of NULs up to that offset
+    /// before the next line; without this the line would be glued to the hole and rejected. NULs
+    /// inside a line are kept (UTF-16 text has them), so such a line is still rejected as it is.
+    pub fn skipping_nul_runs(mut self) -> LineDecoder {
+        self.skip_nul = true;
+        self
+    }
+
+    /// Stream offset of the next byte to be fed.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// NUL bytes skipped so far (with `skipping_nul_runs`).
+    pub fn nul_bytes_skipped(&self) -> u64 {
+        self.nul_skipped
     }
 
     /// Bytes of an incomplete last line held back, waiting for their newline.
@@ -80,6 +110,10 @@ impl LineDecoder {
         self.pos - self.pending_len() as u64
     }
 
+    fn at_line_start(&self) -> bool {
+        self.pending.is_empty() && self.overlong.is_none()
+    }
+
     /// Feeds bytes; `emit` is called once per complete, non-blank line.
     pub fn feed(&mut self, input: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
         self.feed_at(input, &mut |frame, _| emit(frame));
@@ -87,10 +121,19 @@ impl LineDecoder {
 
     /// Like `feed`, also giving each line's offset in the stream.
     pub fn feed_at(&mut self, mut input: &[u8], emit: &mut impl FnMut(Frame<'_>, u64)) {
-        while let Some(nl) = memchr(b'\n', input) {
+        loop {
+            if self.skip_nul && input.first() == Some(&0) && self.at_line_start() {
+                let nuls = input.iter().position(|&b| b != 0).unwrap_or(input.len());
+                input = &input[nuls..];
+                self.pos += nuls as u64;
+                self.nul_skipped += nuls as u64;
+            }
+            let Some(nl) = memchr2(b'\n', b'\r', input) else {
+                break;
+            };
             let part = &input[..nl];
             input = &input[nl + 1..];
-            let line_start = if self.pending_len() == 0 && self.overlong.is_none() {
+            let line_start = if self.at_line_start() {
                 self.pos
             } else {
                 self.held_start
@@ -139,7 +182,7 @@ impl LineDecoder {
         if input.is_empty() {
             return;
         }
-        if self.pending_len() == 0 && self.overlong.is_none() {
+        if self.at_line_start() {
             self.held_start = self.pos;
         }
         self.pos += input.len() as u64;
@@ -176,7 +219,6 @@ impl LineDecoder {
 }
 
 fn emit_line(line: &[u8], start: u64, emit: &mut impl FnMut(Frame<'_>, u64)) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     if !line.iter().all(u8::is_ascii_whitespace) {
         emit(Frame::Line(line), start);
     }
@@ -231,6 +273,54 @@ mod tests {
         d.feed_at(b"e\nfg\n", &mut |_, at| starts.push(at));
         assert_eq!(starts, [1000, 1004, 1008]);
         assert_eq!(d.committed_offset(), 1011);
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line_and_crlf_split_across_reads_is_one_line_end() {
+        assert_eq!(decode(100, &[b"a\rb\rc\r"]), ["a", "b", "c"]);
+        assert_eq!(decode(100, &[b"a\r", b"\nb\r", b"\r\n", b"c\n"]), ["a", "b", "c"]);
+        assert_eq!(
+            decode(4, &[b"0123456789\rok\r"]),
+            ["TOOLONG(10, 10)", "ok"],
+            "an over-long line ends at its \\r"
+        );
+        // Offsets: each line's start, and the committed offset between the \r and \n of a pair.
+        let mut d = LineDecoder::starting_at(100, 10);
+        let mut starts = Vec::new();
+        d.feed_at(b"ab\r", &mut |_, at| starts.push(at));
+        assert_eq!(d.committed_offset(), 13);
+        d.feed_at(b"\ncd\re", &mut |_, at| starts.push(at));
+        assert_eq!(d.committed_offset(), 17);
+        d.feed_at(b"f\r\n", &mut |_, at| starts.push(at));
+        assert_eq!(starts, [10, 14, 17]);
+        assert_eq!(d.committed_offset(), 21);
+    }
+
+    #[test]
+    fn nul_runs_before_a_line_are_skipped_and_counted_but_nuls_inside_a_line_are_kept() {
+        let mut d = LineDecoder::starting_at(8, 100).skipping_nul_runs();
+        let mut got = Vec::new();
+        let mut emit = |f: Frame<'_>, at: u64| {
+            got.push((
+                at,
+                match f {
+                    Frame::Line(l) => l.to_vec(),
+                    Frame::TooLong { len, .. } => format!("TOOLONG({len})").into_bytes(),
+                },
+            ))
+        };
+        // A run longer than the line limit, across reads, then a line; NULs inside lines stay.
+        d.feed_at(&[0; 5], &mut emit);
+        assert_eq!(d.committed_offset(), 105, "skipped NULs are passed over");
+        d.feed_at(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'a', 0, b'b', b'\n'], &mut emit);
+        d.feed_at(b"c\n\0\0d\n", &mut emit);
+        assert_eq!(
+            got,
+            [(115, b"a\0b".to_vec()), (119, b"c".to_vec()), (123, b"d".to_vec())]
+        );
+        assert_eq!(d.nul_bytes_skipped(), 17);
+        // Without the option (the socket), NULs are bytes like any other.
+        assert_eq!(decode(100, &[b"\0\0x\n"]), ["\0\0x"]);
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub struct FileConfig {
     /// The slow poll that covers missed file-system notifications.
     pub poll_interval: HumanDuration,
     pub max_line_bytes: usize,
+    /// Files held open at once. Only files with unread data or a recent write need a descriptor;
+    /// the others are closed and looked at by `stat`. Files beyond the cap wait their turn.
+    pub max_open_files: usize,
+    /// How long a deleted (or renamed-away) file is kept open after its last write, for a writer
+    /// that still holds it and may write again. Lines it writes after this are lost.
+    pub rotated_idle_timeout: HumanDuration,
 }
 
 /// Where reading starts in a file never seen before.
@@ -46,6 +52,8 @@ impl Default for FileConfig {
             fingerprint_bytes: 256,
             poll_interval: HumanDuration(Duration::from_secs(1)),
             max_line_bytes: 1 << 20,
+            max_open_files: 256,
+            rotated_idle_timeout: HumanDuration(Duration::from_secs(300)),
         }
     }
 }
@@ -70,6 +78,13 @@ impl FileConfig {
             Duration::from_secs(3600),
         );
         p.in_range(&key("max_line_bytes"), self.max_line_bytes, 1024..=64 << 20);
+        p.in_range(&key("max_open_files"), self.max_open_files, 1..=65536);
+        p.duration_in(
+            &key("rotated_idle_timeout"),
+            self.rotated_idle_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(7 * 24 * 3600),
+        );
     }
 }
 
@@ -99,5 +114,9 @@ mod tests {
             e.problem.contains("`beginning`, `end`") || e.problem.contains("`beginning` or `end`"),
             "{e}"
         );
+        let e = load("[[file]]\npath = \"a\"\nmax_open_files = 0\n").unwrap_err();
+        assert_eq!(e.key, "file[0].max_open_files");
+        let e = load("[[file]]\npath = \"a\"\nrotated_idle_timeout = \"10ms\"\n").unwrap_err();
+        assert_eq!(e.key, "file[0].rotated_idle_timeout");
     }
 }
