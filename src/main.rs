@@ -36,7 +36,11 @@ enum Command {
     /// Run the daemon (the default when no command is given).
     Run,
     /// Validate the configuration and print it as it takes effect, secrets masked.
-    CheckConfig,
+    CheckConfig {
+        /// Print nothing when the configuration is valid (problems still go to stderr).
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Send JSON lines from stdin to a running collector; exits 2 if any line was rejected.
     Send {
         /// The collector's socket; defaults to the configuration's socket path.
@@ -47,6 +51,12 @@ enum Command {
     Alert {
         #[command(subcommand)]
         command: AlertCommand,
+    },
+    /// Write the man pages and shell completions into DIR (a packaging step, hence hidden).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -63,6 +73,16 @@ enum AlertCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: the packaging runs it on the build machine.
+    if let Some(Command::GenerateDocs { out }) = &cli.command {
+        return match generate_docs(out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lngpt-collector: cannot write the docs into {}: {e}", out.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -74,11 +94,14 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(config, cli.config),
-        Command::CheckConfig => {
-            println!("# configuration is valid; effective values (secrets masked):");
-            print!("{}", config.to_masked_toml());
+        Command::CheckConfig { quiet } => {
+            if !quiet {
+                println!("# configuration is valid; effective values (secrets masked):");
+                print!("{}", config.to_masked_toml());
+            }
             ExitCode::SUCCESS
         }
+        Command::GenerateDocs { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Alert {
             command: AlertCommand::Test { receiver },
         } => alert_test(&config, receiver.as_deref()),
@@ -156,6 +179,28 @@ fn alert_test(config: &Config, receiver: Option<&str>) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `generate-docs DIR`: `DIR/man/lngpt-collector.1` and one page per subcommand
+/// (`lngpt-collector-run.1`, …), and `DIR/completions/` for bash, zsh and fish, all from the clap
+/// definitions above, so they never drift from `--help`.
+fn generate_docs(out: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = out.join("man");
+    std::fs::create_dir_all(&man)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    clap_mangen::generate_to(cmd.clone(), &man)?;
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&completions)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd, "lngpt-collector", &completions)?;
+    }
+    Ok(())
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, String> {

@@ -219,3 +219,55 @@ fn every_problem_in_a_file_is_listed_at_once() {
         assert!(e.contains(&format!("`{key}`")), "{key} missing from:\n{e}");
     }
 }
+
+#[test]
+fn check_config_quiet_prints_nothing_when_valid_and_the_problems_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.toml");
+    std::fs::write(&path, "state_dir = \"./d\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--quiet", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    std::fs::write(&path, "[pipeline]\nmax_bach = 10\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "-q", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_bach"));
+}
+
+/// The packaging's step: man pages and completions from the clap definitions, the hidden
+/// subcommand itself in neither.
+#[test]
+fn generate_docs_writes_man_pages_and_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("generate-docs")
+        .arg(dir.path())
+        // No configuration is read: a bad one in the environment does not matter.
+        .env("LOG_LEVEL", "LOUD")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let man = std::fs::read_to_string(dir.path().join("man/lngpt-collector.1")).unwrap();
+    assert!(man.starts_with(".ie") || man.contains(".TH"), "{man}");
+    assert!(man.contains("check\\-config") && man.contains("LNGPT_COLLECTOR_"), "{man}");
+    assert!(!man.contains("generate\\-docs"), "{man}");
+    for page in ["run", "check-config", "send", "alert", "alert-test"] {
+        assert!(dir.path().join(format!("man/lngpt-collector-{page}.1")).exists(), "{page}");
+    }
+    assert!(!dir.path().join("man/lngpt-collector-generate-docs.1").exists());
+    for file in ["lngpt-collector.bash", "_lngpt-collector", "lngpt-collector.fish"] {
+        let text = std::fs::read_to_string(dir.path().join("completions").join(file)).unwrap();
+        assert!(text.contains("check-config") && !text.contains("generate-docs"), "{file}");
+    }
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate-docs"));
+}
