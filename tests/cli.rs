@@ -258,15 +258,24 @@ fn generate_docs_writes_man_pages_and_completions() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let man = std::fs::read_to_string(dir.path().join("man/lngpt-collector.1")).unwrap();
     assert!(man.starts_with(".ie") || man.contains(".TH"), "{man}");
-    assert!(man.contains("check\\-config") && man.contains("LNGPT_COLLECTOR_"), "{man}");
+    assert!(
+        man.contains("check\\-config") && man.contains("LNGPT_COLLECTOR_"),
+        "{man}"
+    );
     assert!(!man.contains("generate\\-docs"), "{man}");
     for page in ["run", "check-config", "send", "alert", "alert-test"] {
-        assert!(dir.path().join(format!("man/lngpt-collector-{page}.1")).exists(), "{page}");
+        assert!(
+            dir.path().join(format!("man/lngpt-collector-{page}.1")).exists(),
+            "{page}"
+        );
     }
     assert!(!dir.path().join("man/lngpt-collector-generate-docs.1").exists());
     for file in ["lngpt-collector.bash", "_lngpt-collector", "lngpt-collector.fish"] {
         let text = std::fs::read_to_string(dir.path().join("completions").join(file)).unwrap();
-        assert!(text.contains("check-config") && !text.contains("generate-docs"), "{file}");
+        assert!(
+            text.contains("check-config") && !text.contains("generate-docs"),
+            "{file}"
+        );
     }
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("generate-docs"));
