@@ -50,6 +50,8 @@ pub struct Config {
     pub mongodb: Option<MongoConfig>,
     pub monitor: MonitorConfig,
     pub budget: BudgetConfig,
+    /// `[prices."<model>"]`: per-million-token prices for cost records that come without an amount.
+    pub prices: crate::event::prices::PriceTable,
     pub log: LogConfig,
     /// Alert receivers: `[[webhook]]`, any number.
     pub webhook: Vec<WebhookConfig>,
@@ -68,6 +70,7 @@ impl Default for Config {
             mongodb: None,
             monitor: MonitorConfig::default(),
             budget: BudgetConfig::default(),
+            prices: Default::default(),
             log: LogConfig::default(),
             webhook: Vec::new(),
         }
@@ -170,6 +173,7 @@ impl Config {
             );
         }
         self.budget.validate(p);
+        crate::event::prices::validate(&self.prices, p);
         self.log.validate(p);
         crate::notify::validate_all(&self.webhook, p);
     }
@@ -250,6 +254,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
             "mongodb" => config.mongodb,
             "monitor" => config.monitor,
             "budget" => config.budget,
+            "prices" => config.prices,
             "log" => config.log,
             "webhook" => config.webhook,
         );
@@ -425,9 +430,20 @@ impl Problems {
 
 /// The known keys and their kinds, read off the serialized defaults.
 fn schema() -> Json {
+    let mut prices = crate::event::prices::PriceTable::new();
+    prices.insert(
+        "<model>".into(),
+        crate::event::prices::Price {
+            input_per_million: 0.0,
+            output_per_million: 0.0,
+            cached_input_per_million: Some(0.0),
+            currency: "$".into(),
+        },
+    );
     let with_optional_sections = Config {
         mongodb: Some(MongoConfig::default()),
         file: vec![FileConfig::default()],
+        prices,
         webhook: vec![WebhookConfig::default()],
         ..Config::default()
     };
@@ -438,13 +454,21 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, p: &mut 
     let Some(known) = schema.as_object() else {
         return;
     };
+    // A table keyed by names the user chooses (`[prices."gpt-4o"]`): the schema holds one example
+    // entry under a `<placeholder>` key, and every entry is checked against it.
+    let map_entry = (known.len() == 1)
+        .then(|| known.iter().next())
+        .flatten()
+        .filter(|(k, _)| k.starts_with('<'))
+        .map(|(_, v)| v);
     for (key, value) in table {
         let path = if prefix.is_empty() {
             key.clone()
         } else {
             format!("{prefix}.{key}")
         };
-        match known.get(key) {
+        let known_value = known.get(key).or(map_entry);
+        match known_value {
             None => {
                 let mut problem = if prefix.is_empty() {
                     "is not a known key or section".to_string()

@@ -10,6 +10,7 @@ mod encoding;
 mod fields;
 mod id;
 mod metric;
+pub mod prices;
 mod time;
 
 use std::sync::Arc;
@@ -65,14 +66,40 @@ pub struct Log {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cost {
     pub model: String,
+    /// In `currency`; 0 while `source` is `Unpriced`.
     pub cost: f64,
     pub currency: Currency,
+    pub source: CostSource,
     pub input_tokens: Option<u64>,
+    /// Of the input tokens, those served from the provider's prompt cache (priced lower).
+    pub cached_input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
     pub provider: Option<String>,
     pub request_id: Option<String>,
     pub extra: Map<String, Value>,
+}
+
+/// Where a cost came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CostSource {
+    /// The app sent the amount.
+    Reported,
+    /// Computed from the tokens and `[prices]`.
+    PriceTable,
+    /// Tokens but no amount, and the model has no price: stored with cost 0, counted and alerted,
+    /// never silently taken as free.
+    Unpriced,
+}
+
+impl CostSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostSource::Reported => "reported",
+            CostSource::PriceTable => "price_table",
+            CostSource::Unpriced => "unpriced",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -370,9 +397,7 @@ impl Parser {
 
     fn cost(&self, m: &mut Fields) -> Result<Cost, String> {
         let model = self.take_text(m, MODEL)?.ok_or("cost record has no `model` field")?;
-        let cost = take_number(&self.redactor, m, &["cost"])?
-            .ok_or("cost record has no `cost` field (the amount, a number ≥ 0)")?
-            .1;
+        let reported = take_number(&self.redactor, m, &["cost"])?.map(|(_, c)| c);
         let currency = match take_str(&self.redactor, m, &["currency_symbol", "currency"])? {
             None => Currency::Usd,
             Some((name, s)) => Currency::parse(&s).ok_or_else(|| {
@@ -420,12 +445,31 @@ impl Parser {
                 ),
             },
         };
+        let cached_input_tokens = take_count(
+            &self.redactor,
+            m,
+            &["cached_input_tokens", "gen_ai.usage.cache_read_input_tokens"],
+        )?
+        .map(|(_, n)| n);
+        // Without an amount the tokens are priced from `[prices]` (see `Pricing`); without tokens
+        // either, there is nothing to go on.
+        let (cost, source) =
+            match reported {
+                Some(c) => (c, CostSource::Reported),
+                None if input_tokens.is_some() || output_tokens.is_some() => (0.0, CostSource::Unpriced),
+                None => return Err(
+                    "cost record has no `cost` field (the amount, a number ≥ 0) and no token counts to price it from"
+                        .into(),
+                ),
+            };
         let provider = self.take_text(m, PROVIDER)?;
         let request_id = self.take_text(m, &["request_id"])?;
         Ok(Cost {
             model,
             cost,
             currency,
+            source,
+            cached_input_tokens,
             input_tokens: input_tokens.map(|(_, n)| n),
             output_tokens: output_tokens.map(|(_, n)| n),
             total_tokens,

@@ -383,6 +383,24 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
                 ));
             }
         }
+        if on(&rules.unpriced) {
+            let r = &rules.unpriced;
+            for (model, m) in &w.models {
+                if m.unpriced == 0 && m.cost_calls == 0 {
+                    continue;
+                }
+                let v = m.unpriced as f64;
+                let t = text(r.severity).unpriced(model, v);
+                out.push(Condition::measure(
+                    "unpriced",
+                    r,
+                    labels(&[("model", model)]),
+                    v,
+                    true,
+                    t,
+                ));
+            }
+        }
         if on(&rules.rejects) {
             let r = &rules.rejects;
             let v = w.rejects as f64;
