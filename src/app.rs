@@ -100,6 +100,7 @@ impl App {
         let fd_limit = raise_fd_limit();
         let redactor = Arc::new(Redactor::new(&config.redact)?);
         let prices = Arc::new(arc_swap::ArcSwap::from_pointee(config.prices.clone()));
+        let naive = Arc::new(crate::event::NaiveZone::named(&config.naive_timezone)?);
         let counters = Arc::new(Counters::default());
         let background = Coordinator::new();
         let mut supervisor = Supervisor::default();
@@ -132,7 +133,7 @@ impl App {
                 None => SocketSource::bind(&path, mode, config.socket.group.as_deref())?,
             };
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()),
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),
@@ -158,7 +159,7 @@ impl App {
         let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
         for entry in &config.file {
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()),
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),

@@ -37,6 +37,9 @@ pub const ENV_PREFIX: &str = "LNGPT_COLLECTOR_";
 pub struct Config {
     /// Embedded store, outbox and checkpoints live here; created if missing.
     pub state_dir: PathBuf,
+    /// How a time without an offset is read: `"local"` (the host's zone, as Python's naive
+    /// `datetime.now()` means), `"UTC"`, or an IANA name.
+    pub naive_timezone: String,
     pub socket: SocketConfig,
     /// Tailed files: `[[file]]`, any number.
     pub file: Vec<FileConfig>,
@@ -61,6 +64,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             state_dir: PathBuf::from("/var/lib/lngpt-collector"),
+            naive_timezone: "local".into(),
             socket: SocketConfig::default(),
             file: Vec::new(),
             pipeline: PipelineConfig::default(),
@@ -131,6 +135,9 @@ impl Config {
     fn validate(&self, p: &mut Problems) {
         if self.state_dir.as_os_str().is_empty() {
             p.add("state_dir", "is empty; expected a directory such as \"./data\"");
+        }
+        if let Err(e) = crate::event::NaiveZone::named(&self.naive_timezone) {
+            p.add("naive_timezone", e);
         }
         self.socket.validate(p);
         for (i, f) in self.file.iter().enumerate() {
@@ -245,6 +252,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
         }
         section!(
             "state_dir" => config.state_dir,
+            "naive_timezone" => config.naive_timezone,
             "socket" => config.socket,
             "file" => config.file,
             "pipeline" => config.pipeline,

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 pub use id::EventId;
 pub use metric::MinuteMetrics;
-pub use time::{TimeError, Timestamp};
+pub use time::{NaiveZone, TimeError, Timestamp};
 
 use crate::redact::Redactor;
 
@@ -307,11 +307,21 @@ fn trim_partial_char(s: &str) -> &str {
 #[derive(Clone)]
 pub struct Parser {
     redactor: Arc<Redactor>,
+    /// How times without an offset are read (`naive_timezone`).
+    naive: Arc<NaiveZone>,
 }
 
 impl Parser {
     pub fn new(redactor: Arc<Redactor>) -> Parser {
-        Parser { redactor }
+        Parser {
+            redactor,
+            naive: Arc::new(NaiveZone::Utc),
+        }
+    }
+
+    /// Reads times without an offset in `zone` instead of UTC.
+    pub fn with_naive_timezone(self, zone: Arc<NaiveZone>) -> Parser {
+        Parser { naive: zone, ..self }
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -358,7 +368,7 @@ impl Parser {
             },
         }
         let kind = event_kind(&self.redactor, &mut map)?;
-        let time = take_time(&self.redactor, &mut map)?.unwrap_or(received);
+        let time = take_time(&self.redactor, &self.naive, &mut map)?.unwrap_or(received);
         let body = match kind {
             Kind::Log => Body::Log(self.log(&mut map)?),
             Kind::Cost => Body::Cost(self.cost(&mut map)?),
@@ -605,7 +615,7 @@ fn event_kind(r: &Redactor, m: &mut Fields) -> Result<Kind, String> {
 }
 
 /// The first of `timestamp`, `created_at`, `created` present; the others stay for `extra`.
-fn take_time(r: &Redactor, m: &mut Fields) -> Result<Option<Timestamp>, String> {
+fn take_time(r: &Redactor, naive: &NaiveZone, m: &mut Fields) -> Result<Option<Timestamp>, String> {
     let Some(name) = ["timestamp", "created_at", "created"]
         .into_iter()
         .find(|k| m.get(k).is_some_and(|v| !v.is_null()))
@@ -614,7 +624,7 @@ fn take_time(r: &Redactor, m: &mut Fields) -> Result<Option<Timestamp>, String> 
     };
     let parsed = match m.remove(name) {
         Some(Value::String(s)) => {
-            Timestamp::parse_rfc3339(&s).map_err(|e| format!("`{name}` {} {e}", snippet(r, &s)))?
+            Timestamp::parse_rfc3339_in(&s, naive).map_err(|e| format!("`{name}` {} {e}", snippet(r, &s)))?
         }
         Some(Value::Number(n)) => {
             Timestamp::from_epoch_seconds(n.as_f64().unwrap_or(f64::NAN)).map_err(|e| format!("`{name}` {n} {e}"))?
