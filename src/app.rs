@@ -93,7 +93,7 @@ impl App {
         let mut supervisor = Supervisor::default();
         let store = open_store(&config, &counters, &redactor, &background).await?;
         let tap = Tap::new(Vec::new(), 16);
-        let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap);
+        let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap.clone());
         let sender = parts.sender;
         let budget = parts.budget;
         let batcher = tokio::spawn(parts.batcher.run());
@@ -141,6 +141,19 @@ impl App {
                 "checkpoint saver",
                 save_checkpoints_periodically(checkpoints.clone(), background.listener()),
             );
+        }
+        if config.api.enabled {
+            start_api(
+                &config,
+                &store,
+                tap,
+                &budget,
+                &counters,
+                &redactor,
+                &sender,
+                &sources,
+                &mut supervisor,
+            )?;
         }
         // The sources hold the only senders now: when they are gone, the pipeline drains and ends.
         drop(sender);
@@ -353,6 +366,56 @@ impl Supervisor {
         self.tasks.abort_all();
         self.failed
     }
+}
+
+/// Binds the HTTP API (a bind error is a start-up error) and serves it as a producer: it stops with
+/// the sources, and its uploads hold pipeline senders until answered.
+#[allow(clippy::too_many_arguments)]
+fn start_api(
+    config: &Config,
+    store: &AnyStore,
+    tap: Tap,
+    budget: &Budget,
+    counters: &Arc<Counters>,
+    redactor: &Arc<Redactor>,
+    sender: &crate::pipeline::PipelineSender,
+    sources: &Coordinator,
+    supervisor: &mut Supervisor,
+) -> Result<(), String> {
+    let server = crate::api::Server::bind(&config.api)?;
+    let ingest = Ingest::new(
+        Parser::new(redactor.clone()),
+        sender.clone(),
+        counters.clone(),
+        Source::from("http"),
+        config.socket.max_line_bytes,
+    );
+    tracing::info!(
+        "HTTP API listening on {} ({})",
+        server.local(),
+        if config.api.token().is_some() {
+            "token required"
+        } else {
+            "no token"
+        }
+    );
+    let parts = crate::api::Parts {
+        store: store.clone(),
+        tap,
+        ingest: Some(ingest),
+        budget: budget.clone(),
+        counters: counters.clone(),
+        budget_config: config.budget.clone(),
+        timezone: config.timezone.clone(),
+        outbox_cap: config.mongo().map(|m| m.max_outbox_bytes.0),
+    };
+    // In-flight requests get a third of the shutdown deadline; storing what was accepted, the rest.
+    let grace = config.pipeline.shutdown_timeout.0 / 3;
+    supervisor.spawn(
+        "HTTP API",
+        server.run(config.api.clone(), parts, sources.listener(), grace),
+    );
+    Ok(())
 }
 
 /// Checkpoints follow acknowledgements; saving them every second bounds what a crash re-reads.

@@ -17,6 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;
 
+use crate::api::ApiConfig;
+use crate::budget::BudgetConfig;
 use crate::pipeline::PipelineConfig;
 use crate::redact::RedactConfig;
 use crate::source::file::FileConfig;
@@ -34,6 +36,8 @@ pub const ENV_PREFIX: &str = "LNGPT_COLLECTOR_";
 pub struct Config {
     /// Embedded store, outbox and checkpoints live here; created if missing.
     pub state_dir: PathBuf,
+    /// IANA time zone of the hours and days in statistics (`Asia/Shanghai`, `UTC`, …).
+    pub timezone: String,
     pub socket: SocketConfig,
     /// Tailed files: `[[file]]`, any number.
     pub file: Vec<FileConfig>,
@@ -46,12 +50,15 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<MongoConfig>,
     pub log: LogConfig,
+    pub api: ApiConfig,
+    pub budget: BudgetConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             state_dir: PathBuf::from("/var/lib/lngpt-collector"),
+            timezone: "Asia/Shanghai".into(),
             socket: SocketConfig::default(),
             file: Vec::new(),
             pipeline: PipelineConfig::default(),
@@ -60,6 +67,8 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             mongodb: None,
             log: LogConfig::default(),
+            api: ApiConfig::default(),
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -150,6 +159,17 @@ impl Config {
             m.validate(p);
         }
         self.log.validate(p);
+        if jiff::tz::TimeZone::get(&self.timezone).is_err() {
+            p.add(
+                "timezone",
+                format!(
+                    "is {:?}; expected an IANA time zone name such as \"Asia/Shanghai\" or \"UTC\"",
+                    self.timezone
+                ),
+            );
+        }
+        self.api.validate(p);
+        self.budget.validate(p);
     }
 
     /// The effective configuration as TOML, for `check-config`, with passwords masked.
@@ -157,6 +177,9 @@ impl Config {
         let mut shown = self.clone();
         if let Some(m) = shown.mongodb.as_mut() {
             m.uri = mask_uri_password(&m.uri);
+        }
+        if shown.api.token.is_some() {
+            shown.api.token = Some("***".into());
         }
         let mut text = toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
         if self.socket.path.is_none() {
@@ -220,6 +243,9 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
             "embedded" => config.embedded,
             "mongodb" => config.mongodb,
             "log" => config.log,
+            "timezone" => config.timezone,
+            "api" => config.api,
+            "budget" => config.budget,
         );
     }
     ok.then_some(config)

@@ -19,7 +19,9 @@
 //!
 //! `ARCHITECTURE.md` at the top of the repository has the map in more words.
 
+pub mod api;
 pub mod app;
+pub mod budget;
 pub mod config;
 pub mod event;
 pub mod pipeline;

@@ -73,6 +73,10 @@ impl Ingest {
         }
     }
 
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
     pub fn max_line(&self) -> usize {
         self.max_line
     }
@@ -129,6 +133,7 @@ impl Ingest {
         }
         let events = std::mem::take(events);
         let total = events.len() as u64;
+        self.counters.received(&self.source, &events);
         reservation.resize(events.iter().map(|e| e.cost as usize).sum());
         let rejected = self
             .pipeline

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::collections::{self, Spec};
 use super::query::{
-    CostBucket, Count, Cursor, Filter, FindQuery, Found, Query, RequestBucket, StoreHealth, TimeRange, COST_BUCKET_MS,
-    REQUEST_BUCKET_MS,
+    CostBucket, Count, Cursor, Filter, FindQuery, Found, Query, RequestBucket, ResponseTime, ResponseTimes,
+    StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use super::{document, Batch, Store, StoreError, WriteOutcome};
 use crate::event::{Body, Collection, Currency, Level, Timestamp};
@@ -682,6 +682,37 @@ fn request_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<RequestBuc
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+fn response_times(
+    conn: &Connection,
+    range: TimeRange,
+    model: Option<&str>,
+    limit: usize,
+) -> Result<ResponseTimes, StoreError> {
+    let mut w = Where::default();
+    w.range("timestamp_ms", range);
+    if let Some(model) = model {
+        w.push("model = ?", [SqlValue::Text(model.to_string())]);
+    }
+    w.push("response_time IS NOT NULL", []);
+    let sql = format!(
+        "SELECT timestamp_ms, model, response_time FROM api_performance{} ORDER BY timestamp_ms LIMIT {}",
+        w.clause(),
+        limit.saturating_add(1)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(w.params.iter()), |r| {
+        Ok(ResponseTime {
+            time_ms: r.get(0)?,
+            model: r.get(1)?,
+            seconds: r.get(2)?,
+        })
+    })?;
+    let mut samples: Vec<ResponseTime> = rows.collect::<Result<_, _>>()?;
+    let truncated = samples.len() > limit;
+    samples.truncate(limit);
+    Ok(ResponseTimes { samples, truncated })
+}
+
 impl Query for EmbeddedStore {
     fn find(&self, q: FindQuery) -> impl std::future::Future<Output = Result<Found, StoreError>> + Send {
         self.with_reader(move |conn| find(conn, &q))
@@ -699,6 +730,15 @@ impl Query for EmbeddedStore {
         range: TimeRange,
     ) -> impl std::future::Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send {
         self.with_reader(move |conn| request_buckets(conn, range))
+    }
+
+    fn response_times(
+        &self,
+        range: TimeRange,
+        model: Option<String>,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<ResponseTimes, StoreError>> + Send {
+        self.with_reader(move |conn| response_times(conn, range, model.as_deref(), limit))
     }
 
     fn health(&self) -> StoreHealth {
