@@ -7,9 +7,9 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
-use common::http::{get, get_ok, request};
+use common::http::{get, get_ok, request, Sse};
 use common::mongo::{mongodb_section, unique_db, MongoServer};
-use common::{testdata, Daemon};
+use common::{testdata, wait_until, Daemon};
 use serde_json::Value;
 
 /// `n` log lines with increasing times one millisecond apart from `start_ms`; every 10th an ERROR.
@@ -436,4 +436,405 @@ fn a_body_over_the_limit_is_refused_after_storing_what_came_before() {
     assert!(answer["error"].as_str().unwrap().contains("api.max_body_bytes"));
     let stored = answer["events"].as_u64().unwrap();
     assert_eq!(d.count("api_logs"), stored);
+}
+
+fn messages(events: &[common::http::SseEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e.json()["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_stream_resumed_with_last_event_id_misses_nothing_and_repeats_nothing() {
+    let d = Daemon::start("");
+    let api = d.api();
+    let base = 1_795_680_000_000;
+    let mut first = Sse::open(&api, "/api/logs/stream", &[]);
+    assert_eq!(first.status, 200);
+    assert!(first
+        .headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/event-stream")));
+    d.send(&log_lines(base, 100, "a"));
+    let seen: Vec<_> = (0..50).map(|_| first.next().expect("an event")).collect();
+    assert_eq!(
+        messages(&seen),
+        (0..50).map(|i| format!("a line {i}")).collect::<Vec<_>>()
+    );
+    // The original's shape.
+    let shape = seen[0].json();
+    let keys: HashSet<&str> = shape.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        HashSet::from(["timestamp", "level", "message", "module", "extra"])
+    );
+    let last = seen[49].id.clone().expect("every event has an id");
+    drop(first);
+
+    // Sent while the browser was away, then more while it reconnects.
+    d.send(&log_lines(base + 100, 100, "b"));
+    let mut again = Sse::open(&api, "/api/logs/stream", &[("Last-Event-ID", &last)]);
+    assert_eq!(again.status, 200);
+    let sender = {
+        let socket = d.socket.clone();
+        std::thread::spawn(move || {
+            for round in 0..4 {
+                let lines = log_lines(base + 200 + round * 25, 25, &format!("c{round}"));
+                lngpt_collector::send::send(&socket, &mut &lines[..]).unwrap();
+            }
+        })
+    };
+    sender.join().unwrap();
+    d.send(b"{\"timestamp\": 1795690000, \"message\": \"the end\"}\n");
+    let mut got = Vec::new();
+    loop {
+        let e = again.next().expect("an event");
+        assert_eq!(e.event, None, "no lag expected: {e:?}");
+        let m = e.json()["message"].as_str().unwrap().to_string();
+        got.push(m.clone());
+        if m == "the end" {
+            break;
+        }
+    }
+    let mut want: Vec<String> = (50..100).map(|i| format!("a line {i}")).collect();
+    want.extend((0..100).map(|i| format!("b line {i}")));
+    for round in 0..4 {
+        want.extend((0..25).map(|i| format!("c{round} line {i}")));
+    }
+    want.push("the end".into());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn streams_filter_by_level_module_and_text_and_send_keep_alives() {
+    let d = Daemon::start("[api]\nkeep_alive = \"50ms\"\n");
+    let api = d.api();
+    let mut errors = Sse::open(&api, "/api/logs/stream?level=ERROR&module=writer", &[]);
+    let mut text = Sse::open(&api, "/api/logs/stream?q=LINE%2099", &[]);
+    let mut cost = Sse::open(&api, "/api/cost/stream?model=gpt-4o", &[]);
+    errors.until_comments(2);
+    d.send(&log_lines(1_795_680_000_000, 100, "f"));
+    d.send(b"{\"type\": \"cost\", \"model\": \"gpt-4o\", \"cost\": 0.5}\n{\"type\": \"cost\", \"model\": \"other\", \"cost\": 0.5}\n");
+    // ERROR every 10th line, writer every 3rd: lines 0, 30, 60, 90.
+    let got: Vec<_> = (0..4).map(|_| errors.next().unwrap()).collect();
+    assert_eq!(messages(&got), ["f line 0", "f line 30", "f line 60", "f line 90"]);
+    assert_eq!(messages(&[text.next().unwrap()]), ["f line 99"]);
+    let c = cost.next().unwrap().json();
+    assert_eq!((c["model"].as_str(), c["cost"].as_f64()), (Some("gpt-4o"), Some(0.5)));
+    // Nothing else matched: the next thing on each is a keep-alive.
+    let before = errors.comments;
+    assert!(errors.until_comments(before + 2).is_empty());
+    let before = cost.comments;
+    assert!(cost.until_comments(before + 2).is_empty());
+}
+
+#[test]
+fn stream_clients_are_capped_and_streams_end_at_shutdown() {
+    let mut d = Daemon::start("[api]\nmax_stream_clients = 2\nkeep_alive = \"20ms\"\n");
+    let api = d.api();
+    let one = Sse::open(&api, "/api/logs/stream", &[]);
+    let mut two = Sse::open(&api, "/api/performance/stream", &[]);
+    let r = get(&api, "/api/cost/stream");
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("api.max_stream_clients"));
+    drop(one);
+    // The server learns of the departure at its next keep-alive.
+    let mut three = wait_until(
+        "a stream slot freed",
+        || {
+            let s = Sse::open(&api, "/api/cost/stream", &[]);
+            (s.status == 200).then_some(s)
+        },
+        || d.log(),
+    );
+    two.until_comments(1);
+    three.until_comments(1);
+    let status = d.stop();
+    assert!(status.success(), "{}", d.log());
+    assert!(two.next().is_none(), "the stream ends at shutdown");
+    assert!(three.next().is_none());
+}
+
+/// A client that never reads while a million events stream in: ingest goes on, memory stays
+/// bounded, and once it reads it learns how many events it missed.
+#[test]
+fn a_stalled_stream_client_neither_slows_ingest_nor_grows_memory() {
+    const TOTAL: usize = 1_000_000;
+    const CHUNK: usize = 50_000;
+    let d = Daemon::start("");
+    let api = d.api();
+    let mut stalled = Sse::open(&api, "/api/logs/stream", &[]);
+    assert_eq!(stalled.status, 200);
+    let (rss_before, _) = d.rss();
+    let mut peak = 0;
+    for round in 0..TOTAL / CHUNK {
+        let ack = d.send(&log_lines(
+            1_795_680_000_000 + (round * CHUNK) as i64,
+            CHUNK,
+            &format!("s{round}"),
+        ));
+        assert_eq!(ack.events, CHUNK as u64);
+        peak = peak.max(d.rss().0);
+    }
+    let (_, hwm) = d.rss();
+    assert_eq!(d.count("api_logs"), TOTAL as u64);
+    // The budget (16 MiB), SQLite's caches and one client's share of the live feed; not the stream.
+    assert!(
+        hwm < rss_before + 160 * 1024 * 1024,
+        "peak RSS {} MiB (started at {} MiB)",
+        hwm >> 20,
+        rss_before >> 20
+    );
+    // Every event is either read or counted as skipped, down to the last one.
+    let last = format!("s{} line {}", TOTAL / CHUNK - 1, CHUNK - 1);
+    let (mut read, mut skipped, mut lags) = (0u64, 0u64, 0);
+    loop {
+        let e = stalled.next().expect("the stream goes on");
+        match e.event.as_deref() {
+            Some("lagged") => {
+                lags += 1;
+                skipped += e.json()["skipped"].as_u64().unwrap();
+            }
+            None => {
+                read += 1;
+                if e.json()["message"] == last.as_str() {
+                    break;
+                }
+            }
+            Some(other) => panic!("unexpected event {other}"),
+        }
+    }
+    assert!(lags > 0 && skipped > 0, "the client was told it lagged");
+    assert_eq!(read + skipped, TOTAL as u64, "read {read}, skipped {skipped}");
+    eprintln!(
+        "stalled client: read {read} events, {skipped} skipped in {lags} lags; peak RSS {} MiB, start {} MiB",
+        peak.max(hwm) >> 20,
+        rss_before >> 20
+    );
+}
+
+#[test]
+fn a_token_is_required_when_set_and_compared_exactly() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let d = Daemon::start(&format!("[api]\nlisten = \"127.0.0.2:0\"\ntoken = \"{token}\"\n"));
+    let api = d.api();
+    assert!(api.starts_with("127.0.0.2:"), "{api}");
+    for path in ["/api/logs", "/metrics", "/healthz", "/api/logs/stream"] {
+        let r = get(&api, path);
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert!(r.json()["error"].as_str().unwrap().contains("Authorization: Bearer"));
+    }
+    let wrong = format!("Bearer {}x", &token[..token.len() - 1]);
+    assert_eq!(
+        request(&api, "GET", "/api/logs", &[("Authorization", &wrong)], b"").status,
+        401
+    );
+    let short = format!("Bearer {}", &token[..10]);
+    assert_eq!(
+        request(&api, "GET", "/api/logs", &[("Authorization", &short)], b"").status,
+        401
+    );
+    let right = format!("Bearer {token}");
+    let r = request(&api, "GET", "/api/logs", &[("Authorization", &right)], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = request(
+        &api,
+        "POST",
+        "/api/events",
+        &[("Authorization", &right)],
+        b"{\"message\": \"hi\"}\n",
+    );
+    assert_eq!(r.json()["events"], 1);
+    let r = request(&api, "POST", "/api/events", &[], b"{\"message\": \"hi\"}\n");
+    assert_eq!(r.status, 401);
+    assert_eq!(d.count("api_logs"), 1);
+}
+
+#[test]
+fn listening_beyond_loopback_needs_a_token_and_bind_errors_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("c.toml");
+    let sock = dir.path().join("c.sock");
+    std::fs::write(
+        &config,
+        common::base_config(&state, &sock, "[api]\nlisten = \"0.0.0.0:0\"\n"),
+    )
+    .unwrap();
+    let out = common::run_until_exit(&config);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("api.listen")
+            && stderr.contains("not a loopback address")
+            && stderr.contains("LNGPT_COLLECTOR_API_TOKEN"),
+        "{stderr}"
+    );
+    // With the token from the environment, the configuration is accepted (checked, not bound).
+    let out = std::process::Command::new(common::BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("LNGPT_COLLECTOR_API_TOKEN", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("0123456789abcdef"),
+        "the token is not printed"
+    );
+    // A short token is refused.
+    let out = std::process::Command::new(common::BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .env("LNGPT_COLLECTOR_API_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api.token"));
+
+    // A port in use: a start-up error that says what to change.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    std::fs::write(
+        &config,
+        common::base_config(&state, &sock, &format!("[api]\nlisten = \"{addr}\"\n")),
+    )
+    .unwrap();
+    let out = common::run_until_exit(&config);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} for the HTTP API")) && stderr.contains("api.listen"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_api_can_listen_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.sock");
+    let d = Daemon::start(&format!("[api]\nlisten = \"unix:{}\"\n", path.display()));
+    d.wait_for_log("HTTP API listening on unix:");
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"alive\""), "{answer}");
+}
+
+#[test]
+fn cors_is_off_unless_origins_are_configured() {
+    let origin = ("Origin", "https://novel.example.com");
+    let d = Daemon::start("");
+    let r = request(&d.api(), "GET", "/api/logs", &[origin], b"");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let d = Daemon::start("[api]\ncors_origins = [\"https://novel.example.com\"]\n");
+    let r = request(&d.api(), "GET", "/api/logs", &[origin], b"");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://novel.example.com")
+    );
+    let r = request(
+        &d.api(),
+        "GET",
+        "/api/logs",
+        &[("Origin", "https://evil.example.com")],
+        b"",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn probes_and_metrics_say_what_the_daemon_does() {
+    let d = Daemon::start("");
+    let api = d.api();
+    assert_eq!(get_ok(&api, "/healthz")["status"], "alive");
+    let ready = get_ok(&api, "/readyz");
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["store"]["kind"], "sqlite");
+    d.send(&std::fs::read(testdata("novel-app-events.jsonl")).unwrap());
+    d.send(&std::fs::read(testdata("bad-lines.jsonl")).unwrap());
+    request(&api, "POST", "/api/events", &[], b"{\"message\": \"over http\"}\n");
+    let _stream = Sse::open(&api, "/api/logs/stream", &[]);
+    let r = get(&api, "/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().contains("openmetrics-text"));
+    let text = r.text();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"));
+        match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(testdata("expected.json")).unwrap()).unwrap();
+    let logs = expected["novel-app-events.jsonl"]["by_collection"]["api_logs"]
+        .as_f64()
+        .unwrap();
+    let rejects = expected["bad-lines.jsonl"]["rejects"].as_f64().unwrap();
+    assert_eq!(
+        value(
+            "lngpt_collector_events_received_total",
+            &[("source", "http"), ("collection", "api_logs")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "lngpt_collector_events_received_total",
+            &[("source", "socket"), ("collection", "api_rejects")]
+        ),
+        rejects
+    );
+    assert!(value("lngpt_collector_events_stored_total", &[("collection", "api_logs")]) >= logs + 1.0);
+    assert_eq!(value("lngpt_collector_events_rejected_total", &[]), rejects);
+    assert_eq!(value("lngpt_collector_stream_clients", &[]), 1.0);
+    assert_eq!(value("lngpt_collector_budget_limit_bytes", &[]), 16.0 * 1024.0 * 1024.0);
+    assert_eq!(value("lngpt_collector_store_up", &[]), 1.0);
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "lngpt_collector_batch_write_seconds")
+        .expect("histogram");
+    match &histogram.value {
+        prometheus_parse::Value::Histogram(buckets) => assert!(buckets.iter().any(|b| b.count > 0.0)),
+        other => panic!("batch_write_seconds is {other:?}"),
+    }
+}
+
+#[test]
+fn with_mongodb_away_the_daemon_is_ready_while_the_outbox_takes_events() {
+    let port = common::mongo::free_port();
+    let d = Daemon::start(&mongodb_section(&format!("mongodb://127.0.0.1:{port}"), "away", ""));
+    let api = d.api();
+    d.send(b"{\"message\": \"kept in the outbox\"}\n");
+    let ready = get_ok(&api, "/readyz");
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["store"]["kind"], "mongodb");
+    let text = get(&api, "/metrics").text();
+    assert!(text.contains("lngpt_collector_mongodb_up 0"), "{text}");
+    assert!(text.contains("lngpt_collector_outbox_events 1"), "{text}");
+}
+
+#[test]
+fn a_query_past_the_timeout_is_cancelled_with_a_503_that_says_so() {
+    let d = Daemon::start("[api]\nquery_timeout = \"10ms\"\ncount_limit = 100000000\n");
+    for round in 0..4 {
+        d.send(&log_lines(1_795_680_000_000 + round * 50_000, 50_000, "slow"));
+    }
+    let r = get(&d.api(), "/api/logs?q=nothing%20like%20this");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("api.query_timeout"));
 }

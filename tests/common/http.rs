@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
 pub struct Response {
     pub status: u16,
@@ -170,19 +169,34 @@ impl Sse {
         }
     }
 
-    /// Opens a stream with a small receive buffer, for clients that stall.
-    pub fn open_small(addr: &str, path: &str) -> Sse {
-        let sse = Sse::open(addr, path, &[]);
-        let _ = sse.body.r.get_ref().set_read_timeout(Some(Duration::from_secs(120)));
-        sse
-    }
-
     pub fn stream(&self) -> &TcpStream {
         self.body.r.get_ref()
     }
 
+    /// Reads until `n` comments (keep-alives) have come in all; events read meanwhile are returned.
+    pub fn until_comments(&mut self, n: usize) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while self.comments < n {
+            match self.next_block() {
+                Some(Some(e)) => events.push(e),
+                Some(None) => {}
+                None => panic!("the stream ended after {} comments", self.comments),
+            }
+        }
+        events
+    }
+
     /// The next event (comments are counted and skipped); None when the stream ended.
     pub fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(e) = self.next_block()? {
+                return Some(e);
+            }
+        }
+    }
+
+    /// The next block: an event, or None for a comment; None when the stream ended.
+    fn next_block(&mut self) -> Option<Option<SseEvent>> {
         loop {
             if let Some(end) = find(&self.pending, b"\n\n") {
                 let block: Vec<u8> = self.pending.drain(..end + 2).collect();
@@ -191,7 +205,7 @@ impl Sse {
                 let mut data = Vec::new();
                 let mut comment_only = true;
                 for line in text.lines() {
-                    if line.starts_with(':') {
+                    if line.is_empty() || line.starts_with(':') {
                         continue;
                     }
                     comment_only = false;
@@ -206,10 +220,10 @@ impl Sse {
                 }
                 if comment_only {
                     self.comments += 1;
-                    continue;
+                    return Some(None);
                 }
                 event.data = data.join("\n");
-                return Some(event);
+                return Some(Some(event));
             }
             let chunk = self.body.next_chunk()?;
             self.pending.extend(chunk);
