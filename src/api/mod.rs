@@ -204,6 +204,8 @@ struct Shared {
     /// True once the daemon is stopping: streams end, uploads stop reading.
     stopping: watch::Receiver<bool>,
     metrics: metrics::Metrics,
+    /// One formatter per streamed collection, shared by its clients.
+    hubs: streams::Hubs,
     host: String,
     /// The outbox's cap, to tell whether it still takes events (MongoDB only).
     outbox_cap: Option<u64>,
@@ -362,6 +364,7 @@ impl Server {
                 streams,
                 stopping,
                 metrics,
+                hubs: streams::Hubs::new(),
                 host: crate::store::document::hostname(),
                 outbox_cap: parts.outbox_cap,
                 config,

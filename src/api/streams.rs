@@ -7,11 +7,13 @@
 //! it replayed. Replay assumes events are stored roughly in time order: one timed before the last
 //! event seen and stored after the disconnect is not replayed.
 //!
-//! Live events come from the tap's bounded broadcast. A client that does not read is not waited
-//! for: its place in the broadcast is overtaken, and when it reads again it gets `event: lagged`
-//! with the number of events it missed (it may reconnect with `Last-Event-ID` to fetch them). Each
-//! client holds at most one stored batch and a few formatted events, so a stalled client costs
-//! neither ingest speed nor memory.
+//! Live events come from the tap's bounded broadcast through one [`Hub`] per collection: while it
+//! has clients, a hub formats each stored batch once (the client count does not multiply the
+//! formatting) and rebroadcasts it, bounded too. A client that does not read is not waited for:
+//! its place in the broadcast is overtaken, and when it reads again it gets `event: lagged` with the
+//! number of events it missed, from the tap's per-collection sequence (it may reconnect with
+//! `Last-Event-ID` to fetch them). Each client holds at most one formatted batch and a few events,
+//! so a stalled client costs neither ingest speed nor memory.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -24,10 +26,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::pipeline::tap::Tap;
+
 use super::params::{Params, RawQuery};
 use super::{Api, ApiError};
 use crate::event::{Body, Collection, Event, Level, Timestamp};
-use crate::pipeline::tap::Stored;
 use crate::store::query::{Filter, FindQuery, Query, TimeRange};
 
 /// Formatted events waiting for a client's connection, beyond the batch being formatted.
@@ -108,7 +111,7 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
         ))
     })?;
     let next_seq = api.inner.tap.stored_events(stream.collection);
-    let live = api.inner.tap.subscribe();
+    let live = api.inner.hubs.subscribe(stream.collection, &api);
     let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
     let keep_alive = api.config().keep_alive.0;
     let feed = Feed {
@@ -213,26 +216,21 @@ impl LiveFilter {
         out
     }
 
-    fn matches(&self, e: &Event) -> bool {
+    fn matches(&self, line: &Line) -> bool {
         let field = |name: &str| -> Option<&str> {
-            match (&e.body, name) {
-                (Body::Log(l), "module") => l.module.as_deref(),
-                (Body::Cost(c), "model") => Some(&c.model),
-                (Body::Performance(p), "model") => p.model.as_deref(),
-                (Body::Performance(p), "status") => Some(p.status.as_str()),
+            match name {
+                "module" => line.module.as_deref(),
+                "model" => line.model.as_deref(),
+                "status" => line.status,
                 _ => None,
             }
         };
-        if !self.eq.iter().all(|(name, v)| field(name) == Some(v.as_str())) {
-            return false;
-        }
-        match &e.body {
-            Body::Log(l) => {
-                self.min_level.is_none_or(|min| l.level >= min)
-                    && self.contains.as_ref().is_none_or(|q| contains_ascii_ci(&l.message, q))
-            }
-            _ => true,
-        }
+        self.eq.iter().all(|(name, v)| field(name) == Some(v.as_str()))
+            && self.min_level.is_none_or(|min| line.level.is_some_and(|l| l >= min))
+            && self
+                .contains
+                .as_ref()
+                .is_none_or(|q| line.message.as_deref().is_some_and(|m| contains_ascii_ci(m, q)))
     }
 }
 
@@ -258,7 +256,7 @@ struct Feed {
 struct Ended;
 
 impl Feed {
-    async fn run(mut self, resume: Option<Position>, live: broadcast::Receiver<Arc<Stored>>, next_seq: u64) {
+    async fn run(mut self, resume: Option<Position>, live: broadcast::Receiver<Arc<Formatted>>, next_seq: u64) {
         let mut replayed = HashSet::new();
         if let Some(after) = resume {
             match self.replay(&after, &mut replayed).await {
@@ -323,11 +321,10 @@ impl Feed {
 
     async fn follow(
         &mut self,
-        mut live: broadcast::Receiver<Arc<Stored>>,
+        mut live: broadcast::Receiver<Arc<Formatted>>,
         mut next_seq: u64,
         mut replayed: HashSet<String>,
     ) -> Result<(), Ended> {
-        let mut lagged = false;
         loop {
             let received = tokio::select! {
                 biased;
@@ -337,35 +334,26 @@ impl Feed {
             };
             let batch = match received {
                 Ok(batch) => batch,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    lagged = true;
-                    continue;
-                }
+                // The gap in the sequence says how many events were missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return Err(Ended),
             };
-            if batch.collection != self.stream.collection {
-                continue;
-            }
-            if lagged {
-                lagged = false;
-                let skipped = batch.seq.saturating_sub(next_seq);
-                let data = json!({"skipped": skipped});
+            if batch.seq > next_seq {
+                let data = json!({"skipped": batch.seq - next_seq});
                 self.send(SseEvent::default().event("lagged").data(data.to_string()))
                     .await?;
             }
-            next_seq = batch.seq + batch.events.len() as u64;
+            next_seq = next_seq.max(batch.seq + batch.lines.len() as u64);
             let mut overlapped = false;
-            for e in &batch.events {
-                let position = Position::of_event(e);
-                if !replayed.is_empty() && replayed.contains(&position.id) {
+            for line in &batch.lines {
+                if !replayed.is_empty() && replayed.contains(line.event_id()) {
                     overlapped = true;
                     continue;
                 }
-                if !self.filter.matches(e) {
+                if !self.filter.matches(line) {
                     continue;
                 }
-                let data = self.shape_event(e);
-                self.send(SseEvent::default().id(position.encode()).data(data)).await?;
+                self.send(SseEvent::default().id(&line.id).data(&line.data)).await?;
             }
             // The store's answer covered a prefix of the writes: once a batch past it arrives,
             // no later one can overlap.
@@ -382,32 +370,7 @@ impl Feed {
         }
     }
 
-    /// A live event in the stream's shape.
-    fn shape_event(&self, e: &Event) -> String {
-        match &e.body {
-            Body::Log(l) => {
-                let mut time = Vec::with_capacity(24);
-                e.time.write_rfc3339(&mut time);
-                json!({
-                    "timestamp": String::from_utf8_lossy(&time),
-                    "level": l.level.as_str(),
-                    "message": l.message,
-                    "module": l.module.as_deref().unwrap_or("unknown"),
-                    "extra": l.extra,
-                })
-                .to_string()
-            }
-            _ => {
-                let mut out = Vec::new();
-                match crate::store::document::write_json(e, &self.api.inner.host, &mut out) {
-                    Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-                    Err(e) => json!({"error": format!("cannot format the event: {e}")}).to_string(),
-                }
-            }
-        }
-    }
-
-    /// A stored document in the stream's shape (the same as [`Feed::shape_event`] gives).
+    /// A stored document in the stream's shape (the same as [`shape_event`] gives).
     fn shape_doc(&self, mut doc: Value) -> String {
         if self.stream.collection != Collection::Logs {
             return doc.to_string();
@@ -421,6 +384,159 @@ impl Feed {
             "extra": take("extra").unwrap_or_else(|| json!({})),
         })
         .to_string()
+    }
+}
+
+/// One stored event, formatted once for every client, with what the filters look at.
+pub(crate) struct Line {
+    /// The SSE id: `<time_ms>_<_id>`.
+    id: String,
+    data: String,
+    level: Option<Level>,
+    module: Option<String>,
+    model: Option<String>,
+    status: Option<&'static str>,
+    /// Logs only: the text `q` searches.
+    message: Option<String>,
+}
+
+impl Line {
+    fn of(e: &Event, host: &str) -> Line {
+        let (level, module, model, status, message) = match &e.body {
+            Body::Log(l) => (Some(l.level), l.module.clone(), None, None, Some(l.message.clone())),
+            Body::Cost(c) => (None, None, Some(c.model.clone()), None, None),
+            Body::Performance(p) => (None, None, p.model.clone(), Some(p.status.as_str()), None),
+            Body::Reject(_) => (None, None, None, None, None),
+        };
+        Line {
+            id: Position::of_event(e).encode(),
+            data: shape_event(e, host),
+            level,
+            module,
+            model,
+            status,
+            message,
+        }
+    }
+
+    /// The `_id` part of the SSE id.
+    fn event_id(&self) -> &str {
+        self.id.split_once('_').map_or("", |(_, id)| id)
+    }
+}
+
+/// A stored batch of one collection, formatted.
+pub(crate) struct Formatted {
+    /// The tap's sequence of the batch's first event.
+    seq: u64,
+    lines: Vec<Line>,
+}
+
+/// Formats a collection's stored batches once for all of its stream clients.
+struct Hub {
+    collection: Collection,
+    out: broadcast::Sender<Arc<Formatted>>,
+    /// Whether the formatting task runs (it runs only while there are clients).
+    running: std::sync::Mutex<bool>,
+}
+
+/// The hubs of the streamed collections.
+pub(crate) struct Hubs(Vec<Arc<Hub>>);
+
+/// Formatted batches a hub keeps for clients that are behind.
+const HUB_BATCHES: usize = 16;
+
+impl Hubs {
+    pub fn new() -> Hubs {
+        Hubs(
+            STREAMS
+                .iter()
+                .map(|s| {
+                    Arc::new(Hub {
+                        collection: s.collection,
+                        out: broadcast::channel(HUB_BATCHES).0,
+                        running: std::sync::Mutex::new(false),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// A new client's receiver; starts the hub's formatting task if it is not running.
+    fn subscribe(&self, collection: Collection, api: &Api) -> broadcast::Receiver<Arc<Formatted>> {
+        let Some(hub) = self.0.iter().find(|h| h.collection == collection) else {
+            // Not a streamed collection: a receiver that never gets anything.
+            return broadcast::channel(1).1;
+        };
+        let mut running = hub.running.lock().unwrap_or_else(|p| p.into_inner());
+        let receiver = hub.out.subscribe();
+        if !*running {
+            *running = true;
+            let (hub, tap, host, stopping) = (
+                hub.clone(),
+                api.inner.tap.clone(),
+                api.inner.host.clone(),
+                api.inner.stopping.clone(),
+            );
+            tokio::spawn(hub.format(tap, host, stopping));
+        }
+        receiver
+    }
+}
+
+impl Hub {
+    async fn format(self: Arc<Self>, tap: Tap, host: String, mut stopping: watch::Receiver<bool>) {
+        let mut stored = tap.subscribe();
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|s| *s) => break,
+                r = stored.recv() => r,
+            };
+            match received {
+                Ok(batch) if batch.collection == self.collection => {
+                    if self.out.receiver_count() == 0 {
+                        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                        // Checked again under the lock a new client takes to subscribe.
+                        if self.out.receiver_count() == 0 {
+                            *running = false;
+                            return;
+                        }
+                    }
+                    let lines = batch.events.iter().map(|e| Line::of(e, &host)).collect();
+                    let _ = self.out.send(Arc::new(Formatted { seq: batch.seq, lines }));
+                }
+                // Missed batches show as a gap in the next one's sequence.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+/// A live event in the stream's shape.
+fn shape_event(e: &Event, host: &str) -> String {
+    match &e.body {
+        Body::Log(l) => {
+            let mut time = Vec::with_capacity(24);
+            e.time.write_rfc3339(&mut time);
+            json!({
+                "timestamp": String::from_utf8_lossy(&time),
+                "level": l.level.as_str(),
+                "message": l.message,
+                "module": l.module.as_deref().unwrap_or("unknown"),
+                "extra": l.extra,
+            })
+            .to_string()
+        }
+        _ => {
+            let mut out = Vec::new();
+            match crate::store::document::write_json(e, host, &mut out) {
+                Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+                Err(e) => json!({"error": format!("cannot format the event: {e}")}).to_string(),
+            }
+        }
     }
 }
 
