@@ -38,12 +38,14 @@ pub async fn ready(State(api): State<Api>) -> Response {
             )),
         }
     };
-    let body = json!({
+    let mut body = json!({
         "success": reason.is_none(),
         "ready": reason.is_none(),
-        "error": reason,
         "store": health,
     });
+    if let Some(reason) = &reason {
+        body["error"] = serde_json::Value::from(reason.as_str());
+    }
     let status = if reason.is_none() {
         StatusCode::OK
     } else {

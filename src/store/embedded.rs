@@ -245,20 +245,29 @@ impl EmbeddedStore {
         }
     }
 
-    /// Runs `f` on a read-only connection, beside the writer.
+    /// Runs `f` on a read-only connection, beside the writer. Dropping the future (a caller's
+    /// timeout) interrupts the query, so an abandoned scan does not hold a thread and a connection.
     fn with_reader<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send {
         let inner = self.inner.clone();
         async move {
+            let running = InterruptOnDrop::default();
+            let slot = running.0.clone();
             tokio::task::spawn_blocking(move || {
                 let idle = inner.readers.lock().ok().and_then(|mut r| r.pop());
                 let conn = match idle {
                     Some(c) => c,
                     None => open_connection(&inner.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
                 };
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(conn.get_interrupt_handle());
+                }
                 let result = f(&conn);
+                if let Ok(mut s) = slot.lock() {
+                    *s = None;
+                }
                 if let Ok(mut idle) = inner.readers.lock() {
                     if idle.len() < READERS {
                         idle.push(conn);
@@ -268,6 +277,20 @@ impl EmbeddedStore {
             })
             .await
             .map_err(|e| StoreError::permanent(format!("embedded store query failed: {e}")))?
+        }
+    }
+}
+
+/// The interrupt handle of a query while it runs; interrupts it if dropped before it finished.
+#[derive(Default)]
+struct InterruptOnDrop(Arc<Mutex<Option<rusqlite::InterruptHandle>>>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.0.lock() {
+            if let Some(handle) = running.take() {
+                handle.interrupt();
+            }
         }
     }
 }
