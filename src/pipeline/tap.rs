@@ -33,6 +33,9 @@ pub struct Tap {
     live: broadcast::Sender<Arc<Stored>>,
     /// Events stored so far, per collection.
     seq: Arc<[AtomicU64; Collection::COUNT]>,
+    /// Batches are written concurrently: numbering and sending under one lock keeps the live feed
+    /// in sequence order, so a reader's gap is exactly what it missed.
+    in_order: Arc<std::sync::Mutex<()>>,
 }
 
 impl Tap {
@@ -43,6 +46,7 @@ impl Tap {
             observers: observers.into(),
             live,
             seq: Arc::new(Default::default()),
+            in_order: Arc::default(),
         }
     }
 
@@ -70,6 +74,7 @@ impl Tap {
         for o in self.observers.iter() {
             o.stored(collection, &events);
         }
+        let _in_order = self.in_order.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.seq[collection.index()].fetch_add(events.len() as u64, Ordering::Relaxed);
         // Without readers, nothing is kept.
         if self.live.receiver_count() > 0 {
