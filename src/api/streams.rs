@@ -19,9 +19,10 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::State;
+use axum::http::header;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -33,8 +34,10 @@ use super::{Api, ApiError};
 use crate::event::{Body, Collection, Event, Level, Timestamp};
 use crate::store::query::{Filter, FindQuery, Query, TimeRange};
 
-/// Formatted events waiting for a client's connection, beyond the batch being formatted.
-const CLIENT_QUEUE: usize = 16;
+/// Chunks of events waiting for a client's connection.
+const CLIENT_QUEUE: usize = 4;
+/// Events go to the connection in chunks of about this many bytes: one write for many events.
+const CHUNK_BYTES: usize = 32 * 1024;
 const REPLAY_PAGE: usize = 1000;
 
 pub struct Stream {
@@ -113,21 +116,29 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
     let next_seq = api.inner.tap.stored_events(stream.collection);
     let live = api.inner.hubs.subscribe(stream.collection, &api);
     let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
-    let keep_alive = api.config().keep_alive.0;
     let feed = Feed {
         stopping: api.inner.stopping.clone(),
+        keep_alive: api.config().keep_alive.0,
         api,
         stream,
         filter,
         tx,
+        chunk: Vec::new(),
     };
     tokio::spawn(async move {
         feed.run(resume, live, next_seq).await;
         drop(permit);
     });
-    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(keep_alive))
+    let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok::<_, Infallible>)));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // Tells nginx not to buffer the stream.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        HttpBody::from_stream(chunks),
+    )
         .into_response())
 }
 
@@ -248,7 +259,10 @@ struct Feed {
     api: Api,
     stream: &'static Stream,
     filter: LiveFilter,
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<Bytes>,
+    /// Events formatted and not yet handed to the connection.
+    chunk: Vec<u8>,
+    keep_alive: std::time::Duration,
     stopping: watch::Receiver<bool>,
 }
 
@@ -287,9 +301,8 @@ impl Feed {
                 Ok(page) => page,
                 Err(e) => {
                     let data = json!({"error": format!("cannot replay from Last-Event-ID: {}", e.message)});
-                    return self
-                        .send(SseEvent::default().event("error").data(data.to_string()))
-                        .await;
+                    self.push("error", None, &data.to_string());
+                    return self.flush().await;
                 }
             };
             total = total.or(page.total);
@@ -307,16 +320,16 @@ impl Feed {
             let skipped = total.map_or(0, |t| t.n).saturating_sub(cap as u64);
             newer.truncate(cap);
             let data = json!({"skipped": skipped, "reason": "more events than api.max_replay since Last-Event-ID; the oldest were not replayed"});
-            self.send(SseEvent::default().event("lagged").data(data.to_string()))
-                .await?;
+            self.push("lagged", None, &data.to_string());
         }
         newer.sort_by(|a, b| a.0.cmp(&b.0));
         for (position, doc) in newer {
             let data = self.shape_doc(doc);
-            self.send(SseEvent::default().id(position.encode()).data(data)).await?;
+            self.push("", Some(&position.encode()), &data);
             sent.insert(position.id);
+            self.flush_if_full().await?;
         }
-        Ok(())
+        self.flush().await
     }
 
     async fn follow(
@@ -325,12 +338,21 @@ impl Feed {
         mut next_seq: u64,
         mut replayed: HashSet<String>,
     ) -> Result<(), Ended> {
+        let mut last_sent = tokio::time::Instant::now();
         loop {
             let received = tokio::select! {
                 biased;
                 _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
                 _ = self.tx.closed() => return Err(Ended),
-                r = live.recv() => r,
+                r = live.recv() => Some(r),
+                _ = tokio::time::sleep_until(last_sent + self.keep_alive) => None,
+            };
+            let Some(received) = received else {
+                // A comment: proxies and browsers keep an idle stream open.
+                self.chunk.extend_from_slice(b":\n\n");
+                self.flush().await?;
+                last_sent = tokio::time::Instant::now();
+                continue;
             };
             let batch = match received {
                 Ok(batch) => batch,
@@ -340,8 +362,7 @@ impl Feed {
             };
             if batch.seq > next_seq {
                 let data = json!({"skipped": batch.seq - next_seq});
-                self.send(SseEvent::default().event("lagged").data(data.to_string()))
-                    .await?;
+                self.push("lagged", None, &data.to_string());
             }
             next_seq = next_seq.max(batch.seq + batch.lines.len() as u64);
             let mut overlapped = false;
@@ -353,7 +374,12 @@ impl Feed {
                 if !self.filter.matches(line) {
                     continue;
                 }
-                self.send(SseEvent::default().id(&line.id).data(&line.data)).await?;
+                self.push("", Some(&line.id), &line.data);
+                self.flush_if_full().await?;
+            }
+            if !self.chunk.is_empty() {
+                self.flush().await?;
+                last_sent = tokio::time::Instant::now();
             }
             // The store's answer covered a prefix of the writes: once a batch past it arrives,
             // no later one can overlap.
@@ -363,9 +389,40 @@ impl Feed {
         }
     }
 
-    async fn send(&mut self, event: SseEvent) -> Result<(), Ended> {
+    /// Adds one event to the chunk: `event:` (unless empty), `id:` (if any), `data:`. The data is
+    /// compact JSON, so it is one line.
+    fn push(&mut self, event: &str, id: Option<&str>, data: &str) {
+        if !event.is_empty() {
+            self.chunk.extend_from_slice(b"event: ");
+            self.chunk.extend_from_slice(event.as_bytes());
+            self.chunk.push(b'\n');
+        }
+        if let Some(id) = id {
+            self.chunk.extend_from_slice(b"id: ");
+            self.chunk.extend_from_slice(id.as_bytes());
+            self.chunk.push(b'\n');
+        }
+        self.chunk.extend_from_slice(b"data: ");
+        self.chunk.extend_from_slice(data.as_bytes());
+        self.chunk.extend_from_slice(b"\n\n");
+    }
+
+    async fn flush_if_full(&mut self) -> Result<(), Ended> {
+        if self.chunk.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the chunk to the connection, waiting while the client is behind (the live feed
+    /// goes on without it meanwhile).
+    async fn flush(&mut self) -> Result<(), Ended> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES)));
         tokio::select! {
-            sent = self.tx.send(event) => sent.map_err(|_| Ended),
+            sent = self.tx.send(chunk) => sent.map_err(|_| Ended),
             _ = self.stopping.wait_for(|s| *s) => Err(Ended),
         }
     }

@@ -600,8 +600,10 @@ fn find(conn: &Connection, q: &FindQuery) -> Result<Found, StoreError> {
             .key
             .parse()
             .map_err(|_| StoreError::permanent("the cursor was not made by this store"))?;
+        // The bound on the time alone lets SQLite seek the time index to the cursor instead of
+        // scanning from the newest row: deep pages cost what the first does.
         w.push(
-            format!("({time} < ? OR ({time} = ? AND rowid < ?))"),
+            format!("{time} <= ? AND ({time} < ? OR rowid < ?)"),
             [
                 SqlValue::Integer(after.time_ms),
                 SqlValue::Integer(after.time_ms),
