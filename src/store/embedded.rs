@@ -377,6 +377,23 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 "CREATE INDEX IF NOT EXISTS {table}_{field} ON {table} ({field}) WHERE {field} IS NOT NULL;"
             ))?;
         }
+        if !spec.covering.is_empty() {
+            let name = format!("{table}_{time}_covering");
+            let exists: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                tx.execute_batch(&format!(
+                    "CREATE INDEX {name} ON {table} ({time}, {});",
+                    spec.covering.join(", ")
+                ))?;
+                if version > 0 {
+                    tracing::info!("embedded store: added the index {name} for statistics");
+                }
+            }
+        }
     }
     if version != SCHEMA_VERSION {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
