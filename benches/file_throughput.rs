@@ -23,7 +23,7 @@ fn start(dir: &Path, log: &Path) -> Child {
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[socket]\nenabled = false\n[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n",
+            "state_dir = {:?}\n[socket]\nenabled = false\n[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.join("state").display().to_string(),
             log.display().to_string()
         ),

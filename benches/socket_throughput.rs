@@ -26,7 +26,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[monitor]\nenabled = {monitor}\n",
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[monitor]\nenabled = {monitor}\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("state").display().to_string(),
             socket.display().to_string()
         ),

@@ -116,7 +116,7 @@ impl App {
             Vec::new()
         };
         let tap = Tap::new(observers, 16);
-        let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap);
+        let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap.clone());
         let sender = parts.sender;
         let budget = parts.budget;
         let parts_progress = parts.progress.clone();
@@ -199,6 +199,31 @@ impl App {
                     sources.listener(),
                 ),
             );
+        }
+        if config.api.enabled {
+            let server = match activated.listener(systemd::API_NAME)? {
+                Some(passed) => crate::api::Server::activated(passed)?,
+                None => crate::api::Server::bind(&config.api)?,
+            };
+            let ingest = Ingest::new(
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                prices.clone(),
+                sender.clone(),
+                counters.clone(),
+                Source::from("http"),
+                config.socket.max_line_bytes,
+            );
+            let parts = crate::api::Parts {
+                store: store.clone(),
+                tap,
+                ingest: Some(ingest),
+                budget: budget.clone(),
+                counters: counters.clone(),
+                budget_config: config.budget.clone(),
+                timezone: config.budget.timezone.clone(),
+                outbox_cap: config.mongo().map(|m| m.max_outbox_bytes.0),
+            };
+            start_api(&config, server, parts, &sources, &mut supervisor);
         }
         // The sources hold the only senders now: when they are gone, the pipeline drains and ends.
         drop(sender);
@@ -517,6 +542,32 @@ impl Supervisor {
         self.tasks.abort_all();
         self.failed
     }
+}
+
+/// Serves the HTTP API as a producer: it stops with the sources, and its uploads hold pipeline
+/// senders until answered.
+fn start_api(
+    config: &Config,
+    server: crate::api::Server,
+    parts: crate::api::Parts,
+    sources: &Coordinator,
+    supervisor: &mut Supervisor,
+) {
+    tracing::info!(
+        "HTTP API listening on {} ({})",
+        server.local(),
+        if config.api.token().is_some() {
+            "token required"
+        } else {
+            "no token"
+        }
+    );
+    // In-flight requests get a third of the shutdown deadline; storing what was accepted, the rest.
+    let grace = config.pipeline.shutdown_timeout.0 / 3;
+    supervisor.spawn(
+        "HTTP API",
+        server.run(config.api.clone(), parts, sources.listener(), grace),
+    );
 }
 
 /// Checkpoints follow acknowledgements; saving them every second bounds what a crash re-reads.

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;
 
+use crate::api::ApiConfig;
 use crate::monitor::budget::BudgetConfig;
 use crate::monitor::rules::MonitorConfig;
 use crate::notify::WebhookConfig;
@@ -58,6 +59,7 @@ pub struct Config {
     pub log: LogConfig,
     /// Alert receivers: `[[webhook]]`, any number.
     pub webhook: Vec<WebhookConfig>,
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             prices: Default::default(),
             log: LogConfig::default(),
             webhook: Vec::new(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -183,6 +186,7 @@ impl Config {
         crate::event::prices::validate(&self.prices, p);
         self.log.validate(p);
         crate::notify::validate_all(&self.webhook, p);
+        self.api.validate(p);
     }
 
     /// The effective configuration as TOML, for `check-config`, with passwords masked.
@@ -196,6 +200,9 @@ impl Config {
             if !w.secret.is_empty() {
                 w.secret = "***".into();
             }
+        }
+        if shown.api.token.is_some() {
+            shown.api.token = Some("***".into());
         }
         let mut text = toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
         if self.socket.path.is_none() {
@@ -265,6 +272,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
             "prices" => config.prices,
             "log" => config.log,
             "webhook" => config.webhook,
+            "api" => config.api,
         );
     }
     ok.then_some(config)

@@ -77,6 +77,10 @@ impl Ingest {
         }
     }
 
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
     pub fn max_line(&self) -> usize {
         self.max_line
     }
@@ -134,6 +138,7 @@ impl Ingest {
         let mut events = std::mem::take(events);
         crate::event::prices::price(&self.prices.load(), &mut events);
         let total = events.len() as u64;
+        self.counters.received(&self.source, &events);
         reservation.resize(events.iter().map(|e| e.cost as usize).sum());
         let rejected = self
             .pipeline

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use lngpt_collector::send::Ack;
 use rusqlite::{Connection, OpenFlags};
 
+pub mod http;
 pub mod mongo;
 pub mod webhook;
 
@@ -168,6 +169,19 @@ impl Daemon {
         );
     }
 
+    /// The HTTP API's address (`127.0.0.1:PORT`), from the daemon's start-up line.
+    pub fn api(&self) -> String {
+        wait_until(
+            "the HTTP API's address in the log",
+            || {
+                let log = self.log();
+                let rest = log.split("HTTP API listening on http://").nth(1)?;
+                Some(rest.split_whitespace().next()?.to_string())
+            },
+            || self.log(),
+        )
+    }
+
     /// Sends lines through the library's client (the same code as `lngpt-collector send`).
     pub fn send(&self, bytes: &[u8]) -> Ack {
         lngpt_collector::send::send(&self.socket, &mut &bytes[..]).expect("send")
@@ -253,6 +267,12 @@ pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     } else {
         "summary_interval = \"0\"\n"
     };
+    // Tests run in parallel: unless a test chooses, the API takes any free loopback port.
+    let api_lines = if extra.contains("listen") {
+        ""
+    } else {
+        "listen = \"127.0.0.1:0\"\n"
+    };
     // Top-level keys of `extra` (before its first section) must precede every section.
     let top_end = if extra.starts_with('[') {
         0
@@ -262,7 +282,11 @@ pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     let (top, extra) = extra.split_at(top_end);
     let mut extra = extra.to_string();
     let mut head = format!("state_dir = {:?}\n{top}\n", state.display().to_string());
-    for (section, lines) in [("[socket]\n", socket_line.as_str()), ("[log]\n", log_lines)] {
+    for (section, lines) in [
+        ("[socket]\n", socket_line.as_str()),
+        ("[log]\n", log_lines),
+        ("[api]\n", api_lines),
+    ] {
         if extra.contains(section) {
             extra = extra.replacen(section, &format!("{section}{lines}"), 1);
         } else {
