@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::config::{Config, HumanDuration};
 use crate::event::{EventId, Parser, Source};
 use crate::monitor::alerts::{AlertSink, Fanout, LogSink};
+use crate::monitor::silences::{Silenced, Silences};
 use crate::monitor::Monitor;
 use crate::notify::{Notifier, Options as NotifyOptions};
 use crate::pipeline::budget::Budget;
@@ -184,11 +185,16 @@ impl App {
                 synchronous: config.embedded.synchronous,
             },
         )?;
+        let silences = Silences::open(&config.database_path(), config.embedded.synchronous)?;
         // Deliveries go on while the pipeline drains; they stop with the background tasks.
         supervisor.spawn("webhook delivery", notifier.clone().run(background.listener()));
         if config.monitor.enabled {
             // A producer (it writes `api_metrics` through the pipeline), so it stops with the sources.
-            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![Arc::new(LogSink), Arc::new(notifier.clone())]));
+            let webhooks = Silenced {
+                silences: silences.clone(),
+                inner: notifier.clone(),
+            };
+            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![Arc::new(LogSink), Arc::new(webhooks)]));
             supervisor.spawn(
                 "monitor",
                 monitor.clone().run(
@@ -222,6 +228,11 @@ impl App {
                 budget_config: config.budget.clone(),
                 timezone: config.budget.timezone.clone(),
                 outbox_cap: config.mongo().map(|m| m.max_outbox_bytes.0),
+                monitor: monitor.clone(),
+                monitor_running: config.monitor.enabled,
+                silences: silences.clone(),
+                notifier: notifier.clone(),
+                naive: (*naive).clone(),
             };
             start_api(&config, server, parts, &sources, &mut supervisor);
         }

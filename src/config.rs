@@ -456,7 +456,12 @@ fn schema() -> Json {
             currency: "$".into(),
         },
     );
+    let mut budget = BudgetConfig::default();
+    budget
+        .models
+        .insert("<model>".into(), crate::monitor::budget::ModelLimits::default());
     let with_optional_sections = Config {
+        budget,
         mongodb: Some(MongoConfig::default()),
         file: vec![FileConfig::default()],
         prices,
@@ -1032,6 +1037,14 @@ mod tests {
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .map_err(|e| e.first().clone())
+    }
+
+    #[test]
+    fn per_model_budget_limits_are_known_keys_and_their_entries_are_checked() {
+        let c = load("[budget.models.\"gpt-4o\"]\nhourly_limit_rmb = 10\n").unwrap();
+        assert_eq!(c.budget.models["gpt-4o"].hourly_limit_rmb, 10.0);
+        let e = load("[budget.models.\"gpt-4o\"]\nhourly_limit = 10\n").unwrap_err();
+        assert!(e.problem.contains("hourly_limit_rmb, daily_limit_rmb"), "{e}");
     }
 
     #[test]

@@ -389,7 +389,9 @@ pub async fn summarize(
     if interval.is_zero() {
         return shutdown.recv().await;
     }
-    let mut last = counters.snapshot();
+    // The counters start with the process: what the sources took before this task began belongs
+    // to the first interval.
+    let mut last = Snapshot::default();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         tokio::select! {

@@ -796,7 +796,7 @@ fn probes_and_metrics_say_what_the_daemon_does() {
     assert!(value("lngpt_collector_events_stored_total", &[("collection", "api_logs")]) >= logs + 1.0);
     assert_eq!(value("lngpt_collector_events_rejected_total", &[]), rejects);
     assert_eq!(value("lngpt_collector_stream_clients", &[]), 1.0);
-    assert_eq!(value("lngpt_collector_budget_limit_bytes", &[]), 16.0 * 1024.0 * 1024.0);
+    assert_eq!(value("lngpt_collector_memory_limit_bytes", &[]), 16.0 * 1024.0 * 1024.0);
     assert_eq!(value("lngpt_collector_store_up", &[]), 1.0);
     let histogram = scrape
         .samples

@@ -60,14 +60,19 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {}; the API serves /api/logs, /api/cost, /api/performance, /api/rejects (and /stream of the first three), /api/stats/cost, /api/stats/errors, /api/stats/performance, POST /api/events, /healthz, /readyz and /metrics",
+            "no route {}; the API serves /api/logs, /api/cost, /api/performance, /api/rejects (and /stream of the first three), /api/stats/cost, /api/stats/errors, /api/stats/performance, /api/budget, /api/alerts/active, /api/alerts/silences, POST /api/events, /healthz, /readyz and /metrics",
             uri.path()
         ),
     )
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    let allowed = if uri.path() == "/api/events" { "POST" } else { "GET" };
+    let allowed = match uri.path() {
+        "/api/events" => "POST",
+        "/api/alerts/silences" => "GET or POST",
+        p if p.starts_with("/api/alerts/silences/") => "DELETE",
+        _ => "GET",
+    };
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}; use {allowed}", uri.path()),

@@ -58,6 +58,14 @@ pub const LISTINGS: &[Listing] = &[
         levels: false,
     },
     Listing {
+        path: "/api/alerts",
+        collection: Collection::Alerts,
+        key: "alerts",
+        filters: &["state", "rule", "severity", "key"],
+        text: false,
+        levels: false,
+    },
+    Listing {
         path: "/api/rejects",
         collection: Collection::Rejects,
         key: "rejects",
@@ -119,7 +127,7 @@ pub fn list(listing: &'static Listing) -> impl Fn(State<Api>, RawQuery) -> ListF
 type ListFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Json<Value>, ApiError>> + Send>>;
 
 async fn answer(api: &Api, listing: &Listing, query: RawQuery) -> Result<Value, ApiError> {
-    let params = Params::new(query, &listing.known_params())?;
+    let params = Params::new(query, &listing.known_params())?.with_naive_timezone(&api.inner.naive);
     let per_page = params.number("per_page", 1, MAX_PER_PAGE, DEFAULT_PER_PAGE)?;
     let page = params.number("page", 1, MAX_PAGE, 1)?;
     let after = match params.str("cursor") {

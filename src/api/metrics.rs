@@ -1,8 +1,8 @@
 //! `GET /metrics`: the daemon's counters in the Prometheus text format (OpenMetrics), read at
 //! scrape time from what the daemon already keeps, so nothing is counted twice.
 //!
-//! The monitor's metrics (webhook deliveries, alerts firing, budget spend) are to be added as
-//! further [`Collector`]s with [`Metrics::register`]; nothing here needs to change for them.
+//! The monitor's metrics (budget spend, alerts firing, webhook deliveries) are a second
+//! [`Collector`], [`MonitorMetrics`], registered beside the daemon's.
 
 use std::sync::Arc;
 
@@ -155,13 +155,13 @@ impl Collector for DaemonMetrics {
         )?;
         gauge(
             &mut e,
-            "lngpt_collector_budget_used_bytes",
+            "lngpt_collector_memory_used_bytes",
             "Memory budget held by events accepted and not yet stored",
             self.budget.used() as i64,
         )?;
         gauge(
             &mut e,
-            "lngpt_collector_budget_limit_bytes",
+            "lngpt_collector_memory_limit_bytes",
             "The memory budget (pipeline.memory_budget)",
             self.budget.limit() as i64,
         )?;
@@ -217,6 +217,114 @@ impl Collector for DaemonMetrics {
             "Live stream (SSE) clients connected",
             streams as i64,
         )?;
+        Ok(())
+    }
+}
+
+/// The budget, the alerts and the webhooks, read from the monitor and the notifier at scrape time.
+pub struct MonitorMetrics {
+    monitor: crate::monitor::Monitor,
+    notifier: crate::notify::Notifier,
+}
+
+impl MonitorMetrics {
+    pub fn new(monitor: crate::monitor::Monitor, notifier: crate::notify::Notifier) -> MonitorMetrics {
+        MonitorMetrics { monitor, notifier }
+    }
+}
+
+impl std::fmt::Debug for MonitorMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MonitorMetrics")
+    }
+}
+
+impl Collector for MonitorMetrics {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = self.monitor.budget_status();
+        for (name, help, hour, day) in [
+            (
+                "lngpt_collector_budget_spent_rmb",
+                "Spend in the budget's hour and day windows, in RMB",
+                status.hour.spent_rmb,
+                status.day.spent_rmb,
+            ),
+            (
+                "lngpt_collector_budget_limit_rmb",
+                "The hourly and daily limits in RMB (0: no limit)",
+                status.hour.limit_rmb,
+                status.day.limit_rmb,
+            ),
+        ] {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (period, v) in [("hour", hour), ("day", day)] {
+                ConstGauge::new(v).encode(family.encode_family(&[("period", period)])?)?;
+            }
+        }
+        gauge(
+            &mut e,
+            "lngpt_collector_budget_allowed",
+            "Whether a new API call is within the limits (what /api/budget answers)",
+            i64::from(status.allowed),
+        )?;
+        {
+            let mut firing: std::collections::BTreeMap<(String, String), i64> = Default::default();
+            for a in self.monitor.firing() {
+                *firing.entry((a.rule, a.severity)).or_default() += 1;
+            }
+            let mut family = e.encode_descriptor(
+                "lngpt_collector_alerts_firing",
+                "Alerts firing now, by rule and severity",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((rule, severity), n) in firing {
+                let labels = [("rule", rule.as_str()), ("severity", severity.as_str())];
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let receivers = self.notifier.stats();
+        for (name, help, counter_kind, value) in [
+            (
+                "lngpt_collector_webhook_delivered",
+                "Notifications a webhook receiver accepted",
+                true,
+                (|r: &crate::notify::ReceiverStats| r.delivered) as fn(&crate::notify::ReceiverStats) -> u64,
+            ),
+            (
+                "lngpt_collector_webhook_failed",
+                "Notifications given up (kept in notify_queue)",
+                true,
+                |r| r.failed,
+            ),
+            (
+                "lngpt_collector_webhook_retried",
+                "Attempts that failed and were retried",
+                true,
+                |r| r.retried,
+            ),
+            (
+                "lngpt_collector_webhook_pending",
+                "Notifications waiting to be delivered",
+                false,
+                |r| r.pending,
+            ),
+        ] {
+            let kind = if counter_kind {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            let mut family = e.encode_descriptor(name, help, None, kind)?;
+            for r in &receivers {
+                let labels = [("receiver", r.name.as_str())];
+                if counter_kind {
+                    ConstCounter::new(value(r)).encode(family.encode_family(&labels)?)?;
+                } else {
+                    ConstGauge::new(value(r) as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
         Ok(())
     }
 }

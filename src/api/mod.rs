@@ -11,6 +11,7 @@
 //! in-flight requests finish for a short grace, and gives up its pipeline sender.
 
 mod access;
+mod alerts;
 mod error;
 mod health;
 mod ingest;
@@ -25,13 +26,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{ByteSize, HumanDuration, Problems};
+use crate::event::NaiveZone;
 use crate::monitor::budget::BudgetConfig;
+use crate::monitor::silences::Silences;
+use crate::monitor::Monitor;
+use crate::notify::Notifier;
 use crate::pipeline::budget::Budget;
 use crate::pipeline::tap::Tap;
 use crate::shutdown::Shutdown;
@@ -204,6 +209,12 @@ struct Shared {
     /// True once the daemon is stopping: streams end, uploads stop reading.
     stopping: watch::Receiver<bool>,
     metrics: metrics::Metrics,
+    monitor: Monitor,
+    /// Whether the monitor's task refreshes the budget (else `/api/budget` reads it per request).
+    monitor_running: bool,
+    silences: Silences,
+    /// How times without an offset in parameters are read (`naive_timezone`).
+    naive: NaiveZone,
     /// One formatter per streamed collection, shared by its clients.
     hubs: streams::Hubs,
     host: String,
@@ -258,6 +269,12 @@ pub struct Parts {
     pub budget_config: BudgetConfig,
     pub timezone: String,
     pub outbox_cap: Option<u64>,
+    pub monitor: Monitor,
+    pub monitor_running: bool,
+    pub silences: Silences,
+    /// Webhook delivery counters for `/metrics`.
+    pub notifier: Notifier,
+    pub naive: NaiveZone,
 }
 
 /// A bound listener, ready to serve.
@@ -370,13 +387,17 @@ impl Server {
         let (stop_tx, stopping) = watch::channel(false);
         let timezone = jiff::tz::TimeZone::get(&parts.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
         let streams = Arc::new(Semaphore::new(config.max_stream_clients));
-        let metrics = metrics::Metrics::new(
+        let mut metrics = metrics::Metrics::new(
             parts.counters.clone(),
             parts.budget.clone(),
             parts.store.clone(),
             streams.clone(),
             config.max_stream_clients,
         );
+        metrics.register(Box::new(metrics::MonitorMetrics::new(
+            parts.monitor.clone(),
+            parts.notifier.clone(),
+        )));
         let ingest = parts.ingest.map(|ingest| {
             Arc::new(IngestGate {
                 ingest,
@@ -394,6 +415,10 @@ impl Server {
                 streams,
                 stopping,
                 metrics,
+                monitor: parts.monitor,
+                monitor_running: parts.monitor_running,
+                silences: parts.silences,
+                naive: parts.naive,
                 hubs: streams::Hubs::new(),
                 host: crate::store::document::hostname(),
                 outbox_cap: parts.outbox_cap,
@@ -457,6 +482,13 @@ fn router(api: Api) -> Router {
         .route("/api/stats/errors", get(stats::errors))
         .route("/api/stats/performance", get(stats::performance))
         .route("/api/events", post(ingest::post_events))
+        .route("/api/budget", get(alerts::budget))
+        .route("/api/alerts/active", get(alerts::active))
+        .route(
+            "/api/alerts/silences",
+            get(alerts::list_silences).post(alerts::add_silence),
+        )
+        .route("/api/alerts/silences/{id}", delete(alerts::expire_silence))
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::scrape))

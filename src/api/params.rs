@@ -5,7 +5,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 
 use super::ApiError;
-use crate::event::{Level, Timestamp};
+use crate::event::{Level, NaiveZone, Timestamp};
 use crate::store::query::TimeRange;
 
 /// Parameters every route ignores: a browser cache-buster.
@@ -16,6 +16,9 @@ pub type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 pub struct Params {
     pairs: Vec<(String, String)>,
+    /// How a time without an offset is read (`naive_timezone`: the original front end sends the
+    /// browser's local time, naive).
+    naive: NaiveZone,
 }
 
 impl Params {
@@ -42,7 +45,16 @@ impl Params {
             }
             seen.push(name);
         }
-        Ok(Params { pairs })
+        Ok(Params {
+            pairs,
+            naive: NaiveZone::Utc,
+        })
+    }
+
+    /// Reads times without an offset (and bare dates) in `zone`.
+    pub fn with_naive_timezone(mut self, zone: &NaiveZone) -> Params {
+        self.naive = zone.clone();
+        self
     }
 
     /// A parameter's value; an empty one counts as absent (forms send `level=` for "any").
@@ -88,13 +100,13 @@ impl Params {
             .transpose()
     }
 
-    /// A time: RFC 3339 (`2026-11-26T08:00:00+08:00`; without an offset, UTC, as stored), a date
-    /// (`2026-11-26`, midnight UTC), or epoch seconds.
+    /// A time: RFC 3339 (`2026-11-26T08:00:00+08:00`; without an offset, in `naive_timezone`), a
+    /// date (`2026-11-26`, its midnight in `naive_timezone`), or epoch seconds.
     pub fn time(&self, name: &str) -> Result<Option<Timestamp>, ApiError> {
         let Some(v) = self.str(name) else {
             return Ok(None);
         };
-        parse_time(v).map(Some).ok_or_else(|| {
+        parse_time(v, &self.naive).map(Some).ok_or_else(|| {
             ApiError::param(
                 name,
                 v,
@@ -131,13 +143,13 @@ impl Params {
     }
 }
 
-fn parse_time(v: &str) -> Option<Timestamp> {
+fn parse_time(v: &str, naive: &NaiveZone) -> Option<Timestamp> {
     let v = v.trim();
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Timestamp::from_epoch_seconds(v.parse().ok()?).ok();
     }
     if v.len() == 10 {
-        return Timestamp::parse_rfc3339(&format!("{v}T00:00:00Z")).ok();
+        return Timestamp::parse_rfc3339_in(&format!("{v}T00:00:00"), naive).ok();
     }
     // A `+` in a URL query means a space; an offset such as +08:00 arrives as " 08:00".
     let fixed;
@@ -147,7 +159,7 @@ fn parse_time(v: &str) -> Option<Timestamp> {
     } else {
         v
     };
-    Timestamp::parse_rfc3339(v).ok()
+    Timestamp::parse_rfc3339_in(v, naive).ok()
 }
 
 #[cfg(test)]
@@ -164,11 +176,22 @@ mod tests {
             "1795680000",
             "2026-11-26T08:00:00",
         ] {
-            assert_eq!(parse_time(v), Some(utc), "{v}");
+            assert_eq!(parse_time(v, &NaiveZone::Utc), Some(utc), "{v}");
         }
-        assert!(parse_time("2026-11-26").is_some());
+        assert!(parse_time("2026-11-26", &NaiveZone::Utc).is_some());
+        // The original front end sends the browser's local time without an offset.
+        let shanghai = NaiveZone::named("Asia/Shanghai").unwrap();
+        assert_eq!(parse_time("2026-11-26T16:00:00", &shanghai), Some(utc));
+        assert_eq!(
+            parse_time("2026-11-26T16:00:00Z", &shanghai),
+            Some(Timestamp(utc.0 + 8 * 3_600_000))
+        );
+        assert_eq!(
+            parse_time("2026-11-27", &shanghai),
+            Some(Timestamp(utc.0 + 8 * 3_600_000))
+        );
         for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "-5"] {
-            assert_eq!(parse_time(bad), None, "{bad}");
+            assert_eq!(parse_time(bad, &NaiveZone::Utc), None, "{bad}");
         }
     }
 }

@@ -42,7 +42,7 @@ struct CostSum {
 
 /// `GET /api/stats/cost?start_time&end_time&group_by=model|hour|day`
 pub async fn cost(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
-    let params = Params::new(query, &["start_time", "end_time", "group_by"])?;
+    let params = Params::new(query, &["start_time", "end_time", "group_by"])?.with_naive_timezone(&api.inner.naive);
     let group_by = match params.str("group_by") {
         None | Some("model") => GroupBy::Model,
         Some("hour") => GroupBy::Hour,
@@ -107,7 +107,7 @@ pub async fn cost(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>
 
 /// `GET /api/stats/errors?start_time&end_time&series=true`
 pub async fn errors(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
-    let params = Params::new(query, &["start_time", "end_time", "series"])?;
+    let params = Params::new(query, &["start_time", "end_time", "series"])?.with_naive_timezone(&api.inner.naive);
     let range = params.range_or_last(DAY_MS)?;
     let series = wants_series(&params, range)?;
     let buckets = api.timed(api.store().request_buckets(range)).await?;
@@ -150,7 +150,8 @@ pub async fn errors(State(api): State<Api>, query: RawQuery) -> Result<Json<Valu
 
 /// `GET /api/stats/performance?start_time&end_time&model&series=true`
 pub async fn performance(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
-    let params = Params::new(query, &["start_time", "end_time", "model", "series"])?;
+    let params =
+        Params::new(query, &["start_time", "end_time", "model", "series"])?.with_naive_timezone(&api.inner.naive);
     let range = params.range_or_last(DAY_MS)?;
     let series = wants_series(&params, range)?;
     let model = params.string("model", 1024)?;

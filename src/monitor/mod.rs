@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod budget;
 mod messages;
 pub mod rules;
+pub mod silences;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,20 @@ impl Monitor {
         self.lock().budget.status(Timestamp::now())
     }
 
+    /// [`Monitor::budget_status`], narrowed to one model's own limits when `model` is given.
+    pub fn budget_status_for(&self, model: Option<&str>) -> BudgetStatus {
+        let s = self.lock();
+        match model {
+            Some(m) => s.budget.status_of_model(Timestamp::now(), m),
+            None => s.budget.status(Timestamp::now()),
+        }
+    }
+
+    /// Whether the budget's totals have been read from the store since the start.
+    pub fn budget_read(&self) -> bool {
+        self.lock().budget.has_reading()
+    }
+
     /// The alerts firing now.
     pub fn firing(&self) -> Vec<AlertRecord> {
         self.lock().firing.clone()
@@ -137,7 +152,13 @@ impl Monitor {
             Ok(n) => tracing::info!("{n} alerts were firing before the restart; their resolution will follow"),
             Err(e) => tracing::warn!("cannot read the firing alerts from the store: {e}"),
         }
-        let mut next_budget_read = tokio::time::Instant::now();
+        // The budget is answered from the start (the app may ask before its first call), so the
+        // first reading is not left to the first evaluation.
+        tokio::select! {
+            _ = self.read_budget(&store) => {}
+            _ = shutdown.recv() => return,
+        }
+        let mut next_budget_read = tokio::time::Instant::now() + self.lock().budget.config().refresh.0;
         loop {
             let every = self.lock().cfg.evaluate_every.0;
             tokio::select! {
