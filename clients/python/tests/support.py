@@ -45,15 +45,16 @@ def needs_daemon(test):
 class Daemon:
     """lngpt-collector on ``directory``: ``start()``, ``stop()`` (SIGTERM), and reads of its store."""
 
-    def __init__(self, directory, extra=""):
+    def __init__(self, directory, extra="", socket_extra=""):
+        """``extra``: TOML sections to add; ``socket_extra``: keys for the ``[socket]`` section."""
         self.dir = directory
         self.state = os.path.join(directory, "state")
         self.socket = os.path.join(directory, "collector.sock")
         self.config = os.path.join(directory, "config.toml")
         self.log_path = os.path.join(directory, "daemon.log")
         with open(self.config, "w") as f:
-            f.write('state_dir = %s\n[socket]\npath = %s\n[log]\nsummary_interval = "0"\n%s\n'
-                    % (json.dumps(self.state), json.dumps(self.socket), extra))
+            f.write('state_dir = %s\n[socket]\npath = %s\n%s[log]\nsummary_interval = "0"\n%s\n'
+                    % (json.dumps(self.state), json.dumps(self.socket), socket_extra, extra))
         self.process = None
 
     def start(self):

@@ -8,7 +8,7 @@ import textwrap
 import threading
 import unittest
 
-from support import PACKAGE_ROOT, DaemonTest, make_logger, needs_daemon, wait_until
+from support import PACKAGE_ROOT, Daemon, DaemonTest, make_logger, needs_daemon, wait_until
 
 import lngpt_collector
 
@@ -102,6 +102,54 @@ class SpoolTest(DaemonTest):
         self.assertEqual(warning[0][0], "WARNING")
         self.assertEqual(warning[0][2], dropped)
         self.assertIn("max_spool_bytes=65536", warning[0][1])
+
+
+    def test_a_spool_with_a_torn_last_line_is_replayed_without_it(self):
+        """A crash in the middle of a write leaves half a line: it is cut off, not sent as a reject."""
+        from lngpt_collector._spool import HEADER_LEN, _header
+
+        os.makedirs(self.spool_dir)
+        lines = b"".join(lngpt_collector._collector.encode(
+            {"type": "log", "message": "spooled %d" % i, "extra": {"run": "torn", "seq": i}}) for i in range(3))
+        with open(os.path.join(self.spool_dir, "lngpt-collector-99999-00000000.spool"), "wb") as f:
+            f.write(_header(HEADER_LEN) + lines + b'{"type":"log","mess')
+        with open(os.path.join(self.spool_dir, "lngpt-collector-99998-00000000.spool"), "wb") as f:
+            f.write(b"not a spool file\n")
+        self.daemon.start()
+        c = self.collector()
+        c.send({"type": "log", "message": "new", "extra": {"run": "torn-new", "seq": 0}})
+        self.assertTrue(c.flush(timeout=60), c.stats())
+        self.assert_exactly_once("torn", 3)
+        wait_until("the spool replayed and deleted", lambda: not self.spool_files())
+        self.assertEqual(self.daemon.count("api_rejects"), 0)
+        self.assertEqual(sorted(os.listdir(self.spool_dir)), ["lngpt-collector-99998-00000000.spool.bad"])
+
+
+@needs_daemon
+class RefusedTest(DaemonTest):
+    def test_a_client_over_the_connection_cap_spools_and_delivers_once_a_slot_frees(self):
+        self.daemon = Daemon(self.dir, socket_extra="max_connections = 1\n")
+        self.daemon.start()
+        import socket as socketlib
+
+        def take_the_only_slot():
+            # The start-up probe's connection may still hold it for a moment.
+            s = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+            s.connect(self.daemon.socket)
+            s.sendall(b'{"type":"sync","id":"holder"}\n')
+            if b'"sync":"holder"' in s.recv(4096):
+                return s
+            s.close()
+            return None
+
+        holder = wait_until("the only connection slot", take_the_only_slot)
+        c = self.collector()
+        for i in range(200):
+            c.send({"type": "log", "message": "refused %d" % i, "extra": {"run": "refused", "seq": i}})
+        wait_until("the refusal spooled", lambda: c.stats()["spooled_bytes"] > 0)
+        holder.close()
+        self.assertTrue(c.flush(timeout=60), c.stats())
+        self.assert_exactly_once("refused", 200)
 
 
 @needs_daemon
