@@ -9,6 +9,7 @@ call without a budget answer); either way it is logged once per outage on ``lngp
 
 import json
 import logging
+import os
 import threading
 import urllib.error
 import urllib.parse
@@ -24,6 +25,14 @@ _log = logging.getLogger("lngpt.collector")
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _outage_lock = threading.Lock()
 _outage = None  # the message of the outage being logged, or None while the API answers
+
+
+def _reset_after_fork():
+    global _outage_lock
+    _outage_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class CostLimitExceeded(Exception):

@@ -17,7 +17,8 @@ def record_to_event(record, formatter=None):
     """The collector's log event for a LogRecord (see the README's wire format).
 
     The message is rendered now, on the app's thread, so that later changes to the arguments
-    cannot change what is stored; the rest is left to the background thread."""
+    cannot change what is stored; encoding is left to the background thread (the ``extra`` values are
+    shared, as ``logging.handlers.QueueHandler`` shares them)."""
     level = record.levelname
     if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
         # A custom level (TRACE, NOTICE, "Level 25") would be rejected: store the nearest standard one.

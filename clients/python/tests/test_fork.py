@@ -41,7 +41,7 @@ class ForkTest(DaemonTest):
         for i in range(1, 500):
             log.info("parent %d", i, extra={"run": "parent", "seq": i})
         _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(os.WEXITSTATUS(status), 0)
         self.assertTrue(c.flush(timeout=60), c.stats())
         self.assert_exactly_once("child", 500)
         self.assert_exactly_once("parent", 500)
@@ -62,7 +62,7 @@ class ForkTest(DaemonTest):
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(os.WEXITSTATUS(status), 0)
         self.assertEqual(len(self.spool_files()), 2, "the child must write a spool file of its own")
 
         self.daemon.start()
