@@ -33,6 +33,11 @@ use crate::telemetry::LogConfig;
 /// Prefix of the environment variables that override keys: `LNGPT_COLLECTOR_<SECTION>_<KEY>`.
 pub const ENV_PREFIX: &str = "LNGPT_COLLECTOR_";
 
+/// The Python client's variables (clients/python), which an app and its daemon may share (a shell,
+/// an `EnvironmentFile`): not configuration keys, so they are skipped rather than refused.
+const CLIENT_ENV: &[&str] = &["LNGPT_COLLECTOR_SOCKET", "LNGPT_COLLECTOR_API"];
+const CLIENT_ENV_PREFIX: &str = "LNGPT_COLLECTOR_CLIENT_";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -631,6 +636,8 @@ fn apply_env(
                 continue;
             }
             vec![Segment::Key(section.to_string()), Segment::Key(key.to_string())]
+        } else if CLIENT_ENV.contains(&var.as_str()) || var.starts_with(CLIENT_ENV_PREFIX) {
+            continue;
         } else if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
             match env_path(&rest.to_ascii_lowercase(), schema, table) {
                 Ok(path) => path,
@@ -1168,6 +1175,21 @@ mod tests {
         assert_eq!(c.mongodb.unwrap().collections.api_logs, "logs2");
         let e = load_env("", &[("LNGPT_COLLECTOR_FILE_3_PATH", "/x")]).unwrap_err();
         assert!(e.problem.contains("names no configuration key"), "{e}");
+    }
+
+    #[test]
+    fn the_python_clients_variables_are_left_to_it() {
+        let c = load_env(
+            "",
+            &[
+                ("LNGPT_COLLECTOR_SOCKET", "./data/collector.sock"),
+                ("LNGPT_COLLECTOR_API", "http://127.0.0.1:8787"),
+                ("LNGPT_COLLECTOR_CLIENT_SPOOL_DIR", "./collector-spool"),
+                ("LNGPT_COLLECTOR_PIPELINE_MAX_BATCH", "500"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.max_batch, 500);
     }
 
     #[test]
