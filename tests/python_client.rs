@@ -215,6 +215,33 @@ fn python_package_installs_offline_with_the_crates_version() {
         .next()
         .unwrap_or("")
         .starts_with(&target.path().display().to_string()));
+    // The release's wheel, built the way the README says.
+    let wheels = tempfile::tempdir().expect("temp dir");
+    let out = python()
+        .args([
+            "-m",
+            "pip",
+            "wheel",
+            "--no-index",
+            "--no-deps",
+            "--no-cache-dir",
+            "--quiet",
+            "-w",
+        ])
+        .arg(wheels.path())
+        .arg(client_dir())
+        .output()
+        .expect("run pip wheel");
+    assert!(
+        out.status.success(),
+        "pip wheel failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wheel = wheels.path().join(format!(
+        "lngpt_collector-{}-py3-none-any.whl",
+        env!("CARGO_PKG_VERSION")
+    ));
+    assert!(wheel.exists(), "no {}", wheel.display());
     let pyproject = std::fs::read_to_string(client_dir().join("pyproject.toml")).unwrap();
     assert!(
         pyproject.contains(&format!("version = \"{}\"", env!("CARGO_PKG_VERSION"))),
