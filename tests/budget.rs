@@ -92,21 +92,21 @@ fn budget_spend_matches_the_store(d: &mut Daemon, mongo: Option<(&MongoServer, &
     away_from_the_hour_boundary();
     let now = Timestamp::now().as_millis();
     let (hour, day) = shanghai_starts(now);
-    // Either side of the day's and the hour's first millisecond, in dollars and in yuan.
-    let mut lines = String::new();
-    lines += &cost_line(day - 1, "gpt-4o", 1.0, "$"); // yesterday: in neither window
-    lines += &cost_line(day, "gpt-4o", 2.0, "$"); // today's first millisecond
-    lines += &cost_line(day + 1, "glm-4", 3.5, "￥");
+    // Either side of the day's and the hour's first millisecond, in dollars and in yuan; the
+    // daemon restarts between the day's events and the hour's.
+    let mut before = String::new();
+    before += &cost_line(day - 1, "gpt-4o", 1.0, "$"); // yesterday: in neither window
+    before += &cost_line(day, "gpt-4o", 2.0, "$"); // today's first millisecond
+    before += &cost_line(day + 1, "glm-4", 3.5, "￥");
+    let mut after = String::new();
     if hour > day {
-        lines += &cost_line(hour - 1, "glm-4", 4.0, "￥"); // today, the hour before
+        after += &cost_line(hour - 1, "glm-4", 4.0, "￥"); // today, the hour before
     }
-    lines += &cost_line(hour, "gpt-4o", 0.5, "$"); // this hour's first millisecond
-    lines += &cost_line(now - 1000, "doubao-lite-32k", 1.25, "￥");
-    let n = lines.lines().count() as u64;
-    assert_eq!(d.send(lines.as_bytes()).events, n);
+    after += &cost_line(hour, "gpt-4o", 0.5, "$"); // this hour's first millisecond
+    after += &cost_line(now - 1000, "doubao-lite-32k", 1.25, "￥");
 
     let expected = |costs: &[(i64, f64)], from: i64| costs.iter().filter(|c| c.0 >= from).map(|c| c.1).sum::<f64>();
-    let check = |d: &Daemon| {
+    let check = |d: &Daemon, n: u64| {
         let api = d.api();
         wait_until(
             "the budget to count every stored cost",
@@ -122,7 +122,21 @@ fn budget_spend_matches_the_store(d: &mut Daemon, mongo: Option<(&MongoServer, &
             || format!("{}\n{}", get(&api, "/api/budget").text(), d.log()),
         )
     };
-    let b = check(d);
+    let n_before = before.lines().count() as u64;
+    assert_eq!(d.send(before.as_bytes()).events, n_before);
+    let first = check(d, n_before);
+    let day_before_restart = 2.0 * RATE + 3.5;
+    assert!(
+        close(first["day"]["spent_rmb"].as_f64().unwrap(), day_before_restart),
+        "{first}"
+    );
+    // A restart reads the totals again before answering: nothing is forgotten or counted twice.
+    d.stop();
+    d.restart();
+    let n_after = after.lines().count() as u64;
+    assert_eq!(d.send(after.as_bytes()).events, n_after);
+    let n = n_before + n_after;
+    let b = check(d, n);
     assert_eq!(b["success"], true);
     assert_eq!(b["window"], "calendar");
     assert_eq!(b["timezone"], "Asia/Shanghai");
@@ -135,11 +149,6 @@ fn budget_spend_matches_the_store(d: &mut Daemon, mongo: Option<(&MongoServer, &
     assert!(close(b["hour"]["spent_rmb"].as_f64().unwrap(), hour_rmb), "{b}");
     assert_eq!(b["allowed"], true);
     assert!(b["as_of"].is_string(), "{b}");
-    // A restart reads the totals again before answering: nothing is forgotten.
-    d.stop();
-    d.restart();
-    let after = check(d);
-    assert!(close(after["day"]["spent_rmb"].as_f64().unwrap(), day_rmb), "{after}");
 }
 
 #[test]
