@@ -362,6 +362,19 @@ fn metrics_show_the_budget_the_alerts_and_the_webhooks() {
         },
         || get(&api, "/metrics").text(),
     );
+    // The same alert in the history listing, and the monitor's windows in theirs.
+    let alerts = get_ok(&api, "/api/alerts?state=firing&rule=budget");
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    assert_eq!(alerts["alerts"][0]["labels"]["period"], "hourly");
+    let minutes = wait_until(
+        "a window in /api/metrics/minutes",
+        || {
+            let m = get_ok(&api, "/api/metrics/minutes?per_page=5");
+            (!m["metrics"].as_array()?.is_empty()).then_some(m)
+        },
+        || d.log(),
+    );
+    assert_eq!(minutes["metrics"][0]["window_ms"], 300, "{minutes}");
     for line in [
         "lngpt_collector_budget_spent_rmb{period=\"hour\"} 11",
         "lngpt_collector_budget_limit_rmb{period=\"hour\"} 10",
@@ -411,4 +424,36 @@ fn api_times_without_an_offset_are_read_in_the_naive_timezone() {
         "/api/logs?start_time=2026-11-25T16:30:00Z&end_time=2026-11-25T17:30:00Z",
     );
     assert_eq!(p["logs"][0]["message"], "inside");
+}
+
+#[test]
+fn alerts_and_minutes_are_listed_alike_with_mongodb() {
+    let server = MongoServer::start();
+    let db = unique_db("alertlist");
+    let config = mongodb_section(&server.uri(), &db, "")
+        + &fast_budget("hourly_limit_rmb = 10\ndaily_limit_rmb = 0\nwarn_at = [1.0]");
+    let d = Daemon::start(&config);
+    let api = d.api();
+    d.send(cost_line(Timestamp::now().as_millis() - 1000, "glm-4", 12.0, "￥").as_bytes());
+    let active = wait_until(
+        "the budget alert, active",
+        || {
+            let a = get_ok(&api, "/api/alerts/active");
+            a["alerts"].as_array()?.iter().find(|x| x["rule"] == "budget").cloned()
+        },
+        || d.log(),
+    );
+    assert_eq!(active["silenced_by"], Value::Null);
+    let listed = get_ok(&api, "/api/alerts?state=firing&rule=budget");
+    assert_eq!(listed["alerts"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["alerts"][0]["key"], active["key"]);
+    let minutes = wait_until(
+        "a window in /api/metrics/minutes",
+        || {
+            let m = get_ok(&api, "/api/metrics/minutes?per_page=5");
+            (!m["metrics"].as_array()?.is_empty()).then_some(m)
+        },
+        || d.log(),
+    );
+    assert_eq!(minutes["metrics"][0]["window_ms"], 300, "{minutes}");
 }
