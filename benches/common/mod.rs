@@ -27,6 +27,28 @@ pub fn line(i: usize) -> String {
     line + "\n"
 }
 
+/// Record `i` of the app's text log (the original LOG_FORMAT), about as long as [`line`]: the same
+/// information a log line of the JSON benchmark carries, as `setup_logging()` writes it. Every
+/// 100th record is an error with a 5-line traceback.
+pub fn text_line(i: usize) -> String {
+    let (sec, ms) = (i / 1000, i % 1000);
+    let stamp = format!(
+        "2026-11-26 {:02}:{:02}:{:02},{ms:03}",
+        8 + sec / 3600 % 16,
+        sec / 60 % 60,
+        sec % 60
+    );
+    if i % 100 == 99 {
+        return format!(
+            "{stamp} - lngpt.api - ERROR - API调用失败: stream_chat request {i} model=glm-4-flash\nTraceback (most recent call last):\n  File \"/srv/app/llm_api.py\", line 218, in stream_chat\n    response = client.chat.completions.create(**params)\n  File \"/srv/app/llm_api.py\", line 96, in create\nRuntimeError: upstream timeout after 30s for request {i}\n"
+        );
+    }
+    format!(
+        "{stamp} - lngpt.writer - INFO - API调用成功: stream_chat request {i} module=writer function=stream_chat line=218 model=glm-4-flash tokens={} chapter=16 provider=zhipuai\n",
+        i % 9000
+    )
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

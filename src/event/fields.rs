@@ -46,6 +46,8 @@ known_fields!(
     "lineno",
     "logger",
     "name",
+    "traceback",
+    "exc_text",
     "extra",
     "model",
     "gen_ai.request.model",
@@ -76,7 +78,7 @@ known_fields!(
     "chunk_count",
 );
 
-const SLOTS: usize = 43;
+const SLOTS: usize = 45;
 
 /// Why a line is not an object of fields.
 #[derive(Debug)]
