@@ -162,7 +162,7 @@ fn main() {
         let n = env_usize("BENCH_PAIR_EVENTS", 1_000_000);
         let pairs = env_usize("BENCH_PAIRS", 3);
         // The last record waits for multiline_timeout before it is complete: short, not to wait.
-        let text_entry = "format = \"python\"\ntimezone = \"UTC\"\nmultiline_timeout = \"100ms\"";
+        let text_entry = "format = \"python\"\nmultiline_timeout = \"100ms\"";
         let mut ratios = Vec::new();
         for p in 1..=pairs {
             let (json_cpu, json_secs, json_bytes) = catch_up(n, line, "");

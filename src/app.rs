@@ -61,6 +61,7 @@ pub struct Running {
     monitor: Monitor,
     notifier: Notifier,
     redactor: Arc<Redactor>,
+    prices: Arc<arc_swap::ArcSwap<crate::event::prices::PriceTable>>,
     _state: StateDir,
 }
 
@@ -98,6 +99,8 @@ impl App {
         EventId::set_installation(state.installation());
         let fd_limit = raise_fd_limit();
         let redactor = Arc::new(Redactor::new(&config.redact)?);
+        let prices = Arc::new(arc_swap::ArcSwap::from_pointee(config.prices.clone()));
+        let naive = Arc::new(crate::event::NaiveZone::named(&config.naive_timezone)?);
         let counters = Arc::new(Counters::default());
         let background = Coordinator::new();
         let mut supervisor = Supervisor::default();
@@ -130,7 +133,8 @@ impl App {
                 None => SocketSource::bind(&path, mode, config.socket.group.as_deref())?,
             };
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()),
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                prices.clone(),
                 sender.clone(),
                 counters.clone(),
                 Source::from("socket"),
@@ -155,7 +159,8 @@ impl App {
         let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
         for entry in &config.file {
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()),
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                prices.clone(),
                 sender.clone(),
                 counters.clone(),
                 Source::from(entry.path.as_str()),
@@ -263,6 +268,7 @@ impl App {
             monitor,
             notifier,
             redactor,
+            prices,
             _state: state,
         })
     }
@@ -311,7 +317,8 @@ impl Running {
             let value = serde_json::to_value(c).unwrap_or_default();
             value.get(name).map(|v| v.to_string()).unwrap_or_default()
         };
-        let mut applied = vec!["[monitor]", "[budget]"];
+        let mut applied = vec!["[monitor]", "[budget]", "[prices]"];
+        self.prices.store(Arc::new(new.prices.clone()));
         if new.log.level != self.config.log.level {
             match telemetry::set_level(&new.log.level) {
                 Ok(()) => applied.push("log.level"),
@@ -347,6 +354,7 @@ impl Running {
         self.config.budget = new.budget;
         self.config.webhook = new.webhook;
         self.config.redact = new.redact;
+        self.config.prices = new.prices;
         self.config.log.level = new.log.level;
         tracing::info!("SIGHUP: reloaded {}", applied.join(", "));
         if !needs_restart.is_empty() || log_format_changed {

@@ -37,6 +37,9 @@ pub const ENV_PREFIX: &str = "LNGPT_COLLECTOR_";
 pub struct Config {
     /// Embedded store, outbox and checkpoints live here; created if missing.
     pub state_dir: PathBuf,
+    /// How a time without an offset is read: `"local"` (the host's zone, as Python's naive
+    /// `datetime.now()` means), `"UTC"`, or an IANA name.
+    pub naive_timezone: String,
     pub socket: SocketConfig,
     /// Tailed files: `[[file]]`, any number.
     pub file: Vec<FileConfig>,
@@ -50,6 +53,8 @@ pub struct Config {
     pub mongodb: Option<MongoConfig>,
     pub monitor: MonitorConfig,
     pub budget: BudgetConfig,
+    /// `[prices."<model>"]`: per-million-token prices for cost records that come without an amount.
+    pub prices: crate::event::prices::PriceTable,
     pub log: LogConfig,
     /// Alert receivers: `[[webhook]]`, any number.
     pub webhook: Vec<WebhookConfig>,
@@ -59,6 +64,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             state_dir: PathBuf::from("/var/lib/lngpt-collector"),
+            naive_timezone: "local".into(),
             socket: SocketConfig::default(),
             file: Vec::new(),
             pipeline: PipelineConfig::default(),
@@ -68,6 +74,7 @@ impl Default for Config {
             mongodb: None,
             monitor: MonitorConfig::default(),
             budget: BudgetConfig::default(),
+            prices: Default::default(),
             log: LogConfig::default(),
             webhook: Vec::new(),
         }
@@ -154,6 +161,9 @@ impl Config {
         if self.state_dir.as_os_str().is_empty() {
             p.add("state_dir", "is empty; expected a directory such as \"./data\"");
         }
+        if let Err(e) = crate::event::NaiveZone::named(&self.naive_timezone) {
+            p.add("naive_timezone", e);
+        }
         self.socket.validate(p);
         for (i, f) in self.file.iter().enumerate() {
             f.validate(&format!("file[{i}]"), p);
@@ -195,6 +205,7 @@ impl Config {
             );
         }
         self.budget.validate(p);
+        crate::event::prices::validate(&self.prices, p);
         self.log.validate(p);
         crate::notify::validate_all(&self.webhook, p);
     }
@@ -266,6 +277,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
         }
         section!(
             "state_dir" => config.state_dir,
+            "naive_timezone" => config.naive_timezone,
             "socket" => config.socket,
             "file" => config.file,
             "pipeline" => config.pipeline,
@@ -275,6 +287,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
             "mongodb" => config.mongodb,
             "monitor" => config.monitor,
             "budget" => config.budget,
+            "prices" => config.prices,
             "log" => config.log,
             "webhook" => config.webhook,
         );
@@ -450,6 +463,16 @@ impl Problems {
 
 /// The known keys and their kinds, read off the serialized defaults.
 fn schema() -> Json {
+    let mut prices = crate::event::prices::PriceTable::new();
+    prices.insert(
+        "<model>".into(),
+        crate::event::prices::Price {
+            input_per_million: 0.0,
+            output_per_million: 0.0,
+            cached_input_per_million: Some(0.0),
+            currency: "$".into(),
+        },
+    );
     let with_optional_sections = Config {
         mongodb: Some(MongoConfig::default()),
         // Keys without a default are shown set, so that they count as known.
@@ -458,6 +481,7 @@ fn schema() -> Json {
             datefmt: Some(String::new()),
             ..FileConfig::default()
         }],
+        prices,
         webhook: vec![WebhookConfig::default()],
         ..Config::default()
     };
@@ -468,13 +492,21 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, p: &mut 
     let Some(known) = schema.as_object() else {
         return;
     };
+    // A table keyed by names the user chooses (`[prices."gpt-4o"]`): the schema holds one example
+    // entry under a `<placeholder>` key, and every entry is checked against it.
+    let map_entry = (known.len() == 1)
+        .then(|| known.iter().next())
+        .flatten()
+        .filter(|(k, _)| k.starts_with('<'))
+        .map(|(_, v)| v);
     for (key, value) in table {
         let path = if prefix.is_empty() {
             key.clone()
         } else {
             format!("{prefix}.{key}")
         };
-        match known.get(key) {
+        let known_value = known.get(key).or(map_entry);
+        match known_value {
             None => {
                 let mut problem = if prefix.is_empty() {
                     "is not a known key or section".to_string()
@@ -519,6 +551,11 @@ fn schema_root() -> &'static Json {
     ROOT.get_or_init(schema)
 }
 
+/// Keys people look for in one section that live in another, where spelling alone would point
+/// to the wrong one: a text log's times are read in the one `naive_timezone`, not a `[[file]]`
+/// key (and not `budget.timezone`, which only says where the budget's days begin).
+const ELSEWHERE: &[(&str, &str, &str)] = &[("file", "timezone", "naive_timezone")];
+
 /// The closest known key: a near spelling in the same section, or the same name in another section.
 fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
     // Every (section, key) pair at any depth, sections included.
@@ -536,9 +573,12 @@ fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
             format!("{s}.{k}")
         }
     }
+    let section = section_name(section);
+    if let Some((_, _, there)) = ELSEWHERE.iter().find(|(s, k, _)| *s == section && *k == key) {
+        return Some(there.to_string());
+    }
     let mut all = Vec::new();
     walk("", root, &mut all);
-    let section = section_name(section);
     let near = all
         .iter()
         .filter(|(s, _)| *s == section)

@@ -358,7 +358,7 @@ proptest! {
 }
 
 /// A `[[file]]` entry's keys for the app's text log, with a short wait for a record's last lines.
-const TEXT: &str = "format = \"python\"\ntimezone = \"UTC\"\nmultiline_timeout = \"300ms\"";
+const TEXT: &str = "format = \"python\"\nmultiline_timeout = \"300ms\"";
 
 /// Found by the property test: a file written and rotated away faster than the tailer's scan, then a
 /// stop. It has no checkpoint, so the next start must read it whole, however old its mtime is.
@@ -1017,7 +1017,7 @@ fn python_text_log_50000_records_with_tracebacks_rotations_and_a_kill_9_exactly_
     let expected_path = logs.path().join("expected.jsonl");
     let pause = logs.path().join("pause");
     let tz = [("TZ", "Asia/Shanghai")];
-    // `timezone` is left at "local": the daemon reads times in its TZ, as Python writes them.
+    // `naive_timezone` is left at "local": the daemon reads times in its TZ, as Python writes them.
     let mut d = Daemon::start_with(&file_section(&log, "format = \"python\""), &tz);
     let script = format!(
         r#"
@@ -1133,10 +1133,7 @@ print(Counting.rollovers)
 fn a_kill_9_or_a_stop_in_the_middle_of_a_traceback_stores_the_record_once_and_whole() {
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("app.log");
-    let mut d = Daemon::start(&file_section(
-        &log,
-        "format = \"python\"\ntimezone = \"UTC\"\nmultiline_timeout = \"10m\"",
-    ));
+    let mut d = Daemon::start(&file_section(&log, "format = \"python\"\nmultiline_timeout = \"10m\""));
     // Records 0..=5 and 6..=11 each end in one whose traceback is cut in two by the crash.
     for (first, stop) in [(0, Signal::SIGKILL), (6, Signal::SIGTERM)] {
         let split = first + 3; // a traceback record (seq % 6 == 3)
@@ -1226,4 +1223,59 @@ fn format_auto_reads_json_and_text_files_side_by_side_and_log_format_gives_the_p
     );
     assert_eq!(docs[&2]["extra"]["seq"], 2);
     assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}
+
+/// Issue 10, timestamps: `asctime` has no offset, so it is read in `naive_timezone`, the one
+/// setting that reads naive times in JSON lines too. Under `TZ=Asia/Shanghai`, records either side
+/// of local midnight land 8 hours earlier in UTC, on the same UTC day, in a text log and a JSON-lines
+/// file alike; a configured zone wins over the host's.
+#[test]
+fn asctime_is_read_in_naive_timezone_like_naive_json_times_either_side_of_midnight() {
+    let stored = |config: &str| {
+        let logs = tempfile::tempdir().unwrap();
+        append(
+            &logs.path().join("app.log"),
+            "2026-11-26 23:59:59,999 - lngpt - INFO - record 1 before midnight\n\
+             2026-11-27 00:00:00,000 - lngpt - INFO - record 2 after midnight\n\
+             2026-11-27 00:00:00,001 - lngpt - INFO - record 3 last\n",
+        );
+        append(
+            &logs.path().join("events.jsonl"),
+            "{\"message\": \"record 4 before midnight\", \"timestamp\": \"2026-11-26T23:59:59.999\"}\n\
+             {\"message\": \"record 5 after midnight\", \"timestamp\": \"2026-11-27T00:00:00.000\"}\n",
+        );
+        let entry = file_section(
+            &logs.path().join("*"),
+            "format = \"auto\"\nmultiline_timeout = \"50ms\"",
+        );
+        let d = Daemon::start_with(&format!("{config}{entry}"), &[("TZ", "Asia/Shanghai")]);
+        d.wait_for_count("api_logs", 5);
+        let times: Vec<String> = text_docs(&d)
+            .values()
+            .map(|doc| doc["timestamp"].as_str().unwrap().to_string())
+            .collect();
+        times
+    };
+    assert_eq!(
+        stored(""),
+        [
+            "2026-11-26T15:59:59.999Z",
+            "2026-11-26T16:00:00.000Z",
+            "2026-11-26T16:00:00.001Z",
+            "2026-11-26T15:59:59.999Z",
+            "2026-11-26T16:00:00.000Z",
+        ],
+        "naive_timezone = \"local\" (the default) is the host's zone"
+    );
+    assert_eq!(
+        stored("naive_timezone = \"America/New_York\"\n"),
+        [
+            "2026-11-27T04:59:59.999Z",
+            "2026-11-27T05:00:00.000Z",
+            "2026-11-27T05:00:00.001Z",
+            "2026-11-27T04:59:59.999Z",
+            "2026-11-27T05:00:00.000Z",
+        ],
+        "a configured zone wins over the host's"
+    );
 }

@@ -76,9 +76,11 @@ known_fields!(
     "error",
     "first_chunk_time",
     "chunk_count",
+    "cached_input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
 );
 
-const SLOTS: usize = 45;
+const SLOTS: usize = 47;
 
 /// Why a line is not an object of fields.
 #[derive(Debug)]

@@ -152,12 +152,8 @@ impl Monitor {
                 next_budget_read = tokio::time::Instant::now() + self.lock().budget.config().refresh.0;
             }
             let now = Timestamp::now();
-            let (finished, conditions, repeat) = {
-                let mut s = self.lock();
-                let finished = finish_windows(&mut s);
-                let conditions = conditions(&mut s, &self.shared.host, &store.health(), now);
-                (finished, conditions, s.cfg.repeat_interval.0)
-            };
+            let Evaluation { finished, conditions } = self.evaluate(&store.health(), now);
+            let repeat = self.lock().cfg.repeat_interval.0;
             if !finished.is_empty() {
                 let reservation = metrics.budget().force(0);
                 let chunk = Chunk {
@@ -178,8 +174,18 @@ impl Monitor {
         }
     }
 
-    /// Reads the current windows' cost totals from the store.
-    async fn read_budget<S: Query>(&self, store: &S) {
+    /// One evaluation at `now`, from memory: the documents of windows whose grace has passed
+    /// (marked written) and every rule's verdict.
+    pub fn evaluate(&self, health: &StoreHealth, now: Timestamp) -> Evaluation {
+        let mut s = self.lock();
+        Evaluation {
+            finished: finish_windows(&mut s, now),
+            conditions: conditions(&mut s, &self.shared.host, health, now),
+        }
+    }
+
+    /// Reads the current windows' cost totals from the store (every `budget.refresh`).
+    pub async fn read_budget<S: Query>(&self, store: &S) {
         let now = Timestamp::now();
         let (windows, proj_from, started) = {
             let s = self.lock();
@@ -273,9 +279,16 @@ fn windows_for(cfg: &MonitorConfig) -> Windows {
     Windows::new(width, keep)
 }
 
+/// What one evaluation gives.
+pub struct Evaluation {
+    /// `api_metrics` documents of the windows just finished.
+    pub finished: Vec<Event>,
+    pub conditions: Vec<Condition>,
+}
+
 /// The `api_metrics` documents of windows whose grace has passed.
-fn finish_windows(s: &mut State) -> Vec<Event> {
-    let now = Timestamp::now().as_millis();
+fn finish_windows(s: &mut State, now: Timestamp) -> Vec<Event> {
+    let now = now.as_millis();
     let (grace, width) = (s.cfg.grace.as_millis_i64(), s.windows.width_ms());
     let source = Source::from("monitor");
     let mut out = Vec::new();
@@ -379,6 +392,24 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
                     labels(&[("host", host), ("model", model)]),
                     m.error_rate(),
                     enough,
+                    t,
+                ));
+            }
+        }
+        if on(&rules.unpriced) {
+            let r = &rules.unpriced;
+            for (model, m) in &w.models {
+                if m.unpriced == 0 && m.cost_calls == 0 {
+                    continue;
+                }
+                let v = m.unpriced as f64;
+                let t = text(r.severity).unpriced(model, v);
+                out.push(Condition::measure(
+                    "unpriced",
+                    r,
+                    labels(&[("model", model)]),
+                    v,
+                    true,
                     t,
                 ));
             }

@@ -18,6 +18,8 @@ use lines::Frame;
 #[derive(Clone)]
 pub struct Ingest {
     parser: Parser,
+    /// `[prices]`, for cost records without an amount; swapped whole on SIGHUP.
+    prices: Arc<arc_swap::ArcSwap<crate::event::prices::PriceTable>>,
     pipeline: PipelineSender,
     counters: Arc<Counters>,
     source: Source,
@@ -59,6 +61,7 @@ impl SyncRequest {
 impl Ingest {
     pub fn new(
         parser: Parser,
+        prices: Arc<arc_swap::ArcSwap<crate::event::prices::PriceTable>>,
         pipeline: PipelineSender,
         counters: Arc<Counters>,
         source: Source,
@@ -66,6 +69,7 @@ impl Ingest {
     ) -> Ingest {
         Ingest {
             parser,
+            prices,
             pipeline,
             counters,
             source,
@@ -87,6 +91,11 @@ impl Ingest {
 
     pub fn redactor(&self) -> &crate::redact::Redactor {
         self.parser.redactor()
+    }
+
+    /// `naive_timezone`, for sources that read times themselves.
+    pub fn naive_timezone(&self) -> &Arc<crate::event::NaiveZone> {
+        self.parser.naive_timezone()
     }
 
     /// The same ingest for another source name (each tailed file is its own source).
@@ -141,7 +150,8 @@ impl Ingest {
         if events.is_empty() {
             return Ok(());
         }
-        let events = std::mem::take(events);
+        let mut events = std::mem::take(events);
+        crate::event::prices::price(&self.prices.load(), &mut events);
         let total = events.len() as u64;
         reservation.resize(events.iter().map(|e| e.cost as usize).sum());
         let rejected = self

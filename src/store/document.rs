@@ -90,11 +90,12 @@ impl Serialize for Doc<'_> {
                 m.serialize_entry("cost", &c.cost)?;
                 m.serialize_entry("currency_symbol", c.currency.symbol())?;
                 opt!("input_tokens", c.input_tokens);
+                opt!("cached_input_tokens", c.cached_input_tokens);
                 opt!("output_tokens", c.output_tokens);
                 opt!("total_tokens", c.total_tokens);
                 opt!("provider", c.provider);
                 opt!("request_id", c.request_id);
-                m.serialize_entry("cost_source", "reported")?;
+                m.serialize_entry("cost_source", c.source.as_str())?;
                 if !c.extra.is_empty() {
                     m.serialize_entry("extra", &c.extra)?;
                 }

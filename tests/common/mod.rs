@@ -257,8 +257,15 @@ pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     } else {
         "summary_interval = \"0\"\n"
     };
+    // Top-level keys of `extra` (before its first section) must precede every section.
+    let top_end = if extra.starts_with('[') {
+        0
+    } else {
+        extra.find("\n[").map_or(extra.len(), |i| i + 1)
+    };
+    let (top, extra) = extra.split_at(top_end);
     let mut extra = extra.to_string();
-    let mut head = format!("state_dir = {:?}\n", state.display().to_string());
+    let mut head = format!("state_dir = {:?}\n{top}\n", state.display().to_string());
     for (section, lines) in [("[socket]\n", socket_line.as_str()), ("[log]\n", log_lines)] {
         if extra.contains(section) {
             extra = extra.replacen(section, &format!("{section}{lines}"), 1);
@@ -278,6 +285,8 @@ fn spawn(config: &Path, env: &[(String, String)], command: &[String]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // Naive timestamps are read in the host's zone; tests pin it unless they set their own.
+    cmd.env("TZ", "UTC");
     cmd.env_remove("LOG_LEVEL").env_remove("LOG_FORMAT");
     for (k, v) in env {
         cmd.env(k, v);

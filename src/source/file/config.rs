@@ -34,9 +34,6 @@ pub struct FileConfig {
     /// The `datefmt` of that formatter; unset, logging's own `2026-11-26 12:00:00,123`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datefmt: Option<String>,
-    /// The zone the text log's times are local to: `local` (the host's, as Python writes them)
-    /// or an IANA name.
-    pub timezone: String,
     /// A text record is complete when the next one starts, or after this long without new data in
     /// the file (Python writes a record, traceback included, at once).
     pub multiline_timeout: HumanDuration,
@@ -84,7 +81,6 @@ impl Default for FileConfig {
             format: Format::Json,
             pattern: None,
             datefmt: None,
-            timezone: "local".into(),
             multiline_timeout: HumanDuration(Duration::from_secs(1)),
         }
     }
@@ -132,7 +128,7 @@ impl FileConfig {
                     );
                 }
             }
-        } else if let Err((name, problem)) = super::python::TextFormat::new(self) {
+        } else if let Err((name, problem)) = super::python::TextFormat::check(self) {
             p.add(&key(name), problem);
         }
     }
@@ -190,10 +186,7 @@ mod tests {
             Some(super::super::python::DEFAULT_PATTERN),
             "the effective pattern is shown"
         );
-        assert_eq!(
-            (f.timezone.as_str(), f.multiline_timeout.0),
-            ("local", Duration::from_secs(1))
-        );
+        assert_eq!(f.multiline_timeout.0, Duration::from_secs(1));
         assert_eq!(load("[[file]]\npath = \"a\"\n").unwrap().file[0].pattern, None);
         for (toml, key, says) in [
             ("format = \"xml\"", "file[0].format", "`json`"),
@@ -208,9 +201,9 @@ mod tests {
                 "no full date",
             ),
             (
-                "format = \"python\"\ntimezone = \"Mars/Olympus\"",
+                "format = \"python\"\ntimezone = \"Asia/Shanghai\"",
                 "file[0].timezone",
-                "IANA name",
+                "did you mean `naive_timezone`?",
             ),
             (
                 "format = \"auto\"\nmultiline_timeout = \"2h\"",

@@ -166,7 +166,8 @@ impl FileSource {
         let text = match cfg.format {
             Format::Json => None,
             Format::Python | Format::Auto => Some(Arc::new(
-                TextFormat::new(&cfg).map_err(|(key, problem)| format!("`{key}` {problem}"))?,
+                TextFormat::new(&cfg, ingest.naive_timezone().clone())
+                    .map_err(|(key, problem)| format!("`{key}` {problem}"))?,
             )),
         };
         Ok(FileSource {

@@ -7,7 +7,9 @@
 //! reads it back without a regular expression. Locale-dependent directives (`%c`, `%x`, `%X`) and
 //! ones strftime does not have (`%f`) are refused when the configuration is loaded.
 
-use crate::event::Timestamp;
+use std::sync::Arc;
+
+use crate::event::{NaiveZone, Timestamp};
 
 /// What a directive reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,13 +427,7 @@ impl Civil {
         let local = (days * 86_400 + hour * 3600 + self.minute * 60 + self.second.min(59)) * 1000 + millis;
         let utc = match self.offset {
             Some(east) => local - east * 1000,
-            None => {
-                local
-                    - zone.offset_ms(
-                        days * 1440 + hour * 60 + self.minute,
-                        (year, month, day, hour, self.minute),
-                    )?
-            }
+            None => local - zone.offset_ms(days * 1440 + hour * 60 + self.minute)?,
         };
         if !(0..=crate::event::MAX_TIMESTAMP_MS).contains(&utc) {
             return Err("is outside the years 1970 to 9999".into());
@@ -440,35 +436,31 @@ impl Civil {
     }
 }
 
-/// The zone local times are read in, with the offset of the last minute asked about kept: log
-/// times come in order, so the zone's rules are consulted about once a minute, not once a line.
+/// `naive_timezone`, with the offset of the last minute asked about kept: log times come in
+/// order, so the zone's rules are consulted about once a minute, not once a line.
 pub struct ZoneCache {
-    zone: jiff::tz::TimeZone,
+    zone: Arc<NaiveZone>,
     /// (local minute since the epoch, offset in milliseconds) of the last conversion.
     last: Option<(i64, i64)>,
 }
 
 impl ZoneCache {
-    pub fn new(zone: jiff::tz::TimeZone) -> ZoneCache {
+    pub fn new(zone: Arc<NaiveZone>) -> ZoneCache {
         ZoneCache { zone, last: None }
     }
 
-    /// Milliseconds the zone is ahead of UTC at that local minute. In the hour a clock is set back
-    /// (which occurs twice), the earlier instant is taken; in the hour it skips, the later offset.
-    fn offset_ms(&mut self, minute: i64, (y, mo, d, h, mi): (i64, i64, i64, i64, i64)) -> Result<i64, String> {
+    /// Milliseconds the zone is ahead of UTC at that local minute, as [`NaiveZone`] reads a naive
+    /// time: in the hour a clock is set back (which occurs twice), the earlier instant; in the hour
+    /// it skips, the offset after the gap. Offsets change on whole minutes, so a minute has one.
+    fn offset_ms(&mut self, minute: i64) -> Result<i64, String> {
         if let Some((m, offset)) = self.last {
             if m == minute {
                 return Ok(offset);
             }
         }
-        let civil = jiff::civil::DateTime::new(y as i16, mo as i8, d as i8, h as i8, mi as i8, 0, 0)
-            .map_err(|e| format!("is not a valid local time ({e})"))?;
-        let utc = self
-            .zone
-            .to_ambiguous_timestamp(civil)
-            .compatible()
-            .map_err(|e| format!("cannot be placed in the time zone ({e})"))?;
-        let offset = minute * 60_000 - utc.as_millisecond();
+        let wall = minute * 60_000;
+        let utc = self.zone.to_utc(wall).map_err(|e| e.to_string())?;
+        let offset = wall - utc.0;
         self.last = Some((minute, offset));
         Ok(offset)
     }
@@ -479,7 +471,11 @@ mod tests {
     use super::*;
 
     fn utc() -> ZoneCache {
-        ZoneCache::new(jiff::tz::TimeZone::UTC)
+        zone("UTC")
+    }
+
+    fn zone(name: &str) -> ZoneCache {
+        ZoneCache::new(Arc::new(NaiveZone::named(name).unwrap()))
     }
 
     fn at(fmt: &str, text: &str) -> Result<i64, String> {
@@ -561,16 +557,15 @@ mod tests {
 
     #[test]
     fn local_times_are_read_in_the_zone_once_a_minute() {
-        let shanghai = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
-        let mut zone = ZoneCache::new(shanghai);
+        let mut shanghai = zone("Asia/Shanghai");
         let f = DateFormat::logging_default();
         let (c, _) = f.read("2026-11-26 16:00:00,536").unwrap();
-        assert_eq!(c.to_timestamp(&mut zone).unwrap().0, 1_795_680_000_536);
+        assert_eq!(c.to_timestamp(&mut shanghai).unwrap().0, 1_795_680_000_536);
         let (c, _) = f.read("2026-11-26 16:00:59,999").unwrap();
-        assert_eq!(c.to_timestamp(&mut zone).unwrap().0, 1_795_680_059_999);
+        assert_eq!(c.to_timestamp(&mut shanghai).unwrap().0, 1_795_680_059_999);
         // New York: the hour set back on 2026-11-01 is read as its first pass (EDT, UTC-4); the
         // skipped hour on 2026-03-08 takes the offset after it.
-        let mut ny = ZoneCache::new(jiff::tz::TimeZone::get("America/New_York").unwrap());
+        let mut ny = zone("America/New_York");
         let (c, _) = f.read("2026-11-01 01:30:00,000").unwrap();
         assert_eq!(
             c.to_timestamp(&mut ny).unwrap().0,

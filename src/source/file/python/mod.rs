@@ -10,6 +10,7 @@ mod datefmt;
 mod pattern;
 mod records;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use records::{Out, Records};
@@ -17,6 +18,7 @@ pub use records::{Out, Records};
 use pattern::Pattern;
 
 use super::FileConfig;
+use crate::event::NaiveZone;
 
 /// The original system's `LOG_FORMAT`, used when neither the `[[file]]` entry nor the `LOG_FORMAT`
 /// environment variable gives one.
@@ -25,40 +27,37 @@ pub const DEFAULT_PATTERN: &str = "%(asctime)s - %(name)s - %(levelname)s - %(me
 /// What reading one `[[file]]` entry's text records takes, compiled once and shared by its files.
 pub struct TextFormat {
     pattern: Pattern,
-    zone: jiff::tz::TimeZone,
+    /// `naive_timezone`: `asctime` has no offset, like a naive timestamp in a JSON line, and is
+    /// read the same way.
+    zone: Arc<NaiveZone>,
     timeout: Duration,
     /// A record's lines are kept up to this many bytes (`max_line_bytes`).
     max_bytes: usize,
 }
 
 impl TextFormat {
-    /// Compiles the entry's `pattern`, `datefmt` and `timezone`. The error names the key and says
-    /// what is wrong and what to write.
-    pub fn new(cfg: &FileConfig) -> Result<TextFormat, (&'static str, String)> {
-        let pattern = Pattern::compile(
-            cfg.pattern.as_deref().unwrap_or(DEFAULT_PATTERN),
-            cfg.datefmt.as_deref(),
-        )?;
+    /// Compiles the entry's `pattern` and `datefmt`; times without an offset are read in `zone`.
+    /// The error names the key and says what is wrong and what to write.
+    pub fn new(cfg: &FileConfig, zone: Arc<NaiveZone>) -> Result<TextFormat, (&'static str, String)> {
         Ok(TextFormat {
-            pattern,
-            zone: zone(&cfg.timezone).map_err(|e| ("timezone", e))?,
+            pattern: compile(cfg)?,
+            zone,
             timeout: cfg.multiline_timeout.0,
             max_bytes: cfg.max_line_bytes,
         })
     }
+
+    /// Checks the entry's `pattern` and `datefmt`, for the configuration loader.
+    pub fn check(cfg: &FileConfig) -> Result<(), (&'static str, String)> {
+        compile(cfg).map(drop)
+    }
 }
 
-/// `local` (the host's zone, as Python's `time.localtime` uses: `TZ`, else `/etc/localtime`) or
-/// an IANA name.
-fn zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
-    if name == "local" {
-        return Ok(jiff::tz::TimeZone::system());
-    }
-    jiff::tz::TimeZone::get(name).map_err(|e| {
-        format!(
-            "is {name:?}, which is not a known time zone ({e}); expected \"local\" (the host's zone, as Python writes) or an IANA name such as \"Asia/Shanghai\" or \"UTC\""
-        )
-    })
+fn compile(cfg: &FileConfig) -> Result<Pattern, (&'static str, String)> {
+    Pattern::compile(
+        cfg.pattern.as_deref().unwrap_or(DEFAULT_PATTERN),
+        cfg.datefmt.as_deref(),
+    )
 }
 
 /// For `format = "auto"`: whether a file whose first line is `head` holds JSON lines (it starts

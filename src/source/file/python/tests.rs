@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::config::HumanDuration;
-use crate::event::{Body, Event, EventId, Level, Log, Parser, Source, Timestamp};
+use crate::event::{Body, Event, EventId, Level, Log, NaiveZone, Parser, Source, Timestamp};
 use crate::pipeline::PipelineSender;
 use crate::redact::{RedactConfig, Redactor};
 use crate::source::lines::LineDecoder;
@@ -22,15 +22,22 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: &FileConfig) -> Harness {
+        Harness::in_zone(cfg, "UTC")
+    }
+
+    /// With `naive_timezone = zone`.
+    fn in_zone(cfg: &FileConfig, zone: &str) -> Harness {
         let redactor = Arc::new(Redactor::new(&RedactConfig::default()).unwrap());
+        let zone = Arc::new(NaiveZone::named(zone).unwrap());
         let ingest = Ingest::new(
-            Parser::new(redactor),
+            Parser::new(redactor).with_naive_timezone(zone.clone()),
+            Arc::default(),
             PipelineSender::unconnected(),
             Arc::default(),
             Source::from("app.log"),
             cfg.max_line_bytes,
         );
-        let format = Arc::new(TextFormat::new(cfg).unwrap());
+        let format = Arc::new(TextFormat::new(cfg, zone).unwrap());
         Harness {
             ingest,
             decoder: LineDecoder::new(cfg.max_line_bytes).keeping_blank_lines(),
@@ -79,7 +86,6 @@ fn config(edit: impl FnOnce(&mut FileConfig)) -> FileConfig {
     let mut cfg = FileConfig {
         path: "app.log".into(),
         format: super::super::Format::Python,
-        timezone: "UTC".into(),
         ..FileConfig::default()
     };
     edit(&mut cfg);
@@ -258,9 +264,8 @@ fn process_thread_and_unknown_attributes_go_to_extra_and_times_follow_the_zone()
                 .into(),
         );
         c.datefmt = Some("%Y-%m-%d %H:%M:%S".into());
-        c.timezone = "Asia/Shanghai".into();
     });
-    let mut h = Harness::new(&cfg);
+    let mut h = Harness::in_zone(&cfg, "Asia/Shanghai");
     h.feed(b"2026-11-26 16:00:00.536 4242 139990 MainThread req-7 DEBUG    lngpt.api llm_api.stream_chat:225 token=abcdefgh12345678\n");
     let events = h.finish();
     assert_eq!(
