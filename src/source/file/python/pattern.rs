@@ -49,7 +49,7 @@ pub enum Shape {
 #[derive(Debug, Clone)]
 enum Next {
     /// A literal, with its searcher built once (it is looked for on every line).
-    Literal(memmem::Finder<'static>),
+    Literal(Box<memmem::Finder<'static>>),
     Field,
     End,
 }
@@ -163,7 +163,7 @@ impl Pattern {
         for (k, piece) in pieces.iter().enumerate() {
             let Piece::Field(i) = piece else { continue };
             let next = match pieces.get(k + 1) {
-                Some(Piece::Literal(l)) => Next::Literal(memmem::Finder::new(l.as_bytes()).into_owned()),
+                Some(Piece::Literal(l)) => Next::Literal(Box::new(memmem::Finder::new(l.as_bytes()).into_owned())),
                 Some(Piece::Field(j)) => {
                     let f = &fields[*i];
                     if f.shape == Shape::Text || f.attr == Attr::Message {
