@@ -168,6 +168,7 @@ impl App {
                 entry.max_line_bytes,
             );
             FileSource::new(entry.clone(), ingest, checkpoints.clone())
+                .map_err(|e| format!("cannot tail {}: {e}", entry.path))?
                 .spawn(sources.listener(), tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the file tailer for {}: {e}", entry.path))?;
         }
