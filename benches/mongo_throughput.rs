@@ -38,7 +38,7 @@ fn start_collector(dir: &Path, uri: &str, db: &str) -> (Child, PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[mongodb]\nuri = {:?}\ndatabase = {db:?}\nserver_selection_timeout = \"1s\"\n",
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[api]\nlisten = \"127.0.0.1:0\"\n[mongodb]\nuri = {:?}\ndatabase = {db:?}\nserver_selection_timeout = \"1s\"\n",
             dir.join("state").display().to_string(),
             socket.display().to_string(),
             direct(uri)

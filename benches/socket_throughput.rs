@@ -5,6 +5,7 @@
 //! then stops the daemon with SIGTERM, which returns only once everything accepted is stored. It
 //! prints events/s, MiB/s, the daemon's peak RSS and CPU time per event (steadier than events/s on
 //! a small machine shared with the clients), and checks that every event was stored.
+//! BENCH_MONITOR=off runs it with the monitor off, for the on/off comparison in the README.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -21,10 +22,11 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("bench.sock");
     let config = dir.path().join("bench.toml");
+    let monitor = std::env::var("BENCH_MONITOR").map_or(true, |v| v != "off");
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n",
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[monitor]\nenabled = {monitor}\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("state").display().to_string(),
             socket.display().to_string()
         ),
@@ -102,8 +104,9 @@ fn main() {
     let secs = t_stored.as_secs_f64();
     let mib = bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "socket -> embedded store: {total} events ({:.0} bytes each), {clients} clients",
-        bytes as f64 / total as f64
+        "socket -> embedded store: {total} events ({:.0} bytes each), {clients} clients, monitor {}",
+        bytes as f64 / total as f64,
+        if monitor { "on" } else { "off" }
     );
     println!("  accepted in {:.2}s, stored in {:.2}s", t_accepted.as_secs_f64(), secs);
     println!("  {:.0} events/s, {:.1} MiB/s", total as f64 / secs, mib / secs);

@@ -239,7 +239,8 @@ check_deb() {
     ./usr/share/bash-completion/completions/lngpt-collector ./usr/share/zsh/vendor-completions/_lngpt-collector \
     ./usr/share/fish/vendor_completions.d/lngpt-collector.fish ./usr/share/doc/lngpt-collector/README.md \
     ./usr/share/doc/lngpt-collector/copyright ./usr/share/doc/lngpt-collector/examples/secrets.conf \
-    ./usr/share/lngpt-collector/python/lngpt_collector.py; do
+    ./usr/share/lngpt-collector/python/lngpt_collector/__init__.py \
+    ./usr/share/lngpt-collector/python/pyproject.toml ./usr/share/lngpt-collector/python/_build/lngpt_build.py; do
     grep -qx "$path" <<<"$contents" || fail "$deb has no $path"
   done
   grep -q generate-docs <<<"$(zcat "$repo/$target_dir/release/docs/man/lngpt-collector.1.gz")" &&

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::config::{Config, HumanDuration};
 use crate::event::{EventId, Parser, Source};
 use crate::monitor::alerts::{AlertSink, Fanout, LogSink};
+use crate::monitor::silences::{Silenced, Silences};
 use crate::monitor::Monitor;
 use crate::notify::{Notifier, Options as NotifyOptions};
 use crate::pipeline::budget::Budget;
@@ -61,6 +62,7 @@ pub struct Running {
     monitor: Monitor,
     notifier: Notifier,
     redactor: Arc<Redactor>,
+    prices: Arc<arc_swap::ArcSwap<crate::event::prices::PriceTable>>,
     _state: StateDir,
 }
 
@@ -98,6 +100,8 @@ impl App {
         EventId::set_installation(state.installation());
         let fd_limit = raise_fd_limit();
         let redactor = Arc::new(Redactor::new(&config.redact)?);
+        let prices = Arc::new(arc_swap::ArcSwap::from_pointee(config.prices.clone()));
+        let naive = Arc::new(crate::event::NaiveZone::named(&config.naive_timezone)?);
         let counters = Arc::new(Counters::default());
         let background = Coordinator::new();
         let mut supervisor = Supervisor::default();
@@ -113,7 +117,7 @@ impl App {
             Vec::new()
         };
         let tap = Tap::new(observers, 16);
-        let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap);
+        let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap.clone());
         let sender = parts.sender;
         let budget = parts.budget;
         let parts_progress = parts.progress.clone();
@@ -130,7 +134,8 @@ impl App {
                 None => SocketSource::bind(&path, mode, config.socket.group.as_deref())?,
             };
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()),
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                prices.clone(),
                 sender.clone(),
                 counters.clone(),
                 Source::from("socket"),
@@ -155,13 +160,15 @@ impl App {
         let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
         for entry in &config.file {
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()),
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                prices.clone(),
                 sender.clone(),
                 counters.clone(),
                 Source::from(entry.path.as_str()),
                 entry.max_line_bytes,
             );
             FileSource::new(entry.clone(), ingest, checkpoints.clone())
+                .map_err(|e| format!("cannot tail {}: {e}", entry.path))?
                 .spawn(sources.listener(), tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the file tailer for {}: {e}", entry.path))?;
         }
@@ -179,11 +186,16 @@ impl App {
                 synchronous: config.embedded.synchronous,
             },
         )?;
+        let silences = Silences::open(&config.database_path(), config.embedded.synchronous)?;
         // Deliveries go on while the pipeline drains; they stop with the background tasks.
         supervisor.spawn("webhook delivery", notifier.clone().run(background.listener()));
         if config.monitor.enabled {
             // A producer (it writes `api_metrics` through the pipeline), so it stops with the sources.
-            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![Arc::new(LogSink), Arc::new(notifier.clone())]));
+            let webhooks = Silenced {
+                silences: silences.clone(),
+                inner: notifier.clone(),
+            };
+            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![Arc::new(LogSink), Arc::new(webhooks)]));
             supervisor.spawn(
                 "monitor",
                 monitor.clone().run(
@@ -194,6 +206,36 @@ impl App {
                     sources.listener(),
                 ),
             );
+        }
+        if config.api.enabled {
+            let server = match activated.listener(systemd::API_NAME)? {
+                Some(passed) => crate::api::Server::activated(passed)?,
+                None => crate::api::Server::bind(&config.api)?,
+            };
+            let ingest = Ingest::new(
+                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                prices.clone(),
+                sender.clone(),
+                counters.clone(),
+                Source::from("http"),
+                config.socket.max_line_bytes,
+            );
+            let parts = crate::api::Parts {
+                store: store.clone(),
+                tap,
+                ingest: Some(ingest),
+                budget: budget.clone(),
+                counters: counters.clone(),
+                budget_config: config.budget.clone(),
+                timezone: config.budget.timezone.clone(),
+                outbox_cap: config.mongo().map(|m| m.max_outbox_bytes.0),
+                monitor: monitor.clone(),
+                monitor_running: config.monitor.enabled,
+                silences: silences.clone(),
+                notifier: notifier.clone(),
+                naive: (*naive).clone(),
+            };
+            start_api(&config, server, parts, &sources, &mut supervisor);
         }
         // The sources hold the only senders now: when they are gone, the pipeline drains and ends.
         drop(sender);
@@ -262,6 +304,7 @@ impl App {
             monitor,
             notifier,
             redactor,
+            prices,
             _state: state,
         })
     }
@@ -310,7 +353,8 @@ impl Running {
             let value = serde_json::to_value(c).unwrap_or_default();
             value.get(name).map(|v| v.to_string()).unwrap_or_default()
         };
-        let mut applied = vec!["[monitor]", "[budget]"];
+        let mut applied = vec!["[monitor]", "[budget]", "[prices]"];
+        self.prices.store(Arc::new(new.prices.clone()));
         if new.log.level != self.config.log.level {
             match telemetry::set_level(&new.log.level) {
                 Ok(()) => applied.push("log.level"),
@@ -346,6 +390,7 @@ impl Running {
         self.config.budget = new.budget;
         self.config.webhook = new.webhook;
         self.config.redact = new.redact;
+        self.config.prices = new.prices;
         self.config.log.level = new.log.level;
         tracing::info!("SIGHUP: reloaded {}", applied.join(", "));
         if !needs_restart.is_empty() || log_format_changed {
@@ -509,6 +554,32 @@ impl Supervisor {
         self.tasks.abort_all();
         self.failed
     }
+}
+
+/// Serves the HTTP API as a producer: it stops with the sources, and its uploads hold pipeline
+/// senders until answered.
+fn start_api(
+    config: &Config,
+    server: crate::api::Server,
+    parts: crate::api::Parts,
+    sources: &Coordinator,
+    supervisor: &mut Supervisor,
+) {
+    tracing::info!(
+        "HTTP API listening on {} ({})",
+        server.local(),
+        if config.api.token().is_some() {
+            "token required"
+        } else {
+            "no token"
+        }
+    );
+    // In-flight requests get a third of the shutdown deadline; storing what was accepted, the rest.
+    let grace = config.pipeline.shutdown_timeout.0 / 3;
+    supervisor.spawn(
+        "HTTP API",
+        server.run(config.api.clone(), parts, sources.listener(), grace),
+    );
 }
 
 /// Checkpoints follow acknowledgements; saving them every second bounds what a crash re-reads.

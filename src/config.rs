@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value as Json;
 
+use crate::api::ApiConfig;
 use crate::monitor::budget::BudgetConfig;
 use crate::monitor::rules::MonitorConfig;
 use crate::notify::WebhookConfig;
@@ -32,11 +33,19 @@ use crate::telemetry::LogConfig;
 /// Prefix of the environment variables that override keys: `LNGPT_COLLECTOR_<SECTION>_<KEY>`.
 pub const ENV_PREFIX: &str = "LNGPT_COLLECTOR_";
 
+/// The Python client's variables (clients/python), which an app and its daemon may share (a shell,
+/// an `EnvironmentFile`): not configuration keys, so they are skipped rather than refused.
+const CLIENT_ENV: &[&str] = &["LNGPT_COLLECTOR_SOCKET", "LNGPT_COLLECTOR_API"];
+const CLIENT_ENV_PREFIX: &str = "LNGPT_COLLECTOR_CLIENT_";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Embedded store, outbox and checkpoints live here; created if missing.
     pub state_dir: PathBuf,
+    /// How a time without an offset is read: `"local"` (the host's zone, as Python's naive
+    /// `datetime.now()` means), `"UTC"`, or an IANA name.
+    pub naive_timezone: String,
     pub socket: SocketConfig,
     /// Tailed files: `[[file]]`, any number.
     pub file: Vec<FileConfig>,
@@ -50,15 +59,19 @@ pub struct Config {
     pub mongodb: Option<MongoConfig>,
     pub monitor: MonitorConfig,
     pub budget: BudgetConfig,
+    /// `[prices."<model>"]`: per-million-token prices for cost records that come without an amount.
+    pub prices: crate::event::prices::PriceTable,
     pub log: LogConfig,
     /// Alert receivers: `[[webhook]]`, any number.
     pub webhook: Vec<WebhookConfig>,
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             state_dir: PathBuf::from("/var/lib/lngpt-collector"),
+            naive_timezone: "local".into(),
             socket: SocketConfig::default(),
             file: Vec::new(),
             pipeline: PipelineConfig::default(),
@@ -68,8 +81,10 @@ impl Default for Config {
             mongodb: None,
             monitor: MonitorConfig::default(),
             budget: BudgetConfig::default(),
+            prices: Default::default(),
             log: LogConfig::default(),
             webhook: Vec::new(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -112,10 +127,16 @@ impl Config {
         let schema = schema();
         let mut problems = Problems::new(origin);
         check_unknown_keys(&table, &schema, "", &mut problems);
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let log_format = env
+            .iter()
+            .find(|(k, v)| k == "LOG_FORMAT" && !v.is_empty())
+            .map(|(_, v)| v.clone());
         let from_env = apply_env(&mut table, &schema, env, &mut problems);
         problems.env = from_env;
-        let config = deserialize_sections(table, &mut problems);
-        if let Some(c) = &config {
+        let mut config = deserialize_sections(table, &mut problems);
+        if let Some(c) = &mut config {
+            c.fill_text_patterns(log_format, &mut problems);
             c.validate(&mut problems);
         }
         match (config, problems.into_result()) {
@@ -125,9 +146,31 @@ impl Config {
         }
     }
 
+    /// Gives every text `[[file]]` entry without a `pattern` the app's: the `LOG_FORMAT`
+    /// environment variable if set, else the original `LOG_FORMAT`. A pattern in the entry wins:
+    /// entries may tail other programs' logs, while `LOG_FORMAT` describes the app's.
+    fn fill_text_patterns(&mut self, log_format: Option<String>, p: &mut Problems) {
+        use crate::source::file::{python::DEFAULT_PATTERN, Format};
+        for (i, f) in self.file.iter_mut().enumerate() {
+            if f.format == Format::Json || f.pattern.is_some() {
+                continue;
+            }
+            f.pattern = Some(match &log_format {
+                Some(env) => {
+                    p.env.push((format!("file[{i}].pattern"), "LOG_FORMAT".into()));
+                    env.clone()
+                }
+                None => DEFAULT_PATTERN.to_string(),
+            });
+        }
+    }
+
     fn validate(&self, p: &mut Problems) {
         if self.state_dir.as_os_str().is_empty() {
             p.add("state_dir", "is empty; expected a directory such as \"./data\"");
+        }
+        if let Err(e) = crate::event::NaiveZone::named(&self.naive_timezone) {
+            p.add("naive_timezone", e);
         }
         self.socket.validate(p);
         for (i, f) in self.file.iter().enumerate() {
@@ -170,8 +213,10 @@ impl Config {
             );
         }
         self.budget.validate(p);
+        crate::event::prices::validate(&self.prices, p);
         self.log.validate(p);
         crate::notify::validate_all(&self.webhook, p);
+        self.api.validate(p);
     }
 
     /// The effective configuration as TOML, for `check-config`, with passwords masked.
@@ -185,6 +230,9 @@ impl Config {
             if !w.secret.is_empty() {
                 w.secret = "***".into();
             }
+        }
+        if shown.api.token.is_some() {
+            shown.api.token = Some("***".into());
         }
         let mut text = toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"));
         if self.socket.path.is_none() {
@@ -241,6 +289,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
         }
         section!(
             "state_dir" => config.state_dir,
+            "naive_timezone" => config.naive_timezone,
             "socket" => config.socket,
             "file" => config.file,
             "pipeline" => config.pipeline,
@@ -250,8 +299,10 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Option<Config> 
             "mongodb" => config.mongodb,
             "monitor" => config.monitor,
             "budget" => config.budget,
+            "prices" => config.prices,
             "log" => config.log,
             "webhook" => config.webhook,
+            "api" => config.api,
         );
     }
     ok.then_some(config)
@@ -425,9 +476,30 @@ impl Problems {
 
 /// The known keys and their kinds, read off the serialized defaults.
 fn schema() -> Json {
+    let mut prices = crate::event::prices::PriceTable::new();
+    prices.insert(
+        "<model>".into(),
+        crate::event::prices::Price {
+            input_per_million: 0.0,
+            output_per_million: 0.0,
+            cached_input_per_million: Some(0.0),
+            currency: "$".into(),
+        },
+    );
+    let mut budget = BudgetConfig::default();
+    budget
+        .models
+        .insert("<model>".into(), crate::monitor::budget::ModelLimits::default());
     let with_optional_sections = Config {
+        budget,
         mongodb: Some(MongoConfig::default()),
-        file: vec![FileConfig::default()],
+        // Keys without a default are shown set, so that they count as known.
+        file: vec![FileConfig {
+            pattern: Some(String::new()),
+            datefmt: Some(String::new()),
+            ..FileConfig::default()
+        }],
+        prices,
         webhook: vec![WebhookConfig::default()],
         ..Config::default()
     };
@@ -438,13 +510,21 @@ fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, p: &mut 
     let Some(known) = schema.as_object() else {
         return;
     };
+    // A table keyed by names the user chooses (`[prices."gpt-4o"]`): the schema holds one example
+    // entry under a `<placeholder>` key, and every entry is checked against it.
+    let map_entry = (known.len() == 1)
+        .then(|| known.iter().next())
+        .flatten()
+        .filter(|(k, _)| k.starts_with('<'))
+        .map(|(_, v)| v);
     for (key, value) in table {
         let path = if prefix.is_empty() {
             key.clone()
         } else {
             format!("{prefix}.{key}")
         };
-        match known.get(key) {
+        let known_value = known.get(key).or(map_entry);
+        match known_value {
             None => {
                 let mut problem = if prefix.is_empty() {
                     "is not a known key or section".to_string()
@@ -489,6 +569,11 @@ fn schema_root() -> &'static Json {
     ROOT.get_or_init(schema)
 }
 
+/// Keys people look for in one section that live in another, where spelling alone would point
+/// to the wrong one: a text log's times are read in the one `naive_timezone`, not a `[[file]]`
+/// key (and not `budget.timezone`, which only says where the budget's days begin).
+const ELSEWHERE: &[(&str, &str, &str)] = &[("file", "timezone", "naive_timezone")];
+
 /// The closest known key: a near spelling in the same section, or the same name in another section.
 fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
     // Every (section, key) pair at any depth, sections included.
@@ -506,9 +591,12 @@ fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
             format!("{s}.{k}")
         }
     }
+    let section = section_name(section);
+    if let Some((_, _, there)) = ELSEWHERE.iter().find(|(s, k, _)| *s == section && *k == key) {
+        return Some(there.to_string());
+    }
     let mut all = Vec::new();
     walk("", root, &mut all);
-    let section = section_name(section);
     let near = all
         .iter()
         .filter(|(s, _)| *s == section)
@@ -586,6 +674,8 @@ fn apply_env(
                 continue;
             }
             vec![Segment::Key(section.to_string()), Segment::Key(key.to_string())]
+        } else if CLIENT_ENV.contains(&var.as_str()) || var.starts_with(CLIENT_ENV_PREFIX) {
+            continue;
         } else if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
             match env_path(&rest.to_ascii_lowercase(), schema, table) {
                 Ok(path) => path,
@@ -995,6 +1085,14 @@ mod tests {
     }
 
     #[test]
+    fn per_model_budget_limits_are_known_keys_and_their_entries_are_checked() {
+        let c = load("[budget.models.\"gpt-4o\"]\nhourly_limit_rmb = 10\n").unwrap();
+        assert_eq!(c.budget.models["gpt-4o"].hourly_limit_rmb, 10.0);
+        let e = load("[budget.models.\"gpt-4o\"]\nhourly_limit = 10\n").unwrap_err();
+        assert!(e.problem.contains("hourly_limit_rmb, daily_limit_rmb"), "{e}");
+    }
+
+    #[test]
     fn a_minimal_file_gets_defaults() {
         let c = load("state_dir = \"./data\"\n[socket]\npath = \"./data/c.sock\"\n").unwrap();
         assert_eq!(c.pipeline.max_batch, 1000);
@@ -1115,6 +1213,21 @@ mod tests {
         assert_eq!(c.mongodb.unwrap().collections.api_logs, "logs2");
         let e = load_env("", &[("LNGPT_COLLECTOR_FILE_3_PATH", "/x")]).unwrap_err();
         assert!(e.problem.contains("names no configuration key"), "{e}");
+    }
+
+    #[test]
+    fn the_python_clients_variables_are_left_to_it() {
+        let c = load_env(
+            "",
+            &[
+                ("LNGPT_COLLECTOR_SOCKET", "./data/collector.sock"),
+                ("LNGPT_COLLECTOR_API", "http://127.0.0.1:8787"),
+                ("LNGPT_COLLECTOR_CLIENT_SPOOL_DIR", "./collector-spool"),
+                ("LNGPT_COLLECTOR_PIPELINE_MAX_BATCH", "500"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.max_batch, 500);
     }
 
     #[test]

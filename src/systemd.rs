@@ -4,7 +4,7 @@
 //! Everything here is a no-op outside systemd: without `NOTIFY_SOCKET` notifications go nowhere,
 //! without `WATCHDOG_USEC` there is no watchdog, without `LISTEN_FDS` the daemon binds its sockets.
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,12 @@ pub struct Activated {
 
 /// The name the collector's Unix socket is given in `lngpt-collector.socket`.
 pub const SOCKET_NAME: &str = "collector";
+/// A listening socket systemd passed, by its address family.
+pub enum PassedListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
 /// The name of the HTTP API's socket.
 pub const API_NAME: &str = "api";
 
@@ -101,17 +107,22 @@ impl Activated {
         Ok(Some(listener))
     }
 
-    /// A TCP socket systemd passed (the HTTP API's).
-    pub fn tcp_listener(&mut self, name: &str) -> Result<Option<std::net::TcpListener>, String> {
+    /// A socket systemd passed as `name`, TCP or Unix (the HTTP API may listen on either).
+    pub fn listener(&mut self, name: &str) -> Result<Option<PassedListener>, String> {
         let Some(fd) = self.take_named(name) else {
             return Ok(None);
         };
-        // SAFETY: as above.
-        let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-        listener
-            .local_addr()
-            .map_err(|e| format!("the socket systemd passed as {name:?} is not a TCP socket: {e}"))?;
-        Ok(Some(listener))
+        // SAFETY: systemd passed this descriptor to this process, and it is taken only once; the
+        // first wrapper gives it up again before the second takes it.
+        let unix = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        if unix.local_addr().is_ok() {
+            return Ok(Some(PassedListener::Unix(unix)));
+        }
+        let tcp = unsafe { std::net::TcpListener::from_raw_fd(unix.into_raw_fd()) };
+        tcp.local_addr().map_err(|e| {
+            format!("the socket systemd passed as {name:?} is neither a Unix nor a TCP stream socket: {e}")
+        })?;
+        Ok(Some(PassedListener::Tcp(tcp)))
     }
 
     /// Names of passed sockets nobody took, to say so.

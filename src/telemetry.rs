@@ -4,14 +4,15 @@
 //! bumped once per chunk or batch, not per event, and a summary line is logged once per interval
 //! when something happened, so an idle daemon stays quiet.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{HumanDuration, Problems};
-use crate::event::Collection;
+use crate::event::{Collection, Event};
 use crate::shutdown::Shutdown;
 
 /// Rejects logged one by one per minute; the rest are only counted (and said in the summary).
@@ -217,6 +218,57 @@ pub struct Counters {
     reject_minute: AtomicU64,
     /// Rejects not logged one by one since the last summary.
     rejects_unlogged: AtomicU64,
+    /// Events accepted per (source, collection), rejects under `api_rejects`; for `/metrics`.
+    by_source: Mutex<BTreeMap<(Arc<str>, Collection), u64>>,
+    /// How long successful batch writes took.
+    pub write_latency: LatencyHistogram,
+}
+
+/// Write latencies in fixed buckets (seconds), kept in atomics so the writer never waits.
+pub struct LatencyHistogram {
+    counts: [AtomicU64; LATENCY_BOUNDS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// Upper bounds of the write-latency buckets, in seconds.
+pub const LATENCY_BOUNDS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// (sum in seconds, count, cumulative (upper bound, count) per bucket).
+    pub fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut cumulative = 0;
+        let buckets = LATENCY_BOUNDS
+            .iter()
+            .zip(&self.counts)
+            .map(|(bound, c)| {
+                cumulative += c.load(Relaxed);
+                (*bound, cumulative)
+            })
+            .collect();
+        let count = self.count.load(Relaxed);
+        (self.sum_micros.load(Relaxed) as f64 / 1e6, count, buckets)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +310,28 @@ impl Counters {
         if rejects > 0 {
             self.rejected.fetch_add(rejects, Relaxed);
         }
+    }
+
+    /// Counts one chunk's events by collection for its source: one lock per chunk, not per event.
+    pub fn received(&self, source: &Arc<str>, events: &[Event]) {
+        let mut per = [0u64; Collection::COUNT];
+        for e in events {
+            per[e.collection().index()] += 1;
+        }
+        let Ok(mut map) = self.by_source.lock() else { return };
+        for c in Collection::ALL {
+            if per[c.index()] > 0 {
+                *map.entry((source.clone(), c)).or_default() += per[c.index()];
+            }
+        }
+    }
+
+    /// Events accepted so far per (source, collection).
+    pub fn received_by_source(&self) -> Vec<(Arc<str>, Collection, u64)> {
+        self.by_source
+            .lock()
+            .map(|m| m.iter().map(|((s, c), n)| (s.clone(), *c, *n)).collect())
+            .unwrap_or_default()
     }
 
     pub fn stored(&self, collection: Collection, inserted: u64, duplicates: u64) {
@@ -315,7 +389,9 @@ pub async fn summarize(
     if interval.is_zero() {
         return shutdown.recv().await;
     }
-    let mut last = counters.snapshot();
+    // The counters start with the process: what the sources took before this task began belongs
+    // to the first interval.
+    let mut last = Snapshot::default();
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {
         tokio::select! {

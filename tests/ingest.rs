@@ -223,3 +223,53 @@ fn repeated_fields_are_rejected_and_integers_beyond_64_bits_are_stored_exactly()
         json!({"id": "123456789012345678901234567890", "u": "18446744073709551615", "n": -5})
     );
 }
+
+/// The original app writes `datetime.now()`: a naive local time. Read in the host's zone, an event
+/// written just before midnight in Shanghai stays on that day; the next one starts the next day.
+#[test]
+fn naive_timestamps_are_read_in_the_host_zone_unless_configured() {
+    let lines = concat!(
+        r#"{"message": "before midnight", "timestamp": "2026-11-26T23:59:59.900"}"#,
+        "\n",
+        r#"{"message": "after midnight", "timestamp": "2026-11-27 00:00:00.100"}"#,
+        "\n",
+        r#"{"message": "with an offset", "timestamp": "2026-11-27T00:00:00Z"}"#,
+        "\n",
+    );
+    let stored = |extra: &str| {
+        let d = Daemon::start_with(extra, &[("TZ", "Asia/Shanghai")]);
+        let ack = d.send(lines.as_bytes());
+        assert_eq!((ack.events, ack.rejected), (3, 0));
+        d.wait_for_count("api_logs", 3);
+        docs(&d.db(), "api_logs")
+            .iter()
+            .map(|doc| {
+                (
+                    doc["message"].as_str().unwrap().to_string(),
+                    doc["timestamp"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let pairs = |v: [(&str, &str); 3]| v.map(|(m, t)| (m.to_string(), t.to_string())).to_vec();
+    assert_eq!(
+        stored(""),
+        pairs([
+            ("before midnight", "2026-11-26T15:59:59.900Z"),
+            ("after midnight", "2026-11-26T16:00:00.100Z"),
+            ("with an offset", "2026-11-27T00:00:00.000Z"),
+        ])
+    );
+    assert_eq!(
+        stored("naive_timezone = \"UTC\"\n"),
+        pairs([
+            ("before midnight", "2026-11-26T23:59:59.900Z"),
+            ("after midnight", "2026-11-27T00:00:00.100Z"),
+            ("with an offset", "2026-11-27T00:00:00.000Z"),
+        ])
+    );
+    assert_eq!(
+        stored("naive_timezone = \"America/New_York\"\n")[0].1,
+        "2026-11-27T04:59:59.900Z"
+    );
+}

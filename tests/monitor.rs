@@ -334,3 +334,48 @@ fn two_collectors_sharing_one_mongodb_share_one_budget_and_send_its_alert_once()
     let claims = a.log().matches("告警 alert:").count() + b.log().matches("告警 alert:").count();
     assert_eq!(claims, 1, "one collector claimed it:\n{}\n---\n{}", a.log(), b.log());
 }
+
+#[test]
+fn tokens_without_an_amount_are_priced_from_the_table_and_unknown_models_alert() {
+    let d = Daemon::start(&fast(
+        "[prices.\"gpt-4o\"]\ninput_per_million = 2.5\noutput_per_million = 10.0\ncurrency = \"$\"\n",
+    ));
+    let ack = d.send(
+        b"{\"type\":\"cost\",\"model\":\"openai/gpt-4o\",\"input_tokens\":100000,\"output_tokens\":10000}\n\
+          {\"type\":\"cost\",\"model\":\"mystery-model\",\"input_tokens\":5000}\n\
+          {\"type\":\"cost\",\"model\":\"nothing\"}\n",
+    );
+    assert_eq!(
+        (ack.events, ack.rejected),
+        (2, 1),
+        "a cost with neither amount nor tokens is a reject"
+    );
+    d.wait_for_count("api_cost", 2);
+    let costs = docs(&d.db(), "api_cost");
+    let priced = costs.iter().find(|c| c["model"] == "openai/gpt-4o").unwrap();
+    assert_eq!(priced["cost_source"], "price_table");
+    assert!((priced["cost"].as_f64().unwrap() - 0.35).abs() < 1e-12, "{priced}");
+    assert_eq!(priced["currency_symbol"], "$");
+    let unpriced = costs.iter().find(|c| c["model"] == "mystery-model").unwrap();
+    assert_eq!(
+        (unpriced["cost_source"].as_str(), unpriced["cost"].as_f64()),
+        (Some("unpriced"), Some(0.0))
+    );
+    let alert = wait_until(
+        "the unpriced alert",
+        || {
+            docs(&d.db(), "api_alerts")
+                .into_iter()
+                .find(|a| a["rule"] == "unpriced")
+        },
+        || d.log(),
+    );
+    assert_eq!(alert["labels"]["model"], "mystery-model");
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains("[prices.\"mystery-model\"]"),
+        "{alert}"
+    );
+}

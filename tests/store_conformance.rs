@@ -312,3 +312,54 @@ fn cost_and_request_aggregations_agree_with_each_other_and_with_the_data() {
         .count() as u64;
     assert_eq!(a.iter().map(|b| b.calls).sum::<u64>(), performance);
 }
+
+#[test]
+fn response_times_are_the_same_on_both_stores_oldest_first_and_capped() {
+    let s = stores();
+    let range = TimeRange::default();
+    let a = block_on(s.sqlite.response_times(range, None, 100_000)).unwrap();
+    let b = block_on(s.mongo.response_times(range, None, 100_000)).unwrap();
+    assert!(!a.truncated && !b.truncated);
+    // Independently, from the lines themselves.
+    let text = std::fs::read_to_string(common::testdata("novel-app-events.jsonl")).unwrap();
+    let mut want: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| {
+            v["type"] == "performance"
+                || v["type"] == "perf"
+                || (v.get("type").is_none() && v.get("response_time").is_some())
+        })
+        .map(|v| v["response_time"].as_f64().unwrap())
+        .collect();
+    want.sort_by(f64::total_cmp);
+    for got in [&a, &b] {
+        assert!(
+            got.samples.windows(2).all(|w| w[0].time_ms <= w[1].time_ms),
+            "oldest first"
+        );
+        let mut seconds: Vec<f64> = got.samples.iter().map(|s| s.seconds).collect();
+        seconds.sort_by(f64::total_cmp);
+        assert_eq!(seconds, want);
+    }
+    let key = |r: &lngpt_collector::store::query::ResponseTime| (r.time_ms, r.model.clone(), r.seconds.to_bits());
+    let mut ka: Vec<_> = a.samples.iter().map(key).collect();
+    let mut kb: Vec<_> = b.samples.iter().map(key).collect();
+    ka.sort();
+    kb.sort();
+    assert_eq!(ka, kb);
+
+    let model = a.samples[0].model.clone().unwrap();
+    let one = block_on(s.sqlite.response_times(range, Some(model.clone()), 100_000)).unwrap();
+    let other = block_on(s.mongo.response_times(range, Some(model.clone()), 100_000)).unwrap();
+    assert!(one.samples.iter().all(|r| r.model.as_deref() == Some(model.as_str())));
+    assert_eq!(one.samples.len(), other.samples.len());
+    let capped = block_on(s.sqlite.response_times(range, None, 10)).unwrap();
+    let capped_mongo = block_on(s.mongo.response_times(range, None, 10)).unwrap();
+    assert!(capped.truncated && capped_mongo.truncated);
+    assert_eq!(capped.samples.len(), 10);
+    assert_eq!(
+        capped.samples.iter().map(|r| r.time_ms).collect::<Vec<_>>(),
+        capped_mongo.samples.iter().map(|r| r.time_ms).collect::<Vec<_>>()
+    );
+}

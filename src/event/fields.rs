@@ -46,6 +46,8 @@ known_fields!(
     "lineno",
     "logger",
     "name",
+    "traceback",
+    "exc_text",
     "extra",
     "model",
     "gen_ai.request.model",
@@ -74,9 +76,11 @@ known_fields!(
     "error",
     "first_chunk_time",
     "chunk_count",
+    "cached_input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
 );
 
-const SLOTS: usize = 43;
+const SLOTS: usize = 47;
 
 /// Why a line is not an object of fields.
 #[derive(Debug)]

@@ -10,6 +10,7 @@ mod encoding;
 mod fields;
 mod id;
 mod metric;
+pub mod prices;
 mod time;
 
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use serde_json::{Map, Value};
 
 pub use id::EventId;
 pub use metric::MinuteMetrics;
-pub use time::{TimeError, Timestamp};
+pub(crate) use time::{days_from_civil, days_in_month, is_leap as is_leap_year, MAX_MS as MAX_TIMESTAMP_MS};
+pub use time::{NaiveZone, TimeError, Timestamp};
 
 use crate::redact::Redactor;
 
@@ -59,20 +61,49 @@ pub struct Log {
     pub line: Option<i64>,
     /// The Python logger's name (`lngpt.api`).
     pub logger: Option<String>,
+    /// The exception's traceback (or `stack_info`) a record carries, as Python formatted it:
+    /// kept apart from the message so that the message stays one readable line.
+    pub traceback: Option<String>,
     pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cost {
     pub model: String,
+    /// In `currency`; 0 while `source` is `Unpriced`.
     pub cost: f64,
     pub currency: Currency,
+    pub source: CostSource,
     pub input_tokens: Option<u64>,
+    /// Of the input tokens, those served from the provider's prompt cache (priced lower).
+    pub cached_input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub total_tokens: Option<u64>,
     pub provider: Option<String>,
     pub request_id: Option<String>,
     pub extra: Map<String, Value>,
+}
+
+/// Where a cost came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CostSource {
+    /// The app sent the amount.
+    Reported,
+    /// Computed from the tokens and `[prices]`.
+    PriceTable,
+    /// Tokens but no amount, and the model has no price: stored with cost 0, counted and alerted,
+    /// never silently taken as free.
+    Unpriced,
+}
+
+impl CostSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostSource::Reported => "reported",
+            CostSource::PriceTable => "price_table",
+            CostSource::Unpriced => "unpriced",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -280,11 +311,27 @@ fn trim_partial_char(s: &str) -> &str {
 #[derive(Clone)]
 pub struct Parser {
     redactor: Arc<Redactor>,
+    /// How times without an offset are read (`naive_timezone`).
+    naive: Arc<NaiveZone>,
 }
 
 impl Parser {
     pub fn new(redactor: Arc<Redactor>) -> Parser {
-        Parser { redactor }
+        Parser {
+            redactor,
+            naive: Arc::new(NaiveZone::Utc),
+        }
+    }
+
+    /// Reads times without an offset in `zone` instead of UTC.
+    pub fn with_naive_timezone(self, zone: Arc<NaiveZone>) -> Parser {
+        Parser { naive: zone, ..self }
+    }
+
+    /// How times without an offset are read: sources that read times themselves (a text log's
+    /// `asctime`) read them alike.
+    pub fn naive_timezone(&self) -> &Arc<NaiveZone> {
+        &self.naive
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -331,7 +378,7 @@ impl Parser {
             },
         }
         let kind = event_kind(&self.redactor, &mut map)?;
-        let time = take_time(&self.redactor, &mut map)?.unwrap_or(received);
+        let time = take_time(&self.redactor, &self.naive, &mut map)?.unwrap_or(received);
         let body = match kind {
             Kind::Log => Body::Log(self.log(&mut map)?),
             Kind::Cost => Body::Cost(self.cost(&mut map)?),
@@ -357,6 +404,7 @@ impl Parser {
         let function = self.take_text(m, &["function", "funcName"])?;
         let line = take_int(&self.redactor, m, &["line", "lineno"], i64::MIN)?.map(|(_, v)| v);
         let logger = self.take_text(m, &["logger", "name"])?;
+        let traceback = self.take_text(m, &["traceback", "exc_text"])?;
         Ok(Log {
             level,
             message,
@@ -364,15 +412,14 @@ impl Parser {
             function,
             line,
             logger,
+            traceback,
             extra: self.extra(m)?,
         })
     }
 
     fn cost(&self, m: &mut Fields) -> Result<Cost, String> {
         let model = self.take_text(m, MODEL)?.ok_or("cost record has no `model` field")?;
-        let cost = take_number(&self.redactor, m, &["cost"])?
-            .ok_or("cost record has no `cost` field (the amount, a number ≥ 0)")?
-            .1;
+        let reported = take_number(&self.redactor, m, &["cost"])?.map(|(_, c)| c);
         let currency = match take_str(&self.redactor, m, &["currency_symbol", "currency"])? {
             None => Currency::Usd,
             Some((name, s)) => Currency::parse(&s).ok_or_else(|| {
@@ -420,12 +467,31 @@ impl Parser {
                 ),
             },
         };
+        let cached_input_tokens = take_count(
+            &self.redactor,
+            m,
+            &["cached_input_tokens", "gen_ai.usage.cache_read_input_tokens"],
+        )?
+        .map(|(_, n)| n);
+        // Without an amount the tokens are priced from `[prices]` (see `Pricing`); without tokens
+        // either, there is nothing to go on.
+        let (cost, source) =
+            match reported {
+                Some(c) => (c, CostSource::Reported),
+                None if input_tokens.is_some() || output_tokens.is_some() => (0.0, CostSource::Unpriced),
+                None => return Err(
+                    "cost record has no `cost` field (the amount, a number ≥ 0) and no token counts to price it from"
+                        .into(),
+                ),
+            };
         let provider = self.take_text(m, PROVIDER)?;
         let request_id = self.take_text(m, &["request_id"])?;
         Ok(Cost {
             model,
             cost,
             currency,
+            source,
+            cached_input_tokens,
             input_tokens: input_tokens.map(|(_, n)| n),
             output_tokens: output_tokens.map(|(_, n)| n),
             total_tokens,
@@ -561,7 +627,7 @@ fn event_kind(r: &Redactor, m: &mut Fields) -> Result<Kind, String> {
 }
 
 /// The first of `timestamp`, `created_at`, `created` present; the others stay for `extra`.
-fn take_time(r: &Redactor, m: &mut Fields) -> Result<Option<Timestamp>, String> {
+fn take_time(r: &Redactor, naive: &NaiveZone, m: &mut Fields) -> Result<Option<Timestamp>, String> {
     let Some(name) = ["timestamp", "created_at", "created"]
         .into_iter()
         .find(|k| m.get(k).is_some_and(|v| !v.is_null()))
@@ -570,7 +636,7 @@ fn take_time(r: &Redactor, m: &mut Fields) -> Result<Option<Timestamp>, String> 
     };
     let parsed = match m.remove(name) {
         Some(Value::String(s)) => {
-            Timestamp::parse_rfc3339(&s).map_err(|e| format!("`{name}` {} {e}", snippet(r, &s)))?
+            Timestamp::parse_rfc3339_in(&s, naive).map_err(|e| format!("`{name}` {} {e}", snippet(r, &s)))?
         }
         Some(Value::Number(n)) => {
             Timestamp::from_epoch_seconds(n.as_f64().unwrap_or(f64::NAN)).map_err(|e| format!("`{name}` {n} {e}"))?
@@ -703,6 +769,18 @@ mod tests {
         assert_eq!(log.function.as_deref(), Some("stream_chat"));
         assert_eq!(log.line, Some(225));
         assert_eq!(Value::Object(log.extra), json!({"request_id": "req-5", "thread": 1}));
+        let Body::Log(log) = parse(
+            r#"{"msg": "x", "exc_text": "Traceback (most recent call last):\nValueError: token=abcdefgh12345678"}"#,
+        )
+        .body
+        else {
+            panic!("not a log")
+        };
+        assert_eq!(
+            log.traceback.as_deref(),
+            Some("Traceback (most recent call last):\nValueError: token=***5678"),
+            "a traceback is a field of its own, redacted like the message"
+        );
     }
 
     #[test]

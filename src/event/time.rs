@@ -11,9 +11,53 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
 
+/// How a time written without an offset is read.
+#[derive(Debug, Clone, Default)]
+pub enum NaiveZone {
+    #[default]
+    Utc,
+    Zone(jiff::tz::TimeZone),
+}
+
+impl NaiveZone {
+    /// `"UTC"`, `"local"` (the host's zone: `TZ`, else `/etc/localtime`), or an IANA name.
+    pub fn named(name: &str) -> Result<NaiveZone, String> {
+        match name {
+            "UTC" | "utc" | "Etc/UTC" => Ok(NaiveZone::Utc),
+            "local" => Ok(NaiveZone::Zone(jiff::tz::TimeZone::system())),
+            _ => jiff::tz::TimeZone::get(name).map(NaiveZone::Zone).map_err(|e| {
+                format!("is {name:?}, which is not a known time zone ({e}); expected \"local\", \"UTC\" or an IANA name such as \"Asia/Shanghai\"")
+            }),
+        }
+    }
+
+    /// The instant of a wall-clock time (given as milliseconds as if it were UTC). A time that
+    /// occurs twice or not at all at a daylight-saving change is taken as jiff's "compatible" does:
+    /// the earlier of the two, or the offset after the gap.
+    pub(crate) fn to_utc(&self, wall_ms: i64) -> Result<Timestamp, TimeError> {
+        let NaiveZone::Zone(tz) = self else {
+            return Ok(Timestamp(wall_ms));
+        };
+        let wall = jiff::Timestamp::from_millisecond(wall_ms)
+            .map_err(|_| TimeError::OutOfRange)?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .datetime();
+        let ms = wall
+            .to_zoned(tz.clone())
+            .map_err(|_| TimeError::OutOfRange)?
+            .timestamp()
+            .as_millisecond();
+        if (MIN_MS..=MAX_MS).contains(&ms) {
+            Ok(Timestamp(ms))
+        } else {
+            Err(TimeError::OutOfRange)
+        }
+    }
+}
+
 /// Earliest and latest accepted instants: years 1970 through 9999, which RFC 3339 can write.
 const MIN_MS: i64 = 0;
-const MAX_MS: i64 = 253_402_300_799_999;
+pub(crate) const MAX_MS: i64 = 253_402_300_799_999;
 
 impl Timestamp {
     pub fn now() -> Timestamp {
@@ -38,8 +82,22 @@ impl Timestamp {
     }
 
     /// Parses RFC 3339 (`2026-11-26T08:00:00.536Z`, `…+08:00`, a space instead of `T`).
-    /// A time without an offset is taken as UTC, which is what Python's `utcnow().isoformat()` means.
+    /// A time without an offset is taken as UTC.
     pub fn parse_rfc3339(s: &str) -> Result<Timestamp, TimeError> {
+        Self::parse_rfc3339_in(s, &NaiveZone::Utc)
+    }
+
+    /// Like [`Timestamp::parse_rfc3339`], with a time without an offset read in `naive`: the
+    /// original app stores `datetime.now()`, a naive *local* time.
+    pub fn parse_rfc3339_in(s: &str, naive: &NaiveZone) -> Result<Timestamp, TimeError> {
+        match Self::parse_parts(s)? {
+            (ms, true) => Ok(Timestamp(ms)),
+            (ms, false) => naive.to_utc(ms),
+        }
+    }
+
+    /// The time as if its clock were UTC, and whether it said its offset.
+    fn parse_parts(s: &str) -> Result<(i64, bool), TimeError> {
         let b = s.as_bytes();
         let num = |range: std::ops::Range<usize>| -> Result<i64, TimeError> {
             let digits = b.get(range).ok_or(TimeError::Syntax)?;
@@ -86,6 +144,7 @@ impl Timestamp {
                 _ => {}
             }
         }
+        let has_offset = b.get(i).is_some();
         let offset_minutes = match b.get(i) {
             None => 0,
             Some(b'Z' | b'z') if i + 1 == b.len() => 0,
@@ -109,7 +168,7 @@ impl Timestamp {
         if !(MIN_MS..=MAX_MS).contains(&ms) {
             return Err(TimeError::OutOfRange);
         }
-        Ok(Timestamp(ms))
+        Ok((ms, has_offset))
     }
 
     /// Writes `YYYY-MM-DDTHH:MM:SS.mmmZ`: fixed width, so stored strings sort by time.
@@ -161,11 +220,11 @@ impl fmt::Display for TimeError {
     }
 }
 
-fn is_leap(y: i64) -> bool {
+pub(crate) fn is_leap(y: i64) -> bool {
     y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
+pub(crate) fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         2 if is_leap(y) => 29,
         2 => 28,
@@ -175,7 +234,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -232,6 +291,32 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn naive_times_are_read_in_the_configured_zone_and_offsets_win() {
+        let shanghai = NaiveZone::named("Asia/Shanghai").unwrap();
+        let utc = Timestamp::parse_rfc3339("2026-11-26T08:00:00.536Z").unwrap();
+        assert_eq!(
+            Timestamp::parse_rfc3339_in("2026-11-26T16:00:00.536", &shanghai).unwrap(),
+            utc
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339_in("2026-11-26T08:00:00.536Z", &shanghai).unwrap(),
+            utc
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339_in("2026-11-26T08:00:00.536", &NaiveZone::named("UTC").unwrap()).unwrap(),
+            utc
+        );
+        // At a daylight-saving gap the later offset applies (02:30 does not exist in New York that day).
+        let ny = NaiveZone::named("America/New_York").unwrap();
+        assert_eq!(
+            Timestamp::parse_rfc3339_in("2026-03-08T02:30:00", &ny).unwrap(),
+            Timestamp::parse_rfc3339("2026-03-08T07:30:00Z").unwrap()
+        );
+        let err = NaiveZone::named("Mars/Olympus").unwrap_err();
+        assert!(err.contains("Asia/Shanghai"), "{err}");
+    }
 
     #[test]
     fn parses_the_forms_apps_send() {

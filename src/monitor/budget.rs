@@ -337,6 +337,10 @@ impl BudgetTracker {
         self.seen.retain(|s| s.seq > started_seq);
     }
 
+    pub fn has_reading(&self) -> bool {
+        self.base.is_some()
+    }
+
     pub fn read_failed(&mut self, why: String) {
         self.store_error = Some(why);
     }
@@ -413,6 +417,27 @@ impl BudgetTracker {
             as_of: self.base.as_ref().map(|(_, _, at)| *at),
             store_error: self.store_error.clone(),
         }
+    }
+
+    /// [`BudgetTracker::status`] narrowed to `model`: its own spend and limits (zero spent if none
+    /// yet), and `allowed` only if they are not reached either.
+    pub fn status_of_model(&self, now: Timestamp, model: &str) -> BudgetStatus {
+        let mut status = self.status(now);
+        let own = match status.models.iter().find(|m| m.model == model) {
+            Some(m) => m.clone(),
+            None => {
+                let limits = self.cfg.models.get(model).cloned().unwrap_or_default();
+                let window = |s: &Spend| (s.window_start.as_millis(), s.window_end.as_millis());
+                ModelSpend {
+                    model: model.to_string(),
+                    hour: Spend::new(0.0, limits.hourly_limit_rmb, window(&status.hour)),
+                    day: Spend::new(0.0, limits.daily_limit_rmb, window(&status.day)),
+                }
+            }
+        };
+        status.allowed = status.allowed && !own.hour.reached() && !own.day.reached();
+        status.models = vec![own];
+        status
     }
 
     fn project(&self, now: Timestamp, recent_rmb: f64, day: &Spend) -> Projection {

@@ -143,6 +143,17 @@ impl Text<'_> {
         )
     }
 
+    pub fn unpriced(&self, model: &str, calls: f64) -> (String, String) {
+        let w = self.window;
+        (
+            self.title(&format!("模型 {model} 没有价格"), &format!("No price for {model}")),
+            self.pick(
+                format!("最近 {w} 内 {calls:.0} 条 {model} 的费用记录没有金额，且 [prices] 中没有它的价格：它们按 0 计入预算。请在配置中添加 [prices.\"{model}\"]。"),
+                format!("{calls:.0} cost records of {model} in the last {w} came without an amount, and [prices] has no price for it: the budget counts them as 0. Add [prices.\"{model}\"] to the configuration."),
+            ),
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn budget(
         &self,

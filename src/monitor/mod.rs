@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod budget;
 mod messages;
 pub mod rules;
+pub mod silences;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -101,6 +102,20 @@ impl Monitor {
         self.lock().budget.status(Timestamp::now())
     }
 
+    /// [`Monitor::budget_status`], narrowed to one model's own limits when `model` is given.
+    pub fn budget_status_for(&self, model: Option<&str>) -> BudgetStatus {
+        let s = self.lock();
+        match model {
+            Some(m) => s.budget.status_of_model(Timestamp::now(), m),
+            None => s.budget.status(Timestamp::now()),
+        }
+    }
+
+    /// Whether the budget's totals have been read from the store since the start.
+    pub fn budget_read(&self) -> bool {
+        self.lock().budget.has_reading()
+    }
+
     /// The alerts firing now.
     pub fn firing(&self) -> Vec<AlertRecord> {
         self.lock().firing.clone()
@@ -137,7 +152,13 @@ impl Monitor {
             Ok(n) => tracing::info!("{n} alerts were firing before the restart; their resolution will follow"),
             Err(e) => tracing::warn!("cannot read the firing alerts from the store: {e}"),
         }
-        let mut next_budget_read = tokio::time::Instant::now();
+        // The budget is answered from the start (the app may ask before its first call), so the
+        // first reading is not left to the first evaluation.
+        tokio::select! {
+            _ = self.read_budget(&store) => {}
+            _ = shutdown.recv() => return,
+        }
+        let mut next_budget_read = tokio::time::Instant::now() + self.lock().budget.config().refresh.0;
         loop {
             let every = self.lock().cfg.evaluate_every.0;
             tokio::select! {
@@ -152,12 +173,8 @@ impl Monitor {
                 next_budget_read = tokio::time::Instant::now() + self.lock().budget.config().refresh.0;
             }
             let now = Timestamp::now();
-            let (finished, conditions, repeat) = {
-                let mut s = self.lock();
-                let finished = finish_windows(&mut s);
-                let conditions = conditions(&mut s, &self.shared.host, &store.health(), now);
-                (finished, conditions, s.cfg.repeat_interval.0)
-            };
+            let Evaluation { finished, conditions } = self.evaluate(&store.health(), now);
+            let repeat = self.lock().cfg.repeat_interval.0;
             if !finished.is_empty() {
                 let reservation = metrics.budget().force(0);
                 let chunk = Chunk {
@@ -178,8 +195,18 @@ impl Monitor {
         }
     }
 
-    /// Reads the current windows' cost totals from the store.
-    async fn read_budget<S: Query>(&self, store: &S) {
+    /// One evaluation at `now`, from memory: the documents of windows whose grace has passed
+    /// (marked written) and every rule's verdict.
+    pub fn evaluate(&self, health: &StoreHealth, now: Timestamp) -> Evaluation {
+        let mut s = self.lock();
+        Evaluation {
+            finished: finish_windows(&mut s, now),
+            conditions: conditions(&mut s, &self.shared.host, health, now),
+        }
+    }
+
+    /// Reads the current windows' cost totals from the store (every `budget.refresh`).
+    pub async fn read_budget<S: Query>(&self, store: &S) {
         let now = Timestamp::now();
         let (windows, proj_from, started) = {
             let s = self.lock();
@@ -273,9 +300,16 @@ fn windows_for(cfg: &MonitorConfig) -> Windows {
     Windows::new(width, keep)
 }
 
+/// What one evaluation gives.
+pub struct Evaluation {
+    /// `api_metrics` documents of the windows just finished.
+    pub finished: Vec<Event>,
+    pub conditions: Vec<Condition>,
+}
+
 /// The `api_metrics` documents of windows whose grace has passed.
-fn finish_windows(s: &mut State) -> Vec<Event> {
-    let now = Timestamp::now().as_millis();
+fn finish_windows(s: &mut State, now: Timestamp) -> Vec<Event> {
+    let now = now.as_millis();
     let (grace, width) = (s.cfg.grace.as_millis_i64(), s.windows.width_ms());
     let source = Source::from("monitor");
     let mut out = Vec::new();
@@ -379,6 +413,24 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
                     labels(&[("host", host), ("model", model)]),
                     m.error_rate(),
                     enough,
+                    t,
+                ));
+            }
+        }
+        if on(&rules.unpriced) {
+            let r = &rules.unpriced;
+            for (model, m) in &w.models {
+                if m.unpriced == 0 && m.cost_calls == 0 {
+                    continue;
+                }
+                let v = m.unpriced as f64;
+                let t = text(r.severity).unpriced(model, v);
+                out.push(Condition::measure(
+                    "unpriced",
+                    r,
+                    labels(&[("model", model)]),
+                    v,
+                    true,
                     t,
                 ));
             }

@@ -99,6 +99,8 @@ pub struct RulesConfig {
     /// The budget's warning fractions (`[budget] warn_at`); this severity is for reaching a limit,
     /// warnings below it are one step lower.
     pub budget: RuleConfig,
+    /// Cost records in the last window whose model has no price in `[prices]` (stored at 0).
+    pub unpriced: RuleConfig,
 }
 
 impl Default for RulesConfig {
@@ -114,6 +116,7 @@ impl Default for RulesConfig {
             outbox_dropping: RuleConfig::new(0.0, Severity::Critical),
             rejects: RuleConfig::new(100.0, Severity::Medium),
             budget: RuleConfig::new(1.0, Severity::High),
+            unpriced: RuleConfig::new(0.0, Severity::Medium),
         }
     }
 }
@@ -163,6 +166,7 @@ impl RulesConfig {
             "outbox_dropping" => &mut self.outbox_dropping,
             "rejects" => &mut self.rejects,
             "budget" => &mut self.budget,
+            "unpriced" => &mut self.unpriced,
             _ => return None,
         })
     }
@@ -173,7 +177,7 @@ impl RulesConfig {
         }
     }
 
-    pub fn all(&self) -> [(&'static str, &RuleConfig); 10] {
+    pub fn all(&self) -> [(&'static str, &RuleConfig); 11] {
         [
             ("error_rate", &self.error_rate),
             ("avg_duration", &self.avg_duration),
@@ -185,6 +189,7 @@ impl RulesConfig {
             ("outbox_dropping", &self.outbox_dropping),
             ("rejects", &self.rejects),
             ("budget", &self.budget),
+            ("unpriced", &self.unpriced),
         ]
     }
 }

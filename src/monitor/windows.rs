@@ -22,6 +22,8 @@ pub struct Cell {
     pub output_tokens: u64,
     pub cost_rmb: f64,
     pub cost_calls: u64,
+    /// Cost records whose model has no price (stored with cost 0).
+    pub unpriced: u64,
 }
 
 impl Default for Cell {
@@ -37,6 +39,7 @@ impl Default for Cell {
             output_tokens: 0,
             cost_rmb: 0.0,
             cost_calls: 0,
+            unpriced: 0,
         }
     }
 }
@@ -67,9 +70,10 @@ impl Cell {
         self.first_chunk_count += first_chunk.1;
     }
 
-    fn add_cost(&mut self, rmb: f64, input: u64, output: u64) {
+    fn add_cost(&mut self, rmb: f64, input: u64, output: u64, unpriced: bool) {
         self.cost_rmb += rmb;
         self.cost_calls += 1;
+        self.unpriced += u64::from(unpriced);
         self.input_tokens += input;
         self.output_tokens += output;
     }
@@ -88,6 +92,7 @@ impl Cell {
         self.output_tokens += o.output_tokens;
         self.cost_rmb += o.cost_rmb;
         self.cost_calls += o.cost_calls;
+        self.unpriced += o.unpriced;
     }
 
     /// Percent, as the original computed it.
@@ -248,8 +253,9 @@ impl Windows {
                     };
                     let cost = rmb(c.cost, c.currency);
                     let (input, output) = (c.input_tokens.unwrap_or(0), c.output_tokens.unwrap_or(0));
-                    w.overall.add_cost(cost, input, output);
-                    model_cell(w, &c.model).add_cost(cost, input, output);
+                    let unpriced = c.source == crate::event::CostSource::Unpriced;
+                    w.overall.add_cost(cost, input, output, unpriced);
+                    model_cell(w, &c.model).add_cost(cost, input, output, unpriced);
                 }
                 Body::Reject(_) => {
                     if let Some(w) = self.window_mut(start) {

@@ -5,6 +5,7 @@
 //! broadcast for streams to browsers: a reader that falls behind is cut off with a count of what it
 //! missed, so a slow client never slows ingest or grows memory.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -20,6 +21,9 @@ pub trait Observer: Send + Sync {
 #[derive(Debug)]
 pub struct Stored {
     pub collection: Collection,
+    /// Events of this collection stored before this batch: a reader that lagged learns from the
+    /// gap how many events (not batches) it missed.
+    pub seq: u64,
     pub events: Vec<Event>,
 }
 
@@ -27,6 +31,11 @@ pub struct Stored {
 pub struct Tap {
     observers: Arc<[Arc<dyn Observer>]>,
     live: broadcast::Sender<Arc<Stored>>,
+    /// Events stored so far, per collection.
+    seq: Arc<[AtomicU64; Collection::COUNT]>,
+    /// Batches are written concurrently: numbering and sending under one lock keeps the live feed
+    /// in sequence order, so a reader's gap is exactly what it missed.
+    in_order: Arc<std::sync::Mutex<()>>,
 }
 
 impl Tap {
@@ -36,6 +45,8 @@ impl Tap {
         Tap {
             observers: observers.into(),
             live,
+            seq: Arc::new(Default::default()),
+            in_order: Arc::default(),
         }
     }
 
@@ -49,6 +60,11 @@ impl Tap {
         self.live.subscribe()
     }
 
+    /// Events of `collection` stored so far (the next batch's [`Stored::seq`]).
+    pub fn stored_events(&self, collection: Collection) -> u64 {
+        self.seq[collection.index()].load(Ordering::Relaxed)
+    }
+
     pub fn live_readers(&self) -> usize {
         self.live.receiver_count()
     }
@@ -58,9 +74,15 @@ impl Tap {
         for o in self.observers.iter() {
             o.stored(collection, &events);
         }
+        let _in_order = self.in_order.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = self.seq[collection.index()].fetch_add(events.len() as u64, Ordering::Relaxed);
         // Without readers, nothing is kept.
         if self.live.receiver_count() > 0 {
-            let _ = self.live.send(Arc::new(Stored { collection, events }));
+            let _ = self.live.send(Arc::new(Stored {
+                collection,
+                seq,
+                events,
+            }));
         }
     }
 }

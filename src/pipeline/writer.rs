@@ -115,8 +115,12 @@ async fn write_until_durable<S: Store>(store: &S, queued: QueuedBatch, counters:
     let batch = Arc::new(batch);
     let mut attempt = 0;
     let outcome = loop {
+        let started = std::time::Instant::now();
         match store.write(batch.clone()).await {
-            Ok(outcome) => break outcome,
+            Ok(outcome) => {
+                counters.write_latency.observe(started.elapsed());
+                break outcome;
+            }
             Err(e) => {
                 if attempt == 0 {
                     tracing::error!(

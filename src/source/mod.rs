@@ -18,6 +18,8 @@ use lines::Frame;
 #[derive(Clone)]
 pub struct Ingest {
     parser: Parser,
+    /// `[prices]`, for cost records without an amount; swapped whole on SIGHUP.
+    prices: Arc<arc_swap::ArcSwap<crate::event::prices::PriceTable>>,
     pipeline: PipelineSender,
     counters: Arc<Counters>,
     source: Source,
@@ -59,6 +61,7 @@ impl SyncRequest {
 impl Ingest {
     pub fn new(
         parser: Parser,
+        prices: Arc<arc_swap::ArcSwap<crate::event::prices::PriceTable>>,
         pipeline: PipelineSender,
         counters: Arc<Counters>,
         source: Source,
@@ -66,11 +69,16 @@ impl Ingest {
     ) -> Ingest {
         Ingest {
             parser,
+            prices,
             pipeline,
             counters,
             source,
             max_line,
         }
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     pub fn max_line(&self) -> usize {
@@ -81,6 +89,15 @@ impl Ingest {
         self.pipeline.budget()
     }
 
+    pub fn redactor(&self) -> &crate::redact::Redactor {
+        self.parser.redactor()
+    }
+
+    /// `naive_timezone`, for sources that read times themselves.
+    pub fn naive_timezone(&self) -> &Arc<crate::event::NaiveZone> {
+        self.parser.naive_timezone()
+    }
+
     /// The same ingest for another source name (each tailed file is its own source).
     pub fn with_source(&self, source: Source) -> Ingest {
         Ingest { source, ..self.clone() }
@@ -88,7 +105,7 @@ impl Ingest {
 
     /// Parses one frame into `out`: an event, or a reject that says why.
     pub fn push(&self, out: &mut Vec<Event>, frame: Frame<'_>, received: Timestamp, id: EventId) {
-        let (mut event, len) = match frame {
+        let (event, len) = match frame {
             Frame::Line(line) => (self.parser.parse(line, &self.source, received, id), line.len()),
             Frame::TooLong { head, len } => (
                 Event::reject(
@@ -106,6 +123,12 @@ impl Ingest {
                 head.len(),
             ),
         };
+        self.push_event(out, event, len);
+    }
+
+    /// Adds an event made from `len` bytes of input (a text record, for one) to `out`, as `push`
+    /// does: its share of the budget set, a reject logged within the rate limit.
+    pub fn push_event(&self, out: &mut Vec<Event>, mut event: Event, len: usize) {
         event.cost = event_cost(len);
         if let crate::event::Body::Reject(r) = &event.body {
             if self.counters.may_log_reject() {
@@ -127,8 +150,10 @@ impl Ingest {
         if events.is_empty() {
             return Ok(());
         }
-        let events = std::mem::take(events);
+        let mut events = std::mem::take(events);
+        crate::event::prices::price(&self.prices.load(), &mut events);
         let total = events.len() as u64;
+        self.counters.received(&self.source, &events);
         reservation.resize(events.iter().map(|e| e.cost as usize).sum());
         let rejected = self
             .pipeline

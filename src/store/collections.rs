@@ -25,6 +25,9 @@ pub struct Spec {
     pub indexed: &'static [&'static str],
     /// Partial indexes of the embedded store on fields that are mostly absent (e.g. `request_id`).
     pub sparse_indexed: &'static [&'static str],
+    /// Columns the embedded store's aggregations read: indexed after the time, so that a range's
+    /// sums come from the index alone instead of every row.
+    pub covering: &'static [&'static str],
 }
 
 const fn col(name: &'static str, sql_type: &'static str, json_path: &'static str) -> Column {
@@ -47,6 +50,7 @@ pub const LOGS: Spec = Spec {
     ],
     indexed: &["level", "module"],
     sparse_indexed: &["request_id"],
+    covering: &[],
 };
 
 pub const COST: Spec = Spec {
@@ -64,6 +68,14 @@ pub const COST: Spec = Spec {
     ],
     indexed: &["model"],
     sparse_indexed: &[],
+    covering: &[
+        "model",
+        "currency",
+        "cost",
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+    ],
 };
 
 pub const PERFORMANCE: Spec = Spec {
@@ -79,6 +91,7 @@ pub const PERFORMANCE: Spec = Spec {
     ],
     indexed: &["status"],
     sparse_indexed: &[],
+    covering: &["model", "status", "response_time", "first_chunk_time"],
 };
 
 pub const REJECTS: Spec = Spec {
@@ -88,6 +101,7 @@ pub const REJECTS: Spec = Spec {
     columns: &[col("source", "TEXT NOT NULL", "$.source")],
     indexed: &[],
     sparse_indexed: &[],
+    covering: &[],
 };
 
 pub const METRICS: Spec = Spec {
@@ -97,6 +111,7 @@ pub const METRICS: Spec = Spec {
     columns: &[col("model", "TEXT", "$.model")],
     indexed: &["model"],
     sparse_indexed: &[],
+    covering: &[],
 };
 
 /// One document per alert: `_id` is the alert's fingerprint while it is the latest occurrence, and
@@ -113,6 +128,7 @@ pub const ALERTS: Spec = Spec {
     ],
     indexed: &["state", "key"],
     sparse_indexed: &[],
+    covering: &[],
 };
 
 pub const ALL: [&Spec; Collection::COUNT] = [&LOGS, &COST, &PERFORMANCE, &REJECTS, &METRICS, &ALERTS];

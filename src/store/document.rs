@@ -82,6 +82,7 @@ impl Serialize for Doc<'_> {
                 opt!("function", l.function);
                 opt!("line", l.line);
                 opt!("logger", l.logger);
+                opt!("traceback", l.traceback);
                 m.serialize_entry("extra", &l.extra)?;
             }
             Body::Cost(c) => {
@@ -89,11 +90,12 @@ impl Serialize for Doc<'_> {
                 m.serialize_entry("cost", &c.cost)?;
                 m.serialize_entry("currency_symbol", c.currency.symbol())?;
                 opt!("input_tokens", c.input_tokens);
+                opt!("cached_input_tokens", c.cached_input_tokens);
                 opt!("output_tokens", c.output_tokens);
                 opt!("total_tokens", c.total_tokens);
                 opt!("provider", c.provider);
                 opt!("request_id", c.request_id);
-                m.serialize_entry("cost_source", "reported")?;
+                m.serialize_entry("cost_source", c.source.as_str())?;
                 if !c.extra.is_empty() {
                     m.serialize_entry("extra", &c.extra)?;
                 }

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::collections::{self, Spec};
 use super::query::{
-    CostBucket, Count, Cursor, Filter, FindQuery, Found, Query, RequestBucket, StoreHealth, TimeRange, COST_BUCKET_MS,
-    REQUEST_BUCKET_MS,
+    CostBucket, Count, Cursor, Filter, FindQuery, Found, Query, RequestBucket, ResponseTime, ResponseTimes,
+    StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use super::{document, Batch, Store, StoreError, WriteOutcome};
 use crate::event::{Body, Collection, Currency, Level, Timestamp};
@@ -261,20 +261,29 @@ impl EmbeddedStore {
         self.with_reader(f)
     }
 
-    /// Runs `f` on a read-only connection, beside the writer.
+    /// Runs `f` on a read-only connection, beside the writer. Dropping the future (a caller's
+    /// timeout) interrupts the query, so an abandoned scan does not hold a thread and a connection.
     fn with_reader<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send {
         let inner = self.inner.clone();
         async move {
+            let running = InterruptOnDrop::default();
+            let slot = running.0.clone();
             tokio::task::spawn_blocking(move || {
                 let idle = inner.readers.lock().ok().and_then(|mut r| r.pop());
                 let conn = match idle {
                     Some(c) => c,
                     None => open_connection(&inner.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
                 };
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(conn.get_interrupt_handle());
+                }
                 let result = f(&conn);
+                if let Ok(mut s) = slot.lock() {
+                    *s = None;
+                }
                 if let Ok(mut idle) = inner.readers.lock() {
                     if idle.len() < READERS {
                         idle.push(conn);
@@ -284,6 +293,20 @@ impl EmbeddedStore {
             })
             .await
             .map_err(|e| StoreError::permanent(format!("embedded store query failed: {e}")))?
+        }
+    }
+}
+
+/// The interrupt handle of a query while it runs; interrupts it if dropped before it finished.
+#[derive(Default)]
+struct InterruptOnDrop(Arc<Mutex<Option<rusqlite::InterruptHandle>>>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.0.lock() {
+            if let Some(handle) = running.take() {
+                handle.interrupt();
+            }
         }
     }
 }
@@ -369,6 +392,23 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             tx.execute_batch(&format!(
                 "CREATE INDEX IF NOT EXISTS {table}_{field} ON {table} ({field}) WHERE {field} IS NOT NULL;"
             ))?;
+        }
+        if !spec.covering.is_empty() {
+            let name = format!("{table}_{time}_covering");
+            let exists: bool = tx.query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                tx.execute_batch(&format!(
+                    "CREATE INDEX {name} ON {table} ({time}, {});",
+                    spec.covering.join(", ")
+                ))?;
+                if version > 0 {
+                    tracing::info!("embedded store: added the index {name} for statistics");
+                }
+            }
         }
     }
     if version != SCHEMA_VERSION {
@@ -594,8 +634,10 @@ fn find(conn: &Connection, q: &FindQuery) -> Result<Found, StoreError> {
             .key
             .parse()
             .map_err(|_| StoreError::permanent("the cursor was not made by this store"))?;
+        // The bound on the time alone lets SQLite seek the time index to the cursor instead of
+        // scanning from the newest row: deep pages cost what the first does.
         w.push(
-            format!("({time} < ? OR ({time} = ? AND rowid < ?))"),
+            format!("{time} <= ? AND ({time} < ? OR rowid < ?)"),
             [
                 SqlValue::Integer(after.time_ms),
                 SqlValue::Integer(after.time_ms),
@@ -699,6 +741,37 @@ fn request_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<RequestBuc
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+fn response_times(
+    conn: &Connection,
+    range: TimeRange,
+    model: Option<&str>,
+    limit: usize,
+) -> Result<ResponseTimes, StoreError> {
+    let mut w = Where::default();
+    w.range("timestamp_ms", range);
+    if let Some(model) = model {
+        w.push("model = ?", [SqlValue::Text(model.to_string())]);
+    }
+    w.push("response_time IS NOT NULL", []);
+    let sql = format!(
+        "SELECT timestamp_ms, model, response_time FROM api_performance{} ORDER BY timestamp_ms LIMIT {}",
+        w.clause(),
+        limit.saturating_add(1)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(w.params.iter()), |r| {
+        Ok(ResponseTime {
+            time_ms: r.get(0)?,
+            model: r.get(1)?,
+            seconds: r.get(2)?,
+        })
+    })?;
+    let mut samples: Vec<ResponseTime> = rows.collect::<Result<_, _>>()?;
+    let truncated = samples.len() > limit;
+    samples.truncate(limit);
+    Ok(ResponseTimes { samples, truncated })
+}
+
 impl Query for EmbeddedStore {
     fn find(&self, q: FindQuery) -> impl std::future::Future<Output = Result<Found, StoreError>> + Send {
         self.with_reader(move |conn| find(conn, &q))
@@ -716,6 +789,15 @@ impl Query for EmbeddedStore {
         range: TimeRange,
     ) -> impl std::future::Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send {
         self.with_reader(move |conn| request_buckets(conn, range))
+    }
+
+    fn response_times(
+        &self,
+        range: TimeRange,
+        model: Option<String>,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<ResponseTimes, StoreError>> + Send {
+        self.with_reader(move |conn| response_times(conn, range, model.as_deref(), limit))
     }
 
     fn health(&self) -> StoreHealth {

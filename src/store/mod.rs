@@ -23,7 +23,7 @@ use crate::event::{Collection, Event, Timestamp};
 
 pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
-use query::{CostBucket, FindQuery, Found, Query, RequestBucket, StoreHealth, TimeRange};
+use query::{CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, StoreHealth, TimeRange};
 
 /// Events of one collection, written together (one transaction, one `insert_many`).
 #[derive(Debug)]
@@ -169,6 +169,15 @@ impl Query for AnyStore {
 
     fn request_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send {
         either!(self, s => s.request_buckets(range))
+    }
+
+    fn response_times(
+        &self,
+        range: TimeRange,
+        model: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<ResponseTimes, StoreError>> + Send {
+        either!(self, s => s.response_times(range, model, limit))
     }
 
     fn health(&self) -> StoreHealth {

@@ -133,6 +133,22 @@ pub struct RequestBucket {
     pub first_chunk_count: u64,
 }
 
+/// One performance record's response time (seconds), for percentiles, which sums cannot give.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseTime {
+    pub time_ms: i64,
+    pub model: Option<String>,
+    pub seconds: f64,
+}
+
+/// Response times in a range, oldest first, at most the limit asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseTimes {
+    pub samples: Vec<ResponseTime>,
+    /// More records matched than the limit: the samples are the oldest `limit` of them.
+    pub truncated: bool,
+}
+
 /// Cost buckets are this wide: every time zone's hours and days are made of whole buckets.
 pub const COST_BUCKET_MS: i64 = 15 * 60 * 1000;
 pub const REQUEST_BUCKET_MS: i64 = 60 * 1000;
@@ -163,6 +179,15 @@ pub trait Query: Clone + Send + Sync + 'static {
 
     /// Requests per (minute, model) in `range`.
     fn request_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send;
+
+    /// Response times of performance records in `range` (of one model, if given), oldest first,
+    /// at most `limit`.
+    fn response_times(
+        &self,
+        range: TimeRange,
+        model: Option<String>,
+        limit: usize,
+    ) -> impl Future<Output = Result<ResponseTimes, StoreError>> + Send;
 
     fn health(&self) -> StoreHealth;
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use lngpt_collector::send::Ack;
 use rusqlite::{Connection, OpenFlags};
 
+pub mod http;
 pub mod mongo;
 pub mod webhook;
 
@@ -34,6 +35,8 @@ pub struct Daemon {
     log: Arc<Mutex<String>>,
     /// The program and leading arguments that run the daemon (the binary, or setpriv and a copy).
     command: Vec<String>,
+    /// Environment variables it is started with, again on `restart`.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -83,14 +86,16 @@ impl Daemon {
         let socket = dir.path().join("collector.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, base_config(&state, &socket, extra)).expect("write config");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut d = Daemon {
-            child: spawn(&config, env, &command),
+            child: spawn(&config, &env, &command),
             dir,
             state,
             socket,
             config,
             log: Arc::default(),
             command,
+            env,
         };
         d.capture_log();
         d.wait_ready();
@@ -99,7 +104,7 @@ impl Daemon {
 
     /// Starts again on the same state directory and config (after `stop` or `kill`).
     pub fn restart(&mut self) {
-        self.child = spawn(&self.config, &[], &self.command);
+        self.child = spawn(&self.config, &self.env, &self.command);
         self.log = Arc::default();
         self.capture_log();
         self.wait_ready();
@@ -166,6 +171,19 @@ impl Daemon {
             || self.log().contains(needle).then_some(()),
             || self.log(),
         );
+    }
+
+    /// The HTTP API's address (`127.0.0.1:PORT`), from the daemon's start-up line.
+    pub fn api(&self) -> String {
+        wait_until(
+            "the HTTP API's address in the log",
+            || {
+                let log = self.log();
+                let rest = log.split("HTTP API listening on http://").nth(1)?;
+                Some(rest.split_whitespace().next()?.to_string())
+            },
+            || self.log(),
+        )
     }
 
     /// Sends lines through the library's client (the same code as `lngpt-collector send`).
@@ -253,9 +271,26 @@ pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     } else {
         "summary_interval = \"0\"\n"
     };
+    // Tests run in parallel: unless a test chooses, the API takes any free loopback port.
+    let api_lines = if extra.contains("listen") {
+        ""
+    } else {
+        "listen = \"127.0.0.1:0\"\n"
+    };
+    // Top-level keys of `extra` (before its first section) must precede every section.
+    let top_end = if extra.starts_with('[') {
+        0
+    } else {
+        extra.find("\n[").map_or(extra.len(), |i| i + 1)
+    };
+    let (top, extra) = extra.split_at(top_end);
     let mut extra = extra.to_string();
-    let mut head = format!("state_dir = {:?}\n", state.display().to_string());
-    for (section, lines) in [("[socket]\n", socket_line.as_str()), ("[log]\n", log_lines)] {
+    let mut head = format!("state_dir = {:?}\n{top}\n", state.display().to_string());
+    for (section, lines) in [
+        ("[socket]\n", socket_line.as_str()),
+        ("[log]\n", log_lines),
+        ("[api]\n", api_lines),
+    ] {
         if extra.contains(section) {
             extra = extra.replacen(section, &format!("{section}{lines}"), 1);
         } else {
@@ -265,7 +300,7 @@ pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     format!("{head}{extra}\n")
 }
 
-fn spawn(config: &Path, env: &[(&str, &str)], command: &[String]) -> Child {
+fn spawn(config: &Path, env: &[(String, String)], command: &[String]) -> Child {
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
     cmd.arg("run")
@@ -274,10 +309,12 @@ fn spawn(config: &Path, env: &[(&str, &str)], command: &[String]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // Naive timestamps are read in the host's zone; tests pin it unless they set their own.
+    cmd.env("TZ", "UTC");
+    cmd.env_remove("LOG_LEVEL").env_remove("LOG_FORMAT");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.env_remove("LOG_LEVEL");
     cmd.spawn().expect("spawn the collector")
 }
 

@@ -35,7 +35,7 @@ pub use config::{mask_uri_password, CollectionNames, MongoConfig, WriteConcernW}
 pub use query::to_json;
 
 use super::outbox::{Outbox, Taken};
-use super::query::{CostBucket, FindQuery, Found, Query, RequestBucket, StoreHealth, TimeRange};
+use super::query::{CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, StoreHealth, TimeRange};
 use super::retention::RetentionConfig;
 use super::{document, Batch, ErrorKind, Store, StoreError, WriteOutcome};
 use crate::event::{Collection, Event, EventId, Source, Timestamp};
@@ -616,6 +616,16 @@ impl Query for MongoStore {
     ) -> impl std::future::Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send {
         let this = self.clone();
         async move { this.request_buckets_of(range).await }
+    }
+
+    fn response_times(
+        &self,
+        range: TimeRange,
+        model: Option<String>,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<ResponseTimes, StoreError>> + Send {
+        let this = self.clone();
+        async move { this.response_times_of(range, model, limit).await }
     }
 
     fn health(&self) -> StoreHealth {

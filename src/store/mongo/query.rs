@@ -10,8 +10,8 @@ use super::MongoStore;
 use crate::event::{Collection, Currency, Level, Timestamp};
 use crate::store::embedded::text_field;
 use crate::store::query::{
-    bucket_start, CostBucket, Count, Cursor, Filter, FindQuery, Found, RequestBucket, TimeRange, COST_BUCKET_MS,
-    REQUEST_BUCKET_MS,
+    bucket_start, CostBucket, Count, Cursor, Filter, FindQuery, Found, RequestBucket, ResponseTime, ResponseTimes,
+    TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use crate::store::StoreError;
 
@@ -239,6 +239,41 @@ impl MongoStore {
         }
         out.sort_by(|a, b| (a.start_ms, &a.model).cmp(&(b.start_ms, &b.model)));
         Ok(out)
+    }
+}
+
+impl MongoStore {
+    pub(super) async fn response_times_of(
+        &self,
+        range: TimeRange,
+        model: Option<String>,
+        limit: usize,
+    ) -> Result<ResponseTimes, StoreError> {
+        let mut filter = Document::new();
+        range_filter("timestamp", range, &mut filter);
+        if let Some(model) = model {
+            filter.insert("model", model);
+        }
+        filter.insert("response_time", doc! { "$type": "number" });
+        let coll = self.inner.db.collection::<Document>(self.name(Collection::Performance));
+        let mut cursor = coll
+            .find(filter)
+            .projection(doc! { "_id": 0, "timestamp": 1, "model": 1, "response_time": 1 })
+            .sort(doc! { "timestamp": 1 })
+            .limit(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
+            .await
+            .map_err(query_error)?;
+        let mut samples = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(query_error)? {
+            samples.push(ResponseTime {
+                time_ms: d.get_datetime("timestamp").map(|t| t.timestamp_millis()).unwrap_or(0),
+                model: d.get_str("model").ok().map(str::to_string),
+                seconds: number(d.get("response_time")),
+            });
+        }
+        let truncated = samples.len() > limit;
+        samples.truncate(limit);
+        Ok(ResponseTimes { samples, truncated })
     }
 }
 

@@ -1,0 +1,163 @@
+"""The original's API against the real daemon: the handler, record_api_cost, log_performance, log_api_call."""
+
+import gc
+import json
+import logging
+import unittest
+
+from support import DaemonTest, needs_daemon, wait_until
+
+import lngpt_collector
+from lngpt_collector import log_api_call, log_performance, record_api_cost
+
+
+@needs_daemon
+class ApiTest(DaemonTest):
+    def setUp(self):
+        super().setUp()
+        self.daemon.start()
+        self.c = lngpt_collector.configure(socket=self.daemon.socket, spool_dir=self.spool_dir)
+        self.log = logging.getLogger("lngpt")
+        self.log.handlers[:] = [lngpt_collector.CollectorHandler()]
+        self.log.setLevel(1)  # custom levels below DEBUG too
+        self.log.propagate = False
+
+    def perf(self, function):
+        rows = self.daemon.query("SELECT doc FROM api_performance WHERE json_extract(doc, '$.extra.function') = ?",
+                                 function)
+        return [json.loads(r[0]) for r in rows]
+
+    def test_the_handler_keeps_message_level_logger_and_extra_fields(self):
+        api = logging.getLogger("lngpt.api")
+        api.warning("API调用失败 %d", 7, extra={"data": {"attempt": 7, "api_key": "sk-abcdefghijklmnopqrstuv0007"},
+                                                "model": "glm-4-flash", "request_id": "r-7"})
+        api.log(5, "a custom level")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            api.exception("调用异常")
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        docs = [json.loads(r[0]) for r in self.daemon.query("SELECT doc FROM api_logs ORDER BY rowid")]
+        self.assertEqual(len(docs), 3, docs)
+        first = docs[0]
+        self.assertEqual((first["message"], first["level"], first["logger"]), ("API调用失败 7", "WARNING", "lngpt.api"))
+        self.assertEqual(first["extra"]["attempt"], 7)
+        self.assertEqual(first["extra"]["model"], "glm-4-flash")
+        self.assertEqual(first["extra"]["api_key"], "***0007")  # masked by the daemon
+        self.assertEqual(self.daemon.query("SELECT request_id FROM api_logs ORDER BY rowid LIMIT 1")[0][0], "r-7")
+        self.assertEqual((docs[1]["level"], docs[1]["extra"]["levelname"]), ("DEBUG", "Level 5"))
+        self.assertIn("ValueError: boom", docs[2]["extra"]["exception"])
+        self.assertEqual(self.daemon.count("api_rejects"), 0)
+
+    def test_many_threads_logging_at_once_are_all_stored_once(self):
+        import threading
+
+        api = logging.getLogger("lngpt.threads")
+
+        def worker(t):
+            for i in range(1000):
+                api.info("thread %d line %d", t, i, extra={"run": "threads", "seq": t * 1000 + i})
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertTrue(lngpt_collector.flush(timeout=60), lngpt_collector.stats())
+        self.assert_exactly_once("threads", 8000)
+
+    def test_record_api_cost_and_log_performance_store_the_originals_fields(self):
+        record_api_cost("gpt-4o", 0.0123, "$", 1200, 300)
+        record_api_cost("glm-4-flash", 0.5, "￥", 10, 20, request_id="r-1")
+        log_performance(3.81, "error", error=TimeoutError("timeout"), model="gpt-4o")
+        log_performance(1.2, True, model="glm-4-flash", first_chunk_time=0.3, chunk_count=12)
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        costs = self.daemon.query("SELECT model, currency, cost, input_tokens, output_tokens, total_tokens "
+                                  "FROM api_cost ORDER BY rowid")
+        self.assertEqual([(c[0], c[2], c[3], c[4], c[5]) for c in costs],
+                         [("gpt-4o", 0.0123, 1200, 300, 1500), ("glm-4-flash", 0.5, 10, 20, 30)])
+        perf = self.daemon.query("SELECT status, response_time, model, json_extract(doc, '$.error'), "
+                                 "json_extract(doc, '$.chunk_count') FROM api_performance ORDER BY rowid")
+        self.assertEqual(perf, [("error", 3.81, "gpt-4o", "timeout", None), ("success", 1.2, "glm-4-flash", None, 12)])
+        self.assertEqual(self.daemon.count("api_rejects"), 0)
+
+    def test_log_api_call_records_calls_errors_and_the_model_argument(self):
+        @log_api_call
+        def chat(messages, model="glm-4-flash"):
+            return "reply to %s" % messages
+
+        @log_api_call(model="doubao-lite-32k")
+        def failing():
+            raise RuntimeError("quota")
+
+        self.assertEqual(chat("hi"), "reply to hi")
+        with self.assertRaises(RuntimeError):
+            failing()
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        ok, = self.perf("chat")
+        self.assertEqual((ok["status"], ok["model"]), ("success", "glm-4-flash"))
+        bad, = self.perf("failing")
+        self.assertEqual((bad["status"], bad["model"], bad["error"]), ("error", "doubao-lite-32k", "quota"))
+        messages = [r[0] for r in self.daemon.query("SELECT json_extract(doc, '$.message') FROM api_logs ORDER BY rowid")]
+        self.assertEqual(messages, ["API调用开始: chat", "API调用成功: chat", "API调用开始: failing", "API调用失败: failing"])
+        # The log lines and the performance record share a request id.
+        ids = {r[0] for r in self.daemon.query("SELECT request_id FROM api_logs WHERE json_extract(doc, '$.extra.function') = 'chat'")}
+        self.assertEqual(ids, {ok["request_id"]})
+
+    def test_a_streaming_generator_consumed_halfway_still_records_the_chunks_seen(self):
+        @log_api_call
+        def stream_chat(messages, model="gpt-4o"):
+            for i in range(10):
+                yield "chunk %d" % i
+            return "the whole reply"
+
+        gen = stream_chat("hi")
+        self.assertEqual([next(gen) for _ in range(4)], ["chunk 0", "chunk 1", "chunk 2", "chunk 3"])
+        del gen  # consumed halfway and dropped: CPython closes it at once
+        gc.collect()
+
+        closed = stream_chat("closed early")
+        next(closed)
+        closed.close()
+
+        full = stream_chat("all")
+        chunks = []
+        while True:
+            try:
+                chunks.append(next(full))
+            except StopIteration as stop:
+                self.assertEqual(stop.value, "the whole reply")  # the return value passes through
+                break
+        self.assertEqual(len(chunks), 10)
+
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        records = wait_until("three stream records", lambda: len(self.perf("stream_chat")) == 3 and self.perf("stream_chat"))
+        summary = sorted((r["chunk_count"], r["extra"]["completed"], r["status"], r["model"]) for r in records)
+        self.assertEqual(summary, [(1, False, "success", "gpt-4o"), (4, False, "success", "gpt-4o"),
+                                   (10, True, "success", "gpt-4o")])
+        for r in records:
+            self.assertGreaterEqual(r["response_time"], r["first_chunk_time"])
+
+    def test_a_function_returning_a_generator_and_a_stream_that_fails_are_recorded(self):
+        def source():
+            yield "a"
+            yield "b"
+            raise ConnectionError("stream cut")
+
+        @log_api_call(model="glm-4-flash")
+        def stream_via_function():
+            return source()
+
+        got = []
+        with self.assertRaises(ConnectionError):
+            for chunk in stream_via_function():
+                got.append(chunk)
+        self.assertEqual(got, ["a", "b"])
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        rec, = self.perf("stream_via_function")
+        self.assertEqual((rec["status"], rec["error"], rec["chunk_count"], rec["extra"]["completed"]),
+                         ("error", "stream cut", 2, False))
+
+
+if __name__ == "__main__":
+    unittest.main()

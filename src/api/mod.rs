@@ -1,0 +1,503 @@
+//! The HTTP API: what a dashboard, the app's front end, Prometheus and probes ask of the daemon.
+//!
+//! It sits beside the pipeline, never in it: reads go to the store's query side ([`Query`]), live
+//! streams read the tap's lossy broadcast, and `POST /api/events` is one more source that follows
+//! the socket's rule (admitted to the memory budget before every read, answered once durable).
+//! Areas live in files of their own: [`logs`] (listings), [`streams`] (SSE), [`stats`], [`ingest`],
+//! [`health`], [`metrics`]; [`access`] holds the token, size limits and CORS; [`error`] the one
+//! JSON error shape.
+//!
+//! The server is a producer in the lifecycle: at shutdown it stops accepting, ends streams, lets
+//! in-flight requests finish for a short grace, and gives up its pipeline sender.
+
+mod access;
+mod alerts;
+mod error;
+mod health;
+mod ingest;
+mod logs;
+pub mod metrics;
+mod params;
+mod stats;
+mod streams;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::{ByteSize, HumanDuration, Problems};
+use crate::event::NaiveZone;
+use crate::monitor::budget::BudgetConfig;
+use crate::monitor::silences::Silences;
+use crate::monitor::Monitor;
+use crate::notify::Notifier;
+use crate::pipeline::budget::Budget;
+use crate::pipeline::tap::Tap;
+use crate::shutdown::Shutdown;
+use crate::source::Ingest;
+use crate::store::AnyStore;
+use crate::telemetry::Counters;
+
+pub use error::ApiError;
+
+/// The variable that may hold the token instead of the file.
+pub const TOKEN_ENV: &str = "LNGPT_COLLECTOR_API_TOKEN";
+
+/// `[api]`: the HTTP API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    /// `host:port` (loopback unless a token is set), or `unix:/path/to/api.sock`.
+    pub listen: String,
+    /// Bearer token every request must carry; required to listen beyond loopback.
+    pub token: Option<String>,
+    /// Origins allowed to call the API from a browser; empty: CORS off.
+    pub cors_origins: Vec<String>,
+    /// A store query running longer is cancelled and answered with 503.
+    pub query_timeout: HumanDuration,
+    /// Longest accepted query string.
+    pub max_query_bytes: usize,
+    /// Largest `POST /api/events` body.
+    pub max_body_bytes: ByteSize,
+    /// Live streams open at once (all SSE routes together).
+    pub max_stream_clients: usize,
+    /// Comment line sent on idle streams, so proxies and browsers keep them open.
+    pub keep_alive: HumanDuration,
+    /// Listings count matches exactly up to this many; past it `total` is a lower bound.
+    pub count_limit: u64,
+    /// Events a stream resumed with `Last-Event-ID` replays from the store at most.
+    pub max_replay: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: "127.0.0.1:8787".into(),
+            token: None,
+            cors_origins: Vec::new(),
+            query_timeout: HumanDuration(Duration::from_secs(10)),
+            max_query_bytes: 8192,
+            max_body_bytes: ByteSize(64 << 20),
+            max_stream_clients: 64,
+            keep_alive: HumanDuration(Duration::from_secs(15)),
+            count_limit: 10_000,
+            max_replay: 10_000,
+        }
+    }
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "http://{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The token in force: an empty one counts as none.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    pub fn listen_on(&self) -> Result<Listen, String> {
+        let s = self.listen.trim();
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("is {s:?}; expected a path after \"unix:\""));
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        let addr = match s.strip_prefix("localhost:") {
+            Some(port) => port
+                .parse::<u16>()
+                .ok()
+                .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p)),
+            None => s.parse::<SocketAddr>().ok(),
+        };
+        addr.map(Listen::Tcp).ok_or_else(|| {
+            format!("is {s:?}; expected an address and port such as \"127.0.0.1:8787\" or \"[::1]:8787\", or \"unix:/run/lngpt-collector/api.sock\"")
+        })
+    }
+
+    pub fn validate(&self, p: &mut Problems) {
+        if !self.enabled {
+            return;
+        }
+        match self.listen_on() {
+            Err(problem) => p.add("api.listen", problem),
+            Ok(Listen::Tcp(addr)) if !addr.ip().is_loopback() && self.token().is_none() => p.add(
+                "api.listen",
+                format!(
+                    "is {addr}, which is not a loopback address, and no api.token is set: anyone who can reach it could read every stored message and send events; set api.token (or {TOKEN_ENV}), or listen on 127.0.0.1"
+                ),
+            ),
+            Ok(_) => {}
+        }
+        if let Some(token) = self.token() {
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                p.add(
+                    "api.token",
+                    "is too short or holds spaces; expected at least 16 printable characters without spaces (e.g. from `openssl rand -hex 32`)",
+                );
+            }
+        }
+        for (i, origin) in self.cors_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                p.add(
+                    &format!("api.cors_origins[{i}]"),
+                    format!("is {origin:?}; expected an origin such as \"https://novel.example.com\" (scheme and host, no path), or \"*\""),
+                );
+            }
+        }
+        p.duration_in(
+            "api.query_timeout",
+            self.query_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        p.in_range("api.max_query_bytes", self.max_query_bytes, 256..=1 << 20);
+        p.size_in("api.max_body_bytes", self.max_body_bytes, 1024, 1 << 40);
+        p.in_range("api.max_stream_clients", self.max_stream_clients, 0..=100_000);
+        p.duration_in(
+            "api.keep_alive",
+            self.keep_alive,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        p.in_range("api.count_limit", self.count_limit, 0..=100_000_000);
+        p.in_range("api.max_replay", self.max_replay, 0..=1_000_000);
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct Api {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    store: AnyStore,
+    tap: Tap,
+    config: ApiConfig,
+    budget_config: BudgetConfig,
+    timezone: jiff::tz::TimeZone,
+    timezone_name: String,
+    /// Taken at shutdown: requests that hold a clone finish, new ones are refused.
+    ingest: Mutex<Option<Arc<IngestGate>>>,
+    streams: Arc<Semaphore>,
+    /// True once the daemon is stopping: streams end, uploads stop reading.
+    stopping: watch::Receiver<bool>,
+    metrics: metrics::Metrics,
+    monitor: Monitor,
+    /// Whether the monitor's task refreshes the budget (else `/api/budget` reads it per request).
+    monitor_running: bool,
+    silences: Silences,
+    /// How times without an offset in parameters are read (`naive_timezone`).
+    naive: NaiveZone,
+    /// One formatter per streamed collection, shared by its clients.
+    hubs: streams::Hubs,
+    host: String,
+    /// The outbox's cap, to tell whether it still takes events (MongoDB only).
+    outbox_cap: Option<u64>,
+}
+
+/// The HTTP source and a completion guard: shutdown's producer phase waits until every upload
+/// that holds one has answered.
+struct IngestGate {
+    ingest: Ingest,
+    _done: Shutdown,
+}
+
+impl Api {
+    fn store(&self) -> &AnyStore {
+        &self.inner.store
+    }
+
+    fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    /// Runs a store query under `query_timeout`; past it the query is dropped and the caller gets
+    /// a 503 that says so.
+    async fn timed<T>(
+        &self,
+        query: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+    ) -> Result<T, ApiError> {
+        let limit = self.inner.config.query_timeout;
+        match tokio::time::timeout(limit.0, query).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(_) => Err(ApiError::unavailable(format!(
+                "the query ran longer than api.query_timeout ({limit}) and was cancelled; narrow the time range or add filters"
+            ))),
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
+    }
+}
+
+/// Everything the server needs from the daemon.
+pub struct Parts {
+    pub store: AnyStore,
+    pub tap: Tap,
+    /// The `http` source; None: `POST /api/events` answers 503.
+    pub ingest: Option<Ingest>,
+    pub budget: Budget,
+    pub counters: Arc<Counters>,
+    pub budget_config: BudgetConfig,
+    pub timezone: String,
+    pub outbox_cap: Option<u64>,
+    pub monitor: Monitor,
+    pub monitor_running: bool,
+    pub silences: Silences,
+    /// Webhook delivery counters for `/metrics`.
+    pub notifier: Notifier,
+    pub naive: NaiveZone,
+}
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: Listener,
+    on: Listen,
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    /// The file is `None` for a socket systemd passed: systemd owns it, so it outlives the daemon.
+    Unix(tokio::net::UnixListener, Option<UnixSocketFile>),
+}
+
+/// The API's socket file, removed when the server ends.
+struct UnixSocketFile(PathBuf);
+
+impl Drop for UnixSocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Server {
+    /// Binds `api.listen`; errors say what to change.
+    pub fn bind(config: &ApiConfig) -> Result<Server, String> {
+        let on = config.listen_on().map_err(|p| format!("api.listen {p}"))?;
+        let listener = match &on {
+            Listen::Tcp(addr) => {
+                let std = std::net::TcpListener::bind(addr).map_err(|e| {
+                    format!("cannot listen on {addr} for the HTTP API: {e}; set api.listen to a free address, or api.enabled = false")
+                })?;
+                std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Listener::Tcp(tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?)
+            }
+            Listen::Unix(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("cannot create the API socket's directory {}: {e}", dir.display()))?;
+                }
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(format!(
+                        "another process is already listening on {} (is another lngpt-collector running?)",
+                        path.display()
+                    ));
+                }
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if !meta.file_type().is_socket() {
+                        return Err(format!(
+                            "{} exists and is not a socket; remove it or set api.listen to another path",
+                            path.display()
+                        ));
+                    }
+                    let _ = std::fs::remove_file(path);
+                }
+                let std = std::os::unix::net::UnixListener::bind(path)
+                    .map_err(|e| format!("cannot listen on {} for the HTTP API: {e}", path.display()))?;
+                std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let file = Some(UnixSocketFile(path.clone()));
+                Listener::Unix(
+                    tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?,
+                    file,
+                )
+            }
+        };
+        Ok(Server { listener, on })
+    }
+
+    /// Serves on a socket systemd passed (TCP or Unix), which is kept, not removed, at exit.
+    pub fn activated(passed: crate::systemd::PassedListener) -> Result<Server, String> {
+        use crate::systemd::PassedListener;
+        Ok(match passed {
+            PassedListener::Tcp(std) => {
+                std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let addr = std.local_addr().map_err(|e| e.to_string())?;
+                let listener = tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?;
+                Server {
+                    listener: Listener::Tcp(listener),
+                    on: Listen::Tcp(addr),
+                }
+            }
+            PassedListener::Unix(std) => {
+                std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                let path = std
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(PathBuf::from))
+                    .unwrap_or_default();
+                let listener = tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?;
+                Server {
+                    listener: Listener::Unix(listener, None),
+                    on: Listen::Unix(path),
+                }
+            }
+        })
+    }
+
+    /// Where it listens, with the port the system chose for port 0.
+    pub fn local(&self) -> Listen {
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr().map(Listen::Tcp).unwrap_or_else(|_| self.on.clone()),
+            Listener::Unix(..) => self.on.clone(),
+        }
+    }
+
+    /// Serves until `shutdown`; then stops accepting, ends streams and uploads, and returns once
+    /// in-flight requests are done or `grace` has passed.
+    pub async fn run(self, config: ApiConfig, parts: Parts, mut shutdown: Shutdown, grace: Duration) {
+        let (stop_tx, stopping) = watch::channel(false);
+        let timezone = jiff::tz::TimeZone::get(&parts.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+        let streams = Arc::new(Semaphore::new(config.max_stream_clients));
+        let mut metrics = metrics::Metrics::new(
+            parts.counters.clone(),
+            parts.budget.clone(),
+            parts.store.clone(),
+            streams.clone(),
+            config.max_stream_clients,
+        );
+        metrics.register(Box::new(metrics::MonitorMetrics::new(
+            parts.monitor.clone(),
+            parts.notifier.clone(),
+        )));
+        let ingest = parts.ingest.map(|ingest| {
+            Arc::new(IngestGate {
+                ingest,
+                _done: shutdown.child(),
+            })
+        });
+        let api = Api {
+            inner: Arc::new(Shared {
+                store: parts.store,
+                tap: parts.tap,
+                budget_config: parts.budget_config,
+                timezone,
+                timezone_name: parts.timezone,
+                ingest: Mutex::new(ingest),
+                streams,
+                stopping,
+                metrics,
+                monitor: parts.monitor,
+                monitor_running: parts.monitor_running,
+                silences: parts.silences,
+                naive: parts.naive,
+                hubs: streams::Hubs::new(),
+                host: crate::store::document::hostname(),
+                outbox_cap: parts.outbox_cap,
+                config,
+            }),
+        };
+        let app = router(api.clone());
+        let stop_signal = {
+            let api = api.clone();
+            async move {
+                shutdown.recv().await;
+                let _ = stop_tx.send(true);
+                // Uploads under way keep their own clone; new ones are refused.
+                if let Ok(mut gate) = api.inner.ingest.lock() {
+                    gate.take();
+                }
+                // Keep the guard (and so the producer phase) until the server has wound down.
+                (shutdown, stop_tx)
+            }
+        };
+        let (signal_tx, signal_rx) = tokio::sync::oneshot::channel();
+        let graceful = async move {
+            let held = stop_signal.await;
+            let _ = signal_tx.send(held);
+        };
+        let served = async {
+            let result = match self.listener {
+                Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(graceful).await,
+                Listener::Unix(l, _file) => axum::serve(l, app).with_graceful_shutdown(graceful).await,
+            };
+            if let Err(e) = result {
+                tracing::error!("the HTTP API stopped: {e}");
+            }
+        };
+        tokio::pin!(served);
+        tokio::select! {
+            _ = &mut served => {}
+            held = signal_rx => {
+                // Stopping: give in-flight requests `grace` to finish; a stalled client does not
+                // hold up the daemon's shutdown past it.
+                let _ = tokio::time::timeout(grace, &mut served).await;
+                drop(held);
+            }
+        }
+    }
+}
+
+fn router(api: Api) -> Router {
+    let listings = logs::LISTINGS.iter().fold(Router::new(), |r, listing| {
+        r.route(listing.path, get(logs::list(listing)))
+    });
+    let streams = streams::STREAMS.iter().fold(Router::new(), |r, stream| {
+        r.route(stream.path, get(streams::subscribe(stream)))
+    });
+    let limits = access::Limits::new(api.config());
+    let cors = access::cors(api.config());
+    let router = Router::new()
+        .merge(listings)
+        .merge(streams)
+        .route("/api/stats/cost", get(stats::cost))
+        .route("/api/stats/errors", get(stats::errors))
+        .route("/api/stats/performance", get(stats::performance))
+        .route("/api/events", post(ingest::post_events))
+        .route("/api/budget", get(alerts::budget))
+        .route("/api/alerts/active", get(alerts::active))
+        .route(
+            "/api/alerts/silences",
+            get(alerts::list_silences).post(alerts::add_silence),
+        )
+        .route("/api/alerts/silences/{id}", delete(alerts::expire_silence))
+        .route("/healthz", get(health::alive))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::scrape))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(api)
+        .layer(axum::middleware::from_fn_with_state(limits, access::check));
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}

@@ -1,0 +1,629 @@
+//! Live streams (Server-Sent Events) of stored events: `GET /api/logs/stream` in the original's
+//! shape (`{timestamp, level, message, module, extra}`), and the same for cost and performance.
+//!
+//! Each event carries `id: <time_ms>_<_id>`. A browser that reconnects sends it back as
+//! `Last-Event-ID`, and the stream first replays from the store what matches after that position
+//! (time, then `_id`; at most `api.max_replay` events), then continues live without repeating what
+//! it replayed. Replay assumes events are stored roughly in time order: one timed before the last
+//! event seen and stored after the disconnect is not replayed.
+//!
+//! Live events come from the tap's bounded broadcast through one [`Hub`] per collection: while it
+//! has clients, a hub formats each stored batch once (the client count does not multiply the
+//! formatting) and rebroadcasts it, bounded too. A client that does not read is not waited for:
+//! its place in the broadcast is overtaken, and when it reads again it gets `event: lagged` with the
+//! number of events it missed, from the tap's per-collection sequence (it may reconnect with
+//! `Last-Event-ID` to fetch them). Each client holds at most one formatted batch and a few events,
+//! so a stalled client costs neither ingest speed nor memory.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body as HttpBody, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::pipeline::tap::Tap;
+
+use super::params::{Params, RawQuery};
+use super::{Api, ApiError};
+use crate::event::{Body, Collection, Event, Level, Timestamp};
+use crate::store::query::{Filter, FindQuery, Query, TimeRange};
+
+/// Chunks of events waiting for a client's connection.
+const CLIENT_QUEUE: usize = 4;
+/// Events go to the connection in chunks of about this many bytes: one write for many events.
+const CHUNK_BYTES: usize = 32 * 1024;
+const REPLAY_PAGE: usize = 1000;
+
+pub struct Stream {
+    pub path: &'static str,
+    pub collection: Collection,
+    /// Exact-match filters, each named like the stored field.
+    pub filters: &'static [&'static str],
+    /// Whether `level` (that level and above) and `q` (text in the message) apply.
+    pub logs: bool,
+}
+
+pub const STREAMS: &[Stream] = &[
+    Stream {
+        path: "/api/logs/stream",
+        collection: Collection::Logs,
+        filters: &["module"],
+        logs: true,
+    },
+    Stream {
+        path: "/api/cost/stream",
+        collection: Collection::Cost,
+        filters: &["model"],
+        logs: false,
+    },
+    Stream {
+        path: "/api/performance/stream",
+        collection: Collection::Performance,
+        filters: &["model", "status"],
+        logs: false,
+    },
+];
+
+type StreamFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>;
+
+/// The handler of one stream.
+pub fn subscribe(
+    stream: &'static Stream,
+) -> impl Fn(State<Api>, HeaderMap, RawQuery) -> StreamFuture + Clone + Send + Sync + 'static {
+    move |State(api), headers, query| {
+        Box::pin(async move {
+            match open(api, stream, &headers, query) {
+                Ok(response) => response,
+                Err(e) => e.into_response(),
+            }
+        })
+    }
+}
+
+fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery) -> Result<Response, ApiError> {
+    let mut known: Vec<&str> = stream.filters.to_vec();
+    if stream.logs {
+        known.extend(["level", "q"]);
+    }
+    let params = Params::new(query, &known)?;
+    let filter = LiveFilter::new(stream, &params)?;
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().unwrap_or_default();
+            Some(Position::decode(text).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "header `Last-Event-ID` is {text:?}; expected the `id` of an event this stream sent"
+                ))
+            })?)
+        }
+    };
+    if api.is_stopping() {
+        return Err(ApiError::unavailable("the collector is shutting down"));
+    }
+    let permit = api.inner.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(format!(
+            "too many stream clients: {} are connected (api.max_stream_clients); try again later",
+            api.config().max_stream_clients
+        ))
+    })?;
+    let next_seq = api.inner.tap.stored_events(stream.collection);
+    let live = api.inner.hubs.subscribe(stream.collection, &api);
+    let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
+    let feed = Feed {
+        stopping: api.inner.stopping.clone(),
+        keep_alive: api.config().keep_alive.0,
+        api,
+        stream,
+        filter,
+        tx,
+        chunk: Vec::new(),
+    };
+    tokio::spawn(async move {
+        feed.run(resume, live, next_seq).await;
+        drop(permit);
+    });
+    let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok::<_, Infallible>)));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // Tells nginx not to buffer the stream.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        HttpBody::from_stream(chunks),
+    )
+        .into_response())
+}
+
+/// Where a client is in a stream: the last event's time and `_id`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Position {
+    time_ms: i64,
+    id: String,
+}
+
+impl Position {
+    fn encode(&self) -> String {
+        format!("{}_{}", self.time_ms, self.id)
+    }
+
+    fn decode(s: &str) -> Option<Position> {
+        let (time, id) = s.split_once('_')?;
+        let id_ok = id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        id_ok.then_some(())?;
+        Some(Position {
+            time_ms: time.parse().ok()?,
+            id: id.to_ascii_lowercase(),
+        })
+    }
+
+    fn of_event(e: &Event) -> Position {
+        let mut hex = Vec::with_capacity(24);
+        e.id.write_hex(&mut hex);
+        Position {
+            time_ms: e.time.as_millis(),
+            id: String::from_utf8_lossy(&hex).into_owned(),
+        }
+    }
+
+    fn of_doc(collection: Collection, doc: &Value) -> Option<Position> {
+        let time = doc.get(collection.time_field())?.as_str()?;
+        Some(Position {
+            time_ms: Timestamp::parse_rfc3339(time).ok()?.as_millis(),
+            id: doc.get("_id")?.as_str()?.to_string(),
+        })
+    }
+}
+
+/// A stream's filters, applied to live events in memory and to the replay by the store.
+struct LiveFilter {
+    min_level: Option<Level>,
+    eq: Vec<(&'static str, String)>,
+    /// Lower-cased (ASCII), as the stores compare.
+    contains: Option<String>,
+}
+
+impl LiveFilter {
+    fn new(stream: &Stream, params: &Params) -> Result<LiveFilter, ApiError> {
+        let mut eq = Vec::new();
+        for &field in stream.filters {
+            if let Some(v) = params.string(field, 1024)? {
+                if field == "status" && v != "success" && v != "error" {
+                    return Err(ApiError::param(field, &v, "success or error"));
+                }
+                eq.push((field, v));
+            }
+        }
+        let (min_level, contains) = if stream.logs {
+            (
+                params.level("level")?,
+                params.string("q", 1024)?.map(|q| q.to_ascii_lowercase()),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(LiveFilter {
+            min_level,
+            eq,
+            contains,
+        })
+    }
+
+    fn store_filters(&self) -> Vec<Filter> {
+        let mut out: Vec<Filter> = self.eq.iter().map(|(f, v)| Filter::Eq(f, v.clone())).collect();
+        if let Some(l) = self.min_level {
+            out.push(Filter::LevelAtLeast(l));
+        }
+        if let Some(q) = &self.contains {
+            out.push(Filter::Contains(q.clone()));
+        }
+        out
+    }
+
+    fn matches(&self, line: &Line) -> bool {
+        let field = |name: &str| -> Option<&str> {
+            match name {
+                "module" => line.module.as_deref(),
+                "model" => line.model.as_deref(),
+                "status" => line.status,
+                _ => None,
+            }
+        };
+        self.eq.iter().all(|(name, v)| field(name) == Some(v.as_str()))
+            && self.min_level.is_none_or(|min| line.level.is_some_and(|l| l >= min))
+            && self
+                .contains
+                .as_ref()
+                .is_none_or(|q| line.message.as_deref().is_some_and(|m| contains_ascii_ci(m, q)))
+    }
+}
+
+fn contains_ascii_ci(haystack: &str, lower_needle: &str) -> bool {
+    let n = lower_needle.as_bytes();
+    n.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(n.len())
+            .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+}
+
+/// One client's stream: replay, then live events, until the client leaves or the daemon stops.
+struct Feed {
+    api: Api,
+    stream: &'static Stream,
+    filter: LiveFilter,
+    tx: mpsc::Sender<Bytes>,
+    /// Events formatted and not yet handed to the connection.
+    chunk: Vec<u8>,
+    keep_alive: std::time::Duration,
+    stopping: watch::Receiver<bool>,
+}
+
+/// Why a feed ends.
+struct Ended;
+
+impl Feed {
+    async fn run(mut self, resume: Option<Position>, live: broadcast::Receiver<Arc<Formatted>>, next_seq: u64) {
+        let mut replayed = HashSet::new();
+        if let Some(after) = resume {
+            match self.replay(&after, &mut replayed).await {
+                Ok(()) => {}
+                Err(Ended) => return,
+            }
+        }
+        let _ = self.follow(live, next_seq, replayed).await;
+    }
+
+    /// Sends what the store holds after `after`; notes the ids sent, so live batches the replay
+    /// already covered are not sent twice.
+    async fn replay(&mut self, after: &Position, sent: &mut HashSet<String>) -> Result<(), Ended> {
+        let cap = self.api.config().max_replay;
+        let collection = self.stream.collection;
+        let mut q = FindQuery::new(collection);
+        q.range = TimeRange {
+            from: Some(Timestamp(after.time_ms)),
+            to: None,
+        };
+        q.filters = self.filter.store_filters();
+        q.limit = REPLAY_PAGE;
+        q.count_up_to = (cap as u64).saturating_mul(10).max(1);
+        let mut newer: Vec<(Position, Value)> = Vec::new();
+        let mut total = None;
+        loop {
+            let page = match self.api.timed(self.api.store().find(q.clone())).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let data = json!({"error": format!("cannot replay from Last-Event-ID: {}", e.message)});
+                    self.push("error", None, &data.to_string());
+                    return self.flush().await;
+                }
+            };
+            total = total.or(page.total);
+            for doc in page.docs {
+                if let Some(p) = Position::of_doc(collection, &doc).filter(|p| p > after) {
+                    newer.push((p, doc));
+                }
+            }
+            match page.next {
+                Some(next) if newer.len() < cap => q.after = Some(next),
+                _ => break,
+            }
+        }
+        if newer.len() > cap || total.is_some_and(|t| t.n > newer.len() as u64 && newer.len() >= cap) {
+            let skipped = total.map_or(0, |t| t.n).saturating_sub(cap as u64);
+            newer.truncate(cap);
+            let data = json!({"skipped": skipped, "reason": "more events than api.max_replay since Last-Event-ID; the oldest were not replayed"});
+            self.push("lagged", None, &data.to_string());
+        }
+        newer.sort_by(|a, b| a.0.cmp(&b.0));
+        for (position, doc) in newer {
+            let data = self.shape_doc(doc);
+            self.push("", Some(&position.encode()), &data);
+            sent.insert(position.id);
+            self.flush_if_full().await?;
+        }
+        self.flush().await
+    }
+
+    async fn follow(
+        &mut self,
+        mut live: broadcast::Receiver<Arc<Formatted>>,
+        mut next_seq: u64,
+        mut replayed: HashSet<String>,
+    ) -> Result<(), Ended> {
+        let mut last_sent = tokio::time::Instant::now();
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
+                _ = self.tx.closed() => return Err(Ended),
+                r = live.recv() => Some(r),
+                _ = tokio::time::sleep_until(last_sent + self.keep_alive) => None,
+            };
+            let Some(received) = received else {
+                // A comment: proxies and browsers keep an idle stream open.
+                self.chunk.extend_from_slice(b":\n\n");
+                self.flush().await?;
+                last_sent = tokio::time::Instant::now();
+                continue;
+            };
+            let batch = match received {
+                Ok(batch) => batch,
+                // The gap in the sequence says how many events were missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return Err(Ended),
+            };
+            if batch.seq > next_seq {
+                let data = json!({"skipped": batch.seq - next_seq});
+                self.push("lagged", None, &data.to_string());
+            }
+            next_seq = next_seq.max(batch.seq + batch.lines.len() as u64);
+            let mut overlapped = false;
+            for line in &batch.lines {
+                if !replayed.is_empty() && replayed.contains(line.event_id()) {
+                    overlapped = true;
+                    continue;
+                }
+                if !self.filter.matches(line) {
+                    continue;
+                }
+                self.push("", Some(&line.id), &line.data);
+                self.flush_if_full().await?;
+            }
+            if !self.chunk.is_empty() {
+                self.flush().await?;
+                last_sent = tokio::time::Instant::now();
+            }
+            // The store's answer covered a prefix of the writes: once a batch past it arrives,
+            // no later one can overlap.
+            if !overlapped && !replayed.is_empty() {
+                replayed = HashSet::new();
+            }
+        }
+    }
+
+    /// Adds one event to the chunk: `event:` (unless empty), `id:` (if any), `data:`. The data is
+    /// compact JSON, so it is one line.
+    fn push(&mut self, event: &str, id: Option<&str>, data: &str) {
+        if !event.is_empty() {
+            self.chunk.extend_from_slice(b"event: ");
+            self.chunk.extend_from_slice(event.as_bytes());
+            self.chunk.push(b'\n');
+        }
+        if let Some(id) = id {
+            self.chunk.extend_from_slice(b"id: ");
+            self.chunk.extend_from_slice(id.as_bytes());
+            self.chunk.push(b'\n');
+        }
+        self.chunk.extend_from_slice(b"data: ");
+        self.chunk.extend_from_slice(data.as_bytes());
+        self.chunk.extend_from_slice(b"\n\n");
+    }
+
+    async fn flush_if_full(&mut self) -> Result<(), Ended> {
+        if self.chunk.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the chunk to the connection, waiting while the client is behind (the live feed
+    /// goes on without it meanwhile).
+    async fn flush(&mut self) -> Result<(), Ended> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES)));
+        tokio::select! {
+            sent = self.tx.send(chunk) => sent.map_err(|_| Ended),
+            _ = self.stopping.wait_for(|s| *s) => Err(Ended),
+        }
+    }
+
+    /// A stored document in the stream's shape (the same as [`shape_event`] gives).
+    fn shape_doc(&self, mut doc: Value) -> String {
+        if self.stream.collection != Collection::Logs {
+            return doc.to_string();
+        }
+        let mut take = |k: &str| doc.get_mut(k).map(Value::take);
+        json!({
+            "timestamp": take("timestamp").unwrap_or(Value::Null),
+            "level": take("level").unwrap_or(Value::Null),
+            "message": take("message").unwrap_or(Value::Null),
+            "module": take("module").unwrap_or_else(|| Value::from("unknown")),
+            "extra": take("extra").unwrap_or_else(|| json!({})),
+        })
+        .to_string()
+    }
+}
+
+/// One stored event, formatted once for every client, with what the filters look at.
+pub(crate) struct Line {
+    /// The SSE id: `<time_ms>_<_id>`.
+    id: String,
+    data: String,
+    level: Option<Level>,
+    module: Option<String>,
+    model: Option<String>,
+    status: Option<&'static str>,
+    /// Logs only: the text `q` searches.
+    message: Option<String>,
+}
+
+impl Line {
+    fn of(e: &Event, host: &str) -> Line {
+        let (level, module, model, status, message) = match &e.body {
+            Body::Log(l) => (Some(l.level), l.module.clone(), None, None, Some(l.message.clone())),
+            Body::Cost(c) => (None, None, Some(c.model.clone()), None, None),
+            Body::Performance(p) => (None, None, p.model.clone(), Some(p.status.as_str()), None),
+            Body::Metric(m) => (None, None, m.model.clone(), None, None),
+            Body::Reject(_) => (None, None, None, None, None),
+        };
+        Line {
+            id: Position::of_event(e).encode(),
+            data: shape_event(e, host),
+            level,
+            module,
+            model,
+            status,
+            message,
+        }
+    }
+
+    /// The `_id` part of the SSE id.
+    fn event_id(&self) -> &str {
+        self.id.split_once('_').map_or("", |(_, id)| id)
+    }
+}
+
+/// A stored batch of one collection, formatted.
+pub(crate) struct Formatted {
+    /// The tap's sequence of the batch's first event.
+    seq: u64,
+    lines: Vec<Line>,
+}
+
+/// Formats a collection's stored batches once for all of its stream clients.
+struct Hub {
+    collection: Collection,
+    out: broadcast::Sender<Arc<Formatted>>,
+    /// Whether the formatting task runs (it runs only while there are clients).
+    running: std::sync::Mutex<bool>,
+}
+
+/// The hubs of the streamed collections.
+pub(crate) struct Hubs(Vec<Arc<Hub>>);
+
+/// Formatted batches a hub keeps for clients that are behind.
+const HUB_BATCHES: usize = 16;
+
+impl Hubs {
+    pub fn new() -> Hubs {
+        Hubs(
+            STREAMS
+                .iter()
+                .map(|s| {
+                    Arc::new(Hub {
+                        collection: s.collection,
+                        out: broadcast::channel(HUB_BATCHES).0,
+                        running: std::sync::Mutex::new(false),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// A new client's receiver; starts the hub's formatting task if it is not running.
+    fn subscribe(&self, collection: Collection, api: &Api) -> broadcast::Receiver<Arc<Formatted>> {
+        let Some(hub) = self.0.iter().find(|h| h.collection == collection) else {
+            // Not a streamed collection: a receiver that never gets anything.
+            return broadcast::channel(1).1;
+        };
+        let mut running = hub.running.lock().unwrap_or_else(|p| p.into_inner());
+        let receiver = hub.out.subscribe();
+        if !*running {
+            *running = true;
+            let (hub, tap, host, stopping) = (
+                hub.clone(),
+                api.inner.tap.clone(),
+                api.inner.host.clone(),
+                api.inner.stopping.clone(),
+            );
+            tokio::spawn(hub.format(tap, host, stopping));
+        }
+        receiver
+    }
+}
+
+impl Hub {
+    async fn format(self: Arc<Self>, tap: Tap, host: String, mut stopping: watch::Receiver<bool>) {
+        let mut stored = tap.subscribe();
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|s| *s) => break,
+                r = stored.recv() => r,
+            };
+            match received {
+                Ok(batch) if batch.collection == self.collection => {
+                    if self.out.receiver_count() == 0 {
+                        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                        // Checked again under the lock a new client takes to subscribe.
+                        if self.out.receiver_count() == 0 {
+                            *running = false;
+                            return;
+                        }
+                    }
+                    let lines = batch.events.iter().map(|e| Line::of(e, &host)).collect();
+                    let _ = self.out.send(Arc::new(Formatted { seq: batch.seq, lines }));
+                }
+                // Missed batches show as a gap in the next one's sequence.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+/// A live event in the stream's shape.
+fn shape_event(e: &Event, host: &str) -> String {
+    match &e.body {
+        Body::Log(l) => {
+            let mut time = Vec::with_capacity(24);
+            e.time.write_rfc3339(&mut time);
+            json!({
+                "timestamp": String::from_utf8_lossy(&time),
+                "level": l.level.as_str(),
+                "message": l.message,
+                "module": l.module.as_deref().unwrap_or("unknown"),
+                "extra": l.extra,
+            })
+            .to_string()
+        }
+        _ => {
+            let mut out = Vec::new();
+            match crate::store::document::write_json(e, host, &mut out) {
+                Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+                Err(e) => json!({"error": format!("cannot format the event: {e}")}).to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_and_order_by_time_then_id() {
+        let p = Position {
+            time_ms: 1_795_680_000_123,
+            id: "65a1b2c3d4e5f60718293a4b".into(),
+        };
+        assert_eq!(Position::decode(&p.encode()), Some(p.clone()));
+        for junk in [
+            "",
+            "1_",
+            "x_65a1b2c3d4e5f60718293a4b",
+            "1_65a1b2c3d4e5f60718293a4",
+            "1_zz a1b2c3d4e5f60718293a4b",
+        ] {
+            assert_eq!(Position::decode(junk), None, "{junk}");
+        }
+        let later_same_ms = Position {
+            id: "65a1b2c3d4e5f60718293a4c".into(),
+            ..p.clone()
+        };
+        assert!(later_same_ms > p);
+        assert!(contains_ascii_ci("API Timeout after 30s", "timeout"));
+        assert!(!contains_ascii_ci("ok", "timeout"));
+    }
+}
