@@ -41,6 +41,16 @@ mounts=()
 containers=()
 cleanup() {
   set +e
+  # Whatever a failed step left running (daemons, strace, the test's HTTP receiver): TERM first,
+  # as strace passes no signal on while it traces and exits with its daemon.
+  local j p
+  for j in $(jobs -p); do
+    for p in $(descendants "$j") "$j"; do kill -TERM "$p" 2>/dev/null; done
+  done
+  sleep 1
+  for j in $(jobs -p); do
+    for p in $(descendants "$j") "$j"; do kill -KILL "$p" 2>/dev/null; done
+  done
   for c in "${containers[@]}"; do buildah_ rm "$c" >/dev/null 2>&1; done
   for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null; done
   if [ -d "$work/storage" ]; then
@@ -60,6 +70,9 @@ descendants() {
     descendants "$p"
   done
 }
+
+# A TCP port free on loopback now (the daemon binds it a moment later: a tiny race, no more).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 buildah_() { buildah --storage-driver vfs --root "$work/storage" --runroot "$work/run" "$@"; }
 
@@ -83,7 +96,7 @@ release_binary() {
 
 # ---------------------------------------------------------------------------------------------
 check_units() {
-  apt_install systemd-analyze:systemd strace:strace python3:python3 pgrep:procps
+  apt_install systemd-analyze:systemd strace:strace python3:python3 pgrep:procps curl:curl
   local units=(systemd/lngpt-collector.service systemd/lngpt-collector.socket systemd/lngpt-collector-api.socket)
   # verify wants ExecStart='s binary where it says: point a copy at the release binary (the
   # installed units are verified as they are in the install step).
@@ -124,6 +137,8 @@ s.serve_forever()
 PY
   local http_pid=$!
   for _ in $(seq 50); do [ -s "$d/port" ] && break; sleep 0.1; done
+  local api_port
+  api_port=$(free_port)
   cat >"$d/config.toml" <<EOF
 state_dir = "$d/state"
 [socket]
@@ -134,6 +149,8 @@ path = "$d/logs/app.log"
 name = "ops"
 url = "http://127.0.0.1:$(cat "$d/port")/hook"
 group_wait = "1s"
+[api]
+listen = "127.0.0.1:$api_port"
 [log]
 target = "stderr"
 EOF
@@ -153,6 +170,12 @@ EOF
     '{"type":"performance","response_time":1.5,"status":"success","model":"gpt-4o"}' |
     as_nobody "$bin" send --socket "$d/collector.sock" >/dev/null
   echo '{"type":"log","level":"INFO","message":"appended"}' >>"$d/logs/app.log"
+  # The HTTP API: a probe, a listing, an upload.
+  local api="http://127.0.0.1:$api_port"
+  curl -fsS "$api/healthz" >/dev/null || fail "GET /healthz: $(tail -5 "$d/daemon.log")"
+  curl -fsS "$api/api/logs?per_page=5" >/dev/null || fail "GET /api/logs"
+  echo '{"type":"log","level":"INFO","message":"over HTTP"}' |
+    curl -fsS --data-binary @- "$api/api/events" >/dev/null || fail "POST /api/events"
   kill -HUP "$daemon"
   sleep 1
   as_nobody strace -f -qq -o "$d/trace-alert" "$bin" alert test --config "$d/config.toml" >/dev/null
@@ -354,12 +377,20 @@ check_install() {
   # What StateDirectory= and RuntimeDirectory= would make.
   in_root install -d -m 0750 -o lngpt-collector -g lngpt-collector /var/lib/lngpt-collector
   in_root install -d -m 0755 -o lngpt-collector -g lngpt-collector /run/lngpt-collector
+  # Both sockets, named as the two socket units name them; the API's on a free port (the chroot
+  # shares the host's network).
+  local api_port
+  api_port=$(free_port)
   chroot "$root" setpriv --reuid=lngpt-collector --regid=lngpt-collector --init-groups \
     env -i PATH=/usr/bin:/bin \
-    systemd-socket-activate -l /run/lngpt-collector/collector.sock --fdname=collector \
+    systemd-socket-activate -l /run/lngpt-collector/collector.sock -l "127.0.0.1:$api_port" --fdname=collector:api \
     /usr/bin/lngpt-collector run --config /etc/lngpt-collector/config.toml >"$work/service.log" 2>&1 &
   local activator=$!
   for _ in $(seq 100); do [ -S "$root/run/lngpt-collector/collector.sock" ] && break; sleep 0.1; done
+  # The API's socket is already listening (systemd-socket-activate's); the answer proves the daemon
+  # took it by its name instead of binding 127.0.0.1:8787 from the config.
+  curl -fsS --retry 20 --retry-connrefused --retry-delay 0 --max-time 10 "http://127.0.0.1:$api_port/healthz" >/dev/null ||
+    fail "GET /healthz on the passed API socket: $(tail -5 "$work/service.log")"
   out=$(echo '{"type":"log","level":"INFO","message":"installed"}' |
     in_root lngpt-collector send --config /etc/lngpt-collector/config.toml) || fail "send: $out $(cat "$work/service.log")"
   [ "$out" = "1 events accepted and stored, 0 lines rejected" ] || fail "send answered: $out"
@@ -367,7 +398,7 @@ check_install() {
   wait "$activator" || fail "the socket-activated daemon exited $?: $(tail -5 "$work/service.log")"
   [ -s "$root/var/lib/lngpt-collector/collector.db" ] || fail "no store in /var/lib/lngpt-collector"
   [ "$(in_root stat -c '%U' /var/lib/lngpt-collector/collector.db)" = lngpt-collector ] || fail "store not owned by the user"
-  ok "the shipped config serves: socket-activated as lngpt-collector, a line stored in /var/lib/lngpt-collector"
+  ok "the shipped config serves: both sockets passed by name (collector, api), as lngpt-collector, a line stored in /var/lib/lngpt-collector, /healthz answered"
 
   calls >/dev/null
   in_root apt-get remove -y -qq lngpt-collector >"$work/apt.log" 2>&1 || fail "apt remove: $(tail "$work/apt.log")"
@@ -430,6 +461,8 @@ check_image() {
   local sock="$work/sock"
   mkdir -p "$sock"
   chown 10001:10001 "$sock"
+  local port_8787=free
+  if (exec 3<>/dev/tcp/127.0.0.1/8787) 2>/dev/null; then port_8787=busy; fi
   buildah_ run --isolation chroot -v "$sock:/run/lngpt-collector" \
     "$ctr" -- /usr/bin/lngpt-collector run --config /etc/lngpt-collector/config.toml >"$work/image.log" 2>&1 &
   local runner=$! daemon=
@@ -437,6 +470,22 @@ check_image() {
   out=$(echo '{"type":"log","level":"INFO","message":"from outside the container"}' |
     "$bin" send --socket "$sock/collector.sock") || fail "send to the container: $out $(cat "$work/image.log")"
   [ "$out" = "1 events accepted and stored, 0 lines rejected" ] || fail "send answered: $out"
+
+  # The image's own HEALTHCHECK command, run in the container: it asks the API (127.0.0.1:8787, the
+  # host's loopback under chroot isolation) for /healthz. Another program on 8787 would answer instead.
+  if [ "$port_8787" = busy ]; then
+    skip "HEALTHCHECK: port 8787 was already taken on this machine before the daemon started, so it cannot be told apart"
+  else
+    local -a hc
+    mapfile -d '' -t hc < <(python3 -c '
+import json, sys
+t = json.load(sys.stdin)["Docker"]["config"]["Healthcheck"]["Test"]
+assert t[0] == "CMD", t
+sys.stdout.write("\0".join(t[1:]) + "\0")' <<<"$config")
+    [ ${#hc[@]} -gt 0 ] || fail "no HEALTHCHECK command in the image's config"
+    buildah_ run --isolation chroot "$ctr" -- "${hc[@]}" || fail "the HEALTHCHECK (${hc[*]}) failed: $(tail -5 "$work/image.log")"
+    ok "the image's HEALTHCHECK passes against the running daemon's GET /healthz"
+  fi
   # SIGTERM to the daemon itself: buildah's chroot runner sits between it and $runner.
   daemon=$(for p in $(descendants "$runner"); do [ "$(cat "/proc/$p/comm" 2>/dev/null)" = lngpt-collector ] && echo "$p"; done)
   [ -n "$daemon" ] || fail "no daemon process under buildah run"

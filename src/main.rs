@@ -52,12 +52,6 @@ enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
-    /// Write the man pages and shell completions into DIR (a packaging step, hence hidden).
-    #[command(hide = true)]
-    GenerateDocs {
-        #[arg(value_name = "DIR")]
-        out: PathBuf,
-    },
 }
 
 #[derive(Subcommand)]
@@ -72,9 +66,16 @@ enum AlertCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Needs no configuration: the packaging runs it on the build machine.
-    if let Some(Command::GenerateDocs { out }) = &cli.command {
+    // `generate-docs DIR`: the man pages and completions, a packaging step. Taken before clap parses,
+    // so it is in none of them (clap_complete lists even hidden subcommands), and it needs no
+    // configuration: the packaging runs it on the build machine.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "generate-docs") {
+        let [_, _, out] = &args[..] else {
+            eprintln!("usage: lngpt-collector generate-docs DIR");
+            return ExitCode::from(2);
+        };
+        let out = std::path::Path::new(out);
         return match generate_docs(out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let cli = Cli::parse();
     let config = match load_config(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -101,7 +103,6 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::GenerateDocs { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Alert {
             command: AlertCommand::Test { receiver },
         } => alert_test(&config, receiver.as_deref()),
