@@ -226,8 +226,6 @@ impl App {
                 ingest: Some(ingest),
                 budget: budget.clone(),
                 counters: counters.clone(),
-                budget_config: config.budget.clone(),
-                timezone: config.budget.timezone.clone(),
                 outbox_cap: config.mongo().map(|m| m.max_outbox_bytes.0),
                 monitor: monitor.clone(),
                 monitor_running: config.monitor.enabled,
