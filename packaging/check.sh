@@ -13,6 +13,8 @@
 #            buildah (vfs, chroot isolation, --pull=never) from the same release binary, then run
 # Usage: packaging/check.sh [units|deb|install|image ...]   (default: all, in that order)
 # Everything temporary lives under one directory, deleted on exit.
+# Time on 2 cores from nothing built: 639 s, of which the release build 498 and installing cargo-deb
+# 67; with both done, about 1 to 3 minutes (debootstrap's download is most of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
