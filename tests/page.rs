@@ -240,7 +240,12 @@ fn the_monitor_config_route_gives_the_thresholds_in_force() {
 #[test]
 fn the_page_in_a_real_browser() {
     let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
-    let d = Daemon::start(FAST);
+    // A fixed port, so that the page finds the daemon again after a restart.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut d = Daemon::start(&format!("{FAST}[api]\nlisten = \"127.0.0.1:{port}\"\n"));
     let api = d.api();
     let browser = Browser::launch();
     let (page, first_load) = open(&browser, &api);
@@ -351,6 +356,51 @@ fn the_page_in_a_real_browser() {
         "{expanded}"
     );
 
+    // A dropped connection: what is stored meanwhile arrives after it, replayed by Last-Event-ID.
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    let offline = |on: bool| {
+        page.call(
+            "Network.emulateNetworkConditions",
+            json!({"offline": on, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+        );
+    };
+    // The browser goes offline (new connections fail; the open stream stays), the daemon restarts
+    // (the stream ends), events are stored while the page cannot reconnect; back online, the page
+    // reconnects with Last-Event-ID and the stream replays them from the store.
+    offline(true);
+    d.stop();
+    page.wait_for(
+        "the stream dropped",
+        "document.getElementById('live-state').dataset.state === 'retrying'",
+    );
+    d.restart();
+    assert_eq!(d.api(), api, "the same port");
+    let meanwhile: String = (0..3)
+        .map(|i| log_line("INFO", "net", &format!("断线期间 {i}"), json!({})))
+        .collect();
+    assert_eq!(d.send(meanwhile.as_bytes()).events, 3);
+    offline(false);
+    page.wait_for(
+        "the stream back, with what was stored meanwhile",
+        "document.getElementById('live-state').dataset.state === 'live' && document.querySelectorAll('#live-list li').length === 295",
+    );
+    let messages = eval_strings(
+        &page,
+        "[...document.querySelectorAll('#live-list .msg')].map(e => e.textContent)",
+    );
+    for i in 0..3 {
+        let m = format!("断线期间 {i}");
+        assert_eq!(messages.iter().filter(|x| **x == m).count(), 1, "{m} once");
+    }
+    // The only errors are the failed loads while offline.
+    let errors = page.console_errors();
+    assert!(
+        errors.iter().all(|e| e.contains("ERR_INTERNET_DISCONNECTED")),
+        "{errors:#?}"
+    );
+    page.clear_events();
+
     // Search: WARNING and above over the last hour, 20 a page, every entry once.
     page.eval("location.hash = '#search?range=1h&min_level=WARNING&per_page=20'");
     let expected = count(3) + 1;
@@ -380,9 +430,10 @@ fn the_page_in_a_real_browser() {
     let url = page.eval("location.href");
     assert!(url.as_str().unwrap().contains("min_level=WARNING"), "{url}");
     page.eval("document.getElementById('s-prev').click()");
+    let pages = expected.div_ceil(20);
     page.wait_for(
         "the previous page",
-        "document.getElementById('s-list').dataset.page !== String(Math.ceil(92 / 20))",
+        &format!("document.getElementById('s-list').dataset.page === '{}'", pages - 1),
     );
     page.screenshot(&screenshots().join("search.png"));
 
