@@ -518,7 +518,7 @@ fn the_page_in_a_real_browser() {
     );
     let silences = http::get_ok(&api, "/api/alerts/silences");
     assert_eq!(silences["silences"].as_array().unwrap().len(), 1, "{silences}");
-    page.screenshot(&screenshots().join("alerts.png"));
+    page.screenshot(&screenshots().join("alerts-firing.png"));
     let healthy: String = (0..10).map(|_| perf(true)).collect();
     d.send(healthy.as_bytes());
     page.wait_for(
