@@ -7,6 +7,7 @@
 //!
 //! - the first page of `/api/logs?level=ERROR` and a keyset page 1,000 pages deep (p50, p99);
 //! - `/api/stats/cost` over the last 24 h (p50, max);
+//! - `/api/budget` (p50, p99), the app's gate before each call;
 //! - ingest of BENCH_INGEST_EVENTS (default 500,000) socket events into a fresh store, alone and with
 //!   BENCH_SSE_CLIENTS (default 100) stream clients reading `/api/logs/stream`.
 //!
@@ -92,6 +93,13 @@ fn main() {
         get(&api, &cost_path);
     });
     report("/api/stats/cost over 24 h", &cost, 200.0);
+
+    // The app's gate before each call: answered from the monitor's memory, not the store.
+    get(&api, "/api/budget");
+    let budget = timings(1000, || {
+        get(&api, "/api/budget?model=gpt-4o");
+    });
+    report("/api/budget?model=gpt-4o", &budget, 1.0);
     drop(daemon);
 
     let ingest_events = env_usize("BENCH_INGEST_EVENTS", 500_000);

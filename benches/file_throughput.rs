@@ -4,10 +4,15 @@
 //! the socket benchmark):
 //!   1. tailing: a writer appends BENCH_EVENTS (default 1,000,000) lines at full speed while the
 //!      collector tails the file;
-//!   2. catch-up: the collector starts on a backlog of BENCH_BACKLOG_MIB (default 1024) MiB.
+//!   2. catch-up: the collector starts on a backlog of BENCH_BACKLOG_MIB (default 1024) MiB;
+//!   3. JSON against text: BENCH_PAIRS (default 3) rounds, back to back, of catch-ups of
+//!      BENCH_PAIR_EVENTS (default 1,000,000) of the above JSON lines, as many records of the app's
+//!      text log (`format = "python"`, 1 % with a traceback), and the same records as JSON lines;
+//!      prints the CPU per event of each and the ratios.
 //!
-//! "Done" is when the file's checkpoint reaches the file's size: checkpoints move only past lines
-//! the store has made durable. Prints events/s, MiB/s and the collector's peak RSS.
+//! BENCH_RUNS (default `tail,backlog,pairs`) picks the runs. "Done" is when the file's checkpoint
+//! reaches the file's size: checkpoints move only past lines the store has made durable. Prints
+//! events/s, MiB/s, the collector's peak RSS and its CPU time (user + system) per event.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,14 +21,19 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{cpu_seconds, env_usize, line, peak_rss_mib};
+use common::{cpu_seconds, env_usize, json_record, line, peak_rss_mib, text_line};
 
 fn start(dir: &Path, log: &Path) -> Child {
+    start_with(dir, log, "")
+}
+
+/// Starts the collector on `log`; `entry` adds keys to its `[[file]]` entry.
+fn start_with(dir: &Path, log: &Path, entry: &str) -> Child {
     let config = dir.join("bench.toml");
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[socket]\nenabled = false\n[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            "state_dir = {:?}\n[socket]\nenabled = false\n[[file]]\npath = {:?}\npoll_interval = \"100ms\"\n{entry}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
             dir.join("state").display().to_string(),
             log.display().to_string()
         ),
@@ -62,12 +72,36 @@ fn finish(child: &mut Child) -> (f64, f64) {
     (rss, cpu)
 }
 
+/// Catches up with a backlog of `n` events made by `make`; returns (CPU seconds, wall seconds,
+/// bytes). The file and the store are deleted afterwards.
+fn catch_up(n: usize, make: fn(usize) -> String, entry: &str) -> (f64, f64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+    let mut bytes = 0u64;
+    for i in 0..n {
+        let l = make(i);
+        bytes += l.len() as u64;
+        f.write_all(l.as_bytes()).unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    let t = Instant::now();
+    let mut child = start_with(dir.path(), &log, entry);
+    wait_until_checkpointed(dir.path(), bytes, &mut child);
+    let secs = t.elapsed().as_secs_f64();
+    let (_, cpu) = finish(&mut child);
+    (cpu, secs, bytes)
+}
+
 fn main() {
     let events = env_usize("BENCH_EVENTS", 1_000_000);
     let backlog_mib = env_usize("BENCH_BACKLOG_MIB", 1024);
+    let runs = std::env::var("BENCH_RUNS").unwrap_or_else(|_| "tail,backlog,pairs".into());
+    let runs: Vec<&str> = runs.split(',').map(str::trim).collect();
 
     // 1. Tailing a file appended at full speed.
-    {
+    if runs.contains(&"tail") {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
         std::fs::File::create(&log).unwrap();
@@ -97,7 +131,7 @@ fn main() {
     }
 
     // 2. Catching up with a backlog.
-    {
+    if runs.contains(&"backlog") {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
         let mut f = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
@@ -122,5 +156,52 @@ fn main() {
             bytes as f64 / 1048576.0 / secs,
             cpu * 1e6 / n as f64
         );
+    }
+
+    // 3. The app's text log against JSON lines, CPU per event, back to back: the benchmark's own
+    //    JSON lines (the yardstick), and JSON lines carrying the same records as the text.
+    if runs.contains(&"pairs") {
+        let n = env_usize("BENCH_PAIR_EVENTS", 1_000_000);
+        let pairs = env_usize("BENCH_PAIRS", 3);
+        // The last record waits for multiline_timeout before it is complete: short, not to wait.
+        let text_entry = "format = \"python\"\nmultiline_timeout = \"100ms\"";
+        let (mut ratios, mut same_ratios) = (Vec::new(), Vec::new());
+        for p in 1..=pairs {
+            let runs = [
+                ("JSON lines", catch_up(n, line, "")),
+                ("JSON records", catch_up(n, json_record, "")),
+                ("text records", catch_up(n, text_line, text_entry)),
+            ];
+            let us = |(cpu, _, _): (f64, f64, u64)| cpu * 1e6 / n as f64;
+            let shown: Vec<String> = runs
+                .iter()
+                .map(|(what, r)| {
+                    format!(
+                        "{what} ({:.0} B) {:.2} µs CPU, {:.0}/s",
+                        r.2 as f64 / n as f64,
+                        us(*r),
+                        n as f64 / r.1
+                    )
+                })
+                .collect();
+            let text = us(runs[2].1);
+            ratios.push(text / us(runs[0].1));
+            same_ratios.push(text / us(runs[1].1));
+            println!(
+                "pair {p}, {n} events each: {}; text/JSON lines {:.2}, text/JSON records {:.2}",
+                shown.join("; "),
+                ratios[p - 1],
+                same_ratios[p - 1]
+            );
+        }
+        for (what, r) in [
+            ("JSON lines", &mut ratios),
+            ("the same records as JSON", &mut same_ratios),
+        ] {
+            r.sort_by(f64::total_cmp);
+            if let Some(median) = r.get(r.len() / 2) {
+                println!("text/{what}, CPU per event, median of {pairs}: {median:.2}");
+            }
+        }
     }
 }

@@ -168,6 +168,7 @@ impl App {
                 entry.max_line_bytes,
             );
             FileSource::new(entry.clone(), ingest, checkpoints.clone())
+                .map_err(|e| format!("cannot tail {}: {e}", entry.path))?
                 .spawn(sources.listener(), tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the file tailer for {}: {e}", entry.path))?;
         }
@@ -225,8 +226,6 @@ impl App {
                 ingest: Some(ingest),
                 budget: budget.clone(),
                 counters: counters.clone(),
-                budget_config: config.budget.clone(),
-                timezone: config.budget.timezone.clone(),
                 outbox_cap: config.mongo().map(|m| m.max_outbox_bytes.0),
                 monitor: monitor.clone(),
                 monitor_running: config.monitor.enabled,

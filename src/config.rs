@@ -127,16 +127,41 @@ impl Config {
         let schema = schema();
         let mut problems = Problems::new(origin);
         check_unknown_keys(&table, &schema, "", &mut problems);
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let log_format = env
+            .iter()
+            .find(|(k, v)| k == "LOG_FORMAT" && !v.is_empty())
+            .map(|(_, v)| v.clone());
         let from_env = apply_env(&mut table, &schema, env, &mut problems);
         problems.env = from_env;
-        let config = deserialize_sections(table, &mut problems);
-        if let Some(c) = &config {
+        let mut config = deserialize_sections(table, &mut problems);
+        if let Some(c) = &mut config {
+            c.fill_text_patterns(log_format, &mut problems);
             c.validate(&mut problems);
         }
         match (config, problems.into_result()) {
             (Some(c), Ok(())) => Ok(c),
             (_, Err(e)) => Err(e),
             (None, Ok(())) => Err(ConfigError::new(origin, "", "cannot be read".into()).into()),
+        }
+    }
+
+    /// Gives every text `[[file]]` entry without a `pattern` the app's: the `LOG_FORMAT`
+    /// environment variable if set, else the original `LOG_FORMAT`. A pattern in the entry wins:
+    /// entries may tail other programs' logs, while `LOG_FORMAT` describes the app's.
+    fn fill_text_patterns(&mut self, log_format: Option<String>, p: &mut Problems) {
+        use crate::source::file::{python::DEFAULT_PATTERN, Format};
+        for (i, f) in self.file.iter_mut().enumerate() {
+            if f.format == Format::Json || f.pattern.is_some() {
+                continue;
+            }
+            f.pattern = Some(match &log_format {
+                Some(env) => {
+                    p.env.push((format!("file[{i}].pattern"), "LOG_FORMAT".into()));
+                    env.clone()
+                }
+                None => DEFAULT_PATTERN.to_string(),
+            });
         }
     }
 
@@ -468,7 +493,12 @@ fn schema() -> Json {
     let with_optional_sections = Config {
         budget,
         mongodb: Some(MongoConfig::default()),
-        file: vec![FileConfig::default()],
+        // Keys without a default are shown set, so that they count as known.
+        file: vec![FileConfig {
+            pattern: Some(String::new()),
+            datefmt: Some(String::new()),
+            ..FileConfig::default()
+        }],
         prices,
         webhook: vec![WebhookConfig::default()],
         ..Config::default()
@@ -539,6 +569,11 @@ fn schema_root() -> &'static Json {
     ROOT.get_or_init(schema)
 }
 
+/// Keys people look for in one section that live in another, where spelling alone would point
+/// to the wrong one: a text log's times are read in the one `naive_timezone`, not a `[[file]]`
+/// key (and not `budget.timezone`, which only says where the budget's days begin).
+const ELSEWHERE: &[(&str, &str, &str)] = &[("file", "timezone", "naive_timezone")];
+
 /// The closest known key: a near spelling in the same section, or the same name in another section.
 fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
     // Every (section, key) pair at any depth, sections included.
@@ -556,9 +591,12 @@ fn suggest(key: &str, section: &str, root: &Json) -> Option<String> {
             format!("{s}.{k}")
         }
     }
+    let section = section_name(section);
+    if let Some((_, _, there)) = ELSEWHERE.iter().find(|(s, k, _)| *s == section && *k == key) {
+        return Some(there.to_string());
+    }
     let mut all = Vec::new();
     walk("", root, &mut all);
-    let section = section_name(section);
     let near = all
         .iter()
         .filter(|(s, _)| *s == section)

@@ -19,11 +19,17 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 const SHANGHAI_MS: i64 = 8 * HOUR_MS;
 const RATE: f64 = 7.0;
 
-/// A monitor that evaluates and reads the budget every 50 ms, with calendar windows in Shanghai.
+/// A monitor that evaluates and reads the budget every 50 ms, with sliding windows (the last hour
+/// and day: events timestamped a second ago are inside them whenever the test runs).
 fn fast_budget(extra: &str) -> String {
+    fast_budget_in("sliding", extra)
+}
+
+/// The same with `window` = `"calendar"` (this hour and day in Shanghai) or `"sliding"`.
+fn fast_budget_in(window: &str, extra: &str) -> String {
     format!(
         "[pipeline]\nmax_wait = \"10ms\"\n[monitor]\nwindow = \"300ms\"\ngrace = \"300ms\"\nevaluate_every = \"50ms\"\nkeep = \"1m\"\n\
-         [budget]\nwindow = \"calendar\"\ntimezone = \"Asia/Shanghai\"\nrefresh = \"50ms\"\nusd_to_rmb_rate = {RATE:.1}\n{extra}\n"
+         [budget]\nwindow = \"{window}\"\ntimezone = \"Asia/Shanghai\"\nrefresh = \"50ms\"\nusd_to_rmb_rate = {RATE:.1}\n{extra}\n"
     )
 }
 
@@ -49,6 +55,11 @@ fn away_from_the_hour_boundary() {
     if left < 30_000 {
         std::thread::sleep(Duration::from_millis(left as u64 + 100));
     }
+}
+
+fn window_start(spend: &Value) -> i64 {
+    let text = spend["window_start"].as_str().expect("window_start");
+    Timestamp::parse_rfc3339(text).expect("an RFC 3339 time").as_millis()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -92,21 +103,21 @@ fn budget_spend_matches_the_store(d: &mut Daemon, mongo: Option<(&MongoServer, &
     away_from_the_hour_boundary();
     let now = Timestamp::now().as_millis();
     let (hour, day) = shanghai_starts(now);
-    // Either side of the day's and the hour's first millisecond, in dollars and in yuan.
-    let mut lines = String::new();
-    lines += &cost_line(day - 1, "gpt-4o", 1.0, "$"); // yesterday: in neither window
-    lines += &cost_line(day, "gpt-4o", 2.0, "$"); // today's first millisecond
-    lines += &cost_line(day + 1, "glm-4", 3.5, "￥");
+    // Either side of the day's and the hour's first millisecond, in dollars and in yuan; the
+    // daemon restarts between the day's events and the hour's.
+    let mut before = String::new();
+    before += &cost_line(day - 1, "gpt-4o", 1.0, "$"); // yesterday: in neither window
+    before += &cost_line(day, "gpt-4o", 2.0, "$"); // today's first millisecond
+    before += &cost_line(day + 1, "glm-4", 3.5, "￥");
+    let mut after = String::new();
     if hour > day {
-        lines += &cost_line(hour - 1, "glm-4", 4.0, "￥"); // today, the hour before
+        after += &cost_line(hour - 1, "glm-4", 4.0, "￥"); // today, the hour before
     }
-    lines += &cost_line(hour, "gpt-4o", 0.5, "$"); // this hour's first millisecond
-    lines += &cost_line(now - 1000, "doubao-lite-32k", 1.25, "￥");
-    let n = lines.lines().count() as u64;
-    assert_eq!(d.send(lines.as_bytes()).events, n);
+    after += &cost_line(hour, "gpt-4o", 0.5, "$"); // this hour's first millisecond
+    after += &cost_line(now - 1000, "doubao-lite-32k", 1.25, "￥");
 
     let expected = |costs: &[(i64, f64)], from: i64| costs.iter().filter(|c| c.0 >= from).map(|c| c.1).sum::<f64>();
-    let check = |d: &Daemon| {
+    let check = |d: &Daemon, n: u64| {
         let api = d.api();
         wait_until(
             "the budget to count every stored cost",
@@ -117,16 +128,40 @@ fn budget_spend_matches_the_store(d: &mut Daemon, mongo: Option<(&MongoServer, &
                 }
                 let b = get_ok(&api, "/api/budget");
                 let (h, dd) = (b["hour"]["spent_rmb"].as_f64()?, b["day"]["spent_rmb"].as_f64()?);
-                (close(h, expected(&costs, hour)) && close(dd, expected(&costs, day))).then_some(b)
+                // The windows the daemon used: on a busy machine the hour may turn during the test.
+                let (hs, ds) = (window_start(&b["hour"]), window_start(&b["day"]));
+                assert_eq!(hs.rem_euclid(HOUR_MS), 0, "an hour starts on the hour: {b}");
+                assert_eq!(
+                    (ds + SHANGHAI_MS).rem_euclid(DAY_MS),
+                    0,
+                    "a day starts at Shanghai's midnight: {b}"
+                );
+                (close(h, expected(&costs, hs)) && close(dd, expected(&costs, ds))).then_some(b)
             },
             || format!("{}\n{}", get(&api, "/api/budget").text(), d.log()),
         )
     };
-    let b = check(d);
+    let n_before = before.lines().count() as u64;
+    assert_eq!(d.send(before.as_bytes()).events, n_before);
+    let first = check(d, n_before);
+    let day_before_restart = 2.0 * RATE + 3.5;
+    assert!(
+        close(first["day"]["spent_rmb"].as_f64().unwrap(), day_before_restart),
+        "{first}"
+    );
+    // A restart reads the totals again before answering: nothing is forgotten or counted twice.
+    d.stop();
+    d.restart();
+    let n_after = after.lines().count() as u64;
+    assert_eq!(d.send(after.as_bytes()).events, n_after);
+    let n = n_before + n_after;
+    let b = check(d, n);
     assert_eq!(b["success"], true);
     assert_eq!(b["window"], "calendar");
     assert_eq!(b["timezone"], "Asia/Shanghai");
-    assert_eq!(b["hour"]["window_start"], Timestamp(hour).to_string());
+    if window_start(&b["hour"]) != hour {
+        return; // the hour turned during the test: the sums above were checked against the new one
+    }
     assert_eq!(b["day"]["window_start"], Timestamp(day).to_string());
     // Independent figures: 2 $ + 0.5 $ (+ 0.5 $ in the hour), 3.5 + 4 (if earlier today) + 1.25 ¥.
     let day_rmb = 2.5 * RATE + 3.5 + 1.25 + if hour > day { 4.0 } else { 0.0 };
@@ -135,16 +170,14 @@ fn budget_spend_matches_the_store(d: &mut Daemon, mongo: Option<(&MongoServer, &
     assert!(close(b["hour"]["spent_rmb"].as_f64().unwrap(), hour_rmb), "{b}");
     assert_eq!(b["allowed"], true);
     assert!(b["as_of"].is_string(), "{b}");
-    // A restart reads the totals again before answering: nothing is forgotten.
-    d.stop();
-    d.restart();
-    let after = check(d);
-    assert!(close(after["day"]["spent_rmb"].as_f64().unwrap(), day_rmb), "{after}");
 }
 
 #[test]
 fn budget_spend_is_the_stores_sum_across_hour_and_day_boundaries_in_shanghai_and_after_a_restart() {
-    let mut d = Daemon::start(&fast_budget("hourly_limit_rmb = 1000\ndaily_limit_rmb = 5000"));
+    let mut d = Daemon::start(&fast_budget_in(
+        "calendar",
+        "hourly_limit_rmb = 1000\ndaily_limit_rmb = 5000",
+    ));
     budget_spend_matches_the_store(&mut d, None);
 }
 
@@ -152,8 +185,8 @@ fn budget_spend_is_the_stores_sum_across_hour_and_day_boundaries_in_shanghai_and
 fn budget_spend_is_the_stores_sum_with_mongodb_too() {
     let server = MongoServer::start();
     let db = unique_db("budget");
-    let config =
-        mongodb_section(&server.uri(), &db, "") + &fast_budget("hourly_limit_rmb = 1000\ndaily_limit_rmb = 5000");
+    let config = mongodb_section(&server.uri(), &db, "")
+        + &fast_budget_in("calendar", "hourly_limit_rmb = 1000\ndaily_limit_rmb = 5000");
     let mut d = Daemon::start(&config);
     budget_spend_matches_the_store(&mut d, Some((&server, &db)));
 }
@@ -353,6 +386,19 @@ fn metrics_show_the_budget_the_alerts_and_the_webhooks() {
         },
         || get(&api, "/metrics").text(),
     );
+    // The same alert in the history listing, and the monitor's windows in theirs.
+    let alerts = get_ok(&api, "/api/alerts?state=firing&rule=budget");
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    assert_eq!(alerts["alerts"][0]["labels"]["period"], "hourly");
+    let minutes = wait_until(
+        "a window in /api/metrics/minutes",
+        || {
+            let m = get_ok(&api, "/api/metrics/minutes?per_page=5");
+            (!m["metrics"].as_array()?.is_empty()).then_some(m)
+        },
+        || d.log(),
+    );
+    assert_eq!(minutes["metrics"][0]["window_ms"], 300, "{minutes}");
     for line in [
         "lngpt_collector_budget_spent_rmb{period=\"hour\"} 11",
         "lngpt_collector_budget_limit_rmb{period=\"hour\"} 10",
@@ -402,4 +448,36 @@ fn api_times_without_an_offset_are_read_in_the_naive_timezone() {
         "/api/logs?start_time=2026-11-25T16:30:00Z&end_time=2026-11-25T17:30:00Z",
     );
     assert_eq!(p["logs"][0]["message"], "inside");
+}
+
+#[test]
+fn alerts_and_minutes_are_listed_alike_with_mongodb() {
+    let server = MongoServer::start();
+    let db = unique_db("alertlist");
+    let config = mongodb_section(&server.uri(), &db, "")
+        + &fast_budget("hourly_limit_rmb = 10\ndaily_limit_rmb = 0\nwarn_at = [1.0]");
+    let d = Daemon::start(&config);
+    let api = d.api();
+    d.send(cost_line(Timestamp::now().as_millis() - 1000, "glm-4", 12.0, "￥").as_bytes());
+    let active = wait_until(
+        "the budget alert, active",
+        || {
+            let a = get_ok(&api, "/api/alerts/active");
+            a["alerts"].as_array()?.iter().find(|x| x["rule"] == "budget").cloned()
+        },
+        || d.log(),
+    );
+    assert_eq!(active["silenced_by"], Value::Null);
+    let listed = get_ok(&api, "/api/alerts?state=firing&rule=budget");
+    assert_eq!(listed["alerts"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["alerts"][0]["key"], active["key"]);
+    let minutes = wait_until(
+        "a window in /api/metrics/minutes",
+        || {
+            let m = get_ok(&api, "/api/metrics/minutes?per_page=5");
+            (!m["metrics"].as_array()?.is_empty()).then_some(m)
+        },
+        || d.log(),
+    );
+    assert_eq!(minutes["metrics"][0]["window_ms"], 300, "{minutes}");
 }

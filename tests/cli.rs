@@ -13,7 +13,8 @@ fn check(config: &str, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(["check-config", "--config"])
         .arg(&path)
-        .env_remove("LOG_LEVEL");
+        .env_remove("LOG_LEVEL")
+        .env_remove("LOG_FORMAT");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -66,6 +67,28 @@ fn unknown_keys_are_named_with_a_suggestion() {
     assert!(
         e.contains("`sokcet` is not a known key or section; did you mean `socket`?"),
         "{e}"
+    );
+}
+
+#[test]
+fn a_text_log_pattern_that_cannot_be_read_names_the_key_and_says_what_to_write() {
+    let file = "state_dir = \"./d\"\n[[file]]\npath = \"app.log\"\nformat = \"python\"\n";
+    let e = error_of(&format!("{file}pattern = \"%(asctime)s %(name)s%(message)s\"\n"), &[]);
+    assert!(
+        e.contains("collector.toml: `file[0].pattern` has `%(name)…` followed directly by `%(message)…`, so where one ends cannot be told; put a separator between them"),
+        "{e}"
+    );
+    let e = error_of(file, &[("LOG_FORMAT", "%(levelname)s %(msg)s")]);
+    assert!(
+        e.contains("LOG_FORMAT: `file[0].pattern` has no `%(message)s`"),
+        "blamed on the variable: {e}"
+    );
+    let out = check(file, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("pattern = \"%(asctime)s - %(name)s - %(levelname)s - %(message)s\""),
+        "the pattern in effect is shown: {printed}"
     );
 }
 

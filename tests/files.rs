@@ -22,6 +22,39 @@ fn line(seq: u64) -> String {
     format!("{{\"message\":\"line {seq}\",\"module\":\"tail\",\"extra\":{{\"seq\":{seq}}}}}\n")
 }
 
+/// Record `seq` of a Python text log (the original LOG_FORMAT): one line, or with more message
+/// lines, or with a chained traceback (blank lines included), each line ending in `\n`.
+fn text_record(seq: u64) -> String {
+    let (level, message, traceback) = text_record_parts(seq);
+    let (s, ms) = (seq / 1000, seq % 1000);
+    let mut text = format!(
+        "2026-11-26 {:02}:{:02}:{:02},{ms:03} - lngpt.model - {level} - {message}\n",
+        8 + s / 3600 % 16,
+        s / 60 % 60,
+        s % 60
+    );
+    if let Some(tb) = traceback {
+        text.push_str(&tb);
+        text.push('\n');
+    }
+    text
+}
+
+/// What record `seq` must be stored as: level, message, traceback.
+fn text_record_parts(seq: u64) -> (&'static str, String, Option<String>) {
+    match seq % 6 {
+        0 | 3 => (
+            "ERROR",
+            format!("record {seq} failed"),
+            Some(format!(
+                "Traceback (most recent call last):\n  File \"model.py\", line {seq}, in write\n    raise ValueError(seq)\nValueError: {seq}\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"model.py\", line 1, in <module>\nRuntimeError: {seq}"
+            )),
+        ),
+        1 => ("WARNING", format!("record {seq}\n  a second line\n\nand a fourth"), None),
+        _ => ("INFO", format!("record {seq} 开始API调用"), None),
+    }
+}
+
 fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -31,14 +64,43 @@ fn append(path: &Path, text: &str) {
     f.write_all(text.as_bytes()).unwrap();
 }
 
-/// Every stored `extra.seq`, in row order (duplicates kept, so they can be seen).
+/// Every stored `extra.seq`, in row order (duplicates kept, so they can be seen). A text record's
+/// seq is in its message (`record 12 …`), and the record must be stored whole: its level, message
+/// and traceback as written.
 fn stored_seqs(d: &Daemon) -> Vec<u64> {
     let db = d.db();
     let mut stmt = db
-        .prepare("SELECT json_extract(doc, '$.extra.seq') FROM api_logs")
+        .prepare("SELECT json_extract(doc, '$.extra.seq'), level, json_extract(doc, '$.message'), json_extract(doc, '$.traceback') FROM api_logs")
         .unwrap();
-    let rows = stmt.query_map([], |r| r.get::<_, i64>(0)).unwrap();
-    rows.map(|r| r.unwrap() as u64).collect()
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .unwrap();
+    rows.map(|r| {
+        let (seq, level, message, traceback) = r.unwrap();
+        if let Some(seq) = seq {
+            return seq as u64;
+        }
+        let seq: u64 = message
+            .strip_prefix("record ")
+            .and_then(|m| m.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a record of the test: {message:?}"));
+        let (want_level, want_message, want_traceback) = text_record_parts(seq);
+        assert_eq!(
+            (level.as_str(), message.as_str(), traceback.as_deref()),
+            (want_level, want_message.as_str(), want_traceback.as_deref()),
+            "record {seq} is not stored whole"
+        );
+        seq
+    })
+    .collect()
 }
 
 /// Waits until exactly the `expected` lines are stored, each once.
@@ -124,6 +186,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     logs: tempfile::TempDir,
     daemon: Daemon,
+    /// Python text records instead of JSON lines.
+    text: bool,
     running: bool,
     next_seq: u64,
     rotations: u32,
@@ -137,6 +201,15 @@ struct Model {
 impl Model {
     fn log(&self) -> PathBuf {
         self.logs.path().join("app.log")
+    }
+
+    /// The text of event `seq`, every line ending in `\n`.
+    fn record(&self, seq: u64) -> String {
+        if self.text {
+            text_record(seq)
+        } else {
+            line(seq)
+        }
     }
 
     /// The app's write: appended, or at its kept offset after a copytruncate.
@@ -165,13 +238,14 @@ impl Model {
                     self.expected.insert(seq);
                 }
                 for _ in 0..n {
-                    let full = line(self.next_seq);
-                    text.push_str(full.trim_end());
-                    text.push_str(match end {
-                        End::Lf => "\n",
-                        End::CrLf => "\r\n",
-                        End::Cr => "\r",
-                    });
+                    for l in self.record(self.next_seq).lines() {
+                        text.push_str(l);
+                        text.push_str(match end {
+                            End::Lf => "\n",
+                            End::CrLf => "\r\n",
+                            End::Cr => "\r",
+                        });
+                    }
                     self.expected.insert(self.next_seq);
                     self.next_seq += 1;
                 }
@@ -179,8 +253,9 @@ impl Model {
             }
             Op::WritePartial => {
                 if self.partial.is_none() {
-                    let full = line(self.next_seq);
-                    let cut = full.len() / 2;
+                    let full = self.record(self.next_seq);
+                    // Inside the first line: a record never begun if a rotation leaves it there.
+                    let cut = full.find('\n').unwrap() / 2;
                     self.write(&full[..cut]);
                     self.partial = Some((self.next_seq, full[cut..].to_string()));
                     self.next_seq += 1;
@@ -256,14 +331,34 @@ proptest! {
     fn every_complete_line_exactly_once_whatever_happens(ops in prop::collection::vec(op(), 1..14)) {
         let logs = tempfile::tempdir().unwrap();
         let daemon = Daemon::start(&file_section(&logs.path().join("app.log"), ""));
-        let mut model = Model { logs, daemon, running: true, next_seq: 0, rotations: 0, expected: BTreeSet::new(), partial: None, write_at: None };
+        let mut model = Model { logs, daemon, text: false, running: true, next_seq: 0, rotations: 0, expected: BTreeSet::new(), partial: None, write_at: None };
         for op in &ops {
             model.apply(op);
         }
         model.apply(&Op::Start);
         wait_for_exactly(&model.daemon, &model.expected);
     }
+
+    /// The same with Python text records of one or more lines (tracebacks with blank lines,
+    /// messages with newlines): every complete record is stored once and whole, none is rejected.
+    /// (The app writes a record at once, as Python's handlers do; a record split by a rotation has
+    /// its own test.)
+    #[test]
+    fn every_python_record_exactly_once_and_whole_whatever_happens(ops in prop::collection::vec(op(), 1..14)) {
+        let logs = tempfile::tempdir().unwrap();
+        let daemon = Daemon::start(&file_section(&logs.path().join("app.log"), TEXT));
+        let mut model = Model { logs, daemon, text: true, running: true, next_seq: 0, rotations: 0, expected: BTreeSet::new(), partial: None, write_at: None };
+        for op in &ops {
+            model.apply(op);
+        }
+        model.apply(&Op::Start);
+        wait_for_exactly(&model.daemon, &model.expected);
+        prop_assert_eq!(model.daemon.count("api_rejects"), 0, "{}", model.daemon.log());
+    }
 }
+
+/// A `[[file]]` entry's keys for the app's text log, with a short wait for a record's last lines.
+const TEXT: &str = "format = \"python\"\nmultiline_timeout = \"300ms\"";
 
 /// Found by the property test: a file written and rotated away faster than the tailer's scan, then a
 /// stop. It has no checkpoint, so the next start must read it whole, however old its mtime is.
@@ -274,6 +369,7 @@ fn a_file_rotated_away_before_it_was_ever_read_is_read_on_the_next_start() {
     let mut model = Model {
         logs,
         daemon,
+        text: false,
         running: true,
         next_seq: 0,
         rotations: 0,
@@ -892,4 +988,294 @@ fn closed_files_that_are_gone_are_forgotten() {
         std::fs::remove_file(logs.path().join(format!("w{f}.log"))).unwrap();
     }
     d.wait_for_log("that are no longer there");
+}
+
+/// The stored documents of api_logs, keyed by the seq of the test's records (`record N …`).
+fn text_docs(d: &Daemon) -> std::collections::BTreeMap<u64, serde_json::Value> {
+    let mut by_seq = std::collections::BTreeMap::new();
+    for doc in common::docs(&d.db(), "api_logs") {
+        let message = doc["message"].as_str().unwrap_or_default();
+        let seq = message
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|n| !n.is_empty())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no seq in {doc}"));
+        assert!(by_seq.insert(seq, doc).is_none(), "record {seq} stored twice");
+    }
+    by_seq
+}
+
+/// Issue 10: the app's own text log, as its `setup_logging()` writes it (the original LOG_FORMAT,
+/// a RotatingFileHandler with a small maxBytes and backupCount=5), 50,000 records of which 1 %
+/// carry a chained traceback, local times in Asia/Shanghai; the daemon is killed (-9) in the middle.
+/// Every record is stored once, with its level, logger, time, message and whole traceback.
+#[test]
+fn python_text_log_50000_records_with_tracebacks_rotations_and_a_kill_9_exactly_once() {
+    const RECORDS: u64 = 50_000;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let expected_path = logs.path().join("expected.jsonl");
+    let pause = logs.path().join("pause");
+    let tz = [("TZ", "Asia/Shanghai")];
+    // `naive_timezone` is left at "local": the daemon reads times in its TZ, as Python writes them.
+    let mut d = Daemon::start_with(&file_section(&log, "format = \"python\""), &tz);
+    let script = format!(
+        r#"
+import json, logging, logging.handlers, os, time
+LOG_FORMAT = '%(asctime)s - %(name)s - %(levelname)s - %(message)s'
+class Expected(logging.Handler):
+    """What each record must be stored as (exc_text is set once the file handler formatted it)."""
+    def __init__(self, path):
+        super().__init__()
+        self.out = open(path, "w", encoding="utf-8")
+    def emit(self, r):
+        self.out.write(json.dumps({{"seq": r.seq, "level": r.levelname, "logger": r.name,
+            "ms": int(r.created) * 1000 + int(r.msecs), "message": r.getMessage(),
+            "traceback": r.exc_text}}, ensure_ascii=False) + "\n")
+class Counting(logging.handlers.RotatingFileHandler):
+    rollovers = 0
+    def doRollover(self):
+        Counting.rollovers += 1
+        super().doRollover()
+file_handler = Counting({log:?}, maxBytes=300_000, backupCount=5, encoding="utf-8")
+file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+expected = Expected({expected:?})
+root = logging.getLogger("lngpt")
+root.setLevel(logging.DEBUG)
+root.addHandler(file_handler)
+root.addHandler(expected)
+loggers = [logging.getLogger(n) for n in ("lngpt", "lngpt.api", "lngpt.writer.chapter")]
+levels = [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
+def call_model(i):
+    try:
+        {{}}["glm-4-flash-%d" % i]
+    except KeyError as e:
+        raise RuntimeError("no model for request %d" % i) from e
+for i in range({RECORDS}):
+    if i % 100 == 0:
+        # While the test restarts the daemon: RotatingFileHandler deletes the oldest backup, and a
+        # daemon that is down cannot read what is deleted meanwhile.
+        while os.path.exists({pause:?}):
+            time.sleep(0.01)
+    if i % 250 == 0:
+        time.sleep(0.005)
+    lg = loggers[i % 3]
+    if i % 100 == 7:
+        try:
+            call_model(i)
+        except RuntimeError:
+            lg.exception("API调用失败: request %d", i, extra={{"seq": i}})
+    elif i % 300 == 11:
+        lg.warning("request %d: a message\nwith newlines\n\n  and indentation", i, extra={{"seq": i}})
+    else:
+        lg.log(levels[i % 5], "request %d 开始API调用 tokens=%d", i, i * 7, extra={{"seq": i}})
+expected.out.close()
+print(Counting.rollovers)
+"#,
+        log = log.display().to_string(),
+        expected = expected_path.display().to_string(),
+        pause = pause.display().to_string(),
+    );
+    let python = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .env("TZ", "Asia/Shanghai")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "some records stored",
+        || (d.count("api_logs") >= 15_000).then_some(()),
+        || d.log(),
+    );
+    d.signal(Signal::SIGKILL);
+    std::fs::write(&pause, b"").unwrap();
+    d.wait_exit();
+    d.restart();
+    std::fs::remove_file(&pause).unwrap();
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rollovers: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(rollovers >= 10, "only {rollovers} rotations");
+    wait_until(
+        "every record stored",
+        || (d.count("api_logs") >= RECORDS).then_some(()),
+        || format!("{} of {RECORDS} stored\n{}", d.count("api_logs"), d.log()),
+    );
+    let stored = text_docs(&d);
+    assert_eq!(stored.len() as u64, RECORDS);
+    let mut tracebacks = 0;
+    for line in std::fs::read_to_string(&expected_path).unwrap().lines() {
+        let want: serde_json::Value = serde_json::from_str(line).unwrap();
+        let seq = want["seq"].as_u64().unwrap();
+        let got = &stored[&seq];
+        let want_time = lngpt_collector::event::Timestamp(want["ms"].as_i64().unwrap()).to_string();
+        assert_eq!(got["level"], want["level"], "record {seq}: {got}");
+        assert_eq!(got["logger"], want["logger"], "record {seq}: {got}");
+        assert_eq!(
+            got["timestamp"].as_str(),
+            Some(want_time.as_str()),
+            "record {seq}: {got}"
+        );
+        assert_eq!(got["message"], want["message"], "record {seq}: {got}");
+        assert_eq!(got["traceback"], want["traceback"], "record {seq}: {got}");
+        tracebacks += usize::from(!want["traceback"].is_null());
+    }
+    assert_eq!(tracebacks, 500);
+    assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}
+
+/// A record is complete only when the next begins (or after multiline_timeout, here far away): a
+/// kill -9 (and a stop) while its traceback is half written neither loses nor duplicates it, and
+/// the checkpoint never stops inside it.
+#[test]
+fn a_kill_9_or_a_stop_in_the_middle_of_a_traceback_stores_the_record_once_and_whole() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let mut d = Daemon::start(&file_section(&log, "format = \"python\"\nmultiline_timeout = \"10m\""));
+    // Records 0..=5 and 6..=11 each end in one whose traceback is cut in two by the crash.
+    for (first, stop) in [(0, Signal::SIGKILL), (6, Signal::SIGTERM)] {
+        let split = first + 3; // a traceback record (seq % 6 == 3)
+        let (before, after): (String, String) = {
+            let record = text_record(split);
+            let cut = record.match_indices('\n').nth(4).unwrap().0 + 1; // inside its traceback
+            (record[..cut].to_string(), record[cut..].to_string())
+        };
+        append(&log, &((first..split).map(text_record).collect::<String>() + &before));
+        wait_for_exactly(&d, &(0..split).collect());
+        d.signal(stop);
+        d.wait_exit();
+        append(&log, &after);
+        append(&log, &(split + 1..first + 6).map(text_record).collect::<String>());
+        d.restart();
+        // The last record of the batch stays open: the next batch completes it.
+        wait_for_exactly(&d, &(0..first + 5).collect());
+    }
+    append(&log, &text_record(12));
+    wait_for_exactly(&d, &(0..12).collect());
+    assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}
+
+/// A rotation in the middle of a record (a copytruncate, or a writer that splits its writes): the
+/// old file's record is stored with the lines it has once multiline_timeout passes, and the new
+/// file's first lines, which continue nothing, are one reject that says why. Nothing is lost.
+#[test]
+fn a_record_cut_by_a_rotation_is_stored_with_its_lines_and_the_rest_is_a_reject_that_says_why() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let d = Daemon::start(&file_section(&log, TEXT));
+    let record = text_record(3);
+    let cut = record.match_indices('\n').nth(4).unwrap().0 + 1;
+    append(&log, &(text_record(2) + &record[..cut]));
+    // Record 3 may be taken as complete (with the lines it has) before the rename, or after.
+    wait_until("record 2", || (d.count("api_logs") >= 1).then_some(()), || d.log());
+    std::fs::rename(&log, logs.path().join("app.log.1")).unwrap();
+    append(&log, &(record[cut..].to_string() + &text_record(4)));
+    d.wait_for_count("api_rejects", 1);
+    wait_until(
+        "records 2, 3 and 4",
+        || (d.count("api_logs") == 3).then_some(()),
+        || d.log(),
+    );
+    let docs = text_docs(&d);
+    let (_, _, traceback) = text_record_parts(3);
+    let kept: Vec<&str> = record[..cut].lines().skip(1).collect();
+    assert_eq!(docs[&3]["traceback"].as_str(), Some(kept.join("\n").as_str()));
+    assert!(traceback.unwrap().starts_with(&kept.join("\n")));
+    let reject = &common::docs(&d.db(), "api_rejects")[0];
+    let reason = reject["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("lines do not match the pattern `%(asctime)s - %(name)s - %(levelname)s - %(message)s`")
+            && reason.contains("begin the file"),
+        "{reason}"
+    );
+    assert_eq!(
+        reject["raw"].as_str(),
+        Some(record[cut..].trim()),
+        "its leading blank line is not kept"
+    );
+}
+
+/// `format = "auto"` reads each file by its first line: JSON lines or the app's text; `LOG_FORMAT`
+/// in the environment is the app's pattern when the entry gives none.
+#[test]
+fn format_auto_reads_json_and_text_files_side_by_side_and_log_format_gives_the_pattern() {
+    let logs = tempfile::tempdir().unwrap();
+    append(&logs.path().join("json.log"), &(0..5).map(line).collect::<String>());
+    append(
+        &logs.path().join("text.log"),
+        "INFO:lngpt:record 5 first\nERROR:lngpt.api:record 6 second\nTraceback (most recent call last):\nValueError: 6\nINFO:lngpt:record 7 third\n",
+    );
+    let d = Daemon::start_with(
+        &file_section(
+            &logs.path().join("*.log"),
+            "format = \"auto\"\nmultiline_timeout = \"100ms\"",
+        ),
+        &[("LOG_FORMAT", "%(levelname)s:%(name)s:%(message)s")],
+    );
+    d.wait_for_count("api_logs", 8);
+    let docs = text_docs(&d);
+    assert_eq!(docs[&6]["logger"], "lngpt.api");
+    assert_eq!(
+        docs[&6]["traceback"],
+        "Traceback (most recent call last):\nValueError: 6"
+    );
+    assert_eq!(docs[&2]["extra"]["seq"], 2);
+    assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}
+
+/// Issue 10, timestamps: `asctime` has no offset, so it is read in `naive_timezone`, the one
+/// setting that reads naive times in JSON lines too. Under `TZ=Asia/Shanghai`, records either side
+/// of local midnight land 8 hours earlier in UTC, on the same UTC day, in a text log and a JSON-lines
+/// file alike; a configured zone wins over the host's.
+#[test]
+fn asctime_is_read_in_naive_timezone_like_naive_json_times_either_side_of_midnight() {
+    let stored = |config: &str| {
+        let logs = tempfile::tempdir().unwrap();
+        append(
+            &logs.path().join("app.log"),
+            "2026-11-26 23:59:59,999 - lngpt - INFO - record 1 before midnight\n\
+             2026-11-27 00:00:00,000 - lngpt - INFO - record 2 after midnight\n\
+             2026-11-27 00:00:00,001 - lngpt - INFO - record 3 last\n",
+        );
+        append(
+            &logs.path().join("events.jsonl"),
+            "{\"message\": \"record 4 before midnight\", \"timestamp\": \"2026-11-26T23:59:59.999\"}\n\
+             {\"message\": \"record 5 after midnight\", \"timestamp\": \"2026-11-27T00:00:00.000\"}\n",
+        );
+        let entry = file_section(
+            &logs.path().join("*"),
+            "format = \"auto\"\nmultiline_timeout = \"50ms\"",
+        );
+        let d = Daemon::start_with(&format!("{config}{entry}"), &[("TZ", "Asia/Shanghai")]);
+        d.wait_for_count("api_logs", 5);
+        let times: Vec<String> = text_docs(&d)
+            .values()
+            .map(|doc| doc["timestamp"].as_str().unwrap().to_string())
+            .collect();
+        times
+    };
+    assert_eq!(
+        stored(""),
+        [
+            "2026-11-26T15:59:59.999Z",
+            "2026-11-26T16:00:00.000Z",
+            "2026-11-26T16:00:00.001Z",
+            "2026-11-26T15:59:59.999Z",
+            "2026-11-26T16:00:00.000Z",
+        ],
+        "naive_timezone = \"local\" (the default) is the host's zone"
+    );
+    assert_eq!(
+        stored("naive_timezone = \"America/New_York\"\n"),
+        [
+            "2026-11-27T04:59:59.999Z",
+            "2026-11-27T05:00:00.000Z",
+            "2026-11-27T05:00:00.001Z",
+            "2026-11-27T04:59:59.999Z",
+            "2026-11-27T05:00:00.000Z",
+        ],
+        "a configured zone wins over the host's"
+    );
 }

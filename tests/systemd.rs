@@ -233,13 +233,13 @@ fn systemd_socket_activate_starts_the_daemon_on_the_first_connection() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until(
+    // The daemon is not running yet: this client's connection starts it, and its lines are stored.
+    // (The socket file appears at bind, a moment before the activator listens.)
+    let mut s = wait_until(
         "the activation socket",
-        || socket_path.exists().then_some(()),
+        || UnixStream::connect(&socket_path).ok(),
         String::new,
     );
-    // The daemon is not running yet: this client's connection starts it, and its lines are stored.
-    let mut s = UnixStream::connect(&socket_path).unwrap();
     s.write_all(b"{\"message\": \"before the daemon ran\"}\n").unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = String::new();
@@ -249,6 +249,57 @@ fn systemd_socket_activate_starts_the_daemon_on_the_first_connection() {
     let _ = activator.wait();
     let db = rusqlite::Connection::open(state.join("collector.db")).unwrap();
     assert_eq!(common::count(&db, "api_logs"), 1);
+}
+
+/// The HTTP API's socket passed by name (`api`) beside the collector's: the daemon serves on it
+/// instead of binding `api.listen`, and a request to it is what starts the daemon.
+#[test]
+fn systemd_socket_activate_passes_the_apis_socket_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let socket_path = dir.path().join("collector.sock");
+    let config = dir.path().join("c.toml");
+    // A configured address nobody can bind twice shows that it is not bound: the passed one is used.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let extra = format!("[api]\nlisten = \"{}\"\n", taken.local_addr().unwrap());
+    std::fs::write(&config, base_config(&state, &dir.path().join("unused.sock"), &extra)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = format!("127.0.0.1:{port}");
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("--listen")
+        .arg(&socket_path)
+        .arg("--listen")
+        .arg(&api)
+        .arg("--fdname=collector:api")
+        .args([BIN, "run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package; .ci/run installs it)");
+    wait_until(
+        "the activation sockets",
+        || (socket_path.exists() && std::net::TcpStream::connect(&api).is_ok()).then_some(()),
+        String::new,
+    );
+    // The probe above connected once, which started the daemon; its answer comes from the passed socket.
+    let health = common::http::get(&api, "/healthz");
+    assert_eq!(health.status, 200, "{}", health.text());
+    let mut s = UnixStream::connect(&socket_path).unwrap();
+    s.write_all(b"{\"message\": \"through the collector socket\"}\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer.trim(), r#"{"events":1,"rejected":0}"#);
+    let logs = common::http::get(&api, "/api/logs");
+    assert_eq!(logs.json()["pagination"]["total"], 1, "{}", logs.text());
+    let _ = activator.kill();
+    let _ = activator.wait();
+    drop(taken);
 }
 
 #[test]

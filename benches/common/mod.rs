@@ -27,6 +27,85 @@ pub fn line(i: usize) -> String {
     line + "\n"
 }
 
+/// Record `i` of the app's log: what `setup_logging()` writes, 1 % of them errors with a 5-line
+/// traceback. [`text_line`] and [`json_record`] write the same records.
+struct AppRecord {
+    /// Local time, without an offset, as logging's `asctime` has it: (`2026-11-26`, `08:00:00`, ms).
+    date: &'static str,
+    time: String,
+    ms: usize,
+    logger: &'static str,
+    level: &'static str,
+    message: String,
+    traceback: Option<String>,
+}
+
+impl AppRecord {
+    fn new(i: usize) -> AppRecord {
+        let (sec, ms) = (i / 1000, i % 1000);
+        let time = format!("{:02}:{:02}:{:02}", 8 + sec / 3600 % 16, sec / 60 % 60, sec % 60);
+        let (logger, level, message, traceback) = if i % 100 == 99 {
+            (
+                "lngpt.api",
+                "ERROR",
+                format!("API调用失败: stream_chat request {i} model=glm-4-flash"),
+                Some(format!(
+                    "Traceback (most recent call last):\n  File \"/srv/app/llm_api.py\", line 218, in stream_chat\n    response = client.chat.completions.create(**params)\n  File \"/srv/app/llm_api.py\", line 96, in create\nRuntimeError: upstream timeout after 30s for request {i}"
+                )),
+            )
+        } else {
+            (
+                "lngpt.writer",
+                "INFO",
+                format!(
+                    "API调用成功: stream_chat request {i} module=writer function=stream_chat line=218 model=glm-4-flash tokens={} chapter=16 provider=zhipuai",
+                    i % 9000
+                ),
+                None,
+            )
+        };
+        AppRecord {
+            date: "2026-11-26",
+            time,
+            ms,
+            logger,
+            level,
+            message,
+            traceback,
+        }
+    }
+}
+
+/// Record `i` of the app's text log, in the original LOG_FORMAT (about 195 bytes).
+pub fn text_line(i: usize) -> String {
+    let r = AppRecord::new(i);
+    let mut text = format!(
+        "{} {},{:03} - {} - {} - {}\n",
+        r.date, r.time, r.ms, r.logger, r.level, r.message
+    );
+    if let Some(tb) = r.traceback {
+        text.push_str(&tb);
+        text.push('\n');
+    }
+    text
+}
+
+/// The same record as [`text_line`], as one JSON line (the same naive local time, so that both are
+/// read in `naive_timezone`): the like-for-like JSON a text record is compared with.
+pub fn json_record(i: usize) -> String {
+    let r = AppRecord::new(i);
+    let mut doc = serde_json::json!({
+        "timestamp": format!("{}T{}.{:03}", r.date, r.time, r.ms),
+        "level": r.level,
+        "logger": r.logger,
+        "message": r.message,
+    });
+    if let Some(tb) = r.traceback {
+        doc["traceback"] = serde_json::Value::from(tb);
+    }
+    doc.to_string() + "\n"
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

@@ -66,6 +66,14 @@ pub const LISTINGS: &[Listing] = &[
         levels: false,
     },
     Listing {
+        path: "/api/metrics/minutes",
+        collection: Collection::Metrics,
+        key: "metrics",
+        filters: &["model"],
+        text: false,
+        levels: false,
+    },
+    Listing {
         path: "/api/rejects",
         collection: Collection::Rejects,
         key: "rejects",

@@ -34,7 +34,6 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::event::NaiveZone;
-use crate::monitor::budget::BudgetConfig;
 use crate::monitor::silences::Silences;
 use crate::monitor::Monitor;
 use crate::notify::Notifier;
@@ -201,9 +200,6 @@ struct Shared {
     store: AnyStore,
     tap: Tap,
     config: ApiConfig,
-    budget_config: BudgetConfig,
-    timezone: jiff::tz::TimeZone,
-    timezone_name: String,
     /// Taken at shutdown: requests that hold a clone finish, new ones are refused.
     ingest: Mutex<Option<Arc<IngestGate>>>,
     streams: Arc<Semaphore>,
@@ -267,8 +263,6 @@ pub struct Parts {
     pub ingest: Option<Ingest>,
     pub budget: Budget,
     pub counters: Arc<Counters>,
-    pub budget_config: BudgetConfig,
-    pub timezone: String,
     pub outbox_cap: Option<u64>,
     pub monitor: Monitor,
     pub monitor_running: bool,
@@ -386,7 +380,6 @@ impl Server {
     /// in-flight requests are done or `grace` has passed.
     pub async fn run(self, config: ApiConfig, parts: Parts, mut shutdown: Shutdown, grace: Duration) {
         let (stop_tx, stopping) = watch::channel(false);
-        let timezone = jiff::tz::TimeZone::get(&parts.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
         let streams = Arc::new(Semaphore::new(config.max_stream_clients));
         let mut metrics = metrics::Metrics::new(
             parts.counters.clone(),
@@ -409,9 +402,6 @@ impl Server {
             inner: Arc::new(Shared {
                 store: parts.store,
                 tap: parts.tap,
-                budget_config: parts.budget_config,
-                timezone,
-                timezone_name: parts.timezone,
                 ingest: Mutex::new(ingest),
                 streams,
                 stopping,

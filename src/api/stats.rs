@@ -51,8 +51,9 @@ pub async fn cost(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>
     };
     let range = params.range_or_last(DAY_MS)?;
     let buckets = api.timed(api.store().cost_buckets(range)).await?;
-    let tz = &api.inner.timezone;
-    let rates = &api.inner.budget_config;
+    // The monitor's copy of [budget]: SIGHUP reloads the rate and the zone there.
+    let (rates, tz) = api.inner.monitor.budget_config_and_zone();
+    let (rates, tz) = (&rates, &tz);
     let mut sums: BTreeMap<(Option<i64>, String, &'static str), CostSum> = BTreeMap::new();
     for b in &buckets {
         let period = match group_by {
@@ -95,7 +96,7 @@ pub async fn cost(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>
     Ok(Json(json!({
         "success": true,
         "group_by": match group_by { GroupBy::Model => "model", GroupBy::Hour => "hour", GroupBy::Day => "day" },
-        "timezone": api.inner.timezone_name,
+        "timezone": rates.timezone,
         "usd_to_rmb_rate": rates.usd_to_rmb_rate,
         "start_time": rfc3339(range.from),
         "end_time": rfc3339(range.to.map(|t| Timestamp(t.0 - 1))),

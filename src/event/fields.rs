@@ -46,6 +46,8 @@ known_fields!(
     "lineno",
     "logger",
     "name",
+    "traceback",
+    "exc_text",
     "extra",
     "model",
     "gen_ai.request.model",
@@ -78,7 +80,7 @@ known_fields!(
     "gen_ai.usage.cache_read_input_tokens",
 );
 
-const SLOTS: usize = 45;
+const SLOTS: usize = 47;
 
 /// Why a line is not an object of fields.
 #[derive(Debug)]

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 pub use id::EventId;
 pub use metric::MinuteMetrics;
+pub(crate) use time::{days_from_civil, days_in_month, is_leap as is_leap_year, MAX_MS as MAX_TIMESTAMP_MS};
 pub use time::{NaiveZone, TimeError, Timestamp};
 
 use crate::redact::Redactor;
@@ -60,6 +61,9 @@ pub struct Log {
     pub line: Option<i64>,
     /// The Python logger's name (`lngpt.api`).
     pub logger: Option<String>,
+    /// The exception's traceback (or `stack_info`) a record carries, as Python formatted it:
+    /// kept apart from the message so that the message stays one readable line.
+    pub traceback: Option<String>,
     pub extra: Map<String, Value>,
 }
 
@@ -324,6 +328,12 @@ impl Parser {
         Parser { naive: zone, ..self }
     }
 
+    /// How times without an offset are read: sources that read times themselves (a text log's
+    /// `asctime`) read them alike.
+    pub fn naive_timezone(&self) -> &Arc<NaiveZone> {
+        &self.naive
+    }
+
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
     }
@@ -394,6 +404,7 @@ impl Parser {
         let function = self.take_text(m, &["function", "funcName"])?;
         let line = take_int(&self.redactor, m, &["line", "lineno"], i64::MIN)?.map(|(_, v)| v);
         let logger = self.take_text(m, &["logger", "name"])?;
+        let traceback = self.take_text(m, &["traceback", "exc_text"])?;
         Ok(Log {
             level,
             message,
@@ -401,6 +412,7 @@ impl Parser {
             function,
             line,
             logger,
+            traceback,
             extra: self.extra(m)?,
         })
     }
@@ -757,6 +769,18 @@ mod tests {
         assert_eq!(log.function.as_deref(), Some("stream_chat"));
         assert_eq!(log.line, Some(225));
         assert_eq!(Value::Object(log.extra), json!({"request_id": "req-5", "thread": 1}));
+        let Body::Log(log) = parse(
+            r#"{"msg": "x", "exc_text": "Traceback (most recent call last):\nValueError: token=abcdefgh12345678"}"#,
+        )
+        .body
+        else {
+            panic!("not a log")
+        };
+        assert_eq!(
+            log.traceback.as_deref(),
+            Some("Traceback (most recent call last):\nValueError: token=***5678"),
+            "a traceback is a field of its own, redacted like the message"
+        );
     }
 
     #[test]

@@ -32,8 +32,9 @@ impl NaiveZone {
     }
 
     /// The instant of a wall-clock time (given as milliseconds as if it were UTC). A time that
-    /// occurs twice or not at all at a daylight-saving change is taken as jiff's "compatible" does.
-    fn to_utc(&self, wall_ms: i64) -> Result<Timestamp, TimeError> {
+    /// occurs twice or not at all at a daylight-saving change is taken as jiff's "compatible" does:
+    /// the earlier of the two, or the offset after the gap.
+    pub(crate) fn to_utc(&self, wall_ms: i64) -> Result<Timestamp, TimeError> {
         let NaiveZone::Zone(tz) = self else {
             return Ok(Timestamp(wall_ms));
         };
@@ -56,7 +57,7 @@ impl NaiveZone {
 
 /// Earliest and latest accepted instants: years 1970 through 9999, which RFC 3339 can write.
 const MIN_MS: i64 = 0;
-const MAX_MS: i64 = 253_402_300_799_999;
+pub(crate) const MAX_MS: i64 = 253_402_300_799_999;
 
 impl Timestamp {
     pub fn now() -> Timestamp {
@@ -219,11 +220,11 @@ impl fmt::Display for TimeError {
     }
 }
 
-fn is_leap(y: i64) -> bool {
+pub(crate) fn is_leap(y: i64) -> bool {
     y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
+pub(crate) fn days_in_month(y: i64, m: i64) -> i64 {
     match m {
         2 if is_leap(y) => 29,
         2 => 28,
@@ -233,7 +234,7 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

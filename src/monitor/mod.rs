@@ -111,6 +111,12 @@ impl Monitor {
         }
     }
 
+    /// `[budget]` as last (re)loaded, and its time zone.
+    pub fn budget_config_and_zone(&self) -> (BudgetConfig, jiff::tz::TimeZone) {
+        let s = self.lock();
+        (s.budget.config().clone(), s.budget.time_zone().clone())
+    }
+
     /// Whether the budget's totals have been read from the store since the start.
     pub fn budget_read(&self) -> bool {
         self.lock().budget.has_reading()

@@ -127,6 +127,16 @@ impl PipelineSender {
     pub fn budget(&self) -> &Budget {
         &self.budget
     }
+
+    /// A sender with no pipeline behind it, for unit tests of sources that only make events.
+    #[cfg(test)]
+    pub fn unconnected() -> PipelineSender {
+        PipelineSender {
+            tx: mpsc::channel(1).0,
+            budget: Budget::new(16 << 20),
+            counters: Arc::default(),
+        }
+    }
 }
 
 /// Everything the pipeline is made of; `spawn` the batcher and writer, hand `sender` to sources.

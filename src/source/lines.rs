@@ -15,7 +15,8 @@ use crate::event::MAX_RAW_BYTES;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// A line without its line end (`\n`, `\r\n` or `\r`). Never blank.
+    /// A line without its line end (`\n`, `\r\n` or `\r`). Never blank, unless the decoder
+    /// keeps blank lines.
     Line(&'a [u8]),
     /// A line over the limit: its beginning and its full length in bytes.
     TooLong { head: &'a [u8], len: usize },
@@ -34,6 +35,10 @@ pub struct LineDecoder {
     skip_nul: bool,
     /// NUL bytes skipped so far.
     nul_skipped: u64,
+    /// Emit blank lines too (see [`LineDecoder::keeping_blank_lines`]).
+    keep_blank: bool,
+    /// The last line ended in `\r`: an empty line ended by `\n` right after it is that `\r\n`.
+    after_cr: bool,
 }
 
 struct Overlong {
@@ -77,7 +82,17 @@ impl LineDecoder {
             held_start: offset,
             skip_nul: false,
             nul_skipped: 0,
+            keep_blank: false,
+            after_cr: false,
         }
+    }
+
+    /// Emits blank (empty or all-whitespace) lines as well, for text logs whose records span lines:
+    /// a blank line inside a traceback or a message is part of it. A `\r\n` is still one line end,
+    /// also when split across reads.
+    pub fn keeping_blank_lines(mut self) -> LineDecoder {
+        self.keep_blank = true;
+        self
     }
 
     /// Skips runs of NUL bytes before the first byte of a line. A file truncated in place
@@ -132,13 +147,16 @@ impl LineDecoder {
                 break;
             };
             let part = &input[..nl];
+            let ended_by_cr = input[nl] == b'\r';
             input = &input[nl + 1..];
-            let line_start = if self.at_line_start() {
-                self.pos
-            } else {
-                self.held_start
-            };
+            let at_start = self.at_line_start();
+            let line_start = if at_start { self.pos } else { self.held_start };
             self.pos += nl as u64 + 1;
+            let crlf_tail = std::mem::replace(&mut self.after_cr, ended_by_cr) && !ended_by_cr;
+            if self.keep_blank && crlf_tail && at_start && part.is_empty() {
+                // The `\n` of a `\r\n`, not an empty line.
+                continue;
+            }
             if let Some(mut o) = self.overlong.take() {
                 o.add(part);
                 emit(
@@ -158,7 +176,7 @@ impl LineDecoder {
                         line_start,
                     );
                 } else {
-                    emit_line(part, line_start, emit);
+                    self.emit_line(part, line_start, emit);
                 }
             } else if self.pending.len() + part.len() > self.max_line {
                 let o = Overlong::new(&self.pending, part);
@@ -173,7 +191,7 @@ impl LineDecoder {
             } else {
                 let mut pending = std::mem::take(&mut self.pending);
                 pending.extend_from_slice(part);
-                emit_line(&pending, line_start, emit);
+                self.emit_line(&pending, line_start, emit);
                 pending.clear();
                 self.pending = pending;
                 self.clear_pending();
@@ -182,6 +200,7 @@ impl LineDecoder {
         if input.is_empty() {
             return;
         }
+        self.after_cr = false;
         if self.at_line_start() {
             self.held_start = self.pos;
         }
@@ -206,7 +225,13 @@ impl LineDecoder {
             });
         } else if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
-            emit_line(&pending, start, &mut |frame, _| emit(frame));
+            self.emit_line(&pending, start, &mut |frame, _| emit(frame));
+        }
+    }
+
+    fn emit_line(&self, line: &[u8], start: u64, emit: &mut impl FnMut(Frame<'_>, u64)) {
+        if self.keep_blank || !line.iter().all(u8::is_ascii_whitespace) {
+            emit(Frame::Line(line), start);
         }
     }
 
@@ -215,12 +240,6 @@ impl LineDecoder {
         if self.pending.capacity() > PENDING_KEEP {
             self.pending.shrink_to(PENDING_KEEP);
         }
-    }
-}
-
-fn emit_line(line: &[u8], start: u64, emit: &mut impl FnMut(Frame<'_>, u64)) {
-    if !line.iter().all(u8::is_ascii_whitespace) {
-        emit(Frame::Line(line), start);
     }
 }
 
@@ -321,6 +340,37 @@ mod tests {
         assert_eq!(d.nul_bytes_skipped(), 17);
         // Without the option (the socket), NULs are bytes like any other.
         assert_eq!(decode(100, &[b"\0\0x\n"]), ["\0\0x"]);
+    }
+
+    #[test]
+    fn blank_lines_are_kept_on_request_and_crlf_is_still_one_line_end_across_reads() {
+        let keep = |chunks: &[&[u8]]| {
+            let mut d = LineDecoder::starting_at(100, 0).keeping_blank_lines();
+            let mut out = Vec::new();
+            for c in chunks {
+                d.feed_at(c, &mut |f, at| {
+                    if let Frame::Line(l) = f {
+                        out.push((at, String::from_utf8_lossy(l).into_owned()));
+                    }
+                });
+            }
+            (out, d.committed_offset())
+        };
+        let lines = |v: (Vec<(u64, String)>, u64)| v.0.into_iter().map(|(_, l)| l).collect::<Vec<_>>();
+        assert_eq!(lines(keep(&[b"a\n\n  \nb\n"])), ["a", "", "  ", "b"]);
+        assert_eq!(lines(keep(&[b"a\r\n\r\nb\r\n"])), ["a", "", "b"]);
+        assert_eq!(lines(keep(&[b"a\r", b"\n", b"\r", b"\nb\r", b"\n"])), ["a", "", "b"]);
+        assert_eq!(lines(keep(&[b"a\r\rb\r"])), ["a", "", "b"], "lone \\r line ends");
+        assert_eq!(
+            lines(keep(&[b"a\n\rb\n"])),
+            ["a", "", "b"],
+            "\\n then \\r: an empty line"
+        );
+        let (got, committed) = keep(&[b"x\r\n\r\ny\n"]);
+        assert_eq!(got, [(0, "x".to_string()), (3, String::new()), (5, "y".to_string())]);
+        assert_eq!(committed, 7);
+        // Without the option, blank lines are skipped as always.
+        assert_eq!(decode(100, &[b"a\r\n\r\n\nb\n"]), ["a", "b"]);
     }
 
     #[test]

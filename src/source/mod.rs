@@ -89,6 +89,15 @@ impl Ingest {
         self.pipeline.budget()
     }
 
+    pub fn redactor(&self) -> &crate::redact::Redactor {
+        self.parser.redactor()
+    }
+
+    /// `naive_timezone`, for sources that read times themselves.
+    pub fn naive_timezone(&self) -> &Arc<crate::event::NaiveZone> {
+        self.parser.naive_timezone()
+    }
+
     /// The same ingest for another source name (each tailed file is its own source).
     pub fn with_source(&self, source: Source) -> Ingest {
         Ingest { source, ..self.clone() }
@@ -96,7 +105,7 @@ impl Ingest {
 
     /// Parses one frame into `out`: an event, or a reject that says why.
     pub fn push(&self, out: &mut Vec<Event>, frame: Frame<'_>, received: Timestamp, id: EventId) {
-        let (mut event, len) = match frame {
+        let (event, len) = match frame {
             Frame::Line(line) => (self.parser.parse(line, &self.source, received, id), line.len()),
             Frame::TooLong { head, len } => (
                 Event::reject(
@@ -114,6 +123,12 @@ impl Ingest {
                 head.len(),
             ),
         };
+        self.push_event(out, event, len);
+    }
+
+    /// Adds an event made from `len` bytes of input (a text record, for one) to `out`, as `push`
+    /// does: its share of the budget set, a reject logged within the rate limit.
+    pub fn push_event(&self, out: &mut Vec<Event>, mut event: Event, len: usize) {
         event.cost = event_cost(len);
         if let crate::event::Body::Reject(r) = &event.body {
             if self.counters.may_log_reject() {

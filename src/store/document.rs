@@ -82,6 +82,7 @@ impl Serialize for Doc<'_> {
                 opt!("function", l.function);
                 opt!("line", l.line);
                 opt!("logger", l.logger);
+                opt!("traceback", l.traceback);
                 m.serialize_entry("extra", &l.extra)?;
             }
             Body::Cost(c) => {

@@ -36,6 +36,8 @@ pub struct Daemon {
     log: Arc<Mutex<String>>,
     /// The program and leading arguments that run the daemon (the binary, or setpriv and a copy).
     command: Vec<String>,
+    /// Environment variables it is started with, again on `restart`.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -85,14 +87,16 @@ impl Daemon {
         let socket = dir.path().join("collector.sock");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, base_config(&state, &socket, extra)).expect("write config");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut d = Daemon {
-            child: spawn(&config, env, &command),
+            child: spawn(&config, &env, &command),
             dir,
             state,
             socket,
             config,
             log: Arc::default(),
             command,
+            env,
         };
         d.capture_log();
         d.wait_ready();
@@ -101,7 +105,7 @@ impl Daemon {
 
     /// Starts again on the same state directory and config (after `stop` or `kill`).
     pub fn restart(&mut self) {
-        self.child = spawn(&self.config, &[], &self.command);
+        self.child = spawn(&self.config, &self.env, &self.command);
         self.log = Arc::default();
         self.capture_log();
         self.wait_ready();
@@ -297,7 +301,7 @@ pub fn base_config(state: &Path, socket: &Path, extra: &str) -> String {
     format!("{head}{extra}\n")
 }
 
-fn spawn(config: &Path, env: &[(&str, &str)], command: &[String]) -> Child {
+fn spawn(config: &Path, env: &[(String, String)], command: &[String]) -> Child {
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
     cmd.arg("run")
@@ -308,10 +312,10 @@ fn spawn(config: &Path, env: &[(&str, &str)], command: &[String]) -> Child {
         .stderr(Stdio::piped());
     // Naive timestamps are read in the host's zone; tests pin it unless they set their own.
     cmd.env("TZ", "UTC");
+    cmd.env_remove("LOG_LEVEL").env_remove("LOG_FORMAT");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.env_remove("LOG_LEVEL");
     cmd.spawn().expect("spawn the collector")
 }
 

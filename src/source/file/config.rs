@@ -25,6 +25,30 @@ pub struct FileConfig {
     /// How long a deleted (or renamed-away) file is kept open after its last write, for a writer
     /// that still holds it and may write again. Lines it writes after this are lost.
     pub rotated_idle_timeout: HumanDuration,
+    /// What the lines are: JSON lines, Python `logging` text, or decided per file.
+    pub format: Format,
+    /// The `logging.Formatter` pattern of a text log. Unset: the `LOG_FORMAT` environment variable,
+    /// else the original system's `LOG_FORMAT` (filled in when the configuration is loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// The `datefmt` of that formatter; unset, logging's own `2026-11-26 12:00:00,123`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub datefmt: Option<String>,
+    /// A text record is complete when the next one starts, or after this long without new data in
+    /// the file (Python writes a record, traceback included, at once).
+    pub multiline_timeout: HumanDuration,
+}
+
+/// What a file's lines are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per line (the wire format).
+    Json,
+    /// Python `logging` text records, read with `pattern`.
+    Python,
+    /// Per file, from its first line: JSON if it starts with `{`, else Python text.
+    Auto,
 }
 
 /// Where reading starts in a file never seen before.
@@ -54,6 +78,10 @@ impl Default for FileConfig {
             max_line_bytes: 1 << 20,
             max_open_files: 256,
             rotated_idle_timeout: HumanDuration(Duration::from_secs(300)),
+            format: Format::Json,
+            pattern: None,
+            datefmt: None,
+            multiline_timeout: HumanDuration(Duration::from_secs(1)),
         }
     }
 }
@@ -85,11 +113,31 @@ impl FileConfig {
             Duration::from_millis(100),
             Duration::from_secs(7 * 24 * 3600),
         );
+        p.duration_in(
+            &key("multiline_timeout"),
+            self.multiline_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(600),
+        );
+        if self.format == Format::Json {
+            for (name, set) in [("pattern", self.pattern.is_some()), ("datefmt", self.datefmt.is_some())] {
+                if set {
+                    p.add(
+                        &key(name),
+                        "is set, but format is \"json\" (the default); set format = \"python\" (or \"auto\") for a Python logging text file",
+                    );
+                }
+            }
+        } else if let Err((name, problem)) = super::python::TextFormat::check(self) {
+            p.add(&key(name), problem);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::Config;
 
     #[test]
@@ -118,5 +166,66 @@ mod tests {
         assert_eq!(e.key, "file[0].max_open_files");
         let e = load("[[file]]\npath = \"a\"\nrotated_idle_timeout = \"10ms\"\n").unwrap_err();
         assert_eq!(e.key, "file[0].rotated_idle_timeout");
+    }
+
+    #[test]
+    fn text_log_keys_are_checked_and_log_format_fills_a_missing_pattern() {
+        let load_env = |t: &str, env: &[(&str, &str)]| {
+            let env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>();
+            Config::from_toml(t, "test.toml", env)
+        };
+        let load = |t: &str| load_env(t, &[]).map_err(|e| e.first().clone());
+        let c = load("[[file]]\npath = \"a\"\nformat = \"python\"\n").unwrap();
+        let f = &c.file[0];
+        assert_eq!(f.format, super::Format::Python);
+        assert_eq!(
+            f.pattern.as_deref(),
+            Some(super::super::python::DEFAULT_PATTERN),
+            "the effective pattern is shown"
+        );
+        assert_eq!(f.multiline_timeout.0, Duration::from_secs(1));
+        assert_eq!(load("[[file]]\npath = \"a\"\n").unwrap().file[0].pattern, None);
+        for (toml, key, says) in [
+            ("format = \"xml\"", "file[0].format", "`json`"),
+            (
+                "format = \"python\"\npattern = \"%(asctime)s\"",
+                "file[0].pattern",
+                "no `%(message)s`",
+            ),
+            (
+                "format = \"python\"\ndatefmt = \"%H:%M\"",
+                "file[0].datefmt",
+                "no full date",
+            ),
+            (
+                "format = \"python\"\ntimezone = \"Asia/Shanghai\"",
+                "file[0].timezone",
+                "did you mean `naive_timezone`?",
+            ),
+            (
+                "format = \"auto\"\nmultiline_timeout = \"2h\"",
+                "file[0].multiline_timeout",
+                "10ms",
+            ),
+            ("pattern = \"%(message)s\"", "file[0].pattern", "format = \"python\""),
+        ] {
+            let e = load(&format!("[[file]]\npath = \"a\"\n{toml}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{toml}: {e}");
+            assert!(e.problem.contains(says), "{toml}: {e}");
+        }
+        // LOG_FORMAT fills a python entry without a pattern; a pattern in the file wins over it.
+        let two = "[[file]]\npath = \"a\"\nformat = \"python\"\n[[file]]\npath = \"b\"\nformat = \"python\"\npattern = \"%(levelname)s %(message)s\"\n[[file]]\npath = \"c\"\n";
+        let c = load_env(two, &[("LOG_FORMAT", "%(levelname)s:%(name)s:%(message)s")]).unwrap();
+        assert_eq!(c.file[0].pattern.as_deref(), Some("%(levelname)s:%(name)s:%(message)s"));
+        assert_eq!(c.file[1].pattern.as_deref(), Some("%(levelname)s %(message)s"));
+        assert_eq!(c.file[2].pattern, None, "a JSON entry takes no pattern");
+        let e = load_env(two, &[("LOG_FORMAT", "%(levelname)s")]).unwrap_err();
+        assert_eq!(
+            (e.first().origin.as_str(), e.first().key.as_str()),
+            ("LOG_FORMAT", "file[0].pattern")
+        );
     }
 }

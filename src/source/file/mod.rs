@@ -26,14 +26,20 @@
 //! is a checkpointed file compressed (its decompressed first line has a known fingerprint), from
 //! that checkpoint on, with ids from the same fingerprint and uncompressed offsets.
 //!
+//! **Text logs.** With `format = "python"` (or `"auto"` and a first line that is not JSON) lines
+//! are assembled into records by [`python::Records`]: a record's id comes from its first line's
+//! offset and the checkpoint never stops inside a record, so the above holds for records too. A
+//! file with a record still open stays open and is read until the record completes.
+//!
 //! Each `[[file]]` entry runs on a thread of its own with blocking reads; `notify` wakes it on
 //! changes (only on events that mean one: its own opens and reads must not wake it) and a slow poll
 //! covers missed notifications.
 
 pub mod checkpoint;
 mod config;
+pub mod python;
 
-pub use config::{FileConfig, StartAt};
+pub use config::{FileConfig, Format, StartAt};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, Metadata};
@@ -55,6 +61,7 @@ use crate::event::{EventId, Source, Timestamp};
 use crate::pipeline::ack::Ack;
 use crate::pipeline::budget::Reservation;
 use crate::shutdown::Shutdown;
+use python::{Out, Records, TextFormat};
 
 const READ_CHUNK: usize = 1024 * 1024;
 /// Bytes read from one file before the others get their turn.
@@ -148,15 +155,27 @@ pub struct FileSource {
     cfg: FileConfig,
     ingest: Ingest,
     checkpoints: Arc<Checkpoints>,
+    /// The compiled pattern of a text log (`format = "python"` or `"auto"`).
+    text: Option<Arc<TextFormat>>,
 }
 
 impl FileSource {
-    pub fn new(cfg: FileConfig, ingest: Ingest, checkpoints: Arc<Checkpoints>) -> FileSource {
-        FileSource {
+    /// Compiles the entry's text format, if it has one; the error names the key (the loader has
+    /// checked it already, so this is for configurations built another way).
+    pub fn new(cfg: FileConfig, ingest: Ingest, checkpoints: Arc<Checkpoints>) -> Result<FileSource, String> {
+        let text = match cfg.format {
+            Format::Json => None,
+            Format::Python | Format::Auto => Some(Arc::new(
+                TextFormat::new(&cfg, ingest.naive_timezone().clone())
+                    .map_err(|(key, problem)| format!("`{key}` {problem}"))?,
+            )),
+        };
+        Ok(FileSource {
             cfg,
             ingest,
             checkpoints,
-        }
+            text,
+        })
     }
 
     /// Runs the tailer on its own thread until shutdown. The thread holds a child of `shutdown`,
@@ -186,6 +205,8 @@ impl FileSource {
 struct Identity {
     fingerprint: u64,
     head_at: u64,
+    /// The first line starts with `{`: a JSON-lines file, for `format = "auto"`.
+    json_head: bool,
 }
 
 enum Reader {
@@ -234,11 +255,29 @@ struct Tracked {
     /// NUL bytes skipped in this file so far, and of those by this decoder.
     nul_skipped: u64,
     decoder_nul: u64,
+    /// Record assembly, for a text log.
+    records: Option<Records>,
 }
 
 impl Tracked {
     fn id(&self) -> FileId {
         (self.dev, self.ino)
+    }
+
+    /// Where reading may resume without losing or repeating a line or a record.
+    fn committed(&self) -> u64 {
+        let decoded = self.decoder.committed_offset();
+        self.records.as_ref().map_or(decoded, |r| r.committed(decoded))
+    }
+
+    /// Bytes held between reads: a partial last line, and an open record.
+    fn held(&self) -> usize {
+        self.decoder.pending_len() + self.records.as_ref().map_or(0, Records::held)
+    }
+
+    /// A record is open: the file is read on until it completes, never closed before.
+    fn holds_record(&self) -> bool {
+        self.records.as_ref().is_some_and(Records::is_open)
     }
 }
 
@@ -300,6 +339,7 @@ struct Candidate {
 
 struct Tailer {
     cfg: FileConfig,
+    text: Option<Arc<TextFormat>>,
     ingest: Ingest,
     checkpoints: Arc<Checkpoints>,
     runtime: tokio::runtime::Handle,
@@ -346,6 +386,7 @@ impl Tailer {
     fn new(src: FileSource, runtime: tokio::runtime::Handle, stop: Arc<AtomicBool>, wake_tx: Sender<()>) -> Tailer {
         Tailer {
             cfg: src.cfg,
+            text: src.text,
             ingest: src.ingest,
             checkpoints: src.checkpoints,
             runtime,
@@ -406,8 +447,16 @@ impl Tailer {
             self.early.tracked.store(self.tracked.len(), Ordering::Relaxed);
             let room_to_make = self.waiting && self.tracked.iter().any(|t| self.evictable(t));
             if !read_any && !room_to_make {
-                // Drain extra wake-ups, then sleep until the next change or poll.
-                match wake.recv_timeout(self.cfg.poll_interval.0) {
+                // Drain extra wake-ups, then sleep until the next change, poll, or open record's end.
+                let poll = self.cfg.poll_interval.0;
+                let now = Instant::now();
+                let sleep = self
+                    .tracked
+                    .iter()
+                    .filter_map(|t| t.records.as_ref()?.deadline())
+                    .min()
+                    .map_or(poll, |d| d.saturating_duration_since(now).min(poll));
+                match wake.recv_timeout(sleep) {
                     Ok(()) | Err(RecvTimeoutError::Timeout) => while wake.try_recv().is_ok() {},
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
@@ -922,6 +971,19 @@ impl Tailer {
         progress: Arc<Mutex<Progress>>,
         nul_skipped: u64,
     ) {
+        // A text log's records: its lines, blank ones included, go to the assembly.
+        let text = self.text.clone().filter(|_| match self.cfg.format {
+            Format::Json => false,
+            Format::Python => true,
+            Format::Auto => !identity.json_head,
+        });
+        let decoder = if text.is_some() {
+            decoder.keeping_blank_lines()
+        } else {
+            decoder
+        };
+        let from_start = decoder.position() <= identity.head_at;
+        let records = text.map(|format| Records::new(format, from_start));
         self.tracked.push(Tracked {
             identity,
             path: path.to_path_buf(),
@@ -937,6 +999,7 @@ impl Tailer {
             finished: None,
             nul_skipped,
             decoder_nul: 0,
+            records,
         });
     }
 
@@ -998,10 +1061,23 @@ impl Tailer {
             // Sized for typical lines (~200 bytes), so the vector is not regrown mid-chunk.
             let mut events = Vec::with_capacity(n / 160 + 1);
             let (ingest, fp) = (&t.ingest, t.identity.fingerprint);
-            t.decoder.feed_at(&self.buf[..n], &mut |frame, start| {
-                ingest.push(&mut events, frame, received, EventId::derived(fp, start))
-            });
-            t.partial.resize(t.decoder.pending_len());
+            match &mut t.records {
+                None => t.decoder.feed_at(&self.buf[..n], &mut |frame, start| {
+                    ingest.push(&mut events, frame, received, EventId::derived(fp, start))
+                }),
+                Some(records) => {
+                    records.data_arrived(Instant::now());
+                    let mut out = Out {
+                        ingest,
+                        events: &mut events,
+                        received,
+                        fingerprint: fp,
+                    };
+                    t.decoder
+                        .feed_at(&self.buf[..n], &mut |frame, start| records.line(frame, start, &mut out));
+                }
+            }
+            t.partial.resize(t.held());
             let skipped = t.decoder.nul_bytes_skipped() - t.decoder_nul;
             if skipped > 0 {
                 t.decoder_nul += skipped;
@@ -1013,7 +1089,7 @@ impl Tailer {
                     );
                 }
             }
-            let end = t.decoder.committed_offset();
+            let end = t.committed();
             let seq = lock(&t.progress).push(end);
             if events.is_empty() {
                 lock(&t.progress).durable(seq);
@@ -1030,6 +1106,9 @@ impl Tailer {
                 return Err(Stopped);
             }
         }
+        if total == 0 {
+            self.complete_due_record(i)?;
+        }
         let t = &mut self.tracked[i];
         if total > 0 {
             t.idle_since = None;
@@ -1037,6 +1116,36 @@ impl Tailer {
             t.idle_since = Some(Instant::now());
         }
         Ok(Some(total))
+    }
+
+    /// Queues file `i`'s open record if it has waited `multiline_timeout` for more lines, as a
+    /// chunk of its own; its checkpoint then moves past it.
+    fn complete_due_record(&mut self, i: usize) -> Result<(), Stopped> {
+        let t = &mut self.tracked[i];
+        let Some(records) = t.records.as_mut() else {
+            return Ok(());
+        };
+        let held = records.held();
+        let mut events = Vec::with_capacity(1);
+        let mut out = Out {
+            ingest: &t.ingest,
+            events: &mut events,
+            received: Timestamp::now(),
+            fingerprint: t.identity.fingerprint,
+        };
+        if !records.complete_if_due(Instant::now(), &mut out) {
+            return Ok(());
+        }
+        // The record's memory moves from what the file holds to the chunk that carries it.
+        let mut reservation = self.ingest.budget().empty();
+        reservation.take_from(&mut t.partial, held);
+        let seq = lock(&t.progress).push(t.committed());
+        let progress = t.progress.clone();
+        let ack = Ack::new(events.len(), move || lock(&progress).durable(seq));
+        let ingest = t.ingest.clone();
+        self.runtime
+            .block_on(ingest.submit(&mut events, Some(ack), reservation, &mut Tally::default()))
+            .map_err(|_| Stopped)
     }
 
     /// How long a file the scans still find may sit idle before it is closed (parked).
@@ -1052,8 +1161,8 @@ impl Tailer {
         let mut i = 0;
         while i < self.tracked.len() {
             let t = &self.tracked[i];
-            let idle = t.idle_since.map(|since| since.elapsed());
-            if t.finished.is_some() || (t.visible && idle.is_some_and(|d| d >= park_after)) {
+            let idle = t.idle_since.map(|since| since.elapsed()).filter(|_| !t.holds_record());
+            if (t.finished.is_some() && !t.holds_record()) || (t.visible && idle.is_some_and(|d| d >= park_after)) {
                 let t = self.tracked.remove(i);
                 self.park(t);
             } else if !t.visible && idle.is_some_and(|d| d >= rotated) {
@@ -1091,7 +1200,7 @@ impl Tailer {
         );
         let resume = Resume {
             identity: t.identity,
-            offset: t.decoder.committed_offset(),
+            offset: t.committed(),
             progress: t.progress,
             nul_skipped: t.nul_skipped,
         };
@@ -1110,7 +1219,8 @@ impl Tailer {
     /// (parking it loses nothing) or gone and idle past a short grace.
     fn evictable(&self, t: &Tracked) -> bool {
         let grace = (self.cfg.poll_interval.0 * 2).max(Duration::from_secs(1));
-        t.finished.is_some() || t.idle_since.is_some_and(|since| t.visible || since.elapsed() >= grace)
+        !t.holds_record()
+            && (t.finished.is_some() || t.idle_since.is_some_and(|since| t.visible || since.elapsed() >= grace))
     }
 
     /// Closes one file to make room for another under `max_open_files`: the longest idle of those
@@ -1248,7 +1358,12 @@ fn identify_stream(r: &mut impl Read, at: u64, max: usize) -> std::io::Result<Op
         }
         head.extend_from_slice(&buf[..n]);
     }
-    Ok(line_fingerprint(&head, max).map(|fingerprint| Identity { fingerprint, head_at }))
+    let json_head = python::looks_like_json(&head);
+    Ok(line_fingerprint(&head, max).map(|fingerprint| Identity {
+        fingerprint,
+        head_at,
+        json_head,
+    }))
 }
 
 fn read_some(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -1308,7 +1423,8 @@ mod tests {
             id(&holed),
             Some(Identity {
                 fingerprint: fp(b"abc\n").unwrap(),
-                head_at: 20000
+                head_at: 20000,
+                json_head: false,
             })
         );
         assert_eq!(id(&[0u8; 100]), None);
