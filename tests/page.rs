@@ -526,11 +526,19 @@ fn the_page_in_a_real_browser() {
         "!document.querySelector('#a-active tr[data-rule=error_rate]') && document.querySelector('#a-resolved tr[data-rule=error_rate]')",
     );
 
-    // Collector status.
+    // Collector status, with a rejected line and its reason.
+    assert_eq!(d.send(b"{\"type\": \"log\", \"level\": \"INFO\"\n").rejected, 1);
     show(&page, "status");
     page.wait_for(
-        "the store's state and an event rate",
-        "document.querySelector('#st-grid [data-k=store] dd')?.textContent === 'SQLite' && document.querySelector('#st-grid [data-k=rate] dd')?.textContent !== '—'",
+        "the store's state, an event rate and the reject",
+        "document.querySelector('#st-grid [data-k=store] dd')?.textContent === 'SQLite' && document.querySelector('#st-grid [data-k=rate] dd')?.textContent !== '—' \
+         && document.querySelector('#st-grid [data-k=rejected] dd')?.textContent === '1' && document.querySelectorAll('#st-rejects tbody tr td').length === 3",
+    );
+    let reason = page.eval("document.querySelector('#st-rejects tbody tr td:nth-child(3)').textContent");
+    assert!(reason.as_str().unwrap().to_lowercase().contains("json"), "{reason}");
+    assert_eq!(
+        page.eval("document.getElementById('st-rejects-link').getAttribute('href')"),
+        "/api/rejects"
     );
     assert_eq!(
         page.eval("document.querySelector('#st-grid [data-k=reachable] dd').textContent"),
