@@ -106,6 +106,17 @@ impl App {
         let background = Coordinator::new();
         let mut supervisor = Supervisor::default();
         let store = open_store(&config, &counters, &redactor, &background).await?;
+        // The rest of the state file is opened before any listener, so a client that can connect
+        // finds the daemon fully started.
+        let notifier = Notifier::open(
+            &config.database_path(),
+            &config.webhook,
+            NotifyOptions {
+                language: config.monitor.language,
+                synchronous: config.embedded.synchronous,
+            },
+        )?;
+        let silences = Silences::open(&config.database_path(), config.embedded.synchronous)?;
         let monitor = Monitor::new(
             config.monitor.clone(),
             config.budget.clone(),
@@ -178,15 +189,6 @@ impl App {
                 save_checkpoints_periodically(checkpoints.clone(), background.listener()),
             );
         }
-        let notifier = Notifier::open(
-            &config.database_path(),
-            &config.webhook,
-            NotifyOptions {
-                language: config.monitor.language,
-                synchronous: config.embedded.synchronous,
-            },
-        )?;
-        let silences = Silences::open(&config.database_path(), config.embedded.synchronous)?;
         // Deliveries go on while the pipeline drains; they stop with the background tasks.
         supervisor.spawn("webhook delivery", notifier.clone().run(background.listener()));
         if config.monitor.enabled {

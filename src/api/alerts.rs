@@ -180,3 +180,21 @@ pub async fn expire_silence(State(api): State<Api>, Path(id): Path<String>) -> R
         Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
     }
 }
+
+/// `GET /api/config/monitor`: the thresholds the page draws (`[monitor]` with its rules, `[budget]`
+/// with `warn_at`), as in force after any reload. Read-only; nothing in these sections is secret.
+pub async fn monitor_config(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
+    Params::new(query, &[])?;
+    let (monitor, budget) = api.inner.monitor.config();
+    let internal = |e: serde_json::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let mut monitor_json = serde_json::to_value(&monitor).map_err(internal)?;
+    monitor_json["window_ms"] = Value::from(u64::try_from(monitor.window.0.as_millis()).unwrap_or(u64::MAX));
+    monitor_json["evaluate_every_ms"] =
+        Value::from(u64::try_from(monitor.evaluate_every.0.as_millis()).unwrap_or(u64::MAX));
+    Ok(Json(json!({
+        "success": true,
+        "timezone": budget.timezone,
+        "monitor": monitor_json,
+        "budget": serde_json::to_value(&budget).map_err(internal)?,
+    })))
+}

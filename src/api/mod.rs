@@ -17,6 +17,7 @@ mod health;
 mod ingest;
 mod logs;
 pub mod metrics;
+mod page;
 mod params;
 mod stats;
 mod streams;
@@ -479,13 +480,17 @@ fn router(api: Api) -> Router {
             get(alerts::list_silences).post(alerts::add_silence),
         )
         .route("/api/alerts/silences/{id}", delete(alerts::expire_silence))
+        .route("/api/config/monitor", get(alerts::monitor_config))
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
         .route("/metrics", get(metrics::scrape))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(api)
-        .layer(axum::middleware::from_fn_with_state(limits, access::check));
+        .layer(axum::middleware::from_fn_with_state(limits, access::check))
+        // The page holds no data and a browser cannot send the token when it navigates: it is
+        // served without it, and asks for the token for its API calls.
+        .merge(page::router());
     match cors {
         Some(cors) => router.layer(cors),
         None => router,

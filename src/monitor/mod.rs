@@ -127,6 +127,12 @@ impl Monitor {
         self.lock().firing.clone()
     }
 
+    /// The rules and budget in force (after any reload): what the page draws thresholds from.
+    pub fn config(&self) -> (MonitorConfig, BudgetConfig) {
+        let s = self.lock();
+        (s.cfg.clone(), s.budget.config().clone())
+    }
+
     /// SIGHUP: new rules and limits take effect at the next evaluation; the windows stay.
     pub fn reconfigure(&self, cfg: MonitorConfig, budget: BudgetConfig) {
         let mut s = self.lock();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use lngpt_collector::send::Ack;
 use rusqlite::{Connection, OpenFlags};
 
+pub mod cdp;
 pub mod http;
 pub mod mongo;
 pub mod webhook;

@@ -1,0 +1,707 @@
+//! The log viewer page at `/`: how it is served (embedded, cached, without the token), the
+//! thresholds route it reads, and the page itself in headless Chromium against the real daemon fed
+//! with the test data — live tail, level filter, pause, search paging, cost against an independent
+//! sum, an alert that fires and resolves, screenshots in light and dark mode, no console errors,
+//! the first load's size, and main-thread busy time while 200 events a second stream in.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::cdp::{Browser, Page};
+use common::{http, testdata, Daemon};
+
+/// Browser tests run one at a time: the busy-time measurement must not share the CPU with another.
+static BROWSER: Mutex<()> = Mutex::new(());
+
+/// Batches written within 10 ms; a monitor with 300 ms windows evaluated every 50 ms, so that an
+/// alert fires and resolves within a second.
+const FAST: &str = "[pipeline]\nmax_wait = \"10ms\"\n[monitor]\nwindow = \"300ms\"\ngrace = \"300ms\"\nevaluate_every = \"50ms\"\nkeep = \"1m\"\n";
+
+fn screenshots() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("screenshots")
+}
+
+fn time_of(e: &Value) -> Option<(&'static str, i64)> {
+    for key in ["timestamp", "created_at"] {
+        if let Some(s) = e[key].as_str() {
+            return Some((key, s.parse::<jiff::Timestamp>().ok()?.as_millisecond()));
+        }
+    }
+    e["created"].as_f64().map(|s| ("created", (s * 1000.0).round() as i64))
+}
+
+/// The test data with every event moved so that the last one is a second ago (order and spacing
+/// kept): all of it falls in the budget's hour and day and in the page's search ranges.
+fn shifted_data() -> (String, Vec<Value>) {
+    let text = std::fs::read_to_string(testdata("novel-app-events.jsonl")).expect("test data");
+    let mut events: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let last = events
+        .iter()
+        .filter_map(|e| time_of(e).map(|t| t.1))
+        .max()
+        .expect("times");
+    let shift = jiff::Timestamp::now().as_millisecond() - 1000 - last;
+    let mut out = String::new();
+    for e in &mut events {
+        let (key, ms) = time_of(e).expect("every event has a time");
+        e[key] = if key == "created" {
+            json!((ms + shift) as f64 / 1000.0)
+        } else {
+            json!(jiff::Timestamp::from_millisecond(ms + shift).unwrap().to_string())
+        };
+        out += &e.to_string();
+        out.push('\n');
+    }
+    (out, events)
+}
+
+fn is_log(e: &Value) -> bool {
+    e["type"] == "log" || (e.get("type").is_none() && e.get("levelname").is_some())
+}
+
+fn level_of(e: &Value) -> &str {
+    e["level"].as_str().or(e["levelname"].as_str()).unwrap_or("INFO")
+}
+
+/// The test data's cost in RMB, summed here: dollars at the default rate of 7.
+fn expected_rmb(events: &[Value]) -> (f64, u64) {
+    let cost: Vec<&Value> = events.iter().filter(|e| e["type"] == "cost").collect();
+    let rmb = cost
+        .iter()
+        .map(|e| {
+            let usd = e["currency_symbol"] == "$" || e["currency"] == "USD";
+            e["cost"].as_f64().expect("cost") * if usd { 7.0 } else { 1.0 }
+        })
+        .sum();
+    (rmb, cost.len() as u64)
+}
+
+/// "¥1,234.57", as the page writes amounts.
+fn money(v: f64) -> String {
+    let s = format!("{v:.2}");
+    let (int, frac) = s.split_once('.').unwrap();
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("¥{grouped}.{frac}")
+}
+
+fn log_line(level: &str, module: &str, message: &str, extra: Value) -> String {
+    json!({"type": "log", "level": level, "module": module, "message": message, "extra": extra}).to_string() + "\n"
+}
+
+fn perf(ok: bool) -> String {
+    format!(
+        "{{\"type\":\"performance\",\"response_time\":0.5,\"status\":\"{}\",\"model\":\"glm-4\"}}\n",
+        if ok { "success" } else { "error" }
+    )
+}
+
+/// A tab at 1280×800 on the daemon's page, once it has its config and its live stream.
+fn open(browser: &Browser, api: &str) -> (Page, u64) {
+    let page = browser.page();
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    page.clear_events();
+    page.navigate(&format!("http://{api}/"));
+    page.wait_for(
+        "the page with its config and a live stream",
+        "document.body.dataset.ready === '1' && document.getElementById('live-state').dataset.state === 'live'",
+    );
+    // What the first load transferred: the document, its assets and the API answers it needed (the
+    // live stream, which never finishes, not counted).
+    let loaded: u64 = page
+        .events("Network.loadingFinished")
+        .iter()
+        .map(|e| e["params"]["encodedDataLength"].as_f64().unwrap_or(0.0) as u64)
+        .sum();
+    (page, loaded)
+}
+
+fn eval_strings(page: &Page, expr: &str) -> Vec<String> {
+    page.eval(expr)
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn set_level(page: &Page, level: &str) {
+    page.eval(&format!(
+        "(() => {{ const s = document.getElementById('live-level'); s.value = '{level}'; s.dispatchEvent(new Event('change')); }})()"
+    ));
+}
+
+/// Shows a panel and waits until it has loaded again.
+fn show(page: &Page, panel: &str) {
+    let before = page.eval(&format!("document.getElementById('p-{panel}').dataset.loaded || ''"));
+    page.eval(&format!("location.hash = '#{panel}'"));
+    page.wait_for(
+        &format!("the {panel} panel loaded"),
+        &format!(
+            "(() => {{ const p = document.getElementById('p-{panel}'); return !p.hidden && (p.dataset.loaded || '') !== {before}; }})()"
+        ),
+    );
+}
+
+#[test]
+fn the_page_is_embedded_cached_and_served_without_the_token() {
+    let d = Daemon::start("[api]\ntoken = \"0123456789abcdef0123\"\n");
+    let api = d.api();
+    let index = http::get(&api, "/");
+    assert_eq!(index.status, 200, "the page needs no token: {}", index.text());
+    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(index.header("cache-control"), Some("no-cache"));
+    assert!(index
+        .header("content-security-policy")
+        .unwrap()
+        .contains("default-src 'none'"));
+    let etag = index.header("etag").expect("an ETag").to_string();
+    let again = http::request(&api, "GET", "/", &[("If-None-Match", &etag)], b"");
+    assert_eq!(again.status, 304);
+    let html = index.text();
+    let mut total = index.body.len();
+    for (name, content_type) in [
+        ("app", "text/javascript; charset=utf-8"),
+        ("app", "text/css; charset=utf-8"),
+        ("icon", "image/svg+xml"),
+    ] {
+        let ext = content_type.split(['/', ';']).nth(1).unwrap();
+        let ext = match ext {
+            "javascript" => "js",
+            "svg+xml" => "svg",
+            e => e,
+        };
+        let path = html
+            .split("\"")
+            .find(|p| p.starts_with(&format!("/assets/{name}.")) && p.ends_with(&format!(".{ext}")))
+            .expect("an asset link");
+        assert!(path.len() > format!("/assets/{name}.{ext}").len() + 8, "hashed: {path}");
+        let r = http::get(&api, path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(content_type), "{path}");
+        assert_eq!(
+            r.header("cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{path}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        total += r.body.len();
+    }
+    assert!(total < 300 * 1024, "the page's own files are {total} bytes");
+    assert_eq!(http::get(&api, "/assets/nope.js").status, 404);
+    // The data still needs the token.
+    assert_eq!(http::get(&api, "/api/logs").status, 401);
+    assert_eq!(http::get(&api, "/api/config/monitor").status, 401);
+}
+
+#[test]
+fn the_monitor_config_route_gives_the_thresholds_in_force() {
+    let d = Daemon::start(
+        "[monitor]\nwindow = \"30s\"\n[monitor.rules]\nerror_rate = { threshold = 12.5 }\np95_duration = { enabled = false }\n\
+         [budget]\nwarn_at = [0.6, 0.9]\ntimezone = \"Europe/Berlin\"\n",
+    );
+    let c = http::get_ok(&d.api(), "/api/config/monitor");
+    assert_eq!(c["timezone"], "Europe/Berlin");
+    assert_eq!(c["monitor"]["window_ms"], 30_000);
+    assert_eq!(c["monitor"]["rules"]["error_rate"]["threshold"], 12.5);
+    assert_eq!(c["monitor"]["rules"]["error_rate"]["severity"], "high");
+    assert_eq!(c["monitor"]["rules"]["p95_duration"]["enabled"], false);
+    assert_eq!(c["monitor"]["rules"]["p95_duration"]["threshold"], 15.0);
+    assert_eq!(c["budget"]["warn_at"], json!([0.6, 0.9]));
+    assert_eq!(c["budget"]["hourly_limit_rmb"], 100.0);
+    assert_eq!(
+        http::get(&d.api(), "/api/config/monitor?x=1").status,
+        400,
+        "unknown parameters are refused"
+    );
+}
+
+#[test]
+fn the_page_in_a_real_browser() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    // A fixed port, so that the page finds the daemon again after a restart.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut d = Daemon::start(&format!("{FAST}[api]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let api = d.api();
+    let browser = Browser::launch();
+    let (page, first_load) = open(&browser, &api);
+    println!("first load: {first_load} bytes");
+    assert!(first_load > 10_000, "the load was measured: {first_load}");
+    assert!(first_load < 300 * 1024, "the first load is {first_load} bytes");
+    assert_eq!(
+        page.eval("document.documentElement.lang"),
+        "zh-CN",
+        "Chinese by default"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('nav a[data-panel=live]').textContent"),
+        "实时日志"
+    );
+
+    // Live tail: everything sent after the page loaded shows up.
+    let (data, events) = shifted_data();
+    assert_eq!(d.send(data.as_bytes()).events, 600);
+    let logs: Vec<&Value> = events.iter().filter(|e| is_log(e)).collect();
+    assert_eq!(logs.len(), 287);
+    page.wait_for(
+        "the 287 log entries in the tail",
+        "document.querySelectorAll('#live-list li').length === 287",
+    );
+    let shown = eval_strings(
+        &page,
+        "[...document.querySelectorAll('#live-list .msg')].map(e => e.textContent)",
+    );
+    let last = logs.last().unwrap();
+    let last_message = last["message"].as_str().or(last["msg"].as_str()).unwrap();
+    assert_eq!(shown[0], last_message, "newest first");
+
+    // A level filter hides what is below it, and only that.
+    let count = |min: u8| {
+        logs.iter()
+            .filter(|e| {
+                let rank = match level_of(e) {
+                    "DEBUG" => 1,
+                    "INFO" => 2,
+                    "WARNING" => 3,
+                    "ERROR" => 4,
+                    _ => 5,
+                };
+                rank >= min
+            })
+            .count()
+    };
+    for (level, min) in [("ERROR", 4), ("WARNING", 3), ("INFO", 2)] {
+        set_level(&page, level);
+        let levels = eval_strings(
+            &page,
+            "[...document.querySelectorAll('#live-list li')].map(li => li.dataset.level)",
+        );
+        assert_eq!(levels.len(), count(min), "{level} and above");
+        let allowed: &[&str] = match min {
+            4 => &["ERROR", "CRITICAL"],
+            3 => &["WARNING", "ERROR", "CRITICAL"],
+            _ => &["INFO", "WARNING", "ERROR", "CRITICAL"],
+        };
+        assert!(
+            levels.iter().all(|l| allowed.contains(&l.as_str())),
+            "{level}: {levels:?}"
+        );
+    }
+    set_level(&page, "");
+    // Errors stand out.
+    let bg = page.eval(
+        "getComputedStyle(document.querySelector('#live-list li[data-level=ERROR]')).backgroundColor + '|' + getComputedStyle(document.querySelector('#live-list li[data-level=INFO]')).backgroundColor",
+    );
+    let (err_bg, info_bg) = bg.as_str().unwrap().split_once('|').unwrap();
+    assert_ne!(err_bg, info_bg);
+
+    // Pause: nothing moves; resume: what came meanwhile is there, nothing lost.
+    page.eval("document.getElementById('live-pause').click()");
+    let traceback =
+        "Traceback (most recent call last):\n  File \"writer.py\", line 218, in stream_chat\nTimeoutError: 读取超时";
+    let mut paused = String::new();
+    for i in 0..4 {
+        paused += &log_line("INFO", "pager", &format!("暂停期间 {i}"), json!({}));
+    }
+    paused += &log_line(
+        "ERROR",
+        "writer",
+        "章节生成失败",
+        json!({"exception": traceback, "chapter": 17}),
+    );
+    assert_eq!(d.send(paused.as_bytes()).events, 5);
+    page.wait_for(
+        "the paused tail counting 5 new entries",
+        "document.getElementById('live-state').textContent.includes('5')",
+    );
+    assert_eq!(page.eval("document.querySelectorAll('#live-list li').length"), 287);
+    page.eval("document.getElementById('live-pause').click()");
+    page.wait_for(
+        "the 5 entries after resuming",
+        "document.querySelectorAll('#live-list li').length === 292",
+    );
+    // An entry expands to its extra and traceback.
+    page.eval("document.querySelector('#live-list li[data-level=ERROR] summary').click()");
+    let expanded = page.wait_for(
+        "the expanded entry",
+        "(() => { const d = document.querySelector('#live-list li[data-level=ERROR] details'); return d.open && d.querySelector('pre.tb') ? d.textContent : ''; })()",
+    );
+    let expanded = expanded.as_str().unwrap();
+    assert!(
+        expanded.contains("TimeoutError: 读取超时") && expanded.contains("\"chapter\": 17"),
+        "{expanded}"
+    );
+
+    // A dropped connection: what is stored meanwhile arrives after it, replayed by Last-Event-ID.
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    let offline = |on: bool| {
+        page.call(
+            "Network.emulateNetworkConditions",
+            json!({"offline": on, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+        );
+    };
+    // The browser goes offline (new connections fail; the open stream stays), the daemon restarts
+    // (the stream ends), events are stored while the page cannot reconnect; back online, the page
+    // reconnects with Last-Event-ID and the stream replays them from the store.
+    offline(true);
+    d.stop();
+    page.wait_for(
+        "the stream dropped",
+        "document.getElementById('live-state').dataset.state === 'retrying'",
+    );
+    d.restart();
+    assert_eq!(d.api(), api, "the same port");
+    let meanwhile: String = (0..3)
+        .map(|i| log_line("INFO", "net", &format!("断线期间 {i}"), json!({})))
+        .collect();
+    assert_eq!(d.send(meanwhile.as_bytes()).events, 3);
+    offline(false);
+    page.wait_for(
+        "the stream back, with what was stored meanwhile",
+        "document.getElementById('live-state').dataset.state === 'live' && document.querySelectorAll('#live-list li').length === 295",
+    );
+    let messages = eval_strings(
+        &page,
+        "[...document.querySelectorAll('#live-list .msg')].map(e => e.textContent)",
+    );
+    for i in 0..3 {
+        let m = format!("断线期间 {i}");
+        assert_eq!(messages.iter().filter(|x| **x == m).count(), 1, "{m} once");
+    }
+    // The only errors are the failed loads while offline.
+    let errors = page.console_errors();
+    assert!(
+        errors.iter().all(|e| e.contains("ERR_INTERNET_DISCONNECTED")),
+        "{errors:#?}"
+    );
+    page.clear_events();
+
+    // Search: WARNING and above over the last hour, 20 a page, every entry once.
+    page.eval("location.hash = '#search?range=1h&min_level=WARNING&per_page=20'");
+    let expected = count(3) + 1;
+    let mut seen = Vec::new();
+    for n in 1.. {
+        page.wait_for(
+            &format!("search page {n}"),
+            &format!("document.getElementById('s-list').dataset.page === '{n}' && !document.getElementById('s-summary').textContent.includes('…')"),
+        );
+        seen.extend(eval_strings(
+            &page,
+            "[...document.querySelectorAll('#s-list li')].map(li => li.dataset.id)",
+        ));
+        if n == 1 {
+            let summary = page.eval("document.getElementById('s-summary').textContent");
+            assert!(summary.as_str().unwrap().contains(&expected.to_string()), "{summary}");
+        }
+        if page.eval("document.getElementById('s-next').disabled") == true {
+            break;
+        }
+        page.eval("document.getElementById('s-next').click()");
+    }
+    assert_eq!(seen.len(), expected, "every match reached");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), expected, "each once");
+    assert!(seen.iter().all(|id| id.len() == 24), "{seen:?}");
+    // A link to this search reproduces it.
+    let url = page.eval("location.href");
+    assert!(url.as_str().unwrap().contains("min_level=WARNING"), "{url}");
+    page.eval("document.getElementById('s-prev').click()");
+    let pages = expected.div_ceil(20);
+    page.wait_for(
+        "the previous page",
+        &format!("document.getElementById('s-list').dataset.page === '{}'", pages - 1),
+    );
+    page.screenshot(&screenshots().join("search.png"));
+
+    // Cost: the hour, the day and the per-model table, each the same as the sum over the test data.
+    let (rmb, calls) = expected_rmb(&events);
+    let want = money(rmb);
+    page.eval("location.hash = '#cost'");
+    page.wait_for(
+        "the cost panel's figures",
+        &format!(
+            "(() => {{ const q = (s) => (document.querySelector(s) || {{}}).textContent; \
+             return q('#c-hour [data-k=spent]') === '{want}' && q('#c-day [data-k=spent]') === '{want}' && q('#c-table tfoot .rmb') === '{want}'; }})()"
+        ),
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#c-table tfoot .calls').textContent"),
+        calls.to_string()
+    );
+    let models: HashSet<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "cost")
+        .map(|e| e["model"].as_str().unwrap())
+        .collect();
+    let rows = eval_strings(
+        &page,
+        "[...document.querySelectorAll('#c-table tbody tr')].map(r => r.dataset.model)",
+    );
+    assert_eq!(rows.iter().map(String::as_str).collect::<HashSet<_>>(), models);
+    let row_sum = page.eval(
+        "[...document.querySelectorAll('#c-table tbody .rmb')].reduce((s, td) => s + Number(td.textContent.replace(/[¥,]/g, '')), 0)",
+    );
+    assert!(
+        (row_sum.as_f64().unwrap() - rmb).abs() < 0.01 * models.len() as f64,
+        "{row_sum} vs {rmb}"
+    );
+    let projection = page.eval("document.getElementById('c-projection').textContent");
+    assert!(projection.as_str().unwrap().contains("按当前速度"), "{projection}");
+    assert_eq!(page.eval("document.getElementById('c-hour').dataset.state"), "ok");
+    page.wait_for(
+        "the hourly chart",
+        "document.querySelectorAll('#c-chart rect.barv').length >= 1",
+    );
+
+    // Health: charts per minute, the thresholds drawn.
+    show(&page, "health");
+    page.wait_for(
+        "the p95 chart",
+        "document.querySelector('#h-p95 path.series')?.getAttribute('d')",
+    );
+    assert_eq!(page.eval("document.getElementById('h-err').dataset.threshold"), "10");
+    assert_eq!(page.eval("document.getElementById('h-p95').dataset.threshold"), "15");
+    page.eval("(() => { const s = document.getElementById('h-model'); s.value = s.options[1].value; s.dispatchEvent(new Event('change')); })()");
+    page.wait_for(
+        "the per-model charts (model_error_rate's threshold)",
+        "document.getElementById('h-err').dataset.threshold === '20'",
+    );
+
+    // Alerts: one fired by the test appears, can be silenced, and goes when it resolves.
+    show(&page, "alerts");
+    page.wait_for(
+        "no error-rate alert before the test fires one",
+        "!document.querySelector('#a-active tr[data-rule=error_rate]')",
+    );
+    let burst: String = (0..10).map(|i| perf(i % 2 == 0)).collect();
+    assert_eq!(d.send(burst.as_bytes()).events, 10);
+    page.wait_for(
+        "the error-rate alert",
+        "document.querySelector('#a-active tr[data-rule=error_rate]')",
+    );
+    let cells = eval_strings(
+        &page,
+        "[...document.querySelector('#a-active tr[data-rule=error_rate]').cells].map(c => c.textContent)",
+    );
+    assert_eq!(cells[0], "严重", "{cells:?}");
+    assert!(cells[1].contains("错误率"), "{cells:?}");
+    assert_eq!((cells[2].as_str(), cells[3].as_str()), ("50", "10"), "{cells:?}");
+    assert_eq!(page.eval("document.getElementById('alert-badge').hidden"), false);
+    page.eval("document.querySelector('#a-active tr[data-rule=error_rate] button.silence').click()");
+    page.wait_for(
+        "the alert silenced",
+        "document.querySelector('#a-active tr[data-rule=error_rate] button.unsilence')",
+    );
+    let silences = http::get_ok(&api, "/api/alerts/silences");
+    assert_eq!(silences["silences"].as_array().unwrap().len(), 1, "{silences}");
+    page.screenshot(&screenshots().join("alerts-firing.png"));
+    let healthy: String = (0..10).map(|_| perf(true)).collect();
+    d.send(healthy.as_bytes());
+    page.wait_for(
+        "the alert gone from the active ones and listed as resolved",
+        "!document.querySelector('#a-active tr[data-rule=error_rate]') && document.querySelector('#a-resolved tr[data-rule=error_rate]')",
+    );
+
+    // Collector status, with a rejected line and its reason.
+    assert_eq!(d.send(b"{\"type\": \"log\", \"level\": \"INFO\"\n").rejected, 1);
+    show(&page, "status");
+    page.wait_for(
+        "the store's state, an event rate and the reject",
+        "document.querySelector('#st-grid [data-k=store] dd')?.textContent === 'SQLite' && document.querySelector('#st-grid [data-k=rate] dd')?.textContent !== '—' \
+         && document.querySelector('#st-grid [data-k=rejected] dd')?.textContent === '1' && document.querySelectorAll('#st-rejects tbody tr td').length === 3",
+    );
+    let reason = page.eval("document.querySelector('#st-rejects tbody tr td:nth-child(3)').textContent");
+    assert!(reason.as_str().unwrap().to_lowercase().contains("json"), "{reason}");
+    assert_eq!(
+        page.eval("document.getElementById('st-rejects-link').getAttribute('href')"),
+        "/api/rejects"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#st-grid [data-k=reachable] dd').textContent"),
+        "是"
+    );
+
+    // Screenshots of every panel, light then dark.
+    for dark in [false, true] {
+        if dark {
+            page.call(
+                "Emulation.setEmulatedMedia",
+                json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+            );
+            page.wait_for("dark mode", "document.documentElement.dataset.theme === 'dark'");
+        }
+        let suffix = if dark { "-dark" } else { "" };
+        for panel in ["cost", "health", "alerts", "status"] {
+            show(&page, panel);
+            page.screenshot(&screenshots().join(format!("{panel}{suffix}.png")));
+        }
+        page.eval("location.hash = '#search?range=1h&min_level=WARNING'");
+        page.wait_for("search page 1", "document.getElementById('s-list').dataset.page === '1' && document.querySelectorAll('#s-list li').length === 50");
+        page.screenshot(&screenshots().join(format!("search{suffix}.png")));
+        page.eval("location.hash = '#live'");
+        page.wait_for(
+            "the tail",
+            "!document.getElementById('p-live').hidden && document.querySelectorAll('#live-list li').length > 0",
+        );
+        page.eval("document.querySelector('#live-list li[data-level=ERROR] details').open = true");
+        page.screenshot(&screenshots().join(format!("live{suffix}.png")));
+    }
+    // Contrast: dark text on dark ground would be unreadable.
+    let colors =
+        page.eval("getComputedStyle(document.body).color + '|' + getComputedStyle(document.body).backgroundColor");
+    assert_eq!(colors, "rgb(230, 237, 243)|rgb(13, 17, 23)");
+
+    // English by the toggle.
+    page.eval("document.getElementById('lang').click()");
+    assert_eq!(
+        page.eval("document.querySelector('nav a[data-panel=live]').textContent"),
+        "Live tail"
+    );
+    assert_eq!(page.eval("document.documentElement.lang"), "en");
+    page.eval("document.getElementById('lang').click()");
+    assert_eq!(page.eval("document.documentElement.lang"), "zh-CN");
+
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+#[test]
+fn with_a_token_the_page_asks_once_and_keeps_it_for_the_session() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let token = "0123456789abcdef0123";
+    let d = Daemon::start(&format!("[api]\ntoken = \"{token}\"\n"));
+    let api = d.api();
+    let browser = Browser::launch();
+    let page = browser.page();
+    page.navigate(&format!("http://{api}/#status"));
+    page.wait_for("the token dialog", "document.getElementById('token-dialog').open");
+    page.eval(&format!(
+        "document.getElementById('token-input').value = '{token}'; document.querySelector('#token-form button[value=save]').click()"
+    ));
+    page.wait_for(
+        "the page with the token",
+        "document.body.dataset.ready === '1' && document.getElementById('live-state').dataset.state === 'live' && document.querySelector('#st-grid [data-k=store] dd')",
+    );
+    assert_eq!(page.eval("sessionStorage.getItem('lngpt.token')"), token);
+    // The stream carries the token (fetch, not EventSource): an event sent now shows.
+    d.send(log_line("INFO", "auth", "带令牌的实时日志", json!({})).as_bytes());
+    page.eval("location.hash = '#live'");
+    page.wait_for(
+        "the streamed entry",
+        "[...document.querySelectorAll('#live-list .msg')].some(m => m.textContent === '带令牌的实时日志')",
+    );
+    // A reload in the same tab does not ask again.
+    page.navigate(&format!("http://{api}/#cost"));
+    page.wait_for(
+        "the cost panel without asking",
+        "document.getElementById('p-cost').dataset.loaded",
+    );
+    assert_eq!(page.eval("document.getElementById('token-dialog').open"), false);
+    // The only errors are the first 401s, before the token was given.
+    let errors = page.console_errors();
+    assert!(errors.iter().all(|e| e.contains("401")), "{errors:#?}");
+}
+
+#[test]
+fn the_tail_keeps_up_with_200_events_a_second_under_30_percent_busy() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let d = Daemon::start("[pipeline]\nmax_wait = \"20ms\"\n");
+    let api = d.api();
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &api);
+    const RATE: usize = 200;
+    const TICK: Duration = Duration::from_millis(100);
+    const SECONDS: u64 = 31;
+    let socket = d.socket.clone();
+    let sender = std::thread::spawn(move || {
+        let levels = ["DEBUG", "INFO", "INFO", "INFO", "WARNING", "ERROR"];
+        let per_tick = RATE / 10;
+        let ticks = SECONDS * 10;
+        let start = Instant::now();
+        let mut n = 0usize;
+        for tick in 0..ticks {
+            let mut body = String::new();
+            for _ in 0..per_tick {
+                body += &log_line(
+                    levels[n % levels.len()],
+                    ["writer", "llm_api", "planner"][n % 3],
+                    &format!("第 {n} 条：章节生成进度更新，模型 glm-4-plus 返回 512 个 token"),
+                    json!({"chapter": n % 40, "request_id": format!("req-{n:06}")}),
+                );
+                n += 1;
+            }
+            lngpt_collector::send::send(&socket, &mut body.as_bytes()).expect("send");
+            // Pacing, not waiting for a condition: the next batch is due at its tick.
+            let due = start + TICK * (tick as u32 + 1);
+            if let Some(left) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(left);
+            }
+        }
+        n
+    });
+    page.wait_for(
+        "the first streamed entries",
+        "document.querySelectorAll('#live-list li').length > 0",
+    );
+    let (m0, t0) = (page.metrics(), Instant::now());
+    let sent = sender.join().expect("sender");
+    let (m1, wall) = (page.metrics(), t0.elapsed());
+    let busy0 = m0["TaskDuration"];
+    let busy1 = m1["TaskDuration"];
+    for k in [
+        "TaskDuration",
+        "ScriptDuration",
+        "LayoutDuration",
+        "RecalcStyleDuration",
+    ] {
+        println!("{k}: {:.3}", m1[k] - m0.get(k).copied().unwrap_or(0.0));
+    }
+    let busy = (busy1 - busy0) / wall.as_secs_f64();
+    println!(
+        "main thread busy {:.1} % over {:.1} s with {RATE} events/s ({sent} sent)",
+        busy * 100.0,
+        wall.as_secs_f64()
+    );
+    // Still responsive, and caught up: the last entry sent is at the top.
+    page.wait_for(
+        "the last entry in the tail",
+        &format!(
+            "document.querySelector('#live-list .msg')?.textContent.startsWith('第 {} 条')",
+            sent - 1
+        ),
+    );
+    let rows = page.eval("document.querySelectorAll('#live-list li').length");
+    assert_eq!(rows, 2000, "the DOM keeps at most 2000 rows");
+    assert!(wall >= Duration::from_secs(29), "measured over {wall:?}");
+    assert!(
+        busy < 0.30,
+        "the main thread was busy {:.1} % of the time",
+        busy * 100.0
+    );
+    let errors = page.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
