@@ -4,8 +4,6 @@
 //! upload, nothing is dropped), and the answer `{"events":N,"rejected":M}` comes only once every
 //! one of those events is durable.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,11 +13,9 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{Api, ApiError};
-use crate::event::{Event, EventId, Timestamp};
-use crate::pipeline::ack::Delivery;
 use crate::pipeline::budget::Reservation;
-use crate::source::lines::LineDecoder;
-use crate::source::{Ingest, Tally};
+use crate::source::client::ClientLines;
+use crate::source::Ingest;
 
 /// Budget admitted before each read of the body, as the socket does.
 const READ_BUFFER: usize = 64 * 1024;
@@ -45,12 +41,12 @@ pub async fn post_events(State(api): State<Api>, body: Body) -> Response {
     let mut upload = Upload::new(gate.ingest.clone());
     let cut = upload.read(&api, body).await;
     // Answer only for what is durable, whatever cut the upload short.
-    upload.delivery.durable(upload.queued).await;
+    upload.lines.durable().await;
     drop(gate);
-    let counts = json!({"events": upload.tally.events, "rejected": upload.tally.rejected});
+    let tally = upload.lines.tally();
+    let counts = json!({"events": tally.events, "rejected": tally.rejected});
     match cut {
-        None => Json(json!({"success": true, "events": upload.tally.events, "rejected": upload.tally.rejected}))
-            .into_response(),
+        None => Json(json!({"success": true, "events": tally.events, "rejected": tally.rejected})).into_response(),
         Some(cut) => {
             let (status, why) = match cut {
                 Cut::TooLarge => (
@@ -78,24 +74,13 @@ pub async fn post_events(State(api): State<Api>, body: Body) -> Response {
 
 /// One upload's progress.
 struct Upload {
-    ingest: Ingest,
-    decoder: LineDecoder,
-    delivery: Arc<Delivery>,
-    tally: Tally,
-    queued: usize,
-    /// The budget held by the partial line the decoder keeps.
-    partial: Reservation,
+    lines: ClientLines,
 }
 
 impl Upload {
     fn new(ingest: Ingest) -> Upload {
         Upload {
-            decoder: LineDecoder::new(ingest.max_line()),
-            partial: ingest.budget().empty(),
-            ingest,
-            delivery: Arc::new(Delivery::default()),
-            tally: Tally::default(),
-            queued: 0,
+            lines: ClientLines::new(ingest),
         }
     }
 
@@ -109,7 +94,7 @@ impl Upload {
             let reservation = tokio::select! {
                 biased;
                 _ = stopping.wait_for(|s| *s) => break Some(Cut::Stopping),
-                r = self.ingest.budget().admit(READ_BUFFER) => r,
+                r = self.lines.ingest().budget().admit(READ_BUFFER) => r,
             };
             let next = tokio::select! {
                 biased;
@@ -130,46 +115,13 @@ impl Upload {
             }
         };
         if matches!(cut, None | Some(Cut::Stopping)) {
-            self.finish_partial_line().await;
+            self.lines.finish_partial_line().await;
         }
         cut
     }
 
     async fn queue(&mut self, bytes: &[u8], reservation: Reservation) -> Result<(), ()> {
-        let received = Timestamp::now();
-        let mut events = Vec::new();
-        let ingest = &self.ingest;
-        self.decoder.feed(bytes, &mut |frame| {
-            ingest.push(&mut events, frame, received, EventId::new())
-        });
-        self.partial.resize(self.decoder.pending_len());
-        self.submit(&mut events, reservation).await
-    }
-
-    async fn submit(&mut self, events: &mut Vec<Event>, reservation: Reservation) -> Result<(), ()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let n = events.len();
-        let ack = self.delivery.ack(n);
-        self.ingest
-            .submit(events, Some(ack), reservation, &mut self.tally)
-            .await
-            .map_err(|_| ())?;
-        self.queued += n;
-        Ok(())
-    }
-
-    /// A last line without a newline still counts.
-    async fn finish_partial_line(&mut self) {
-        let received = Timestamp::now();
-        let mut events = Vec::new();
-        let ingest = &self.ingest;
-        self.decoder
-            .finish(&mut |frame| ingest.push(&mut events, frame, received, EventId::new()));
-        self.partial.resize(0);
-        let cost = events.iter().map(|e| e.cost as usize).sum();
-        let reservation = self.ingest.budget().force(cost);
-        let _ = self.submit(&mut events, reservation).await;
+        let mut events = self.lines.decode(bytes, None);
+        self.lines.submit(&mut events, reservation).await
     }
 }

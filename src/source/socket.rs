@@ -25,11 +25,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use super::lines::LineDecoder;
-use super::{Ingest, SyncRequest, Tally};
+use super::client::ClientLines;
+use super::{Ingest, SyncRequest};
 use crate::config::{HumanDuration, Problems};
-use crate::event::{EventId, Timestamp};
-use crate::pipeline::ack::Delivery;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RateLimited;
 
@@ -291,28 +289,16 @@ enum End {
 /// One client: reads lines, queues them, and answers once they are durable.
 struct Connection {
     stream: UnixStream,
-    ingest: Ingest,
     idle_timeout: Duration,
-    decoder: LineDecoder,
-    delivery: Arc<Delivery>,
-    tally: Tally,
-    /// Events queued so far (`tally` counts lines; this counts what the delivery waits for).
-    queued: usize,
-    /// The budget held by the partial line the decoder keeps.
-    partial: crate::pipeline::budget::Reservation,
+    lines: ClientLines,
 }
 
 impl Connection {
     fn new(stream: UnixStream, ingest: Ingest, idle_timeout: Duration) -> Connection {
         Connection {
-            decoder: LineDecoder::new(ingest.max_line()),
-            partial: ingest.budget().empty(),
             stream,
-            ingest,
             idle_timeout,
-            delivery: Arc::new(Delivery::default()),
-            tally: Tally::default(),
-            queued: 0,
+            lines: ClientLines::new(ingest),
         }
     }
 
@@ -322,15 +308,13 @@ impl Connection {
             tracing::debug!("closing a socket client idle for {}", HumanDuration(self.idle_timeout));
         }
         if end != End::Gone {
-            self.finish_partial_line().await;
+            self.lines.finish_partial_line().await;
         }
         // Answer only for what is durable; if shutdown's deadline comes first, the process ends and
         // the client sees no answer, which `send` reports as "not confirmed".
-        self.delivery.durable(self.queued).await;
-        let answer = format!(
-            "{{\"events\":{},\"rejected\":{}}}\n",
-            self.tally.events, self.tally.rejected
-        );
+        self.lines.durable().await;
+        let tally = self.lines.tally();
+        let answer = format!("{{\"events\":{},\"rejected\":{}}}\n", tally.events, tally.rejected);
         let _ = self.stream.write_all(answer.as_bytes()).await;
         let _ = self.stream.shutdown().await;
     }
@@ -364,7 +348,7 @@ impl Connection {
             let reservation = tokio::select! {
                 biased;
                 _ = shutdown.recv() => return End::Stopping,
-                r = self.ingest.budget().admit(READ_BUFFER) => r,
+                r = self.lines.ingest().budget().admit(READ_BUFFER) => r,
             };
             if buf.is_empty() {
                 buf = vec![0; READ_BUFFER];
@@ -390,69 +374,26 @@ impl Connection {
 
     /// Parses `bytes` and queues the events; answers sync lines once what came before is durable.
     async fn queue(&mut self, bytes: &[u8], mut reservation: crate::pipeline::budget::Reservation) -> Result<(), ()> {
-        let received = Timestamp::now();
-        let mut events = Vec::new();
         // (events before it, the request) for each sync line, in order.
         let mut syncs: Vec<(usize, SyncRequest)> = Vec::new();
-        let ingest = &self.ingest;
-        self.decoder.feed(bytes, &mut |frame| {
-            if let super::lines::Frame::Line(line) = frame {
-                if let Some(sync) = SyncRequest::parse(line) {
-                    syncs.push((events.len(), sync));
-                    return;
-                }
-            }
-            ingest.push(&mut events, frame, received, EventId::new())
-        });
-        self.partial.resize(self.decoder.pending_len());
+        let mut events = self.lines.decode(bytes, Some(&mut syncs));
         let mut done = 0;
         for (before, sync) in syncs {
             let mut part: Vec<_> = events.drain(..before - done).collect();
             done = before;
-            let mut share = self.ingest.budget().empty();
+            let mut share = self.lines.ingest().budget().empty();
             share.take_from(&mut reservation, part.iter().map(|e| e.cost as usize).sum());
-            self.submit(&mut part, share).await?;
-            self.delivery.durable(self.queued).await;
+            self.lines.submit(&mut part, share).await?;
+            self.lines.durable().await;
             let answer = serde_json::json!({
                 "sync": sync.id,
-                "events": self.tally.events,
-                "rejected": self.tally.rejected,
+                "events": self.lines.tally().events,
+                "rejected": self.lines.tally().rejected,
             });
             let mut line = answer.to_string();
             line.push('\n');
             self.stream.write_all(line.as_bytes()).await.map_err(|_| ())?;
         }
-        self.submit(&mut events, reservation).await
-    }
-
-    async fn submit(
-        &mut self,
-        events: &mut Vec<crate::event::Event>,
-        reservation: crate::pipeline::budget::Reservation,
-    ) -> Result<(), ()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let n = events.len();
-        let ack = self.delivery.ack(n);
-        self.ingest
-            .submit(events, Some(ack), reservation, &mut self.tally)
-            .await
-            .map_err(|_| ())?;
-        self.queued += n;
-        Ok(())
-    }
-
-    /// A last line without a newline still counts (a client wrote and closed, or went idle).
-    async fn finish_partial_line(&mut self) {
-        let received = Timestamp::now();
-        let mut events = Vec::new();
-        let ingest = &self.ingest;
-        self.decoder
-            .finish(&mut |frame| ingest.push(&mut events, frame, received, EventId::new()));
-        self.partial.resize(0);
-        let cost = events.iter().map(|e| e.cost as usize).sum();
-        let reservation = self.ingest.budget().force(cost);
-        let _ = self.submit(&mut events, reservation).await;
+        self.lines.submit(&mut events, reservation).await
     }
 }
