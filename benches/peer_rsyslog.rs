@@ -12,6 +12,9 @@
 //!
 //! For each it prints events/s, the peak RSS (VmHWM) and the CPU time (user + system, all threads) per
 //! event, then the ratios. BENCH_ROUNDS (default 1) repeats the pairs; the order alternates per round.
+//! BENCH_OURS_CONFIG appends TOML to the collector's config (sections the default leaves out), for
+//! trying a setting against the defaults; BENCH_BIN runs another build of the collector (a copy of
+//! the binary before a change, for A/B runs); BENCH_PEER=off runs the collector alone.
 //!
 //! rsyslogd is looked for in RSYSLOGD, on PATH, in /usr/sbin, and unpacked under
 //! `target/peer/rsyslog` (Debian's package, when it cannot be installed):
@@ -124,13 +127,15 @@ fn ours(payloads: &[Vec<u8>], total: usize) -> Run {
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n",
             dir.path().join("state").display().to_string(),
-            socket.display().to_string()
+            socket.display().to_string(),
+            std::env::var("BENCH_OURS_CONFIG").unwrap_or_default()
         ),
     )
     .expect("write config");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lngpt-collector"))
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into());
+    let mut daemon = Command::new(bin)
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -243,14 +248,17 @@ input(type="imptcp" path="{socket}" unlink="on" ruleset="bench")
 }
 
 fn main() {
-    let Some(p) = find_peer() else {
+    let alone = std::env::var("BENCH_PEER").is_ok_and(|v| v == "off");
+    let p = find_peer();
+    if p.is_none() && !alone {
         println!(
             "peer_rsyslog: SKIPPED: rsyslogd not found (RSYSLOGD, PATH, /usr/sbin, target/peer/rsyslog). \
              Install it (apt-get install rsyslog) or unpack Debian's package: mkdir -p target/peer/rsyslog && cd target/peer \
              && apt-get download rsyslog libestr0 libfastjson4 liblognorm5 && for d in *.deb; do dpkg -x \"$d\" rsyslog; done"
         );
         return;
-    };
+    }
+    let p = p.filter(|_| !alone);
     let total = env_usize("BENCH_EVENTS", 1_000_000);
     let rounds = env_usize("BENCH_ROUNDS", 1).max(1);
     let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
@@ -261,41 +269,50 @@ fn main() {
         .collect();
     let lines: Vec<String> = (0..total).map(line).collect();
     let bytes: usize = lines.iter().map(String::len).sum();
-    println!(
-        "collector (socket -> SQLite, default settings) against rsyslog ({}: imptcp on a Unix path -> mmjsonparse -> file)",
-        p.rsyslogd.display()
-    );
+    match &p {
+        Some(p) => println!(
+            "collector (socket -> SQLite, default settings) against rsyslog ({}: imptcp on a Unix path -> mmjsonparse -> file)",
+            p.rsyslogd.display()
+        ),
+        None => println!("collector (socket -> SQLite, default settings) alone (BENCH_PEER=off)"),
+    }
     println!(
         "{total} events of {:.0} bytes, {rounds} round(s)",
         bytes as f64 / total as f64
     );
+    let show = |who: &str, r: Run| {
+        println!(
+            "  {who:<10} {:>9.0} events/s  peak RSS {:>5.1} MiB  CPU {:.2} µs/event",
+            r.rate, r.rss, r.cpu_us
+        )
+    };
     for &n in &clients {
         let payloads: Vec<Vec<u8>> = (0..n)
             .map(|c| lines[c..].iter().step_by(n).flat_map(|l| l.bytes()).collect())
             .collect();
         for round in 0..rounds {
-            let (a, b) = if round % 2 == 0 {
-                let a = ours(&payloads, total);
-                (a, peer(&p, &payloads, total))
-            } else {
-                let b = peer(&p, &payloads, total);
-                (ours(&payloads, total), b)
+            let (a, b) = match &p {
+                None => (ours(&payloads, total), None),
+                Some(p) if round % 2 == 0 => {
+                    let a = ours(&payloads, total);
+                    (a, Some(peer(p, &payloads, total)))
+                }
+                Some(p) => {
+                    let b = peer(p, &payloads, total);
+                    (ours(&payloads, total), Some(b))
+                }
             };
             println!("{n} client(s), round {}:", round + 1);
-            println!(
-                "  collector: {:>9.0} events/s  peak RSS {:>5.1} MiB  CPU {:.2} µs/event",
-                a.rate, a.rss, a.cpu_us
-            );
-            println!(
-                "  rsyslog:   {:>9.0} events/s  peak RSS {:>5.1} MiB  CPU {:.2} µs/event",
-                b.rate, b.rss, b.cpu_us
-            );
-            println!(
-                "  collector / rsyslog: {:.2}x events/s, {:.2}x peak RSS, {:.2}x CPU per event",
-                a.rate / b.rate,
-                a.rss / b.rss,
-                a.cpu_us / b.cpu_us
-            );
+            show("collector:", a);
+            if let Some(b) = b {
+                show("rsyslog:", b);
+                println!(
+                    "  collector / rsyslog: {:.2}x events/s, {:.2}x peak RSS, {:.2}x CPU per event",
+                    a.rate / b.rate,
+                    a.rss / b.rss,
+                    a.cpu_us / b.cpu_us
+                );
+            }
         }
     }
 }

@@ -329,7 +329,7 @@ fn configure(conn: &Connection, path: &Path, synchronous: Synchronous) -> Result
     // default made inserts read pages back). Checkpoints run on a connection of their own (see
     // `Checkpointer`) so the writer does not copy pages; its own autocheckpoint is a backstop.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};",
+        "PRAGMA synchronous = {}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -4096; PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES};",
         synchronous.pragma()
     ))?;
     Ok(())
