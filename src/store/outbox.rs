@@ -374,7 +374,11 @@ mod tests {
         let Some(Taken::Batch(after_first)) = outbox.oldest_after(Collection::Logs, first.seq).await.unwrap() else {
             panic!("the batch after the first")
         };
-        assert_eq!(after_first.docs, vec![doc(4, 10)], "read ahead while the first is still there");
+        assert_eq!(
+            after_first.docs,
+            vec![doc(4, 10)],
+            "read ahead while the first is still there"
+        );
         outbox.remove(first.seq).await.unwrap();
         outbox.remove(after_first.seq).await.unwrap();
         let Some(Taken::Batch(second)) = outbox.oldest(Collection::Cost).await.unwrap() else {
