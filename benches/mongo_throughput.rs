@@ -152,8 +152,10 @@ fn main() {
         )
         .expect("open the outbox");
         let waiting = || -> usize {
-            db.query_row("SELECT coalesce(sum(events), 0) FROM outbox", [], |r| r.get::<_, i64>(0))
-                .map_or(total, |n| n as usize)
+            db.query_row("SELECT coalesce(sum(events), 0) FROM outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(total, |n| n as usize)
         };
         let mut first: Option<(Instant, usize)> = None;
         loop {
