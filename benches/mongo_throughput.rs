@@ -4,9 +4,11 @@
 //! MONGODB_TEST_URI) and measures, with BENCH_EVENTS (default 100,000) events of about 235 bytes (the socket benchmark's lines):
 //!   1. the driver alone: `insert_many` of 1,000 raw documents per call, unordered — the ceiling;
 //!   2. the collector: socket → parse → batch → `insert_many`, until SIGTERM returns with all stored;
-//!   3. the outbox drain: events queued while MongoDB was unreachable, delivered after it appears.
+//!   3. the outbox drain: events queued while MongoDB was unreachable, delivered after it appears;
+//!      with and without the restart (from the first batch in MongoDB), against the live rate.
 //!
-//! Each phase uses a fresh server (the stand-in keeps everything in memory).
+//! Each phase uses a fresh server (the stand-in keeps everything in memory). BENCH_BIN runs another
+//! build of the collector (a copy of the binary before a change, for A/B runs).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -45,7 +47,8 @@ fn start_collector(dir: &Path, uri: &str, db: &str) -> (Child, PathBuf) {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_lngpt-collector"))
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into());
+    let child = Command::new(bin)
         .arg("run")
         .arg("--config")
         .arg(&config)
@@ -140,12 +143,37 @@ fn main() {
         let client = server.client();
         let t = Instant::now();
         let (mut child, _) = start_collector(dir.path(), &uri, "bench_drain");
-        while (stored(&client, "bench_drain") as usize) < total {
-            std::thread::sleep(Duration::from_millis(50));
+        // Watched in the outbox (a batch leaves it once MongoDB has it), not by counting in the
+        // stand-in, whose counts scan and would compete with the inserts. The drain proper starts
+        // with the first batch delivered (after the restart, the connection and the indexes).
+        let db = rusqlite::Connection::open_with_flags(
+            dir.path().join("state/collector.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open the outbox");
+        let waiting = || -> usize {
+            db.query_row("SELECT coalesce(sum(events), 0) FROM outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(total, |n| n as usize)
+        };
+        let mut first: Option<(Instant, usize)> = None;
+        loop {
+            let n = waiting();
+            if n < total && first.is_none() {
+                first = Some((Instant::now(), total - n));
+            }
+            if n == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
         let secs = t.elapsed().as_secs_f64();
         common::stop(&mut child);
-        total as f64 / secs
+        assert_eq!(stored(&client, "bench_drain") as usize, total, "every event drained");
+        let (t_first, n_first) = first.unwrap_or((t, 0));
+        let proper = (total - n_first) as f64 / t_first.elapsed().as_secs_f64().max(1e-3);
+        (total as f64 / secs, proper)
     };
 
     println!("MongoDB stand-in, {total} events of ~235 bytes, insert_many of 1,000 unordered");
@@ -154,5 +182,10 @@ fn main() {
         "  socket -> collector -> MongoDB:        {live_rate:>9.0} events/s  ({:.2}x the driver alone)",
         live_rate / raw_rate
     );
+    let (drain_rate, drain_proper) = drain_rate;
     println!("  outbox drain after an outage:          {drain_rate:>9.0} events/s  (includes the restart)");
+    println!(
+        "  the same, from the first batch stored: {drain_proper:>9.0} events/s  ({:.2}x the live rate)",
+        drain_proper / live_rate
+    );
 }

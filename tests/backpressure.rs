@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{wait_until, Daemon, PATIENCE};
 
 const MIB: u64 = 1 << 20;
-/// What the daemon uses besides its budget: code, runtime threads, SQLite's page cache (16 MiB),
+/// What the daemon uses besides its budget: code, runtime threads, SQLite's page cache (4 MiB),
 /// allocator slack. Measured idle at about 20 MiB; the bound leaves room for a busy allocator.
 const FIXED_OVERHEAD: u64 = 48 * MIB;
 

@@ -264,12 +264,25 @@ pub struct Reading {
     pub recent: Vec<CostBucket>,
 }
 
-/// A cost event seen stored, kept until the next reading covers it.
-struct Seen {
-    seq: u64,
-    time_ms: i64,
-    model: String,
+/// The cost events seen stored between two readings' starts, kept until a reading covers them:
+/// summed per model and second of event time, so that memory follows the models and seconds seen,
+/// not the events (one entry per event held 20 MiB at 35,000 cost events a second between two
+/// 5-second readings). A second counts in a window if its latest event does: up to one second of
+/// spend before a window's start may be counted until the next reading, which errs towards
+/// stopping the app a little early, never late.
+#[derive(Default)]
+struct SeenGroup {
+    /// The sequence number of the group's last event.
+    last_seq: u64,
+    /// Model → second of event time → spend.
+    sums: BTreeMap<String, BTreeMap<i64, SeenSum>>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct SeenSum {
     rmb: f64,
+    /// The latest event time of the second, in milliseconds.
+    last_ms: i64,
 }
 
 pub struct BudgetTracker {
@@ -277,7 +290,9 @@ pub struct BudgetTracker {
     tz: jiff::tz::TimeZone,
     /// The last reading, with the sequence number of the first event it may not include.
     base: Option<(Reading, u64, Timestamp)>,
-    seen: VecDeque<Seen>,
+    seen: VecDeque<SeenGroup>,
+    /// Whether the last group takes more events (no reading began since it started).
+    open: bool,
     seq: u64,
     store_error: Option<String>,
 }
@@ -290,6 +305,7 @@ impl BudgetTracker {
             tz,
             base: None,
             seen: VecDeque::new(),
+            open: false,
             seq: 0,
             store_error: None,
         }
@@ -313,18 +329,31 @@ impl BudgetTracker {
         for e in events {
             if let Body::Cost(c) = &e.body {
                 self.seq += 1;
-                self.seen.push_back(Seen {
-                    seq: self.seq,
-                    time_ms: e.time.as_millis(),
-                    model: c.model.clone(),
-                    rmb: self.cfg.to_rmb(c.cost, c.currency),
-                });
+                if !self.open || self.seen.is_empty() {
+                    self.seen.push_back(SeenGroup::default());
+                    self.open = true;
+                }
+                let rmb = self.cfg.to_rmb(c.cost, c.currency);
+                let Some(group) = self.seen.back_mut() else {
+                    continue;
+                };
+                group.last_seq = self.seq;
+                let seconds = match group.sums.get_mut(c.model.as_str()) {
+                    Some(s) => s,
+                    None => group.sums.entry(c.model.clone()).or_default(),
+                };
+                let time_ms = e.time.as_millis();
+                let sum = seconds.entry(time_ms.div_euclid(1000)).or_default();
+                sum.rmb += rmb;
+                sum.last_ms = sum.last_ms.max(time_ms);
             }
         }
     }
 
-    /// The sequence number a reading that starts now covers up to.
-    pub fn reading_starts(&self) -> u64 {
+    /// The sequence number a reading that starts now covers up to. Events seen from now on go to a
+    /// new group, which the reading's end keeps.
+    pub fn reading_starts(&mut self) -> u64 {
+        self.open = false;
         self.seq
     }
 
@@ -334,7 +363,7 @@ impl BudgetTracker {
     pub fn read(&mut self, reading: Reading, started_seq: u64, at: Timestamp) {
         self.base = Some((reading, started_seq, at));
         self.store_error = None;
-        self.seen.retain(|s| s.seq > started_seq);
+        self.seen.retain(|g| g.last_seq > started_seq);
     }
 
     pub fn has_reading(&self) -> bool {
@@ -373,19 +402,26 @@ impl BudgetTracker {
             ),
             None => (Totals::default(), Totals::default(), 0.0),
         };
-        for s in &self.seen {
-            let add = |t: &mut Totals| {
-                t.all += s.rmb;
-                *t.models.entry(s.model.clone()).or_default() += s.rmb;
-            };
-            if s.time_ms >= hour_w.0 {
-                add(&mut hour);
-            }
-            if s.time_ms >= day_w.0 {
-                add(&mut day);
-            }
-            if s.time_ms >= proj_from {
-                recent += s.rmb;
+        for (model, seconds) in self.seen.iter().flat_map(|g| &g.sums) {
+            for s in seconds.values() {
+                let add = |t: &mut Totals| {
+                    t.all += s.rmb;
+                    match t.models.get_mut(model.as_str()) {
+                        Some(m) => *m += s.rmb,
+                        None => {
+                            t.models.insert(model.clone(), s.rmb);
+                        }
+                    }
+                };
+                if s.last_ms >= hour_w.0 {
+                    add(&mut hour);
+                }
+                if s.last_ms >= day_w.0 {
+                    add(&mut day);
+                }
+                if s.last_ms >= proj_from {
+                    recent += s.rmb;
+                }
             }
         }
         let hour_spend = Spend::new(hour.all, self.cfg.hourly_limit_rmb, hour_w);
@@ -552,6 +588,50 @@ mod tests {
             Some(Timestamp(now.as_millis() + 27_000_000))
         );
         assert_eq!(s.models[0].model, "gpt-4o");
+    }
+
+    #[test]
+    fn events_seen_are_summed_per_model_and_second_and_a_reading_forgets_those_it_covers() {
+        use crate::event::{EventId, Parser, Source};
+        let parser = Parser::new(std::sync::Arc::new(crate::redact::Redactor::disabled()));
+        let cost = |ms: i64, model: &str| {
+            let mut at = Vec::new();
+            Timestamp(ms).write_rfc3339(&mut at);
+            let at = String::from_utf8(at).unwrap();
+            parser.parse(
+                format!(r#"{{"type":"cost","created_at":"{at}","model":"{model}","cost":0.5,"currency_symbol":"￥"}}"#)
+                    .as_bytes(),
+                &Source::from("t"),
+                Timestamp(0),
+                EventId::new(),
+            )
+        };
+        let mut t = BudgetTracker::new(BudgetConfig {
+            window: BudgetWindow::Sliding,
+            ..BudgetConfig::default()
+        });
+        let now = 1_795_680_000_000;
+        // 2,000 events in two seconds of two models: four entries, the same totals.
+        let first: Vec<Event> = (0..2_000)
+            .map(|i| cost(now - 2_000 + i, ["a", "b"][i as usize % 2]))
+            .collect();
+        t.saw(&first);
+        let entries =
+            |t: &BudgetTracker| -> usize { t.seen.iter().flat_map(|g| g.sums.values()).map(|s| s.len()).sum() };
+        assert_eq!(entries(&t), 4);
+        let s = t.status(Timestamp(now));
+        assert_eq!((s.hour.spent_rmb, s.day.spent_rmb), (1_000.0, 1_000.0));
+        assert_eq!(s.models.len(), 2);
+        // A reading starts, more events come, the reading ends: it covers the first ones only.
+        let started = t.reading_starts();
+        t.saw(&[cost(now, "a")]);
+        t.read(Reading::default(), started, Timestamp(now));
+        let s = t.status(Timestamp(now));
+        assert_eq!(s.hour.spent_rmb, 0.5, "what the reading may not hold is still counted");
+        assert_eq!(entries(&t), 1);
+        // An hour later, the event has left the hour and stays in the day.
+        let s = t.status(Timestamp(now + 3_600_001));
+        assert_eq!((s.hour.spent_rmb, s.day.spent_rmb), (0.0, 0.5));
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl Monitor {
     pub async fn read_budget<S: Query>(&self, store: &S) {
         let now = Timestamp::now();
         let (windows, proj_from, started) = {
-            let s = self.lock();
+            let mut s = self.lock();
             (
                 s.budget.windows(now),
                 s.budget.projection_start(now),

@@ -54,7 +54,11 @@ enum SyncType {
 impl SyncRequest {
     /// A sync marker, if this line is one. Cheap for every other line: one substring search.
     pub fn parse(line: &[u8]) -> Option<SyncRequest> {
-        memchr::memmem::find(line, b"\"sync\"")?;
+        // Built once: `memmem::find` builds its searcher on every call (measured ~1 % of the CPU
+        // of socket ingest, every line goes through here).
+        static SYNC_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"sync\""));
+        SYNC_KEY.find(line)?;
         serde_json::from_slice(line).ok()
     }
 }

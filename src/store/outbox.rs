@@ -161,15 +161,22 @@ impl Outbox {
 
     /// The oldest batch of `collection`.
     pub async fn oldest(&self, collection: Collection) -> Result<Option<Taken>, StoreError> {
+        self.oldest_after(collection, 0).await
+    }
+
+    /// The oldest batch of `collection` after row `after`: the forwarder reads the next batch while
+    /// the one before is still being sent (and so still here).
+    pub async fn oldest_after(&self, collection: Collection, after: i64) -> Result<Option<Taken>, StoreError> {
         let inner = self.inner.clone();
         blocking(move || {
             let conn = inner.lock()?;
             let row = conn
-                .query_row(
-                    "SELECT seq, events, docs FROM outbox WHERE collection = ?1 ORDER BY seq LIMIT 1",
-                    [collection.name()],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, raw_bytes(r.get_ref(2)?))),
-                )
+                .prepare_cached(
+                    "SELECT seq, events, docs FROM outbox WHERE collection = ?1 AND seq > ?2 ORDER BY seq LIMIT 1",
+                )?
+                .query_row(params![collection.name(), after], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, raw_bytes(r.get_ref(2)?)))
+                })
                 .optional()?;
             let Some((seq, events, blob)) = row else {
                 return Ok(None);
@@ -354,16 +361,26 @@ mod tests {
             .await
             .unwrap();
         outbox.push(Collection::Cost, vec![doc(3, 10)]).await.unwrap();
-        assert_eq!(outbox.events(), 3);
+        outbox.push(Collection::Logs, vec![doc(4, 10)]).await.unwrap();
+        assert_eq!(outbox.events(), 4);
         drop(outbox);
         let outbox = Outbox::open(&path, Synchronous::Normal, 1 << 30).unwrap();
-        assert_eq!(outbox.events(), 3, "totals are read back at start");
+        assert_eq!(outbox.events(), 4, "totals are read back at start");
         let Some(Taken::Batch(first)) = outbox.oldest(Collection::Logs).await.unwrap() else {
             panic!("a batch")
         };
         assert_eq!(first.collection, Collection::Logs);
         assert_eq!(first.docs, vec![doc(1, 10), doc(2, 10)]);
+        let Some(Taken::Batch(after_first)) = outbox.oldest_after(Collection::Logs, first.seq).await.unwrap() else {
+            panic!("the batch after the first")
+        };
+        assert_eq!(
+            after_first.docs,
+            vec![doc(4, 10)],
+            "read ahead while the first is still there"
+        );
         outbox.remove(first.seq).await.unwrap();
+        outbox.remove(after_first.seq).await.unwrap();
         let Some(Taken::Batch(second)) = outbox.oldest(Collection::Cost).await.unwrap() else {
             panic!("a batch")
         };

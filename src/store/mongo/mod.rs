@@ -453,11 +453,29 @@ impl MongoStore {
 
     /// Drains the outbox oldest-first per collection whenever MongoDB answers, beside live writes.
     /// A collection that MongoDB refuses waits its turn; the others carry on.
+    ///
+    /// Pipelined: while a batch is being inserted, the batch delivered before it is removed and the
+    /// next one is read, so MongoDB waits on neither (one batch at a time measured about half the
+    /// live rate). Inserts stay one at a time, oldest first per collection. A batch is removed only
+    /// after MongoDB has it; one sent again after a crash or shutdown meets its duplicate keys and
+    /// is stored once.
     async fn forward(self, mut shutdown: Shutdown) {
         let outbox = self.inner.outbox.clone();
         let mut failures = 0;
         let mut turn = 0;
+        // Sent, not yet removed from the outbox.
+        let mut delivered: Option<i64> = None;
+        // Read ahead while the batch before it was sent.
+        let mut ahead: Option<Taken> = None;
         loop {
+            if ahead.is_none() || !self.inner.reachable.load(Relaxed) {
+                // Nothing read ahead (or MongoDB gone): settle the bookkeeping first, so that the
+                // outbox's counts are exact for what follows.
+                ahead = None;
+                if let Some(seq) = delivered.take() {
+                    self.remove_delivered(seq).await;
+                }
+            }
             if outbox.events() == 0 {
                 tokio::select! {
                     _ = outbox.pushed() => {}
@@ -482,42 +500,68 @@ impl MongoStore {
                 failures = 0;
                 self.mark_up();
             }
-            let c = match self.next_sendable(&mut turn) {
-                Ok(c) => c,
-                Err(wait_until) => {
-                    // Only failing collections have batches waiting: sleep until the first may retry.
-                    let until = wait_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => {}
-                        _ = outbox.pushed() => {}
-                        _ = shutdown.recv() => return,
+            let taken = match ahead.take() {
+                Some(t) => t,
+                None => {
+                    let c = match self.next_sendable(&mut turn) {
+                        Ok(c) => c,
+                        Err(wait_until) => {
+                            // Only failing collections have batches waiting: sleep until the first may retry.
+                            let until = wait_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(until) => {}
+                                _ = outbox.pushed() => {}
+                                _ = shutdown.recv() => return,
+                            }
+                            continue;
+                        }
+                    };
+                    match outbox.oldest(c).await {
+                        Ok(Some(t)) => t,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::error!("cannot read the outbox: {e}");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = shutdown.recv() => return,
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
             };
-            let pending = match outbox.oldest(c).await {
-                Ok(Some(Taken::Batch(p))) => p,
-                Ok(Some(Taken::Corrupt {
+            let pending = match taken {
+                Taken::Batch(p) => p,
+                Taken::Corrupt {
                     seq,
                     events,
                     reason,
                     head,
-                })) => {
+                } => {
                     self.set_aside_corrupt(seq, events, reason, head).await;
                     continue;
                 }
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!("cannot read the outbox: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.recv() => return,
+            };
+            let c = pending.collection;
+            // The collection to send next, chosen now (it takes turns as before).
+            let next = self.next_sendable(&mut turn).ok();
+            let read_ahead = async {
+                if let Some(seq) = delivered.take() {
+                    self.remove_delivered(seq).await;
+                }
+                let next = next?;
+                // The batch being sent is still in the outbox: read past it.
+                let after = if next == c { pending.seq } else { 0 };
+                match outbox.oldest_after(next, after).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::debug!("cannot read the outbox ahead (read again later): {e}");
+                        None
                     }
-                    continue;
                 }
             };
-            let sent = tokio::select! {
-                r = self.insert(pending.collection, &pending.docs) => r,
+            let (sent, next) = tokio::select! {
+                r = futures_util::future::join(self.insert(c, &pending.docs), read_ahead) => r,
                 _ = shutdown.recv() => return,
             };
             match sent {
@@ -525,17 +569,23 @@ impl MongoStore {
                     self.clear_failing(c);
                     self.inner
                         .counters
-                        .stored(pending.collection, done.inserted as u64, done.duplicates as u64);
+                        .stored(c, done.inserted as u64, done.duplicates as u64);
                     if let Err(e) = self.store_rejects(done.refused).await {
                         tracing::error!("cannot store rejects: {e}");
                     }
-                    if let Err(e) = outbox.remove(pending.seq).await {
-                        tracing::error!("cannot remove a delivered batch from the outbox (it will be sent again): {e}");
-                    }
+                    delivered = Some(pending.seq);
+                    ahead = next;
                 }
                 Err(e) if errors::classify(&e) == ErrorKind::Permanent => self.mark_failing(c, &e),
                 Err(e) => self.mark_down(&e),
             }
+        }
+    }
+
+    /// Removes a batch MongoDB has; if that fails, it is sent again later and stored once.
+    async fn remove_delivered(&self, seq: i64) {
+        if let Err(e) = self.inner.outbox.remove(seq).await {
+            tracing::error!("cannot remove a delivered batch from the outbox (it will be sent again): {e}");
         }
     }
 
