@@ -151,15 +151,8 @@ fn ours(payloads: &[Vec<u8>], total: usize) -> Run {
     let rss = peak_rss_mib(daemon.id());
     common::stop(&mut daemon);
     assert_eq!(accepted as usize, total, "every event acknowledged");
-    let db = rusqlite::Connection::open(dir.path().join("state/collector.db")).expect("open db");
-    let stored: i64 = ["api_logs", "api_cost", "api_performance"]
-        .iter()
-        .map(|t| {
-            db.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))
-                .expect("count")
-        })
-        .sum();
-    assert_eq!(stored as usize, total, "every event stored");
+    let stored = common::stored_events(&dir.path().join("state/collector.db"));
+    assert_eq!(stored, total, "every event stored");
     Run {
         rate: total as f64 / secs,
         rss,

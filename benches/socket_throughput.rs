@@ -91,15 +91,8 @@ fn main() {
     assert!(status.success(), "collector exited with {status}");
     assert_eq!(accepted as usize, total, "every event accepted");
 
-    let db = rusqlite::Connection::open(dir.path().join("state/collector.db")).expect("open db");
-    let stored: i64 = ["api_logs", "api_cost", "api_performance"]
-        .iter()
-        .map(|t| {
-            db.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))
-                .expect("count")
-        })
-        .sum();
-    assert_eq!(stored as usize, total, "every event stored");
+    let stored = common::stored_events(&dir.path().join("state/collector.db"));
+    assert_eq!(stored, total, "every event stored");
 
     let secs = t_stored.as_secs_f64();
     let mib = bytes as f64 / (1024.0 * 1024.0);

@@ -140,3 +140,15 @@ pub fn stop(child: &mut std::process::Child) {
     .expect("SIGTERM");
     assert!(child.wait().expect("wait").success(), "the collector exits 0");
 }
+
+/// Events stored in the three event tables of the embedded store at `db`.
+pub fn stored_events(db: &std::path::Path) -> usize {
+    let db = rusqlite::Connection::open(db).expect("open db");
+    ["api_logs", "api_cost", "api_performance"]
+        .iter()
+        .map(|t| {
+            db.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))
+                .expect("count") as usize
+        })
+        .sum()
+}
