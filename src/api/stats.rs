@@ -112,16 +112,7 @@ pub async fn errors(State(api): State<Api>, query: RawQuery) -> Result<Json<Valu
     let range = params.range_or_last(DAY_MS)?;
     let series = wants_series(&params, range)?;
     let buckets = api.timed(api.store().request_buckets(range)).await?;
-    let mut overall = Calls::default();
-    let mut by_model: BTreeMap<Option<String>, Calls> = BTreeMap::new();
-    let mut by_minute: BTreeMap<i64, Calls> = BTreeMap::new();
-    for b in &buckets {
-        overall.add(b);
-        by_model.entry(b.model.clone()).or_default().add(b);
-        if series {
-            by_minute.entry(b.start_ms).or_default().add(b);
-        }
-    }
+    let (overall, by_model, by_minute) = sum_calls(buckets.iter(), series);
     let mut answer = json!({
         "success": true,
         "start_time": rfc3339(range.from),
@@ -161,16 +152,7 @@ pub async fn performance(State(api): State<Api>, query: RawQuery) -> Result<Json
         api.timed(api.store().response_times(range, model.clone(), MAX_SAMPLES)),
     )?;
     let buckets: Vec<&RequestBucket> = buckets.iter().filter(|b| model.is_none() || b.model == model).collect();
-    let mut overall = Calls::default();
-    let mut by_model: BTreeMap<Option<String>, Calls> = BTreeMap::new();
-    let mut by_minute: BTreeMap<i64, Calls> = BTreeMap::new();
-    for b in &buckets {
-        overall.add(b);
-        by_model.entry(b.model.clone()).or_default().add(b);
-        if series {
-            by_minute.entry(b.start_ms).or_default().add(b);
-        }
-    }
+    let (overall, by_model, by_minute) = sum_calls(buckets.iter().copied(), series);
     let mut samples_by_model: BTreeMap<Option<&str>, Vec<f64>> = BTreeMap::new();
     let mut samples_by_minute: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
     let mut all: Vec<f64> = Vec::with_capacity(times.samples.len());
@@ -325,6 +307,23 @@ fn format_in(ms: i64, tz: &jiff::tz::TimeZone) -> String {
         Ok(t) => t.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
         Err(_) => ms.to_string(),
     }
+}
+
+/// Calls overall, per model, and (with `series`) per minute.
+type CallSums = (Calls, BTreeMap<Option<String>, Calls>, BTreeMap<i64, Calls>);
+
+fn sum_calls<'a>(buckets: impl Iterator<Item = &'a RequestBucket>, series: bool) -> CallSums {
+    let mut overall = Calls::default();
+    let mut by_model: BTreeMap<Option<String>, Calls> = BTreeMap::new();
+    let mut by_minute: BTreeMap<i64, Calls> = BTreeMap::new();
+    for b in buckets {
+        overall.add(b);
+        by_model.entry(b.model.clone()).or_default().add(b);
+        if series {
+            by_minute.entry(b.start_ms).or_default().add(b);
+        }
+    }
+    (overall, by_model, by_minute)
 }
 
 #[cfg(test)]
