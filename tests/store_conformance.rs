@@ -363,3 +363,67 @@ fn response_times_are_the_same_on_both_stores_oldest_first_and_capped() {
         capped_mongo.samples.iter().map(|r| r.time_ms).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn an_alert_fires_repeats_resolves_and_fires_again_the_same_on_both_stores() {
+    use lngpt_collector::store::alerts::{AlertRecord, AlertState, AlertStore, Fired};
+    let s = stores();
+    let started = Timestamp(1_795_680_000_000);
+    let record = AlertRecord {
+        key: "error_rate|model=glm-4".into(),
+        rule: "error_rate".into(),
+        severity: "critical".into(),
+        state: AlertState::Firing,
+        title: "t".into(),
+        message: "m".into(),
+        value: 0.3,
+        threshold: 0.1,
+        labels: Default::default(),
+        started_at: started,
+        ended_at: None,
+        sent_at: Some(started),
+        repeats: 0,
+        claimed_by: "a".into(),
+        queued: false,
+    };
+    for store in [&s.sqlite, &s.mongo] {
+        block_on(async {
+            let key = record.key.clone();
+            assert_eq!(store.fire(record.clone()).await.unwrap(), Fired::Claimed);
+            assert!(matches!(
+                store.fire(record.clone()).await.unwrap(),
+                Fired::AlreadyFiring(_)
+            ));
+            let later = Timestamp(started.0 + 60_000);
+            // One repeat per count seen: a second collector that saw the same count loses the claim.
+            assert!(store
+                .repeat(key.clone(), started, 0, 0.4, later, "a".into())
+                .await
+                .unwrap());
+            assert!(!store
+                .repeat(key.clone(), started, 0, 0.4, later, "b".into())
+                .await
+                .unwrap());
+            let firing = store.firing().await.unwrap();
+            assert_eq!((firing.len(), firing[0].repeats, firing[0].value), (1, 1, 0.4));
+            assert!(store
+                .resolve(key.clone(), started, 0.05, later, "a".into())
+                .await
+                .unwrap());
+            assert!(!store
+                .resolve(key.clone(), started, 0.05, later, "b".into())
+                .await
+                .unwrap());
+            assert!(store.firing().await.unwrap().is_empty());
+            // A new occurrence keeps the old one as history.
+            let mut again = record.clone();
+            again.started_at = Timestamp(started.0 + 120_000);
+            assert_eq!(store.fire(again).await.unwrap(), Fired::Claimed);
+            let mut q = FindQuery::new(Collection::Alerts);
+            q.limit = 10;
+            let docs = store.find(q).await.unwrap().docs;
+            let states: Vec<&str> = docs.iter().map(|d| d["state"].as_str().unwrap()).collect();
+            assert_eq!(states, ["firing", "resolved"], "newest first");
+        });
+    }
+}

@@ -90,6 +90,8 @@ pub(crate) struct QueuedBatch {
     /// How many of the batch's events each chunk's ack covers.
     pub acks: Vec<(Ack, usize)>,
     pub reservation: Reservation,
+    /// Counts the batch as the writer's work until it is stored.
+    pub backlog: batcher::BacklogEntry,
 }
 
 /// The queue's entrance, cloned into every source.

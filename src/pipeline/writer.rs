@@ -111,6 +111,7 @@ async fn write_until_durable<S: Store>(store: &S, queued: QueuedBatch, counters:
         batch,
         acks,
         reservation,
+        backlog,
     } = queued;
     let batch = Arc::new(batch);
     let mut attempt = 0;
@@ -147,6 +148,7 @@ async fn write_until_durable<S: Store>(store: &S, queued: QueuedBatch, counters:
     }
     // The memory is the live feed's now (bounded by its length), no longer the budget's.
     drop(reservation);
+    drop(backlog);
     let Batch { collection, events } = Arc::try_unwrap(batch).unwrap_or_else(|shared| Batch {
         collection: shared.collection,
         events: shared.events.clone(),

@@ -202,7 +202,7 @@ mod embedded_impl {
                          '$.claimed_by', ?6, '$.queued', json('false'))
                      WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2 AND json_extract(doc, '$.repeats') = ?7",
                     params![
-                        key,
+                        &current_id(&key).bytes()[..],
                         started_at.as_millis(),
                         repeats_seen + 1,
                         value,
@@ -322,6 +322,17 @@ mod mongo_impl {
             async move {
                 let coll = this.documents(crate::event::Collection::Alerts);
                 let id = oid(current_id(&record.key));
+                // Usually it already fires (an earlier run, another collector): say so without a
+                // write. The upsert below settles the race when two collectors start it at once.
+                let firing = coll
+                    .find_one(doc! { "_id": id, "state": "firing" })
+                    .await
+                    .map_err(error)?;
+                if let Some(d) = firing {
+                    return Ok(Fired::AlreadyFiring(Box::new(AlertRecord::from_json(to_json(
+                        Bson::Document(d),
+                    ))?)));
+                }
                 let new = to_bson(&record, current_id(&record.key), this.host());
                 let before = coll
                     .find_one_and_replace(doc! { "_id": id, "state": { "$ne": "firing" } }, new)
