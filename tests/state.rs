@@ -151,6 +151,10 @@ fn a_store_from_the_first_release_is_migrated_and_keeps_its_rows() {
     let old = rusqlite::Connection::open(state.join("collector.db")).unwrap();
     old.execute_batch(
         "CREATE TABLE api_logs (id BLOB NOT NULL UNIQUE, timestamp_ms INTEGER NOT NULL, level TEXT NOT NULL, module TEXT, doc TEXT NOT NULL);
+         CREATE INDEX api_logs_timestamp ON api_logs (timestamp_ms);
+         CREATE INDEX api_logs_level_timestamp ON api_logs (level, timestamp_ms);
+         CREATE TABLE api_cost (id BLOB NOT NULL UNIQUE, created_at_ms INTEGER NOT NULL, model TEXT NOT NULL, doc TEXT NOT NULL);
+         CREATE INDEX api_cost_created_at_ms ON api_cost (created_at_ms);
          INSERT INTO api_logs VALUES (x'0102030405060708090a0b0c', 1795680000000, 'INFO', 'm',
            '{\"_id\":\"0102030405060708090a0b0c\",\"timestamp\":\"2026-11-26T08:00:00.000Z\",\"level\":\"INFO\",\"message\":\"old\",\"logger\":\"lngpt.api\",\"extra\":{\"request_id\":\"req-1\"}}');",
     )
@@ -176,7 +180,31 @@ fn a_store_from_the_first_release_is_migrated_and_keeps_its_rows() {
         .unwrap();
     assert_eq!(
         (logger.as_str(), request_id.as_str(), version),
-        ("lngpt.api", "req-1", 2)
+        ("lngpt.api", "req-1", 3)
+    );
+    // Only this release's indexes are kept up: the first release's names are gone, and so is the
+    // plain time index where the statistics' covering index starts with the time.
+    let indexes = |table: &str| -> Vec<String> {
+        let mut stmt = db
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        stmt.query_map([table], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        indexes("api_logs"),
+        [
+            "api_logs_level_timestamp_ms",
+            "api_logs_module_timestamp_ms",
+            "api_logs_request_id",
+            "api_logs_timestamp_ms"
+        ]
+    );
+    assert_eq!(
+        indexes("api_cost"),
+        ["api_cost_created_at_ms_covering", "api_cost_model_created_at_ms"]
     );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

@@ -26,7 +26,8 @@ pub struct Spec {
     /// Partial indexes of the embedded store on fields that are mostly absent (e.g. `request_id`).
     pub sparse_indexed: &'static [&'static str],
     /// Columns the embedded store's aggregations read: indexed after the time, so that a range's
-    /// sums come from the index alone instead of every row.
+    /// sums come from the index alone instead of every row. The index then also serves time ranges
+    /// and listings, in place of a plain time index.
     pub covering: &'static [&'static str],
 }
 

@@ -28,8 +28,9 @@ use super::query::{
 use super::{document, Batch, Store, StoreError, WriteOutcome};
 use crate::event::{Body, Collection, Currency, Level, Timestamp};
 
-/// The schema this release writes. 1: the first release's tables; 2: filter and sum columns.
-pub const SCHEMA_VERSION: i64 = 2;
+/// The schema this release writes. 1: the first release's tables; 2: filter and sum columns;
+/// 3: no plain time index where the statistics' covering index starts with the time.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `[embedded]`: the SQLite file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -382,9 +383,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             }
         }
         let time = spec.time_column;
-        tx.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS {table}_{time} ON {table} ({time});"
-        ))?;
+        if spec.covering.is_empty() {
+            tx.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS {table}_{time} ON {table} ({time});"
+            ))?;
+        }
         for field in spec.indexed {
             tx.execute_batch(&format!(
                 "CREATE INDEX IF NOT EXISTS {table}_{field}_{time} ON {table} ({field}, {time});"
@@ -412,6 +415,20 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 }
             }
         }
+        // Indexes this release does not define (older names, a plain time index where the covering
+        // index starts with the time) would cost a B-tree insert per event for nothing.
+        let wanted = index_names(spec);
+        let obsolete: Vec<String> = tx
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL")?
+            .query_map([table], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|name| !wanted.contains(name))
+            .collect();
+        for name in obsolete {
+            tx.execute_batch(&format!("DROP INDEX {name};"))?;
+            tracing::info!("embedded store: dropped the index {name}, which this release does not use");
+        }
     }
     if version != SCHEMA_VERSION {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
@@ -421,6 +438,19 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// The indexes [`migrate`] makes for a collection (besides the id's own).
+fn index_names(spec: &Spec) -> Vec<String> {
+    let (table, time) = (spec.collection.name(), spec.time_column);
+    let mut names: Vec<String> = spec.indexed.iter().map(|f| format!("{table}_{f}_{time}")).collect();
+    names.extend(spec.sparse_indexed.iter().map(|f| format!("{table}_{f}")));
+    names.push(if spec.covering.is_empty() {
+        format!("{table}_{time}")
+    } else {
+        format!("{table}_{time}_covering")
+    });
+    names
 }
 
 fn insert_sql(spec: &Spec) -> String {
