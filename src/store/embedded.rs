@@ -710,42 +710,66 @@ fn find(conn: &Connection, q: &FindQuery) -> Result<Found, StoreError> {
     })
 }
 
+/// Rows come in time order from the covering index, so each 15-minute bucket is summed while it is
+/// read and closed at the next: SQLite's `GROUP BY` sorted every row of the range first (130 of 170 ms
+/// for a day of 150,000 costs, `cargo bench --bench api`).
 fn cost_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<CostBucket>, StoreError> {
     let mut w = Where::default();
     w.range("created_at_ms", range);
     let sql = format!(
-        "SELECT created_at_ms - (created_at_ms % {COST_BUCKET_MS}) AS bucket, model, currency, sum(cost),
-                sum(coalesce(input_tokens, 0)), sum(coalesce(output_tokens, 0)), sum(coalesce(total_tokens, 0)), count(*)
-         FROM api_cost{} GROUP BY bucket, model, currency ORDER BY bucket",
+        "SELECT created_at_ms, model, currency, cost, input_tokens, output_tokens, total_tokens
+         FROM api_cost{} ORDER BY created_at_ms",
         w.clause()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(w.params.iter()), |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-            r.get::<_, Option<f64>>(3)?,
-            r.get::<_, i64>(4)?,
-            r.get::<_, i64>(5)?,
-            r.get::<_, i64>(6)?,
-            r.get::<_, i64>(7)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (start_ms, model, currency, cost, input, output, total, calls) = row?;
-        out.push(CostBucket {
-            start_ms,
-            model,
-            currency: currency.as_deref().and_then(Currency::parse).unwrap_or(Currency::Usd),
-            cost: cost.unwrap_or(0.0),
-            input_tokens: input.max(0) as u64,
-            output_tokens: output.max(0) as u64,
-            total_tokens: total.max(0) as u64,
-            calls: calls.max(0) as u64,
-        });
+    let mut rows = stmt.query(params_from_iter(w.params.iter()))?;
+    let mut out: Vec<CostBucket> = Vec::new();
+    // Where the open bucket's entries (one per model and currency) start in `out`.
+    let mut open = 0;
+    while let Some(row) = rows.next()? {
+        let time: i64 = row.get(0)?;
+        let start_ms = time - time % COST_BUCKET_MS;
+        if out.last().is_some_and(|b| b.start_ms != start_ms) {
+            open = out.len();
+        }
+        let model = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+        let currency = row
+            .get_ref(2)?
+            .as_str_or_null()
+            .map_err(rusqlite::Error::from)?
+            .and_then(Currency::parse)
+            .unwrap_or(Currency::Usd);
+        let at = match out[open..]
+            .iter()
+            .position(|b| b.model == model && b.currency == currency)
+        {
+            Some(i) => open + i,
+            None => {
+                out.push(CostBucket {
+                    start_ms,
+                    model: model.to_string(),
+                    currency,
+                    cost: 0.0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    total_tokens: 0,
+                    calls: 0,
+                });
+                out.len() - 1
+            }
+        };
+        let tokens =
+            |i: usize| -> rusqlite::Result<u64> { Ok(row.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64) };
+        let (input, output, total) = (tokens(4)?, tokens(5)?, tokens(6)?);
+        let b = &mut out[at];
+        b.cost += row.get::<_, Option<f64>>(3)?.unwrap_or(0.0);
+        b.input_tokens = b.input_tokens.saturating_add(input);
+        b.output_tokens = b.output_tokens.saturating_add(output);
+        b.total_tokens = b.total_tokens.saturating_add(total);
+        b.calls += 1;
     }
+    // The order of MongoDB's answer (and of the `GROUP BY` this replaced).
+    out.sort_by(|a, b| (a.start_ms, &a.model, a.currency.symbol()).cmp(&(b.start_ms, &b.model, b.currency.symbol())));
     Ok(out)
 }
 
