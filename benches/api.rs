@@ -13,6 +13,13 @@
 //!
 //! Targets: p99 < 20 ms for both pages, < 200 ms for the cost statistics, ingest with clients at
 //! least 0.9 × ingest without.
+//!
+//! For the stream run: BENCH_ONLY=stream skips the store and the queries; BENCH_ROUNDS (default 1)
+//! repeats the pair (alone, with clients), the order alternating per round; BENCH_BIN runs another
+//! build of the collector, and BENCH_BIN_B a second one alternated with it in every round (a copy
+//! of the binary before a change, for A/B runs in the same conditions). Each run prints the
+//! daemon's CPU time and write calls (`syscw` of /proc/<pid>/io, the stream's socket writes and the
+//! store's) and this process's CPU time (the stream clients').
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -25,7 +32,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{env_usize, line as event};
+use common::{cpu_seconds, env_usize, line as event};
 use lngpt_collector::event::{Collection, Event, EventId, Parser, Source, Timestamp};
 use lngpt_collector::redact::{RedactConfig, Redactor};
 use lngpt_collector::store::embedded::Synchronous;
@@ -35,6 +42,14 @@ const DAY_MS: i64 = 86_400_000;
 const BASE_MS: i64 = 1_795_000_000_000;
 
 fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("stream") {
+        queries();
+    }
+    streams();
+}
+
+/// The store and the query timings.
+fn queries() {
     let size = env_usize("BENCH_STORE_EVENTS", 10_000_000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-api-store-{size}"));
     let state = root.join("state");
@@ -48,7 +63,7 @@ fn main() {
     }
     println!("store: {size} events, {} MiB", file_mib(&state.join("collector.db")));
 
-    let daemon = Daemon::start(&root, &state);
+    let daemon = Daemon::start(env!("CARGO_BIN_EXE_lngpt-collector"), &root, &state);
     let api = daemon.api.clone();
     let level_page = "/api/logs?level=ERROR&per_page=50";
     get(&api, level_page); // warm the page cache as a running daemon would be
@@ -101,15 +116,41 @@ fn main() {
     });
     report("/api/budget?model=gpt-4o", &budget, 1.0);
     drop(daemon);
+}
 
+/// Ingest alone and with stream clients, per build, in alternating order.
+fn streams() {
     let ingest_events = env_usize("BENCH_INGEST_EVENTS", 500_000);
     let clients = env_usize("BENCH_SSE_CLIENTS", 100);
-    let alone = ingest_rate(ingest_events, 0);
-    let with = ingest_rate(ingest_events, clients);
-    println!(
-        "ingest of {ingest_events} events: {alone:.0} events/s alone, {with:.0} events/s with {clients} stream clients ({:.2}×; target ≥ 0.9×)",
-        with / alone
-    );
+    let rounds = env_usize("BENCH_ROUNDS", 1).max(1);
+    let mut bins = vec![std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into())];
+    bins.extend(std::env::var("BENCH_BIN_B").ok());
+    let mut ratios = vec![Vec::new(); bins.len()];
+    for round in 0..rounds {
+        for (b, bin) in bins.iter().enumerate() {
+            let (alone, with) = if (round + b) % 2 == 0 {
+                let alone = ingest_rate(bin, ingest_events, 0);
+                (alone, ingest_rate(bin, ingest_events, clients))
+            } else {
+                let with = ingest_rate(bin, ingest_events, clients);
+                (ingest_rate(bin, ingest_events, 0), with)
+            };
+            println!(
+                "round {}, {bin}: ingest of {ingest_events} events: {alone:.0} events/s alone, {with:.0} events/s with {clients} stream clients ({:.2}×; target ≥ 0.9×)",
+                round + 1,
+                with / alone
+            );
+            ratios[b].push(with / alone);
+        }
+    }
+    for (bin, mut r) in bins.iter().zip(ratios) {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "{bin}: with / alone over {rounds} rounds: median {:.2}×, {:?}",
+            r[r.len() / 2],
+            r.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>()
+        );
+    }
 }
 
 /// Writes `n` events straight into a new embedded store, in batches, as the daemon would.
@@ -175,7 +216,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, state: &Path) -> Daemon {
+    fn start(bin: &str, dir: &Path, state: &Path) -> Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -191,7 +232,7 @@ impl Daemon {
             ),
         )
         .expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_lngpt-collector"))
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&config)
             .stderr(Stdio::inherit())
@@ -210,6 +251,15 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         common::stop(&mut self.child);
     }
+}
+
+/// Write system calls of a process so far (`syscw` of /proc/<pid>/io).
+fn write_calls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn file_mib(p: &Path) -> u64 {
@@ -273,10 +323,10 @@ fn report(what: &str, sorted_ms: &[f64], target_ms: f64) {
 
 /// Events per second stored from 4 socket clients into a fresh store, with `streams` SSE clients
 /// reading `/api/logs/stream` meanwhile.
-fn ingest_rate(total: usize, streams: usize) -> f64 {
+fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("state");
-    let daemon = Daemon::start(dir.path(), &state);
+    let daemon = Daemon::start(bin, dir.path(), &state);
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
     let readers: Vec<_> = (0..streams)
@@ -311,6 +361,8 @@ fn ingest_rate(total: usize, streams: usize) -> f64 {
         })
         .collect();
     let socket = dir.path().join("bench.sock");
+    let pid = daemon.child.id();
+    let (cpu0, writes0, own0) = (cpu_seconds(pid), write_calls(pid), cpu_seconds(std::process::id()));
     let t0 = Instant::now();
     let senders: Vec<_> = payloads
         .into_iter()
@@ -330,16 +382,19 @@ fn ingest_rate(total: usize, streams: usize) -> f64 {
         s.join().expect("sender");
     }
     let rate = total as f64 / t0.elapsed().as_secs_f64();
+    let (cpu, writes, own) = (
+        cpu_seconds(pid) - cpu0,
+        write_calls(pid) - writes0,
+        cpu_seconds(std::process::id()) - own0,
+    );
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let _ = r.join();
     }
-    if streams > 0 {
-        println!(
-            "  {streams} stream clients received {} events in all",
-            received.load(Ordering::Relaxed)
-        );
-    }
+    println!(
+        "  {rate:.0} events/s, {streams} stream clients received {} events in all; daemon {cpu:.2} s CPU, {writes} write calls; bench process (clients, senders) {own:.2} s CPU",
+        received.load(Ordering::Relaxed)
+    );
     drop(daemon);
     rate
 }
