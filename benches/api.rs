@@ -16,10 +16,12 @@
 //!
 //! For the stream run: BENCH_ONLY=stream skips the store and the queries; BENCH_ROUNDS (default 1)
 //! repeats the pair (alone, with clients), the order alternating per round; BENCH_BIN runs another
-//! build of the collector, and BENCH_BIN_B a second one alternated with it in every round (a copy
-//! of the binary before a change, for A/B runs in the same conditions). Each run prints the
+//! build of the collector, and BENCH_BIN_B others (comma-separated) alternated with it in every round
+//! (a copy of the binary before a change, for A/B runs in the same conditions). A build may be
+//! followed by `+` and `[api]` settings separated by `;` (`target/release/lngpt-collector+stream_nice = 0`). Each run prints the
 //! daemon's CPU time and write calls (`syscw` of /proc/<pid>/io, the stream's socket writes and the
-//! store's) and this process's CPU time (the stream clients').
+//! store's) and this process's CPU time (the stream clients'); with BENCH_THREADS, per thread name
+//! of both processes, the CPU time and the time spent runnable but waiting for a core.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -124,7 +126,9 @@ fn streams() {
     let clients = env_usize("BENCH_SSE_CLIENTS", 100);
     let rounds = env_usize("BENCH_ROUNDS", 1).max(1);
     let mut bins = vec![std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into())];
-    bins.extend(std::env::var("BENCH_BIN_B").ok());
+    if let Ok(others) = std::env::var("BENCH_BIN_B") {
+        bins.extend(others.split(',').map(str::to_string));
+    }
     let mut ratios = vec![Vec::new(); bins.len()];
     for round in 0..rounds {
         for (b, bin) in bins.iter().enumerate() {
@@ -216,7 +220,10 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// `bin`: the binary, optionally followed by `+` and `[api]` settings separated by `;`.
     fn start(bin: &str, dir: &Path, state: &Path) -> Daemon {
+        let (bin, api_settings) = bin.split_once('+').unwrap_or((bin, ""));
+        let api_settings = api_settings.replace(';', "\n");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -226,7 +233,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[retention]\napi_logs = \"0\"\napi_cost = \"0\"\napi_performance = \"0\"\n[api]\nlisten = {api:?}\nmax_stream_clients = 1000\n",
+                "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[retention]\napi_logs = \"0\"\napi_cost = \"0\"\napi_performance = \"0\"\n[api]\nlisten = {api:?}\nmax_stream_clients = 1000\n{api_settings}\n",
                 state.display().to_string(),
                 dir.join("bench.sock").display().to_string()
             ),
@@ -251,6 +258,25 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         common::stop(&mut self.child);
     }
+}
+
+/// Per thread name: nanoseconds on a CPU and runnable but waiting, so far (schedstat), summed.
+fn thread_times(pid: u32) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let (run, wait) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+        let e: &mut (u64, u64) = out.entry(comm.trim().to_string()).or_default();
+        e.0 += run;
+        e.1 += wait;
+    }
+    out
 }
 
 /// Write system calls of a process so far (`syscw` of /proc/<pid>/io).
@@ -335,20 +361,23 @@ fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
             write!(s, "GET /api/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
             s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
             let (stop, received) = (stop.clone(), received.clone());
-            std::thread::spawn(move || {
-                let mut r = BufReader::with_capacity(64 * 1024, s);
-                let mut line = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    line.clear();
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) => return,
-                        Ok(_) if line.starts_with(b"data:") => {
-                            received.fetch_add(1, Ordering::Relaxed);
+            std::thread::Builder::new()
+                .name("sse-client".into())
+                .spawn(move || {
+                    let mut r = BufReader::with_capacity(64 * 1024, s);
+                    let mut line = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        line.clear();
+                        match r.read_until(b'\n', &mut line) {
+                            Ok(0) => return,
+                            Ok(_) if line.starts_with(b"data:") => {
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
-                }
-            })
+                })
+                .expect("a client thread")
         })
         .collect();
     let clients = 4;
@@ -363,19 +392,23 @@ fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
     let socket = dir.path().join("bench.sock");
     let pid = daemon.child.id();
     let (cpu0, writes0, own0) = (cpu_seconds(pid), write_calls(pid), cpu_seconds(std::process::id()));
+    let threads0 = [thread_times(pid), thread_times(std::process::id())];
     let t0 = Instant::now();
     let senders: Vec<_> = payloads
         .into_iter()
         .map(|payload| {
             let socket = socket.clone();
-            std::thread::spawn(move || {
-                let mut s = UnixStream::connect(&socket).expect("connect");
-                s.write_all(&payload).expect("send");
-                s.shutdown(std::net::Shutdown::Write).expect("shutdown");
-                let mut answer = String::new();
-                s.read_to_string(&mut answer).expect("answer");
-                assert!(answer.contains("\"events\""), "{answer}");
-            })
+            std::thread::Builder::new()
+                .name("sender".into())
+                .spawn(move || {
+                    let mut s = UnixStream::connect(&socket).expect("connect");
+                    s.write_all(&payload).expect("send");
+                    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer).expect("answer");
+                    assert!(answer.contains("\"events\""), "{answer}");
+                })
+                .expect("a sender thread")
         })
         .collect();
     for s in senders {
@@ -387,6 +420,7 @@ fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
         write_calls(pid) - writes0,
         cpu_seconds(std::process::id()) - own0,
     );
+    let threads = [thread_times(pid), thread_times(std::process::id())];
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let _ = r.join();
@@ -395,6 +429,21 @@ fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
         "  {rate:.0} events/s, {streams} stream clients received {} events in all; daemon {cpu:.2} s CPU, {writes} write calls; bench process (clients, senders) {own:.2} s CPU",
         received.load(Ordering::Relaxed)
     );
+    if std::env::var("BENCH_THREADS").is_ok() {
+        // Per thread name: CPU time, and time runnable but waiting for a core, during the ingest.
+        for (who, (before, after)) in ["daemon", "bench"].iter().zip(threads0.iter().zip(&threads)) {
+            let mut line = format!("    {who}:");
+            for (name, (run, wait)) in after {
+                let (run0, wait0) = before.get(name).copied().unwrap_or_default();
+                line += &format!(
+                    " {name} {:.2}/{:.2} s",
+                    (run - run0) as f64 / 1e9,
+                    (wait - wait0) as f64 / 1e9
+                );
+            }
+            println!("{line} (CPU / waiting)");
+        }
+    }
     drop(daemon);
     rate
 }
