@@ -16,6 +16,11 @@
 //! tap's per-collection sequence (it may reconnect with `Last-Event-ID` to fetch them). Each
 //! client holds at most one formatted batch and its connection's queue (a few chunks, of its own
 //! or shared batches), so a stalled client costs neither ingest speed nor memory.
+//!
+//! The hubs and the clients' tasks run on a runtime of their own, one thread at a lower CPU
+//! priority (`api.stream_nice`): when the cores are short, ingest and the other endpoints go on
+//! at their pace and the streams lag (a hub that falls behind the tap skips batches, which its
+//! clients learn of as `lagged`).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -134,7 +139,7 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
         chunk: Vec::new(),
         last_sent: tokio::time::Instant::now(),
     };
-    tokio::spawn(async move {
+    stream_tasks(&feed.api).spawn(async move {
         feed.run(resume, live, next_seq).await;
         drop(permit);
     });
@@ -304,7 +309,21 @@ impl Feed {
         let mut newer: Vec<(Position, Value)> = Vec::new();
         let mut total = None;
         loop {
-            let page = match self.api.timed(self.api.store().find(q.clone())).await {
+            // On the server's runtime, at the daemon's priority, as other queries.
+            let api = self.api.clone();
+            let query = q.clone();
+            let found = self
+                .api
+                .inner
+                .main
+                .spawn(async move { api.timed(api.store().find(query)).await });
+            let found = found.await.unwrap_or_else(|e| {
+                Err(ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the query failed: {e}"),
+                ))
+            });
+            let page = match found {
                 Ok(page) => page,
                 Err(e) => {
                     let data = json!({"error": format!("cannot replay from Last-Event-ID: {}", e.message)});
@@ -582,7 +601,7 @@ impl Hubs {
                 api.inner.host.clone(),
                 api.inner.stopping.clone(),
             );
-            tokio::spawn(hub.format(tap, host, stopping));
+            stream_tasks(api).spawn(hub.format(tap, host, stopping));
         }
         receiver
     }
@@ -616,6 +635,63 @@ impl Hub {
         }
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = false;
     }
+}
+
+/// Where the streams' tasks run.
+fn stream_tasks(api: &Api) -> tokio::runtime::Handle {
+    api.inner.stream_tasks.clone()
+}
+
+/// The runtime of the streams' tasks (`api.stream_nice` > 0): one thread, niced, so that under
+/// CPU contention the streams lag rather than take cores from ingest and the other endpoints.
+pub(crate) struct StreamRuntime(Option<tokio::runtime::Runtime>);
+
+impl StreamRuntime {
+    pub fn start(nice: u8) -> std::io::Result<StreamRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .thread_name("streams")
+            .on_thread_start(move || lower_priority(nice))
+            .enable_all()
+            .build()?;
+        Ok(StreamRuntime(Some(runtime)))
+    }
+
+    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle().clone())
+    }
+}
+
+impl Drop for StreamRuntime {
+    fn drop(&mut self) {
+        // Dropped from the server's task: tasks still there (a stalled client) are not waited for.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority by `nice` (to 19 at most).
+fn lower_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value is per thread: PRIO_PROCESS with a thread id sets that thread's.
+        let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+        // SAFETY: plain system calls on this thread's id; no memory is passed.
+        let rc = unsafe {
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (current + i32::from(nice)).min(19))
+        };
+        if rc != 0 {
+            tracing::warn!(
+                "streams run at the daemon's priority: cannot lower their thread's: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 /// A log in the stream's shape: the original's fields, in its order.
