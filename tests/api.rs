@@ -572,8 +572,8 @@ fn thread_nices(pid: i32, name: &str) -> Vec<i64> {
     out
 }
 
-/// Streams run on a thread of their own at `api.stream_nice` below the daemon's priority, or with
-/// the rest of the daemon at 0; they send the same either way.
+/// Streams run on a thread of their own at `api.stream_nice` below the daemon's priority (their
+/// connections too), or with the rest of the daemon at 0; they send the same either way.
 #[test]
 fn streams_run_on_a_niced_thread_of_their_own_unless_stream_nice_is_0() {
     for (extra, niced) in [("", true), ("[api]\nstream_nice = 0\n", false)] {

@@ -19,6 +19,7 @@ mod logs;
 pub mod metrics;
 mod page;
 mod params;
+mod serve;
 mod stats;
 mod streams;
 
@@ -459,13 +460,12 @@ impl Server {
             let held = stop_signal.await;
             let _ = signal_tx.send(held);
         };
+        // Stream connections move to the streams' runtime, if they have one of their own.
+        let streams_to = stream_runtime.as_ref().and_then(|r| r.handle());
         let served = async {
-            let result = match self.listener {
-                Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(graceful).await,
-                Listener::Unix(l, _file) => axum::serve(l, app).with_graceful_shutdown(graceful).await,
-            };
-            if let Err(e) = result {
-                tracing::error!("the HTTP API stopped: {e}");
+            match self.listener {
+                Listener::Tcp(l) => serve::serve(l, app, streams_to, graceful).await,
+                Listener::Unix(l, _file) => serve::serve(l, app, streams_to, graceful).await,
             }
         };
         tokio::pin!(served);

@@ -17,10 +17,10 @@
 //! client holds at most one formatted batch and its connection's queue (a few chunks, of its own
 //! or shared batches), so a stalled client costs neither ingest speed nor memory.
 //!
-//! The hubs and the clients' tasks run on a runtime of their own, one thread at a lower CPU
-//! priority (`api.stream_nice`): when the cores are short, ingest and the other endpoints go on
-//! at their pace and the streams lag (a hub that falls behind the tap skips batches, which its
-//! clients learn of as `lagged`).
+//! The hubs, the clients' tasks and their connections run on a runtime of their own, one thread at
+//! a lower CPU priority (`api.stream_nice`): when the cores are short, ingest and the other
+//! endpoints go on at their pace and the streams lag (a hub that falls behind the tap skips
+//! batches, which its clients learn of as `lagged`).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -33,6 +33,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -40,6 +41,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::pipeline::tap::Tap;
 
 use super::params::{Params, RawQuery};
+use super::serve::Lane;
 use super::{Api, ApiError};
 use crate::event::{Body, Collection, Event, Level, Timestamp};
 use crate::store::query::{Filter, FindQuery, Query, TimeRange};
@@ -88,11 +90,17 @@ type StreamFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response>
 /// The handler of one stream.
 pub fn subscribe(
     stream: &'static Stream,
-) -> impl Fn(State<Api>, HeaderMap, RawQuery) -> StreamFuture + Clone + Send + Sync + 'static {
-    move |State(api), headers, query| {
+) -> impl Fn(State<Api>, Option<Extension<Lane>>, HeaderMap, RawQuery) -> StreamFuture + Clone + Send + Sync + 'static {
+    move |State(api), lane, headers, query| {
         Box::pin(async move {
             match open(api, stream, &headers, query) {
-                Ok(response) => response,
+                Ok(response) => {
+                    // Its writes go with the streams' other work (see `serve`).
+                    if let Some(Extension(lane)) = lane {
+                        lane.to_streams();
+                    }
+                    response
+                }
                 Err(e) => e.into_response(),
             }
         })
