@@ -46,8 +46,9 @@ use super::{Api, ApiError};
 use crate::event::{Body, Collection, Event, Level, Timestamp};
 use crate::store::query::{Filter, FindQuery, Query, TimeRange};
 
-/// Chunks of events waiting for a client's connection.
-const CLIENT_QUEUE: usize = 4;
+/// Chunks of events waiting for a client's connection (which buffers some more itself): a chunk
+/// may be a whole shared batch, which a stalled client keeps in memory.
+const CLIENT_QUEUE: usize = 2;
 /// Events go to the connection in chunks of about this many bytes: one write for many events.
 const CHUNK_BYTES: usize = 32 * 1024;
 /// A shared batch smaller than this is copied into the client's chunk (with what else is pending)
