@@ -22,6 +22,8 @@
 //! daemon's CPU time and write calls (`syscw` of /proc/<pid>/io, the stream's socket writes and the
 //! store's) and this process's CPU time (the stream clients'); with BENCH_THREADS, per thread name
 //! of both processes, the CPU time and the time spent runnable but waiting for a core.
+//! BENCH_CLIENT_NICE runs the stream clients' threads at that nice value (as if their reading cost
+//! were elsewhere: the daemon's own share of the slowdown).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -355,6 +357,7 @@ fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
     let daemon = Daemon::start(bin, dir.path(), &state);
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
+    let client_nice = env_usize("BENCH_CLIENT_NICE", 0) as i32;
     let readers: Vec<_> = (0..streams)
         .map(|_| {
             let mut s = TcpStream::connect(&daemon.api).expect("connect a stream");
@@ -364,6 +367,12 @@ fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
             std::thread::Builder::new()
                 .name("sse-client".into())
                 .spawn(move || {
+                    if client_nice > 0 {
+                        // SAFETY: sets this thread's nice value; no memory is passed.
+                        unsafe {
+                            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, client_nice);
+                        }
+                    }
                     let mut r = BufReader::with_capacity(64 * 1024, s);
                     let mut line = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
