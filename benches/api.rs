@@ -13,6 +13,17 @@
 //!
 //! Targets: p99 < 20 ms for both pages, < 200 ms for the cost statistics, ingest with clients at
 //! least 0.9 × ingest without.
+//!
+//! For the stream run: BENCH_ONLY=stream skips the store and the queries; BENCH_ROUNDS (default 1)
+//! repeats the pair (alone, with clients), the order alternating per round; BENCH_BIN runs another
+//! build of the collector, and BENCH_BIN_B others (comma-separated) alternated with it in every round
+//! (a copy of the binary before a change, for A/B runs in the same conditions). A build may be
+//! followed by `+` and `[api]` settings separated by `;` (`target/release/lngpt-collector+stream_nice = 0`). Each run prints the
+//! daemon's CPU time and write calls (`syscw` of /proc/<pid>/io, the stream's socket writes and the
+//! store's) and this process's CPU time (the stream clients'); with BENCH_THREADS, per thread name
+//! of both processes, the CPU time and the time spent runnable but waiting for a core.
+//! BENCH_CLIENT_NICE runs the stream clients' threads at that nice value (as if their reading cost
+//! were elsewhere: the daemon's own share of the slowdown).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -25,7 +36,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{env_usize, line as event};
+use common::{cpu_seconds, env_usize, line as event};
 use lngpt_collector::event::{Collection, Event, EventId, Parser, Source, Timestamp};
 use lngpt_collector::redact::{RedactConfig, Redactor};
 use lngpt_collector::store::embedded::Synchronous;
@@ -35,6 +46,14 @@ const DAY_MS: i64 = 86_400_000;
 const BASE_MS: i64 = 1_795_000_000_000;
 
 fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("stream") {
+        queries();
+    }
+    streams();
+}
+
+/// The store and the query timings.
+fn queries() {
     let size = env_usize("BENCH_STORE_EVENTS", 10_000_000);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-api-store-{size}"));
     let state = root.join("state");
@@ -48,7 +67,7 @@ fn main() {
     }
     println!("store: {size} events, {} MiB", file_mib(&state.join("collector.db")));
 
-    let daemon = Daemon::start(&root, &state);
+    let daemon = Daemon::start(env!("CARGO_BIN_EXE_lngpt-collector"), &root, &state);
     let api = daemon.api.clone();
     let level_page = "/api/logs?level=ERROR&per_page=50";
     get(&api, level_page); // warm the page cache as a running daemon would be
@@ -101,15 +120,43 @@ fn main() {
     });
     report("/api/budget?model=gpt-4o", &budget, 1.0);
     drop(daemon);
+}
 
+/// Ingest alone and with stream clients, per build, in alternating order.
+fn streams() {
     let ingest_events = env_usize("BENCH_INGEST_EVENTS", 500_000);
     let clients = env_usize("BENCH_SSE_CLIENTS", 100);
-    let alone = ingest_rate(ingest_events, 0);
-    let with = ingest_rate(ingest_events, clients);
-    println!(
-        "ingest of {ingest_events} events: {alone:.0} events/s alone, {with:.0} events/s with {clients} stream clients ({:.2}×; target ≥ 0.9×)",
-        with / alone
-    );
+    let rounds = env_usize("BENCH_ROUNDS", 1).max(1);
+    let mut bins = vec![std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into())];
+    if let Ok(others) = std::env::var("BENCH_BIN_B") {
+        bins.extend(others.split(',').map(str::to_string));
+    }
+    let mut ratios = vec![Vec::new(); bins.len()];
+    for round in 0..rounds {
+        for (b, bin) in bins.iter().enumerate() {
+            let (alone, with) = if (round + b) % 2 == 0 {
+                let alone = ingest_rate(bin, ingest_events, 0);
+                (alone, ingest_rate(bin, ingest_events, clients))
+            } else {
+                let with = ingest_rate(bin, ingest_events, clients);
+                (ingest_rate(bin, ingest_events, 0), with)
+            };
+            println!(
+                "round {}, {bin}: ingest of {ingest_events} events: {alone:.0} events/s alone, {with:.0} events/s with {clients} stream clients ({:.2}×; target ≥ 0.9×)",
+                round + 1,
+                with / alone
+            );
+            ratios[b].push(with / alone);
+        }
+    }
+    for (bin, mut r) in bins.iter().zip(ratios) {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "{bin}: with / alone over {rounds} rounds: median {:.2}×, {:?}",
+            r[r.len() / 2],
+            r.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>()
+        );
+    }
 }
 
 /// Writes `n` events straight into a new embedded store, in batches, as the daemon would.
@@ -175,7 +222,10 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, state: &Path) -> Daemon {
+    /// `bin`: the binary, optionally followed by `+` and `[api]` settings separated by `;`.
+    fn start(bin: &str, dir: &Path, state: &Path) -> Daemon {
+        let (bin, api_settings) = bin.split_once('+').unwrap_or((bin, ""));
+        let api_settings = api_settings.replace(';', "\n");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -185,13 +235,13 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[retention]\napi_logs = \"0\"\napi_cost = \"0\"\napi_performance = \"0\"\n[api]\nlisten = {api:?}\nmax_stream_clients = 1000\n",
+                "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[retention]\napi_logs = \"0\"\napi_cost = \"0\"\napi_performance = \"0\"\n[api]\nlisten = {api:?}\nmax_stream_clients = 1000\n{api_settings}\n",
                 state.display().to_string(),
                 dir.join("bench.sock").display().to_string()
             ),
         )
         .expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_lngpt-collector"))
+        let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&config)
             .stderr(Stdio::inherit())
@@ -210,6 +260,34 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         common::stop(&mut self.child);
     }
+}
+
+/// Per thread name: nanoseconds on a CPU and runnable but waiting, so far (schedstat), summed.
+fn thread_times(pid: u32) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let (run, wait) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+        let e: &mut (u64, u64) = out.entry(comm.trim().to_string()).or_default();
+        e.0 += run;
+        e.1 += wait;
+    }
+    out
+}
+
+/// Write system calls of a process so far (`syscw` of /proc/<pid>/io).
+fn write_calls(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn file_mib(p: &Path) -> u64 {
@@ -273,32 +351,42 @@ fn report(what: &str, sorted_ms: &[f64], target_ms: f64) {
 
 /// Events per second stored from 4 socket clients into a fresh store, with `streams` SSE clients
 /// reading `/api/logs/stream` meanwhile.
-fn ingest_rate(total: usize, streams: usize) -> f64 {
+fn ingest_rate(bin: &str, total: usize, streams: usize) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().join("state");
-    let daemon = Daemon::start(dir.path(), &state);
+    let daemon = Daemon::start(bin, dir.path(), &state);
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
+    let client_nice = env_usize("BENCH_CLIENT_NICE", 0) as i32;
     let readers: Vec<_> = (0..streams)
         .map(|_| {
             let mut s = TcpStream::connect(&daemon.api).expect("connect a stream");
             write!(s, "GET /api/logs/stream HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
             s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
             let (stop, received) = (stop.clone(), received.clone());
-            std::thread::spawn(move || {
-                let mut r = BufReader::with_capacity(64 * 1024, s);
-                let mut line = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    line.clear();
-                    match r.read_until(b'\n', &mut line) {
-                        Ok(0) => return,
-                        Ok(_) if line.starts_with(b"data:") => {
-                            received.fetch_add(1, Ordering::Relaxed);
+            std::thread::Builder::new()
+                .name("sse-client".into())
+                .spawn(move || {
+                    if client_nice > 0 {
+                        // SAFETY: sets this thread's nice value; no memory is passed.
+                        unsafe {
+                            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, client_nice);
                         }
-                        _ => {}
                     }
-                }
-            })
+                    let mut r = BufReader::with_capacity(64 * 1024, s);
+                    let mut line = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        line.clear();
+                        match r.read_until(b'\n', &mut line) {
+                            Ok(0) => return,
+                            Ok(_) if line.starts_with(b"data:") => {
+                                received.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
+                })
+                .expect("a client thread")
         })
         .collect();
     let clients = 4;
@@ -311,34 +399,59 @@ fn ingest_rate(total: usize, streams: usize) -> f64 {
         })
         .collect();
     let socket = dir.path().join("bench.sock");
+    let pid = daemon.child.id();
+    let (cpu0, writes0, own0) = (cpu_seconds(pid), write_calls(pid), cpu_seconds(std::process::id()));
+    let threads0 = [thread_times(pid), thread_times(std::process::id())];
     let t0 = Instant::now();
     let senders: Vec<_> = payloads
         .into_iter()
         .map(|payload| {
             let socket = socket.clone();
-            std::thread::spawn(move || {
-                let mut s = UnixStream::connect(&socket).expect("connect");
-                s.write_all(&payload).expect("send");
-                s.shutdown(std::net::Shutdown::Write).expect("shutdown");
-                let mut answer = String::new();
-                s.read_to_string(&mut answer).expect("answer");
-                assert!(answer.contains("\"events\""), "{answer}");
-            })
+            std::thread::Builder::new()
+                .name("sender".into())
+                .spawn(move || {
+                    let mut s = UnixStream::connect(&socket).expect("connect");
+                    s.write_all(&payload).expect("send");
+                    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer).expect("answer");
+                    assert!(answer.contains("\"events\""), "{answer}");
+                })
+                .expect("a sender thread")
         })
         .collect();
     for s in senders {
         s.join().expect("sender");
     }
     let rate = total as f64 / t0.elapsed().as_secs_f64();
+    let (cpu, writes, own) = (
+        cpu_seconds(pid) - cpu0,
+        write_calls(pid) - writes0,
+        cpu_seconds(std::process::id()) - own0,
+    );
+    let threads = [thread_times(pid), thread_times(std::process::id())];
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let _ = r.join();
     }
-    if streams > 0 {
-        println!(
-            "  {streams} stream clients received {} events in all",
-            received.load(Ordering::Relaxed)
-        );
+    println!(
+        "  {rate:.0} events/s, {streams} stream clients received {} events in all; daemon {cpu:.2} s CPU, {writes} write calls; bench process (clients, senders) {own:.2} s CPU",
+        received.load(Ordering::Relaxed)
+    );
+    if std::env::var("BENCH_THREADS").is_ok() {
+        // Per thread name: CPU time, and time runnable but waiting for a core, during the ingest.
+        for (who, (before, after)) in ["daemon", "bench"].iter().zip(threads0.iter().zip(&threads)) {
+            let mut line = format!("    {who}:");
+            for (name, (run, wait)) in after {
+                let (run0, wait0) = before.get(name).copied().unwrap_or_default();
+                line += &format!(
+                    " {name} {:.2}/{:.2} s",
+                    (run - run0) as f64 / 1e9,
+                    (wait - wait0) as f64 / 1e9
+                );
+            }
+            println!("{line} (CPU / waiting)");
+        }
     }
     drop(daemon);
     rate

@@ -556,6 +556,57 @@ fn stream_clients_are_capped_and_streams_end_at_shutdown() {
     assert!(three.next().is_none());
 }
 
+/// The nice value of each of the daemon's threads named `name`.
+fn thread_nices(pid: i32, name: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.split_once('(').map(|(_, comm)| comm) == Some(name) {
+            // Field 19 of stat(5), counted from the state, the first field after the name.
+            out.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+        }
+    }
+    out
+}
+
+/// Streams run on a thread of their own at `api.stream_nice` below the daemon's priority (their
+/// connections too), or with the rest of the daemon at 0; they send the same either way.
+#[test]
+fn streams_run_on_a_niced_thread_of_their_own_unless_stream_nice_is_0() {
+    for (extra, niced) in [("", true), ("[api]\nstream_nice = 0\n", false)] {
+        let d = Daemon::start(extra);
+        let api = d.api();
+        let mut unfiltered = Sse::open(&api, "/api/logs/stream", &[]);
+        let mut errors = Sse::open(&api, "/api/logs/stream?level=ERROR", &[]);
+        // Enough for the batch to go as the hub's shared text, not copied.
+        d.send(&log_lines(1_795_680_000_000, 200, "n"));
+        let got: Vec<_> = (0..200).map(|_| unfiltered.next().expect("an event")).collect();
+        assert_eq!(
+            messages(&got),
+            (0..200).map(|i| format!("n line {i}")).collect::<Vec<_>>()
+        );
+        let got: Vec<_> = (0..20).map(|_| errors.next().expect("an event")).collect();
+        assert_eq!(
+            messages(&got),
+            (0..200).step_by(10).map(|i| format!("n line {i}")).collect::<Vec<_>>()
+        );
+        let base = thread_nices(d.pid(), "collector")[0];
+        let streams = thread_nices(d.pid(), "streams");
+        if niced {
+            assert!(!streams.is_empty(), "a streams thread");
+            assert!(
+                streams.iter().all(|&n| n == (base + 19).min(19)),
+                "{streams:?}, daemon at {base}"
+            );
+        } else {
+            assert!(streams.is_empty(), "{streams:?}");
+        }
+    }
+}
+
 /// A client that never reads while a million events stream in: ingest goes on, memory stays
 /// bounded, and once it reads it learns how many events it missed.
 #[test]

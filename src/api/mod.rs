@@ -19,6 +19,7 @@ mod logs;
 pub mod metrics;
 mod page;
 mod params;
+mod serve;
 mod stats;
 mod streams;
 
@@ -74,6 +75,9 @@ pub struct ApiConfig {
     pub count_limit: u64,
     /// Events a stream resumed with `Last-Event-ID` replays from the store at most.
     pub max_replay: usize,
+    /// How much lower than the daemon's the CPU priority (nice) of the streams' thread is, so
+    /// that ingest wins when the cores are short; 0 runs streams with the rest of the daemon.
+    pub stream_nice: u8,
 }
 
 impl Default for ApiConfig {
@@ -90,6 +94,7 @@ impl Default for ApiConfig {
             keep_alive: HumanDuration(Duration::from_secs(15)),
             count_limit: 10_000,
             max_replay: 10_000,
+            stream_nice: 19,
         }
     }
 }
@@ -187,6 +192,7 @@ impl ApiConfig {
         );
         p.in_range("api.count_limit", self.count_limit, 0..=100_000_000);
         p.in_range("api.max_replay", self.max_replay, 0..=1_000_000);
+        p.in_range("api.stream_nice", self.stream_nice, 0..=19);
     }
 }
 
@@ -214,6 +220,10 @@ struct Shared {
     naive: NaiveZone,
     /// One formatter per streamed collection, shared by its clients.
     hubs: streams::Hubs,
+    /// Where the hubs and the stream clients' tasks run (see `api.stream_nice`).
+    stream_tasks: tokio::runtime::Handle,
+    /// The server's runtime.
+    main: tokio::runtime::Handle,
     host: String,
     /// The outbox's cap, to tell whether it still takes events (MongoDB only).
     outbox_cap: Option<u64>,
@@ -381,6 +391,19 @@ impl Server {
     pub async fn run(self, config: ApiConfig, parts: Parts, mut shutdown: Shutdown, grace: Duration) {
         let (stop_tx, stopping) = watch::channel(false);
         let streams = Arc::new(Semaphore::new(config.max_stream_clients));
+        let main = tokio::runtime::Handle::current();
+        let stream_runtime = match config.stream_nice {
+            0 => None,
+            nice => streams::StreamRuntime::start(nice)
+                .inspect_err(|e| {
+                    tracing::warn!("streams run at the daemon's priority: cannot start their runtime: {e}")
+                })
+                .ok(),
+        };
+        let stream_tasks = stream_runtime
+            .as_ref()
+            .and_then(|r| r.handle())
+            .unwrap_or_else(|| main.clone());
         let mut metrics = metrics::Metrics::new(
             parts.counters.clone(),
             parts.budget.clone(),
@@ -411,6 +434,8 @@ impl Server {
                 silences: parts.silences,
                 naive: parts.naive,
                 hubs: streams::Hubs::new(),
+                stream_tasks,
+                main,
                 host: crate::store::document::hostname(),
                 outbox_cap: parts.outbox_cap,
                 config,
@@ -435,13 +460,12 @@ impl Server {
             let held = stop_signal.await;
             let _ = signal_tx.send(held);
         };
+        // Stream connections move to the streams' runtime, if they have one of their own.
+        let streams_to = stream_runtime.as_ref().and_then(|r| r.handle());
         let served = async {
-            let result = match self.listener {
-                Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(graceful).await,
-                Listener::Unix(l, _file) => axum::serve(l, app).with_graceful_shutdown(graceful).await,
-            };
-            if let Err(e) = result {
-                tracing::error!("the HTTP API stopped: {e}");
+            match self.listener {
+                Listener::Tcp(l) => serve::serve(l, app, streams_to, graceful).await,
+                Listener::Unix(l, _file) => serve::serve(l, app, streams_to, graceful).await,
             }
         };
         tokio::pin!(served);
@@ -454,6 +478,7 @@ impl Server {
                 drop(held);
             }
         }
+        drop(stream_runtime);
     }
 }
 

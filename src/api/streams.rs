@@ -8,15 +8,24 @@
 //! event seen and stored after the disconnect is not replayed.
 //!
 //! Live events come from the tap's bounded broadcast through one [`Hub`] per collection: while it
-//! has clients, a hub formats each stored batch once (the client count does not multiply the
-//! formatting) and rebroadcasts it, bounded too. A client that does not read is not waited for:
-//! its place in the broadcast is overtaken, and when it reads again it gets `event: lagged` with the
-//! number of events it missed, from the tap's per-collection sequence (it may reconnect with
-//! `Last-Event-ID` to fetch them). Each client holds at most one formatted batch and a few events,
-//! so a stalled client costs neither ingest speed nor memory.
+//! has clients, a hub formats each stored batch once into its SSE text (the client count does not
+//! multiply the formatting) and rebroadcasts it, bounded too. A client without filters sends that
+//! text as it is, shared with the others, not copied; a filtered one copies the events it wants.
+//! A client that does not read is not waited for: its place in the broadcast is overtaken, and
+//! when it reads again it gets `event: lagged` with the number of events it missed, from the
+//! tap's per-collection sequence (it may reconnect with `Last-Event-ID` to fetch them). Each
+//! client holds at most one formatted batch and its connection's queue (a few chunks, of its own
+//! or shared batches), so a stalled client costs neither ingest speed nor memory.
+//!
+//! The hubs, the clients' tasks and their connections run on a runtime of their own, one thread at
+//! a lower CPU priority (`api.stream_nice`): when the cores are short, ingest and the other
+//! endpoints go on at their pace and the streams lag (a hub that falls behind the tap skips
+//! batches, which its clients learn of as `lagged`).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::io::Write as _;
+use std::ops::Range;
 use std::sync::Arc;
 
 use axum::body::{Body as HttpBody, Bytes};
@@ -24,20 +33,27 @@ use axum::extract::State;
 use axum::http::header;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use axum::Extension;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::pipeline::tap::Tap;
 
 use super::params::{Params, RawQuery};
+use super::serve::Lane;
 use super::{Api, ApiError};
 use crate::event::{Body, Collection, Event, Level, Timestamp};
 use crate::store::query::{Filter, FindQuery, Query, TimeRange};
 
-/// Chunks of events waiting for a client's connection.
-const CLIENT_QUEUE: usize = 4;
+/// Chunks of events waiting for a client's connection (which buffers some more itself): a chunk
+/// may be a whole shared batch, which a stalled client keeps in memory.
+const CLIENT_QUEUE: usize = 2;
 /// Events go to the connection in chunks of about this many bytes: one write for many events.
 const CHUNK_BYTES: usize = 32 * 1024;
+/// A shared batch smaller than this is copied into the client's chunk (with what else is pending)
+/// rather than sent as a chunk of its own.
+const SHARE_FROM_BYTES: usize = 4 * 1024;
 const REPLAY_PAGE: usize = 1000;
 
 pub struct Stream {
@@ -75,11 +91,17 @@ type StreamFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Response>
 /// The handler of one stream.
 pub fn subscribe(
     stream: &'static Stream,
-) -> impl Fn(State<Api>, HeaderMap, RawQuery) -> StreamFuture + Clone + Send + Sync + 'static {
-    move |State(api), headers, query| {
+) -> impl Fn(State<Api>, Option<Extension<Lane>>, HeaderMap, RawQuery) -> StreamFuture + Clone + Send + Sync + 'static {
+    move |State(api), lane, headers, query| {
         Box::pin(async move {
             match open(api, stream, &headers, query) {
-                Ok(response) => response,
+                Ok(response) => {
+                    // Its writes go with the streams' other work (see `serve`).
+                    if let Some(Extension(lane)) = lane {
+                        lane.to_streams();
+                    }
+                    response
+                }
                 Err(e) => e.into_response(),
             }
         })
@@ -124,8 +146,9 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
         filter,
         tx,
         chunk: Vec::new(),
+        last_sent: tokio::time::Instant::now(),
     };
-    tokio::spawn(async move {
+    stream_tasks(&feed.api).spawn(async move {
         feed.run(resume, live, next_seq).await;
         drop(permit);
     });
@@ -162,15 +185,6 @@ impl Position {
             time_ms: time.parse().ok()?,
             id: id.to_ascii_lowercase(),
         })
-    }
-
-    fn of_event(e: &Event) -> Position {
-        let mut hex = Vec::with_capacity(24);
-        e.id.write_hex(&mut hex);
-        Position {
-            time_ms: e.time.as_millis(),
-            id: String::from_utf8_lossy(&hex).into_owned(),
-        }
     }
 
     fn of_doc(collection: Collection, doc: &Value) -> Option<Position> {
@@ -214,6 +228,11 @@ impl LiveFilter {
             eq,
             contains,
         })
+    }
+
+    /// Whether every event passes.
+    fn is_empty(&self) -> bool {
+        self.eq.is_empty() && self.min_level.is_none() && self.contains.is_none()
     }
 
     fn store_filters(&self) -> Vec<Filter> {
@@ -262,6 +281,8 @@ struct Feed {
     tx: mpsc::Sender<Bytes>,
     /// Events formatted and not yet handed to the connection.
     chunk: Vec<u8>,
+    /// When something last went to the connection: an idle stream gets a keep-alive.
+    last_sent: tokio::time::Instant,
     keep_alive: std::time::Duration,
     stopping: watch::Receiver<bool>,
 }
@@ -297,7 +318,21 @@ impl Feed {
         let mut newer: Vec<(Position, Value)> = Vec::new();
         let mut total = None;
         loop {
-            let page = match self.api.timed(self.api.store().find(q.clone())).await {
+            // On the server's runtime, at the daemon's priority, as other queries.
+            let api = self.api.clone();
+            let query = q.clone();
+            let found = self
+                .api
+                .inner
+                .main
+                .spawn(async move { api.timed(api.store().find(query)).await });
+            let found = found.await.unwrap_or_else(|e| {
+                Err(ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the query failed: {e}"),
+                ))
+            });
+            let page = match found {
                 Ok(page) => page,
                 Err(e) => {
                     let data = json!({"error": format!("cannot replay from Last-Event-ID: {}", e.message)});
@@ -338,20 +373,19 @@ impl Feed {
         mut next_seq: u64,
         mut replayed: HashSet<String>,
     ) -> Result<(), Ended> {
-        let mut last_sent = tokio::time::Instant::now();
+        let unfiltered = self.filter.is_empty();
         loop {
             let received = tokio::select! {
                 biased;
                 _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
                 _ = self.tx.closed() => return Err(Ended),
                 r = live.recv() => Some(r),
-                _ = tokio::time::sleep_until(last_sent + self.keep_alive) => None,
+                _ = tokio::time::sleep_until(self.last_sent + self.keep_alive) => None,
             };
             let Some(received) = received else {
                 // A comment: proxies and browsers keep an idle stream open.
                 self.chunk.extend_from_slice(b":\n\n");
                 self.flush().await?;
-                last_sent = tokio::time::Instant::now();
                 continue;
             };
             let batch = match received {
@@ -365,28 +399,40 @@ impl Feed {
                 self.push("lagged", None, &data.to_string());
             }
             next_seq = next_seq.max(batch.seq + batch.lines.len() as u64);
+            if unfiltered && replayed.is_empty() {
+                self.send_shared(&batch.sse).await?;
+                continue;
+            }
             let mut overlapped = false;
             for line in &batch.lines {
-                if !replayed.is_empty() && replayed.contains(line.event_id()) {
+                if !replayed.is_empty() && replayed.contains(batch.event_id(line)) {
                     overlapped = true;
                     continue;
                 }
                 if !self.filter.matches(line) {
                     continue;
                 }
-                self.push("", Some(&line.id), &line.data);
+                self.chunk.extend_from_slice(&batch.sse[line.block.clone()]);
                 self.flush_if_full().await?;
             }
-            if !self.chunk.is_empty() {
-                self.flush().await?;
-                last_sent = tokio::time::Instant::now();
-            }
+            self.flush().await?;
             // The store's answer covered a prefix of the writes: once a batch past it arrives,
             // no later one can overlap.
             if !overlapped && !replayed.is_empty() {
                 replayed = HashSet::new();
             }
         }
+    }
+
+    /// Sends a batch every unfiltered client sends: a large one as the hub's bytes (no copy),
+    /// after what is pending; a small one with what is pending.
+    async fn send_shared(&mut self, sse: &Bytes) -> Result<(), Ended> {
+        if sse.len() < SHARE_FROM_BYTES {
+            self.chunk.extend_from_slice(sse);
+            return self.flush().await;
+        }
+        self.flush().await?;
+        self.send(sse.clone()).await
     }
 
     /// Adds one event to the chunk: `event:` (unless empty), `id:` (if any), `data:`. The data is
@@ -421,13 +467,19 @@ impl Feed {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES)));
-        tokio::select! {
-            sent = self.tx.send(chunk) => sent.map_err(|_| Ended),
-            _ = self.stopping.wait_for(|s| *s) => Err(Ended),
-        }
+        self.send(chunk).await
     }
 
-    /// A stored document in the stream's shape (the same as [`shape_event`] gives).
+    async fn send(&mut self, chunk: Bytes) -> Result<(), Ended> {
+        tokio::select! {
+            sent = self.tx.send(chunk) => sent.map_err(|_| Ended)?,
+            _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
+        }
+        self.last_sent = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    /// A stored document in the stream's shape (the same as [`write_shaped`] gives).
     fn shape_doc(&self, mut doc: Value) -> String {
         if self.stream.collection != Collection::Logs {
             return doc.to_string();
@@ -444,11 +496,12 @@ impl Feed {
     }
 }
 
-/// One stored event, formatted once for every client, with what the filters look at.
+/// One stored event of a formatted batch, with what the filters look at.
 pub(crate) struct Line {
-    /// The SSE id: `<time_ms>_<_id>`.
-    id: String,
-    data: String,
+    /// The event in the batch's SSE text: `id: <time_ms>_<_id>`, `data: <JSON>`.
+    block: Range<usize>,
+    /// Its `_id` in the text.
+    id: Range<usize>,
     level: Option<Level>,
     module: Option<String>,
     model: Option<String>,
@@ -457,37 +510,58 @@ pub(crate) struct Line {
     message: Option<String>,
 }
 
-impl Line {
-    fn of(e: &Event, host: &str) -> Line {
-        let (level, module, model, status, message) = match &e.body {
-            Body::Log(l) => (Some(l.level), l.module.clone(), None, None, Some(l.message.clone())),
-            Body::Cost(c) => (None, None, Some(c.model.clone()), None, None),
-            Body::Performance(p) => (None, None, p.model.clone(), Some(p.status.as_str()), None),
-            Body::Metric(m) => (None, None, m.model.clone(), None, None),
-            Body::Reject(_) => (None, None, None, None, None),
-        };
-        Line {
-            id: Position::of_event(e).encode(),
-            data: shape_event(e, host),
-            level,
-            module,
-            model,
-            status,
-            message,
-        }
-    }
-
-    /// The `_id` part of the SSE id.
-    fn event_id(&self) -> &str {
-        self.id.split_once('_').map_or("", |(_, id)| id)
-    }
-}
-
-/// A stored batch of one collection, formatted.
+/// A stored batch of one collection, formatted once for every client.
 pub(crate) struct Formatted {
     /// The tap's sequence of the batch's first event.
     seq: u64,
+    /// Every event as SSE: what a client without filters sends as it is.
+    sse: Bytes,
     lines: Vec<Line>,
+}
+
+impl Formatted {
+    fn of(seq: u64, events: &[Event], host: &str) -> Formatted {
+        let mut sse = Vec::with_capacity(events.len() * 320);
+        let lines = events
+            .iter()
+            .map(|e| {
+                let start = sse.len();
+                let _ = write!(sse, "id: {}_", e.time.as_millis());
+                let id_start = sse.len();
+                e.id.write_hex(&mut sse);
+                let id = id_start..sse.len();
+                sse.extend_from_slice(b"\ndata: ");
+                write_shaped(e, host, &mut sse);
+                sse.extend_from_slice(b"\n\n");
+                let (level, module, model, status, message) = match &e.body {
+                    Body::Log(l) => (Some(l.level), l.module.clone(), None, None, Some(l.message.clone())),
+                    Body::Cost(c) => (None, None, Some(c.model.clone()), None, None),
+                    Body::Performance(p) => (None, None, p.model.clone(), Some(p.status.as_str()), None),
+                    Body::Metric(m) => (None, None, m.model.clone(), None, None),
+                    Body::Reject(_) => (None, None, None, None, None),
+                };
+                Line {
+                    block: start..sse.len(),
+                    id,
+                    level,
+                    module,
+                    model,
+                    status,
+                    message,
+                }
+            })
+            .collect();
+        Formatted {
+            seq,
+            sse: Bytes::from(sse),
+            lines,
+        }
+    }
+
+    /// The `_id` of one of its events.
+    fn event_id(&self, line: &Line) -> &str {
+        std::str::from_utf8(&self.sse[line.id.clone()]).unwrap_or_default()
+    }
 }
 
 /// Formats a collection's stored batches once for all of its stream clients.
@@ -536,7 +610,7 @@ impl Hubs {
                 api.inner.host.clone(),
                 api.inner.stopping.clone(),
             );
-            tokio::spawn(hub.format(tap, host, stopping));
+            stream_tasks(api).spawn(hub.format(tap, host, stopping));
         }
         receiver
     }
@@ -561,8 +635,7 @@ impl Hub {
                             return;
                         }
                     }
-                    let lines = batch.events.iter().map(|e| Line::of(e, &host)).collect();
-                    let _ = self.out.send(Arc::new(Formatted { seq: batch.seq, lines }));
+                    let _ = self.out.send(Arc::new(Formatted::of(batch.seq, &batch.events, &host)));
                 }
                 // Missed batches show as a gap in the next one's sequence.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -573,28 +646,95 @@ impl Hub {
     }
 }
 
-/// A live event in the stream's shape.
-fn shape_event(e: &Event, host: &str) -> String {
-    match &e.body {
+/// Where the streams' tasks run.
+fn stream_tasks(api: &Api) -> tokio::runtime::Handle {
+    api.inner.stream_tasks.clone()
+}
+
+/// The runtime of the streams' tasks (`api.stream_nice` > 0): one thread, niced, so that under
+/// CPU contention the streams lag rather than take cores from ingest and the other endpoints.
+pub(crate) struct StreamRuntime(Option<tokio::runtime::Runtime>);
+
+impl StreamRuntime {
+    pub fn start(nice: u8) -> std::io::Result<StreamRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .thread_name("streams")
+            .on_thread_start(move || lower_priority(nice))
+            .enable_all()
+            .build()?;
+        Ok(StreamRuntime(Some(runtime)))
+    }
+
+    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle().clone())
+    }
+}
+
+impl Drop for StreamRuntime {
+    fn drop(&mut self) {
+        // Dropped from the server's task: tasks still there (a stalled client) are not waited for.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority by `nice` (to 19 at most).
+fn lower_priority(nice: u8) {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value is per thread: PRIO_PROCESS with a thread id sets that thread's.
+        let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+        // SAFETY: plain system calls on this thread's id; no memory is passed.
+        let rc = unsafe {
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, (current + i32::from(nice)).min(19))
+        };
+        if rc != 0 {
+            tracing::warn!(
+                "streams run at the daemon's priority: cannot lower their thread's: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// A log in the stream's shape: the original's fields, in its order.
+#[derive(Serialize)]
+struct LogShape<'a> {
+    timestamp: &'a str,
+    level: &'a str,
+    message: &'a str,
+    module: &'a str,
+    extra: &'a Map<String, Value>,
+}
+
+/// Appends a live event in the stream's shape (compact JSON, one line).
+fn write_shaped(e: &Event, host: &str, out: &mut Vec<u8>) {
+    let start = out.len();
+    let written = match &e.body {
         Body::Log(l) => {
             let mut time = Vec::with_capacity(24);
             e.time.write_rfc3339(&mut time);
-            json!({
-                "timestamp": String::from_utf8_lossy(&time),
-                "level": l.level.as_str(),
-                "message": l.message,
-                "module": l.module.as_deref().unwrap_or("unknown"),
-                "extra": l.extra,
-            })
-            .to_string()
+            let shape = LogShape {
+                timestamp: std::str::from_utf8(&time).unwrap_or_default(),
+                level: l.level.as_str(),
+                message: &l.message,
+                module: l.module.as_deref().unwrap_or("unknown"),
+                extra: &l.extra,
+            };
+            serde_json::to_writer(&mut *out, &shape).map_err(|e| e.to_string())
         }
-        _ => {
-            let mut out = Vec::new();
-            match crate::store::document::write_json(e, host, &mut out) {
-                Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-                Err(e) => json!({"error": format!("cannot format the event: {e}")}).to_string(),
-            }
-        }
+        _ => crate::store::document::write_json(e, host, out).map_err(|e| e.to_string()),
+    };
+    if let Err(problem) = written {
+        out.truncate(start);
+        let data = json!({"error": format!("cannot format the event: {problem}")});
+        out.extend_from_slice(data.to_string().as_bytes());
     }
 }
 
@@ -625,5 +765,36 @@ mod tests {
         assert!(later_same_ms > p);
         assert!(contains_ascii_ci("API Timeout after 30s", "timeout"));
         assert!(!contains_ascii_ci("ok", "timeout"));
+    }
+
+    #[test]
+    fn a_batch_is_formatted_as_sse_in_the_original_shape() {
+        use crate::event::{EventId, Parser, Source};
+        use crate::redact::{RedactConfig, Redactor};
+        let redactor = Arc::new(Redactor::new(&RedactConfig::default()).unwrap());
+        let parser = Parser::new(redactor);
+        let events: Vec<Event> = [
+            r#"{"timestamp": 1795680000.123, "level": "ERROR", "message": "API timeout", "extra": {"b": 1, "a": 2}}"#,
+            r#"{"timestamp": 1795680000.124, "message": "next", "module": "writer"}"#,
+        ]
+        .iter()
+        .map(|l| parser.parse(l.as_bytes(), &Source::from("t"), Timestamp(0), EventId::new()))
+        .collect();
+        let batch = Formatted::of(7, &events, "host");
+        let text = std::str::from_utf8(&batch.sse).unwrap();
+        let blocks: Vec<&str> = batch.lines.iter().map(|l| &text[l.block.clone()]).collect();
+        assert_eq!(blocks.concat(), text);
+        let mut hex = Vec::new();
+        events[0].id.write_hex(&mut hex);
+        let hex = String::from_utf8(hex).unwrap();
+        assert_eq!(batch.event_id(&batch.lines[0]), hex);
+        assert_eq!(
+            blocks[0],
+            format!(
+                "id: 1795680000123_{hex}\ndata: {{\"timestamp\":\"2026-11-26T08:00:00.123Z\",\"level\":\"ERROR\",\"message\":\"API timeout\",\"module\":\"unknown\",\"extra\":{{\"b\":1,\"a\":2}}}}\n\n"
+            )
+        );
+        assert!(blocks[1].contains(r#""level":"INFO","message":"next","module":"writer","extra":{}}"#));
+        assert_eq!(batch.lines[1].module.as_deref(), Some("writer"));
     }
 }
