@@ -382,50 +382,22 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 );
             }
         }
-        let time = spec.time_column;
-        if spec.covering.is_empty() {
-            tx.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS {table}_{time} ON {table} ({time});"
-            ))?;
-        }
-        for field in spec.indexed {
-            tx.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS {table}_{field}_{time} ON {table} ({field}, {time});"
-            ))?;
-        }
-        for field in spec.sparse_indexed {
-            tx.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS {table}_{field} ON {table} ({field}) WHERE {field} IS NOT NULL;"
-            ))?;
-        }
-        if !spec.covering.is_empty() {
-            let name = format!("{table}_{time}_covering");
-            let exists: bool = tx.query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'index' AND name = ?1",
-                [&name],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                tx.execute_batch(&format!(
-                    "CREATE INDEX {name} ON {table} ({time}, {});",
-                    spec.covering.join(", ")
-                ))?;
+        let existing: Vec<String> = tx
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL")?
+            .query_map([table], |r| r.get::<_, String>(0))?
+            .collect::<Result<_, _>>()?;
+        let wanted = indexes(spec);
+        for (name, columns) in &wanted {
+            if !existing.contains(name) {
+                tx.execute_batch(&format!("CREATE INDEX {name} ON {table} {columns};"))?;
                 if version > 0 {
-                    tracing::info!("embedded store: added the index {name} for statistics");
+                    tracing::info!("embedded store: added the index {name}");
                 }
             }
         }
         // Indexes this release does not define (older names, a plain time index where the covering
         // index starts with the time) would cost a B-tree insert per event for nothing.
-        let wanted = index_names(spec);
-        let obsolete: Vec<String> = tx
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL")?
-            .query_map([table], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|name| !wanted.contains(name))
-            .collect();
-        for name in obsolete {
+        for name in existing.iter().filter(|e| !wanted.iter().any(|(name, _)| name == *e)) {
             tx.execute_batch(&format!("DROP INDEX {name};"))?;
             tracing::info!("embedded store: dropped the index {name}, which this release does not use");
         }
@@ -440,17 +412,30 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The indexes [`migrate`] makes for a collection (besides the id's own).
-fn index_names(spec: &Spec) -> Vec<String> {
+/// The indexes a collection's table has in this release (besides the id's own): name, and what
+/// follows `ON <table>`.
+fn indexes(spec: &Spec) -> Vec<(String, String)> {
     let (table, time) = (spec.collection.name(), spec.time_column);
-    let mut names: Vec<String> = spec.indexed.iter().map(|f| format!("{table}_{f}_{time}")).collect();
-    names.extend(spec.sparse_indexed.iter().map(|f| format!("{table}_{f}")));
-    names.push(if spec.covering.is_empty() {
-        format!("{table}_{time}")
+    let mut out: Vec<(String, String)> = spec
+        .indexed
+        .iter()
+        .map(|f| (format!("{table}_{f}_{time}"), format!("({f}, {time})")))
+        .collect();
+    out.extend(
+        spec.sparse_indexed
+            .iter()
+            .map(|f| (format!("{table}_{f}"), format!("({f}) WHERE {f} IS NOT NULL"))),
+    );
+    out.push(if spec.covering.is_empty() {
+        (format!("{table}_{time}"), format!("({time})"))
     } else {
-        format!("{table}_{time}_covering")
+        // For statistics: a range's sums come from the index alone.
+        (
+            format!("{table}_{time}_covering"),
+            format!("({time}, {})", spec.covering.join(", ")),
+        )
     });
-    names
+    out
 }
 
 fn insert_sql(spec: &Spec) -> String {
