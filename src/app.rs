@@ -166,7 +166,7 @@ impl App {
                     "passed by systemd".to_string()
                 }
             );
-            supervisor.spawn("socket listener", socket.run(ingest, limits, sources.listener()));
+            supervisor.spawn("socket listener", socket.run(ingest, limits, sources.listener("socket listener")));
         }
         let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
         for entry in &config.file {
@@ -180,17 +180,17 @@ impl App {
             );
             FileSource::new(entry.clone(), ingest, checkpoints.clone())
                 .map_err(|e| format!("cannot tail {}: {e}", entry.path))?
-                .spawn(sources.listener(), tokio::runtime::Handle::current())
+                .spawn(sources.listener("file tailer"), tokio::runtime::Handle::current())
                 .map_err(|e| format!("cannot start the file tailer for {}: {e}", entry.path))?;
         }
         if !config.file.is_empty() {
             supervisor.spawn(
                 "checkpoint saver",
-                save_checkpoints_periodically(checkpoints.clone(), background.listener()),
+                save_checkpoints_periodically(checkpoints.clone(), background.listener("checkpoint saver")),
             );
         }
         // Deliveries go on while the pipeline drains; they stop with the background tasks.
-        supervisor.spawn("webhook delivery", notifier.clone().run(background.listener()));
+        supervisor.spawn("webhook delivery", notifier.clone().run(background.listener("webhook delivery")));
         if config.monitor.enabled {
             // A producer (it writes `api_metrics` through the pipeline), so it stops with the sources.
             let webhooks = Silenced {
@@ -205,7 +205,7 @@ impl App {
                     sender.clone(),
                     sink,
                     format!("{:016x}", state.installation()),
-                    sources.listener(),
+                    sources.listener("monitor"),
                 ),
             );
         }
@@ -242,7 +242,7 @@ impl App {
         if let AnyStore::Embedded(embedded) = &store {
             supervisor.spawn(
                 "retention",
-                retention::run(embedded.clone(), config.retention.clone(), background.listener()),
+                retention::run(embedded.clone(), config.retention.clone(), background.listener("retention")),
             );
         }
         if !config.log.summary_interval.0.is_zero() {
@@ -253,7 +253,7 @@ impl App {
                     counters.clone(),
                     move || summary_budget.used(),
                     config.log.summary_interval.0,
-                    background.listener(),
+                    background.listener("summary"),
                 ),
             );
         }
@@ -267,7 +267,7 @@ impl App {
                     interval,
                     parts_progress.clone(),
                     counters.clone(),
-                    background.listener(),
+                    background.listener("watchdog"),
                 ),
             );
         }
@@ -277,7 +277,7 @@ impl App {
                 store.clone(),
                 counters.clone(),
                 Duration::from_secs(10),
-                background.listener(),
+                background.listener("status"),
             ),
         );
         systemd::status(&systemd::status_line(0.0, &crate::store::query::Query::health(&store)));
@@ -447,8 +447,14 @@ impl Running {
             config,
             ..
         } = self;
+        if let Err(late) = sources.shutdown_by(deadline).await {
+            report.deadline_passed = true;
+            tracing::error!(
+                "the shutdown deadline passed while these still took events in: {}",
+                late.join(", ")
+            );
+        }
         let drained = tokio::time::timeout_at(deadline, async {
-            sources.shutdown().await;
             if batcher.await.is_err() {
                 tracing::error!("the batcher failed during shutdown");
                 return Err(());
@@ -465,11 +471,14 @@ impl Running {
         match drained {
             Ok(Ok(writer_report)) => report.not_stored += writer_report.lost,
             Ok(Err(())) => report.failed_tasks += 1,
-            Err(_) => report.deadline_passed = true,
+            Err(_) => {
+                report.deadline_passed = true;
+                tracing::error!("the shutdown deadline passed while the pipeline was still storing");
+            }
         }
-        if tokio::time::timeout_at(deadline, background.shutdown()).await.is_err() {
+        if let Err(late) = background.shutdown_by(deadline).await {
             report.deadline_passed = true;
-            tracing::error!("background tasks did not stop by the shutdown deadline");
+            tracing::error!("background tasks did not stop by the shutdown deadline: {}", late.join(", "));
         }
         // Includes a task whose failure stopped the daemon.
         report.failed_tasks += supervisor.finish().await;
@@ -578,7 +587,7 @@ fn start_api(
     let grace = config.pipeline.shutdown_timeout.0 / 3;
     supervisor.spawn(
         "HTTP API",
-        server.run(config.api.clone(), parts, sources.listener(), grace),
+        server.run(config.api.clone(), parts, sources.listener("HTTP API"), grace),
     );
 }
 
@@ -621,7 +630,7 @@ async fn open_store(
                 outbox,
                 counters.clone(),
                 redactor.clone(),
-                background.listener(),
+                background.listener("MongoDB outbox forwarder"),
             )
             .await
             .map_err(|e| e.to_string())?;

@@ -3,6 +3,9 @@
 //! A broadcast tells every task to stop; each task holds a clone of a completion sender and drops
 //! it when done, so the caller knows all tasks have finished when the receiver sees the channel close.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::{broadcast, mpsc};
 
 /// Listens for the stop signal. Cheap to clone from a [`Coordinator`].
@@ -11,6 +14,8 @@ pub struct Shutdown {
     notify: broadcast::Receiver<()>,
     /// Dropped with the task, which is how the coordinator learns that the task has finished.
     _done: mpsc::Sender<()>,
+    /// Names the task while it runs, so that a shutdown that overruns says what it waited for.
+    _running: Running,
 }
 
 impl Shutdown {
@@ -35,13 +40,64 @@ impl Shutdown {
         self.is_shutdown
     }
 
-    /// A listener for a sub-task, tied to the same completion.
-    pub fn child(&self) -> Shutdown {
+    /// A listener for a sub-task, tied to the same completion and named after `name`.
+    ///
+    /// Made from a fresh subscription, not a copy of this one's queue, so the signal may already
+    /// have been sent: the child then starts stopped rather than waiting for a signal it missed.
+    pub fn child(&self, name: &'static str) -> Shutdown {
+        let notify = self.notify.resubscribe();
+        let is_shutdown = self.is_shutdown || self._running.stopping();
         Shutdown {
-            is_shutdown: self.is_shutdown,
-            notify: self.notify.resubscribe(),
+            is_shutdown,
+            notify,
             _done: self._done.clone(),
+            _running: self._running.named(name),
         }
+    }
+}
+
+/// One running task's entry in its coordinator's list of names.
+struct Running {
+    name: &'static str,
+    tasks: Arc<Tasks>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    running: Mutex<BTreeMap<&'static str, usize>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Running {
+    fn new(tasks: Arc<Tasks>, name: &'static str) -> Running {
+        *tasks.lock().entry(name).or_default() += 1;
+        Running { name, tasks }
+    }
+
+    fn named(&self, name: &'static str) -> Running {
+        Running::new(self.tasks.clone(), name)
+    }
+
+    fn stopping(&self) -> bool {
+        self.tasks.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = self.tasks.lock();
+        if let Some(n) = running.get_mut(self.name) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(self.name);
+            }
+        }
+    }
+}
+
+impl Tasks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, usize>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -50,6 +106,7 @@ pub struct Coordinator {
     notify: broadcast::Sender<()>,
     done_tx: mpsc::Sender<()>,
     done_rx: mpsc::Receiver<()>,
+    tasks: Arc<Tasks>,
 }
 
 impl Coordinator {
@@ -60,27 +117,44 @@ impl Coordinator {
             notify,
             done_tx,
             done_rx,
+            tasks: Arc::default(),
         }
     }
 
-    pub fn listener(&self) -> Shutdown {
+    /// A listener for the task called `name` (the name a late shutdown reports).
+    pub fn listener(&self, name: &'static str) -> Shutdown {
+        // Subscribed before reading the flag: a signal sent in between is then in the queue.
+        let notify = self.notify.subscribe();
         Shutdown {
-            is_shutdown: false,
-            notify: self.notify.subscribe(),
+            is_shutdown: self.tasks.stopping.load(std::sync::atomic::Ordering::SeqCst),
+            notify,
             _done: self.done_tx.clone(),
+            _running: Running::new(self.tasks.clone(), name),
+        }
+    }
+
+    /// Signals every listener and waits until all of them (and their children) are dropped, or
+    /// until `deadline`; then returns the names of the tasks still running.
+    pub async fn shutdown_by(self, deadline: tokio::time::Instant) -> Result<(), Vec<&'static str>> {
+        let Coordinator {
+            notify,
+            done_tx,
+            mut done_rx,
+            tasks,
+        } = self;
+        tasks.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = notify.send(());
+        drop(done_tx);
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(tasks.lock().keys().copied().collect()),
         }
     }
 
     /// Signals every listener and waits until all of them (and their children) are dropped.
     pub async fn shutdown(self) {
-        let Coordinator {
-            notify,
-            done_tx,
-            mut done_rx,
-        } = self;
-        let _ = notify.send(());
-        drop(done_tx);
-        let _ = done_rx.recv().await;
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        let _ = self.shutdown_by(far).await;
     }
 }
 
@@ -123,5 +197,46 @@ pub mod signals {
             }
         })?;
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test]
+    async fn a_late_shutdown_names_the_tasks_it_waited_for() {
+        let coordinator = Coordinator::new();
+        let mut prompt = coordinator.listener("prompt");
+        let stubborn = coordinator.listener("stubborn");
+        let prompt_task = tokio::spawn(async move { prompt.recv().await });
+        let late = coordinator
+            .shutdown_by(Instant::now() + Duration::from_millis(200))
+            .await
+            .expect_err("one task ignores the signal");
+        assert_eq!(late, vec!["stubborn"]);
+        prompt_task.await.expect("the prompt task stopped");
+        drop(stubborn);
+    }
+
+    #[tokio::test]
+    async fn a_child_made_after_the_signal_starts_stopped() {
+        let coordinator = Coordinator::new();
+        let parent = coordinator.listener("connections");
+        let children = tokio::spawn(async move {
+            // Runs once the test's one thread waits in `shutdown_by`, so after the signal was sent;
+            // the parent never looked at it, so only the coordinator can tell the child.
+            let mut child = parent.child("connection");
+            tokio::time::timeout(Duration::from_secs(5), child.recv())
+                .await
+                .expect("the child sees the signal it was born after");
+        });
+        coordinator
+            .shutdown_by(Instant::now() + Duration::from_secs(10))
+            .await
+            .expect("every task stopped");
+        children.await.expect("the child task");
     }
 }

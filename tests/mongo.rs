@@ -234,7 +234,10 @@ fn sigterm_while_mongodb_hangs_puts_the_rest_in_the_outbox_within_the_timeout() 
         &format!("mongodb://127.0.0.1:{}", proxy.port),
         &db,
         "write_timeout = \"1s\"",
-    ) + "[pipeline]\nshutdown_timeout = \"4s\"\n";
+    ) + "[pipeline]\nshutdown_timeout = \"4s\"\n"
+        // The monitor finishes windows (documents for api_metrics) and evaluates alert rules
+        // against the store all along: their writes meet the hang too.
+        + "[monitor]\nwindow = \"300ms\"\ngrace = \"250ms\"\nevaluate_every = \"50ms\"\n";
     let mut d = Daemon::start(&config);
     let client = server.client();
     assert_eq!(d.send(log_lines(1_000, "before").as_bytes()).events, 1_000);

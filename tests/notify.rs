@@ -78,7 +78,7 @@ impl Running {
     fn start(db: &Path, receivers: &[WebhookConfig]) -> Running {
         let notifier = Notifier::open(db, receivers, Options::default()).expect("open the notifier");
         let coordinator = Coordinator::new();
-        let task = tokio::spawn(notifier.clone().run(coordinator.listener()));
+        let task = tokio::spawn(notifier.clone().run(coordinator.listener("webhook delivery")));
         Running {
             notifier,
             coordinator,

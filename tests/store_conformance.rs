@@ -74,7 +74,7 @@ fn stores() -> Stores {
             outbox,
             Arc::new(Counters::default()),
             redactor,
-            background.listener(),
+            background.listener("MongoDB outbox forwarder"),
         )
         .await
         .unwrap();

@@ -418,7 +418,7 @@ impl Server {
         let ingest = parts.ingest.map(|ingest| {
             Arc::new(IngestGate {
                 ingest,
-                _done: shutdown.child(),
+                _done: shutdown.child("HTTP upload"),
             })
         });
         let api = Api {
@@ -433,7 +433,7 @@ impl Server {
                 monitor_running: parts.monitor_running,
                 silences: parts.silences,
                 naive: parts.naive,
-                hubs: streams::Hubs::new(),
+                hubs: streams::Hubs::new(parts.budget.clone()),
                 stream_tasks,
                 main,
                 host: crate::store::document::hostname(),

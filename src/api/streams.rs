@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::State;
@@ -38,6 +39,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::pipeline::budget::Budget;
 use crate::pipeline::tap::Tap;
 
 use super::params::{Params, RawQuery};
@@ -572,14 +574,20 @@ struct Hub {
     running: std::sync::Mutex<bool>,
 }
 
-/// The hubs of the streamed collections.
-pub(crate) struct Hubs(Vec<Arc<Hub>>);
+/// The hubs of the streamed collections, and the memory budget whose shortage tells them that
+/// ingest needs every cycle it can get.
+pub(crate) struct Hubs(Vec<Arc<Hub>>, Budget);
 
 /// Formatted batches a hub keeps for clients that are behind.
 const HUB_BATCHES: usize = 16;
+/// While sources wait for memory, a hub holds a batch back at most this long: under sustained
+/// full-speed ingest, a watcher still sees a batch this often (and `lagged` for the rest).
+const YIELD_AT_MOST: Duration = Duration::from_millis(250);
+/// How often a hub that yields looks at the budget again.
+const YIELD_CHECK: Duration = Duration::from_millis(10);
 
 impl Hubs {
-    pub fn new() -> Hubs {
+    pub fn new(memory: Budget) -> Hubs {
         Hubs(
             STREAMS
                 .iter()
@@ -591,6 +599,7 @@ impl Hubs {
                     })
                 })
                 .collect(),
+            memory,
         )
     }
 
@@ -604,20 +613,28 @@ impl Hubs {
         let receiver = hub.out.subscribe();
         if !*running {
             *running = true;
-            let (hub, tap, host, stopping) = (
+            let (hub, tap, host, memory, stopping) = (
                 hub.clone(),
                 api.inner.tap.clone(),
                 api.inner.host.clone(),
+                self.1.clone(),
                 api.inner.stopping.clone(),
             );
-            stream_tasks(api).spawn(hub.format(tap, host, stopping));
+            stream_tasks(api).spawn(hub.format(tap, host, memory, stopping));
         }
         receiver
     }
 }
 
 impl Hub {
-    async fn format(self: Arc<Self>, tap: Tap, host: String, mut stopping: watch::Receiver<bool>) {
+    /// Formats and rebroadcasts the collection's stored batches until the last client leaves.
+    ///
+    /// Ingest comes first: while sources wait for memory, the store is what limits ingest, and
+    /// every cycle the streams (and their readers, often on the same cores) take is one ingest
+    /// loses. The hub then holds the batch back until memory is free again, at most
+    /// [`YIELD_AT_MOST`]; batches stored meanwhile wait in the tap's bounded feed, and those that
+    /// fall out of it reach the clients as `lagged`. In bursts the streams catch up afterwards.
+    async fn format(self: Arc<Self>, tap: Tap, host: String, memory: Budget, mut stopping: watch::Receiver<bool>) {
         let mut stored = tap.subscribe();
         loop {
             let received = tokio::select! {
@@ -635,6 +652,11 @@ impl Hub {
                             return;
                         }
                     }
+                    tokio::select! {
+                        biased;
+                        _ = stopping.wait_for(|s| *s) => break,
+                        _ = yield_to_ingest(&memory) => {}
+                    }
                     let _ = self.out.send(Arc::new(Formatted::of(batch.seq, &batch.events, &host)));
                 }
                 // Missed batches show as a gap in the next one's sequence.
@@ -643,6 +665,14 @@ impl Hub {
             }
         }
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+/// Returns once the sources no longer wait for memory, or after [`YIELD_AT_MOST`].
+async fn yield_to_ingest(memory: &Budget) {
+    let until = tokio::time::Instant::now() + YIELD_AT_MOST;
+    while memory.is_short() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(YIELD_CHECK).await;
     }
 }
 
@@ -796,5 +826,55 @@ mod tests {
         );
         assert!(blocks[1].contains(r#""level":"INFO","message":"next","module":"writer","extra":{}}"#));
         assert_eq!(batch.lines[1].module.as_deref(), Some("writer"));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_hub_holds_batches_back_while_sources_wait_for_memory_but_not_for_long() {
+        use crate::event::{EventId, Parser, Source};
+        let parser = Parser::new(Arc::new(crate::redact::Redactor::disabled()));
+        let batch = |n: usize| -> Vec<Event> {
+            (0..n)
+                .map(|i| {
+                    let line = format!(r#"{{"message":"m{i}"}}"#);
+                    parser.parse(line.as_bytes(), &Source::from("t"), Timestamp(0), EventId::new())
+                })
+                .collect()
+        };
+        let memory = Budget::new(1 << 20);
+        let tap = Tap::new(Vec::new(), 16);
+        let hub = Arc::new(Hub {
+            collection: Collection::Logs,
+            out: broadcast::channel(HUB_BATCHES).0,
+            running: std::sync::Mutex::new(true),
+        });
+        let mut formatted = hub.out.subscribe();
+        let (_stop, stopping) = watch::channel(false);
+        tokio::spawn(hub.clone().format(tap.clone(), "host".into(), memory.clone(), stopping));
+        // Let the hub subscribe to the tap.
+        while tap.live_readers() == 0 {
+            tokio::task::yield_now().await;
+        }
+
+        // Memory is free: the batch goes out at once.
+        tap.stored(Collection::Logs, batch(2));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(formatted.try_recv().map(|f| f.seq).ok(), Some(0));
+
+        // Sources wait for memory: held back, and sent as soon as memory is free again.
+        let held = memory.force(1 << 20);
+        tap.stored(Collection::Logs, batch(3));
+        tokio::time::sleep(YIELD_AT_MOST / 2).await;
+        assert!(formatted.try_recv().is_err(), "held back while memory is short");
+        drop(held);
+        tokio::time::sleep(YIELD_CHECK * 2).await;
+        assert_eq!(formatted.try_recv().map(|f| f.seq).ok(), Some(2));
+
+        // Memory stays short: the batch still goes out after YIELD_AT_MOST.
+        let _held = memory.force(1 << 20);
+        tap.stored(Collection::Logs, batch(1));
+        tokio::time::sleep(YIELD_AT_MOST - YIELD_CHECK * 2).await;
+        assert!(formatted.try_recv().is_err(), "held back while memory is short");
+        tokio::time::sleep(YIELD_CHECK * 3).await;
+        assert_eq!(formatted.try_recv().map(|f| f.seq).ok(), Some(5));
     }
 }

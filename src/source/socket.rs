@@ -216,7 +216,7 @@ impl SocketSource {
                     Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                         Ok(slot) => {
                             let connection = Connection::new(stream, ingest.clone(), limits.idle_timeout);
-                            let child = shutdown.child();
+                            let child = shutdown.child("socket connection");
                             tokio::spawn(async move {
                                 connection.serve(child).await;
                                 drop(slot);

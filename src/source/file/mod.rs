@@ -183,7 +183,7 @@ impl FileSource {
     pub fn spawn(self, mut shutdown: Shutdown, runtime: tokio::runtime::Handle) -> std::io::Result<()> {
         let (wake_tx, wake_rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let thread_done = shutdown.child();
+        let thread_done = shutdown.child("file tailer thread");
         let (flag, waker) = (stop.clone(), wake_tx.clone());
         runtime.spawn(async move {
             shutdown.recv().await;
