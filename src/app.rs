@@ -166,7 +166,10 @@ impl App {
                     "passed by systemd".to_string()
                 }
             );
-            supervisor.spawn("socket listener", socket.run(ingest, limits, sources.listener("socket listener")));
+            supervisor.spawn(
+                "socket listener",
+                socket.run(ingest, limits, sources.listener("socket listener")),
+            );
         }
         let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
         for entry in &config.file {
@@ -190,7 +193,10 @@ impl App {
             );
         }
         // Deliveries go on while the pipeline drains; they stop with the background tasks.
-        supervisor.spawn("webhook delivery", notifier.clone().run(background.listener("webhook delivery")));
+        supervisor.spawn(
+            "webhook delivery",
+            notifier.clone().run(background.listener("webhook delivery")),
+        );
         if config.monitor.enabled {
             // A producer (it writes `api_metrics` through the pipeline), so it stops with the sources.
             let webhooks = Silenced {
@@ -242,7 +248,11 @@ impl App {
         if let AnyStore::Embedded(embedded) = &store {
             supervisor.spawn(
                 "retention",
-                retention::run(embedded.clone(), config.retention.clone(), background.listener("retention")),
+                retention::run(
+                    embedded.clone(),
+                    config.retention.clone(),
+                    background.listener("retention"),
+                ),
             );
         }
         if !config.log.summary_interval.0.is_zero() {
@@ -478,7 +488,10 @@ impl Running {
         }
         if let Err(late) = background.shutdown_by(deadline).await {
             report.deadline_passed = true;
-            tracing::error!("background tasks did not stop by the shutdown deadline: {}", late.join(", "));
+            tracing::error!(
+                "background tasks did not stop by the shutdown deadline: {}",
+                late.join(", ")
+            );
         }
         // Includes a task whose failure stopped the daemon.
         report.failed_tasks += supervisor.finish().await;

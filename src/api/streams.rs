@@ -17,10 +17,12 @@
 //! client holds at most one formatted batch and its connection's queue (a few chunks, of its own
 //! or shared batches), so a stalled client costs neither ingest speed nor memory.
 //!
-//! The hubs, the clients' tasks and their connections run on a runtime of their own, one thread at
-//! a lower CPU priority (`api.stream_nice`): when the cores are short, ingest and the other
-//! endpoints go on at their pace and the streams lag (a hub that falls behind the tap skips
-//! batches, which its clients learn of as `lagged`).
+//! Ingest comes first. While sources wait for memory, a hub holds its next batch back (at most
+//! [`YIELD_AT_MOST`]): the clients' reading, often on the same cores, would otherwise take as much
+//! CPU as ingest itself during a burst. And the hubs, the clients' tasks and their connections run
+//! on a runtime of their own, one thread at a lower CPU priority (`api.stream_nice`): when the
+//! cores are short, ingest and the other endpoints go on at their pace and the streams lag (a hub
+//! that falls behind the tap skips batches, which its clients learn of as `lagged`).
 
 use std::collections::HashSet;
 use std::convert::Infallible;

@@ -144,7 +144,11 @@ impl MongoStore {
                 write_timeout: cfg.write_timeout.0,
             }),
         };
-        tokio::spawn(store.clone().keep_indexes(retention.clone(), shutdown.child("MongoDB indexes")));
+        tokio::spawn(
+            store
+                .clone()
+                .keep_indexes(retention.clone(), shutdown.child("MongoDB indexes")),
+        );
         tokio::spawn(store.clone().forward(shutdown));
         Ok(store)
     }
