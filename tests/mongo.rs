@@ -266,6 +266,63 @@ fn sigterm_while_mongodb_hangs_puts_the_rest_in_the_outbox_within_the_timeout() 
 }
 
 #[test]
+fn an_alert_is_sent_while_mongodb_hangs_and_recorded_once_it_answers() {
+    use common::webhook::{generic_notifications, Receiver, Reply};
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server_port(&server));
+    let db = unique_db("alertdown");
+    let rx = Receiver::start(|_, _| Reply::status(204, ""));
+    let config = mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        "write_timeout = \"1s\"",
+    ) + "[monitor]\nevaluate_every = \"50ms\"\n[monitor.rules.store_unreachable]\nthreshold = 0.5\n"
+        + &format!(
+            "[[webhook]]\nname = \"ops\"\nurl = {:?}\nformat = \"generic\"\ngroup_wait = \"10ms\"\n",
+            rx.url("/hooks")
+        );
+    let mut d = Daemon::start(&config);
+    let client = server.client();
+    assert_eq!(d.send(log_lines(100, "before").as_bytes()).events, 100);
+    wait_for_mongo_count(&client, &db, "api_logs", 100, &d);
+    let sent = |state: &str| {
+        rx.received()
+            .iter()
+            .flat_map(generic_notifications)
+            .filter(|n| n.0 == "store_unreachable" && n.1 == state)
+            .count()
+    };
+    // Black-holed: the next batch meets the hang, and the alert about it must not wait for
+    // MongoDB, where alerts are claimed.
+    proxy.stall();
+    assert_eq!(d.send(log_lines(100, "during").as_bytes()).events, 100);
+    wait_until(
+        "the store_unreachable alert while MongoDB hangs",
+        || (sent("firing") == 1).then_some(()),
+        || d.log(),
+    );
+    proxy.heal();
+    // Recorded in api_alerts once MongoDB answers, then resolved there and sent once more.
+    wait_until(
+        "the alert recorded and resolved in api_alerts",
+        || {
+            find_all(&client, &db, "api_alerts")
+                .into_iter()
+                .find(|a| a.get_str("rule") == Ok("store_unreachable") && a.get_str("state") == Ok("resolved"))
+        },
+        || d.log(),
+    );
+    wait_until(
+        "the resolved notification",
+        || (sent("resolved") == 1).then_some(()),
+        || d.log(),
+    );
+    assert_eq!(sent("firing"), 1, "sent once:\n{}", d.log());
+    wait_for_mongo_count(&client, &db, "api_logs", 200, &d);
+    assert!(d.stop().success(), "exit 0:\n{}", d.log());
+}
+
+#[test]
 fn mongodb_unreachable_at_start_then_appearing_gets_everything() {
     let port = free_port();
     let db = unique_db("late");

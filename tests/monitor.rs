@@ -211,24 +211,6 @@ fn a_restart_takes_up_firing_alerts_without_firing_them_again() {
 }
 
 /// The notifications in a generic webhook's body, as (rule, state, id).
-fn generic_notifications(r: &common::webhook::Received) -> Vec<(String, String, String)> {
-    let body = r.json();
-    body["data"]["notifications"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| {
-                    (
-                        n["rule"].as_str().unwrap_or("").to_string(),
-                        n["state"].as_str().unwrap_or("").to_string(),
-                        n["id"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn an_alert_reaches_the_webhooks_when_it_fires_and_when_it_resolves() {
     use common::webhook::{Receiver, Reply};
@@ -244,7 +226,7 @@ fn an_alert_reaches_the_webhooks_when_it_fires_and_when_it_resolves() {
         || {
             rx.received()
                 .iter()
-                .flat_map(generic_notifications)
+                .flat_map(common::webhook::generic_notifications)
                 .find(|n| n.0 == "error_rate")
         },
         || d.log(),
@@ -261,7 +243,7 @@ fn an_alert_reaches_the_webhooks_when_it_fires_and_when_it_resolves() {
         || {
             rx.received()
                 .iter()
-                .flat_map(generic_notifications)
+                .flat_map(common::webhook::generic_notifications)
                 .find(|n| n.0 == "error_rate" && n.1 == "resolved")
         },
         || d.log(),
@@ -269,7 +251,7 @@ fn an_alert_reaches_the_webhooks_when_it_fires_and_when_it_resolves() {
     let sent: Vec<_> = rx
         .received()
         .iter()
-        .flat_map(generic_notifications)
+        .flat_map(common::webhook::generic_notifications)
         .filter(|n| n.0 == "error_rate")
         .collect();
     assert_eq!(sent.len(), 2, "one firing, one resolved: {sent:?}");
@@ -301,7 +283,7 @@ fn two_collectors_sharing_one_mongodb_share_one_budget_and_send_its_alert_once()
         || {
             rx.received()
                 .iter()
-                .flat_map(generic_notifications)
+                .flat_map(common::webhook::generic_notifications)
                 .find(|n| n.0 == "budget")
         },
         || format!("{}\n---\n{}", a.log(), b.log()),
@@ -327,7 +309,7 @@ fn two_collectors_sharing_one_mongodb_share_one_budget_and_send_its_alert_once()
     let budget_sent = rx
         .received()
         .iter()
-        .flat_map(generic_notifications)
+        .flat_map(common::webhook::generic_notifications)
         .filter(|n| n.0 == "budget")
         .count();
     assert_eq!(budget_sent, 1, "claimed once across the two collectors");

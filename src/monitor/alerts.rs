@@ -130,6 +130,10 @@ struct Tracked {
 struct Episode {
     record: AlertRecord,
     last_sent: Timestamp,
+    /// False for an alert that fired while the store could not record it: it was sent anyway
+    /// (silence about an outage is worse than a rare duplicate), and is recorded once the store
+    /// answers.
+    recorded: bool,
 }
 
 pub struct Lifecycle<S> {
@@ -181,7 +185,11 @@ impl<S: AlertStore> Lifecycle<S> {
                 Tracked {
                     over: 0,
                     clear: 0,
-                    episode: Some(Episode { record, last_sent }),
+                    episode: Some(Episode {
+                        record,
+                        last_sent,
+                        recorded: true,
+                    }),
                 },
             );
         }
@@ -201,6 +209,7 @@ impl<S: AlertStore> Lifecycle<S> {
 
     /// One evaluation: every condition measured now. Keys not among them count as clear.
     pub async fn step(&mut self, conditions: Vec<Condition>, now: Timestamp) {
+        self.record_unrecorded().await;
         let measured: std::collections::HashSet<String> = conditions.iter().map(|c| c.key.clone()).collect();
         let gone: Vec<String> = self
             .tracked
@@ -284,16 +293,70 @@ impl<S: AlertStore> Lifecycle<S> {
                 let last_sent = existing.sent_at.unwrap_or(existing.started_at);
                 self.remember(&c.key, *existing, last_sent);
             }
-            Err(e) => self.store_failed("fire", &c.key, &e),
+            Err(e) => {
+                // The store is down or hangs (perhaps the very thing this alert is about): send
+                // it now and record it when the store answers. Sharing collectors may then each
+                // send it once; that is the price of not staying silent.
+                tracing::warn!(
+                    "cannot record alert {} in the store ({e}); sending it anyway, recorded once the store answers",
+                    c.key
+                );
+                self.tracked.entry(c.key.clone()).or_default().episode = Some(Episode {
+                    record: record.clone(),
+                    last_sent: now,
+                    recorded: false,
+                });
+                self.send(Transition {
+                    kind: TransitionKind::Firing,
+                    record,
+                })
+                .await;
+            }
+        }
+    }
+
+    /// Records the alerts sent while the store could not take them. One that another collector
+    /// recorded meanwhile is adopted.
+    async fn record_unrecorded(&mut self) {
+        let unrecorded: Vec<AlertRecord> = self
+            .tracked
+            .values()
+            .filter_map(|t| t.episode.as_ref().filter(|e| !e.recorded).map(|e| e.record.clone()))
+            .collect();
+        for record in unrecorded {
+            let key = record.key.clone();
+            match self.store.fire(record.clone()).await {
+                Ok(Fired::Claimed) => {
+                    if let Some(ep) = self.tracked.get_mut(&key).and_then(|t| t.episode.as_mut()) {
+                        ep.recorded = true;
+                    }
+                    // Its notification is in the queue already.
+                    if let Err(e) = self.store.mark_queued(key.clone(), record.started_at).await {
+                        tracing::debug!("cannot mark alert {key} as queued: {e}");
+                    }
+                    tracing::info!("alert {key}, sent while the store was unavailable, is recorded now");
+                }
+                Ok(Fired::AlreadyFiring(existing)) => {
+                    let last_sent = existing.sent_at.unwrap_or(existing.started_at);
+                    self.remember(&key, *existing, last_sent);
+                }
+                // Still unavailable: at the next evaluation.
+                Err(_) => return,
+            }
         }
     }
 
     async fn repeat(&mut self, c: &Condition, ep: Episode, now: Timestamp) {
         let r = &ep.record;
-        let claimed = self
-            .store
-            .repeat(r.key.clone(), r.started_at, r.repeats, c.value, now, self.me.clone())
-            .await;
+        // Not recorded (the store is still unavailable): nothing to claim against; this
+        // collector sent the firing, so it sends the repeat.
+        let claimed = if ep.recorded {
+            self.store
+                .repeat(r.key.clone(), r.started_at, r.repeats, c.value, now, self.me.clone())
+                .await
+        } else {
+            Ok(true)
+        };
         match claimed {
             Ok(won) => {
                 let mut record = ep.record.clone();
@@ -303,6 +366,9 @@ impl<S: AlertStore> Lifecycle<S> {
                 record.title = c.title.clone();
                 record.sent_at = Some(now);
                 self.remember(&c.key, record.clone(), now);
+                if let Some(kept) = self.tracked.get_mut(&c.key).and_then(|t| t.episode.as_mut()) {
+                    kept.recorded = ep.recorded;
+                }
                 if won {
                     let n = record.repeats;
                     self.send(Transition {
@@ -319,11 +385,15 @@ impl<S: AlertStore> Lifecycle<S> {
     async fn resolve(&mut self, key: &str, ep: Episode, c: Option<&Condition>, now: Timestamp) {
         let r = &ep.record;
         let value = c.map_or(r.value, |c| c.value);
-        match self
-            .store
-            .resolve(r.key.clone(), r.started_at, value, now, self.me.clone())
-            .await
-        {
+        // An alert the store never recorded resolves here alone (its history then lacks it).
+        let resolved = if ep.recorded {
+            self.store
+                .resolve(r.key.clone(), r.started_at, value, now, self.me.clone())
+                .await
+        } else {
+            Ok(true)
+        };
+        match resolved {
             Ok(won) => {
                 self.tracked.remove(key);
                 if won {
@@ -345,7 +415,11 @@ impl<S: AlertStore> Lifecycle<S> {
 
     fn remember(&mut self, key: &str, record: AlertRecord, last_sent: Timestamp) {
         let t = self.tracked.entry(key.to_string()).or_default();
-        t.episode = Some(Episode { record, last_sent });
+        t.episode = Some(Episode {
+            record,
+            last_sent,
+            recorded: true,
+        });
     }
 
     async fn send(&mut self, t: Transition) {
@@ -370,5 +444,132 @@ impl<S: AlertStore> Lifecycle<S> {
                 RateLimited::note(suppressed)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::{EmbeddedStore, Synchronous};
+    use crate::store::StoreError;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// The embedded store, switched off at will.
+    #[derive(Clone)]
+    struct Switchable {
+        store: EmbeddedStore,
+        down: Arc<AtomicBool>,
+    }
+
+    impl Switchable {
+        fn check(&self) -> Result<(), StoreError> {
+            match self.down.load(Ordering::SeqCst) {
+                true => Err(StoreError::transient("down")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl AlertStore for Switchable {
+        async fn fire(&self, record: AlertRecord) -> Result<Fired, StoreError> {
+            self.check()?;
+            self.store.fire(record).await
+        }
+        async fn repeat(
+            &self,
+            key: String,
+            started_at: Timestamp,
+            repeats_seen: u32,
+            value: f64,
+            now: Timestamp,
+            by: String,
+        ) -> Result<bool, StoreError> {
+            self.check()?;
+            self.store.repeat(key, started_at, repeats_seen, value, now, by).await
+        }
+        async fn resolve(
+            &self,
+            key: String,
+            started_at: Timestamp,
+            value: f64,
+            now: Timestamp,
+            by: String,
+        ) -> Result<bool, StoreError> {
+            self.check()?;
+            self.store.resolve(key, started_at, value, now, by).await
+        }
+        async fn mark_queued(&self, key: String, started_at: Timestamp) -> Result<(), StoreError> {
+            self.check()?;
+            self.store.mark_queued(key, started_at).await
+        }
+        async fn firing(&self) -> Result<Vec<AlertRecord>, StoreError> {
+            self.check()?;
+            self.store.firing().await
+        }
+    }
+
+    #[derive(Default)]
+    struct Sent(Mutex<Vec<TransitionKind>>);
+
+    impl AlertSink for Sent {
+        fn deliver(&self, t: Transition) -> Delivering<'_> {
+            self.0.lock().unwrap().push(t.kind);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn condition(over: bool) -> Condition {
+        Condition {
+            key: "store_unreachable{host=h}".into(),
+            rule: "store_unreachable",
+            labels: Default::default(),
+            severity: Severity::High,
+            value: if over { 10.0 } else { 0.0 },
+            threshold: 5.0,
+            over,
+            clear: !over,
+            for_evaluations: 1,
+            title: "t".into(),
+            message: "m".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_alert_the_store_cannot_take_is_sent_anyway_and_recorded_once_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Switchable {
+            store: EmbeddedStore::open(&dir.path().join("c.db"), Synchronous::Normal).unwrap(),
+            down: Arc::new(AtomicBool::new(true)),
+        };
+        let sent = Arc::new(Sent::default());
+        let hour = Duration::from_secs(3600);
+        let mut lifecycle = Lifecycle::new(store.clone(), sent.clone(), hour, "me".into());
+        let t = |s: i64| Timestamp(1_795_680_000_000 + s * 1000);
+
+        // Down: fired and repeated here alone.
+        lifecycle.step(vec![condition(true)], t(0)).await;
+        lifecycle.set_repeat_interval(Duration::ZERO);
+        lifecycle.step(vec![condition(true)], t(1)).await;
+        assert_eq!(
+            *sent.0.lock().unwrap(),
+            vec![TransitionKind::Firing, TransitionKind::Repeat(1)]
+        );
+
+        // Back: recorded as it stands (queued, nothing sent again), then the store's again.
+        store.down.store(false, Ordering::SeqCst);
+        lifecycle.set_repeat_interval(hour);
+        lifecycle.step(vec![condition(true)], t(2)).await;
+        let firing = store.store.firing().await.unwrap();
+        assert_eq!(firing.len(), 1);
+        assert_eq!(
+            (firing[0].repeats, firing[0].queued, firing[0].started_at),
+            (1, true, t(0))
+        );
+        assert_eq!(sent.0.lock().unwrap().len(), 2);
+        lifecycle.step(vec![condition(false)], t(3)).await;
+        assert!(store.store.firing().await.unwrap().is_empty(), "resolved in the store");
+        assert_eq!(sent.0.lock().unwrap().last(), Some(&TransitionKind::Resolved));
+        assert_eq!(sent.0.lock().unwrap().len(), 3);
     }
 }

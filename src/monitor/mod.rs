@@ -3,9 +3,10 @@
 //! It sees events once they are stored (an [`Observer`] on the pipeline's tap), never slowing
 //! ingest: the observer only adds them to in-memory windows ([`windows`]) and to the budget's
 //! running totals ([`budget`]). Every `evaluate_every` the monitor task writes finished windows to
-//! `api_metrics` (through the pipeline, like any event), reads the budget's totals from the store,
-//! turns the figures into conditions ([`rules`]) and runs them through the alert lifecycle
-//! ([`alerts`]), which claims each step in `api_alerts` before it is sent.
+//! `api_metrics` (through the pipeline, like any event), turns the figures into conditions
+//! ([`rules`]) and runs them through the alert lifecycle ([`alerts`]), which claims each step in
+//! `api_alerts` before it is sent. Beside that, every `budget.refresh`, it reads the budget's totals
+//! from the store; a slow store delays neither.
 //!
 //! A restart resets nothing: recent windows are rebuilt from the store, budget totals always come
 //! from it, and firing alerts are taken up again.
@@ -158,52 +159,63 @@ impl Monitor {
     ) {
         let repeat = self.lock().cfg.repeat_interval.0;
         let mut lifecycle = Lifecycle::new(store.clone(), sink, repeat, installation);
-        self.rebuild(&store).await;
-        match lifecycle.load().await {
+        // A store that hangs at start must not keep the daemon from stopping.
+        let started = async {
+            self.rebuild(&store).await;
+            lifecycle.load().await
+        };
+        let loaded = tokio::select! {
+            loaded = started => loaded,
+            _ = shutdown.recv() => return,
+        };
+        match loaded {
             Ok(0) => {}
             Ok(n) => tracing::info!("{n} alerts were firing before the restart; their resolution will follow"),
             Err(e) => tracing::warn!("cannot read the firing alerts from the store: {e}"),
         }
-        // The budget is answered from the start (the app may ask before its first call), so the
-        // first reading is not left to the first evaluation.
-        tokio::select! {
-            _ = self.read_budget(&store) => {}
-            _ = shutdown.recv() => return,
-        }
-        let mut next_budget_read = tokio::time::Instant::now() + self.lock().budget.config().refresh.0;
-        loop {
-            let every = self.lock().cfg.evaluate_every.0;
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.recv() => return,
+        // Budget readings go on beside the evaluations, so that a store that is slow to answer
+        // (or hangs, up to the reading's 30 s) delays neither the alerts nor the windows. The
+        // first starts at once: the app may ask for the budget before its first call.
+        let budget_readings = async {
+            loop {
+                self.read_budget(&store).await;
+                let refresh = self.lock().budget.config().refresh.0;
+                tokio::time::sleep(refresh).await;
             }
-            if tokio::time::Instant::now() >= next_budget_read {
+        };
+        let evaluations = async {
+            loop {
+                let every = self.lock().cfg.evaluate_every.0;
                 tokio::select! {
-                    _ = self.read_budget(&store) => {}
+                    _ = tokio::time::sleep(every) => {}
                     _ = shutdown.recv() => return,
                 }
-                next_budget_read = tokio::time::Instant::now() + self.lock().budget.config().refresh.0;
-            }
-            let now = Timestamp::now();
-            let Evaluation { finished, conditions } = self.evaluate(&store.health(), now);
-            let repeat = self.lock().cfg.repeat_interval.0;
-            if !finished.is_empty() {
-                let reservation = metrics.budget().force(0);
-                let chunk = Chunk {
-                    events: finished,
-                    ack: None,
-                    reservation,
-                };
-                if metrics.send(chunk).await.is_err() {
-                    return;
+                let now = Timestamp::now();
+                let Evaluation { finished, conditions } = self.evaluate(&store.health(), now);
+                let repeat = self.lock().cfg.repeat_interval.0;
+                if !finished.is_empty() {
+                    let reservation = metrics.budget().force(0);
+                    let chunk = Chunk {
+                        events: finished,
+                        ack: None,
+                        reservation,
+                    };
+                    if metrics.send(chunk).await.is_err() {
+                        return;
+                    }
                 }
+                lifecycle.set_repeat_interval(repeat);
+                tokio::select! {
+                    _ = lifecycle.step(conditions, now) => {}
+                    _ = shutdown.recv() => return,
+                }
+                self.lock().firing = lifecycle.firing();
             }
-            lifecycle.set_repeat_interval(repeat);
-            tokio::select! {
-                _ = lifecycle.step(conditions, now) => {}
-                _ = shutdown.recv() => return,
-            }
-            self.lock().firing = lifecycle.firing();
+        };
+        // The evaluations end at shutdown (or when the pipeline is gone), and the readings with them.
+        tokio::select! {
+            _ = budget_readings => {}
+            _ = evaluations => {}
         }
     }
 
@@ -258,13 +270,15 @@ impl Monitor {
         }
         let now = Timestamp::now().as_millis();
         let from = now - keep;
-        let buckets = match store
-            .request_buckets(TimeRange::between(Timestamp(from), Timestamp(now)))
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => {
+        let read = store.request_buckets(TimeRange::between(Timestamp(from), Timestamp(now)));
+        let buckets = match tokio::time::timeout(Duration::from_secs(30), read).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
                 tracing::warn!("cannot rebuild the monitor's windows from the store: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("cannot rebuild the monitor's windows: the store did not answer within 30 s");
                 return;
             }
         };

@@ -316,10 +316,25 @@ mod mongo_impl {
         StoreError::transient(format!("MongoDB: {e}"))
     }
 
+    /// A call that gives up after `limit` (`mongodb.write_timeout`): a MongoDB that hangs must not
+    /// stall the monitor, whose alerts are needed most then.
+    async fn within<T>(
+        limit: std::time::Duration,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(StoreError::transient(format!(
+                "MongoDB: no answer within mongodb.write_timeout ({})",
+                crate::config::HumanDuration(limit)
+            )))
+        })
+    }
+
     impl AlertStore for MongoStore {
         fn fire(&self, record: AlertRecord) -> impl Future<Output = Result<Fired, StoreError>> + Send {
             let this = self.clone();
-            async move {
+            let limit = this.write_timeout();
+            within(limit, async move {
                 let coll = this.documents(crate::event::Collection::Alerts);
                 let id = oid(current_id(&record.key));
                 // Usually it already fires (an earlier run, another collector): say so without a
@@ -365,7 +380,7 @@ mod mongo_impl {
                     }
                     Err(e) => Err(error(e)),
                 }
-            }
+            })
         }
 
         fn repeat(
@@ -378,7 +393,8 @@ mod mongo_impl {
             by: String,
         ) -> impl Future<Output = Result<bool, StoreError>> + Send {
             let this = self.clone();
-            async move {
+            let limit = this.write_timeout();
+            within(limit, async move {
                 let r = this
                     .documents(crate::event::Collection::Alerts)
                     .update_one(
@@ -388,7 +404,7 @@ mod mongo_impl {
                     .await
                     .map_err(error)?;
                 Ok(r.modified_count == 1)
-            }
+            })
         }
 
         fn resolve(
@@ -400,7 +416,8 @@ mod mongo_impl {
             by: String,
         ) -> impl Future<Output = Result<bool, StoreError>> + Send {
             let this = self.clone();
-            async move {
+            let limit = this.write_timeout();
+            within(limit, async move {
                 let r = this
                     .documents(crate::event::Collection::Alerts)
                     .update_one(
@@ -410,7 +427,7 @@ mod mongo_impl {
                     .await
                     .map_err(error)?;
                 Ok(r.modified_count == 1)
-            }
+            })
         }
 
         fn mark_queued(
@@ -419,7 +436,8 @@ mod mongo_impl {
             started_at: Timestamp,
         ) -> impl Future<Output = Result<(), StoreError>> + Send {
             let this = self.clone();
-            async move {
+            let limit = this.write_timeout();
+            within(limit, async move {
                 this.documents(crate::event::Collection::Alerts)
                     .update_one(
                         doc! { "_id": oid(current_id(&key)), "started_at": date(started_at) },
@@ -428,12 +446,13 @@ mod mongo_impl {
                     .await
                     .map_err(error)?;
                 Ok(())
-            }
+            })
         }
 
         fn firing(&self) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send {
             let this = self.clone();
-            async move {
+            let limit = this.write_timeout();
+            within(limit, async move {
                 use futures_util::TryStreamExt;
                 let docs: Vec<Document> = this
                     .documents(crate::event::Collection::Alerts)
@@ -446,7 +465,7 @@ mod mongo_impl {
                 docs.into_iter()
                     .map(|d| AlertRecord::from_json(to_json(Bson::Document(d))))
                     .collect()
-            }
+            })
         }
     }
 }

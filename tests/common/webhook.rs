@@ -214,3 +214,22 @@ fn serve(
         }
     }
 }
+
+/// The `(rule, state, id)` of each notification in a `generic` webhook body.
+pub fn generic_notifications(r: &Received) -> Vec<(String, String, String)> {
+    let body = r.json();
+    body["data"]["notifications"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    (
+                        n["rule"].as_str().unwrap_or("").to_string(),
+                        n["state"].as_str().unwrap_or("").to_string(),
+                        n["id"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -153,6 +153,11 @@ impl MongoStore {
         Ok(store)
     }
 
+    /// How long a write may go unanswered (`mongodb.write_timeout`).
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.inner.write_timeout
+    }
+
     fn name(&self, c: Collection) -> &str {
         self.inner.names.name(c)
     }
