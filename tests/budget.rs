@@ -235,20 +235,12 @@ fn a_reached_limit_refuses_and_a_models_own_limit_refuses_only_that_model() {
     assert!(r.text().contains("unknown parameter `modle`"), "{}", r.text());
 }
 
+/// The `(rule, state)` of each notification in a `generic` webhook body.
 fn generic_rules(r: &common::webhook::Received) -> Vec<(String, String)> {
-    r.json()["data"]["notifications"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|n| {
-                    (
-                        n["rule"].as_str().unwrap_or("").to_string(),
-                        n["state"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    common::webhook::generic_notifications(r)
+        .into_iter()
+        .map(|(rule, state, _)| (rule, state))
+        .collect()
 }
 
 fn post_json(api: &str, path: &str, body: &str) -> common::http::Response {
