@@ -150,12 +150,6 @@ impl Coordinator {
             Err(_) => Err(tasks.lock().keys().copied().collect()),
         }
     }
-
-    /// Signals every listener and waits until all of them (and their children) are dropped.
-    pub async fn shutdown(self) {
-        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-        let _ = self.shutdown_by(far).await;
-    }
 }
 
 impl Default for Coordinator {

@@ -87,7 +87,8 @@ impl Running {
     }
 
     async fn stop(self) {
-        tokio::time::timeout(PATIENCE, self.coordinator.shutdown())
+        self.coordinator
+            .shutdown_by(tokio::time::Instant::now() + PATIENCE)
             .await
             .expect("the notifier stops");
         self.task.await.expect("run ended");

@@ -282,7 +282,7 @@ impl<S: AlertStore> Lifecycle<S> {
         };
         match self.store.fire(record.clone()).await {
             Ok(Fired::Claimed) => {
-                self.remember(&c.key, record.clone(), now);
+                self.remember(&c.key, record.clone(), now, true);
                 self.send(Transition {
                     kind: TransitionKind::Firing,
                     record,
@@ -291,7 +291,7 @@ impl<S: AlertStore> Lifecycle<S> {
             }
             Ok(Fired::AlreadyFiring(existing)) => {
                 let last_sent = existing.sent_at.unwrap_or(existing.started_at);
-                self.remember(&c.key, *existing, last_sent);
+                self.remember(&c.key, *existing, last_sent, true);
             }
             Err(e) => {
                 // The store is down or hangs (perhaps the very thing this alert is about): send
@@ -301,11 +301,7 @@ impl<S: AlertStore> Lifecycle<S> {
                     "cannot record alert {} in the store ({e}); sending it anyway, recorded once the store answers",
                     c.key
                 );
-                self.tracked.entry(c.key.clone()).or_default().episode = Some(Episode {
-                    record: record.clone(),
-                    last_sent: now,
-                    recorded: false,
-                });
+                self.remember(&c.key, record.clone(), now, false);
                 self.send(Transition {
                     kind: TransitionKind::Firing,
                     record,
@@ -338,7 +334,7 @@ impl<S: AlertStore> Lifecycle<S> {
                 }
                 Ok(Fired::AlreadyFiring(existing)) => {
                     let last_sent = existing.sent_at.unwrap_or(existing.started_at);
-                    self.remember(&key, *existing, last_sent);
+                    self.remember(&key, *existing, last_sent, true);
                 }
                 // Still unavailable: at the next evaluation.
                 Err(_) => return,
@@ -365,10 +361,7 @@ impl<S: AlertStore> Lifecycle<S> {
                 record.message = c.message.clone();
                 record.title = c.title.clone();
                 record.sent_at = Some(now);
-                self.remember(&c.key, record.clone(), now);
-                if let Some(kept) = self.tracked.get_mut(&c.key).and_then(|t| t.episode.as_mut()) {
-                    kept.recorded = ep.recorded;
-                }
+                self.remember(&c.key, record.clone(), now, ep.recorded);
                 if won {
                     let n = record.repeats;
                     self.send(Transition {
@@ -413,12 +406,12 @@ impl<S: AlertStore> Lifecycle<S> {
         }
     }
 
-    fn remember(&mut self, key: &str, record: AlertRecord, last_sent: Timestamp) {
+    fn remember(&mut self, key: &str, record: AlertRecord, last_sent: Timestamp, recorded: bool) {
         let t = self.tracked.entry(key.to_string()).or_default();
         t.episode = Some(Episode {
             record,
             last_sent,
-            recorded: true,
+            recorded,
         });
     }
 
