@@ -705,3 +705,62 @@ fn the_tail_keeps_up_with_200_events_a_second_under_30_percent_busy() {
     let errors = page.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+#[test]
+fn a_lagging_tail_waits_before_it_catches_up_with_last_event_id() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    // Small batches and the smallest memory budget: during a burst the sources wait for memory,
+    // the stream holds its batches back, and more are stored than its feed keeps, so the page is
+    // told it lagged.
+    let d = Daemon::start("[pipeline]\nmax_batch = 10\nmemory_budget = \"1MiB\"\n[socket]\nmax_line_bytes = 65536\n");
+    let api = d.api();
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &api);
+    // Every state the tail goes through, with the time it was entered.
+    page.eval(
+        "window.__states = []; new MutationObserver(() => window.__states.push(document.getElementById('live-state').dataset.state + '@' + Math.round(performance.now()))).observe(document.getElementById('live-state'), {attributes: true, attributeFilter: ['data-state']}); true",
+    );
+    const BURST: usize = 10_000;
+    let burst: String = (0..BURST)
+        .map(|i| log_line("INFO", "burst", &format!("burst {i}"), json!({})))
+        .collect();
+    assert_eq!(d.send(burst.as_bytes()).events, BURST as u64);
+    // Live again with the end of the burst, replayed from the store (the lag may come before the
+    // page saw any event: it then resumes from when its stream opened).
+    page.wait_for(
+        "the last entry of the burst, live again",
+        &format!(
+            "document.getElementById('live-state').dataset.state === 'live' && [...document.querySelectorAll('#live-list .msg')].some(e => e.textContent === 'burst {}')",
+            BURST - 1
+        ),
+    );
+    let states: Vec<(String, u64)> = eval_strings(&page, "window.__states")
+        .iter()
+        .map(|s| {
+            let (state, at) = s.split_once('@').expect("state@time");
+            (state.to_string(), at.parse().expect("a time"))
+        })
+        .collect();
+    let lag = states
+        .iter()
+        .position(|(s, _)| s == "catching-up")
+        .unwrap_or_else(|| panic!("the tail was told it lagged: {states:?}"));
+    let (reconnect, at) = states[lag + 1].clone();
+    assert_eq!(reconnect, "connecting", "{states:?}");
+    assert!(
+        at - states[lag].1 >= 900,
+        "it waited about a second before replaying: {states:?}"
+    );
+    let status = page.eval("document.getElementById('live-state').textContent");
+    assert!(
+        status.as_str().is_some_and(|s| s.contains("跳过")),
+        "the skipped count is shown: {status}"
+    );
+    // Nothing twice: the replay starts after the last entry shown.
+    let messages = eval_strings(
+        &page,
+        "[...document.querySelectorAll('#live-list .msg')].map(e => e.textContent)",
+    );
+    let distinct: HashSet<&String> = messages.iter().collect();
+    assert_eq!(distinct.len(), messages.len(), "no entry shown twice");
+}

@@ -49,6 +49,7 @@
     'live.connecting': ['连接中', 'Connecting'],
     'live.live': ['实时', 'Live'],
     'live.retrying': ['连接断开，{0} 秒后重连', 'Disconnected; reconnecting in {0} s'],
+    'live.catching-up': ['流量过大，{0} 秒后补取', 'Too fast; catching up in {0} s'],
     'live.counts': ['显示 {0} 条 · 已收 {1} 条', '{0} shown · {1} received'],
     'live.paused': ['已暂停，新到 {0} 条', 'Paused; {0} new'],
     'live.lagged': ['流量过大，跳过 {0} 条，已用 Last-Event-ID 补取', 'Too fast: {0} skipped, fetched again with Last-Event-ID'],
@@ -377,6 +378,7 @@
   const live = {
     buf: [], BUF_MAX: 10000, DOM_MAX: 2000, pending: [], paused: false, newWhilePaused: 0,
     lastId: null, ctrl: null, state: 'connecting', retry: 0, retryAt: 0, timer: 0, statusTimer: 0, flushAt: 0, rows: 0,
+    lagRetry: -1, lagAt: 0, startId: null,
     modules: new Set(), received: 0, lagged: 0, frame: 0, statusAt: 0,
     filter: { min: 0, module: '', q: '' },
   };
@@ -395,6 +397,12 @@
     $('live-state').dataset.state = state;
     liveStatus(true);
   }
+  function liveStateText() {
+    const waiting = live.state === 'retrying' || live.state === 'catching-up';
+    return waiting
+      ? t('live.' + live.state, Math.max(1, Math.round((live.retryAt - Date.now()) / 1000)))
+      : t('live.' + live.state);
+  }
   function liveStatus(force) {
     const now = performance.now();
     if (!force && now - live.statusAt < 1000) {
@@ -403,9 +411,7 @@
       return;
     }
     live.statusAt = now;
-    let s = live.state === 'retrying'
-      ? t('live.retrying', Math.max(1, Math.round((live.retryAt - Date.now()) / 1000)))
-      : t('live.' + live.state);
+    let s = liveStateText();
     s += ' · ' + t('live.counts', int(live.rows), int(live.received));
     if (live.paused) s += ' · ' + t('live.paused', int(live.newWhilePaused));
     if (live.lagged) s += ' · ' + t('live.lagged', int(live.lagged));
@@ -425,6 +431,10 @@
         if (r.status === 401) { askToken(); throw new HttpError(401, t('err.token')); }
         if (!r.ok) throw new HttpError(r.status, r.statusText);
         live.retry = 0;
+        // Told `lagged` before any event, the page still needs a place to resume from: a second
+        // before the stream opened, by the daemon's clock.
+        const opened = Date.parse(r.headers.get('Date') || '');
+        if (!live.lastId && opened) live.startId = (opened - 1000) + '_000000000000000000000000';
         liveSetState('live');
         const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
         let rest = '';
@@ -464,9 +474,21 @@
       else if (field === 'data') data = data ? data + '\n' + value : value;
     }
     if (event === 'lagged') {
-      // Missed events: reconnect at once with Last-Event-ID, which replays them from the store.
+      // Missed events: reconnect with Last-Event-ID, which replays them from the store, after a
+      // pause (1 s, doubling while lags keep coming, at most 15 s; back to 1 s after 30 s without
+      // one). The daemon lets streams lag on purpose while ingest runs at full speed: replaying at
+      // once would take the store's time exactly then.
       try { live.lagged += JSON.parse(data).skipped || 0; } catch (e) { /* keep going */ }
-      if (live.ctrl === ctrl) { ctrl.abort(); live.ctrl = null; liveConnect(); }
+      if (!live.lastId) live.lastId = live.startId;
+      if (live.ctrl === ctrl) {
+        ctrl.abort(); live.ctrl = null;
+        const now = Date.now();
+        live.lagRetry = now - live.lagAt > 30000 ? 0 : Math.min(4, live.lagRetry + 1);
+        live.lagAt = now;
+        live.retryAt = now + Math.min(15000, 1000 * 2 ** live.lagRetry);
+        liveSetState('catching-up');
+        live.timer = setTimeout(liveConnect, live.retryAt - now);
+      }
       return true;
     }
     if (!data) return false;
@@ -1005,7 +1027,7 @@
       ['rate', rate, ''],
       ['stored', int(stored), ''],
       ['rejected', int(rej.pagination.total) + (rej.pagination.total_is_lower_bound ? '+' : ''), rej.pagination.total ? 'bad' : ''],
-      ['stream', t('live.' + live.state), live.state === 'live' ? 'good' : 'bad'],
+      ['stream', liveStateText(), live.state === 'live' ? 'good' : 'bad'],
     ];
     if (s.failing_collections && s.failing_collections.length) items.push(['ready', t('st.failing', s.failing_collections.join('; ')), 'bad']);
     const grid = $('st-grid');
