@@ -708,11 +708,31 @@ fn the_tail_keeps_up_with_200_events_a_second_under_30_percent_busy() {
 
 #[test]
 fn a_lagging_tail_waits_before_it_catches_up_with_last_event_id() {
+    lag_then_catch_up("", |_| {});
+}
+
+/// More missed than `api.max_replay`: the replay itself says `lagged` (with its reason) before the
+/// newest events; the page counts it and reads on, instead of reconnecting for the same replay.
+#[test]
+fn a_lag_past_max_replay_is_counted_and_the_tail_goes_on() {
+    lag_then_catch_up("[api]\nmax_replay = 2000\n", |page| {
+        // (The status line is refreshed at most once a second.)
+        page.wait_for(
+        "all but the newest 2,000 counted as skipped",
+        "(() => { const m = document.getElementById('live-state').textContent.match(/跳过 ([\\d,]+) 条/); return m && +m[1].replace(/,/g, '') >= 8000; })()",
+        );
+    });
+}
+
+/// A burst the page's stream lags behind, then `more` checks on the page once it is live again.
+fn lag_then_catch_up(extra: &str, more: impl FnOnce(&Page)) {
     let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
     // Small batches and the smallest memory budget: during a burst the sources wait for memory,
     // the stream holds its batches back, and more are stored than its feed keeps, so the page is
     // told it lagged.
-    let d = Daemon::start("[pipeline]\nmax_batch = 10\nmemory_budget = \"1MiB\"\n[socket]\nmax_line_bytes = 65536\n");
+    let d = Daemon::start(&format!(
+        "[pipeline]\nmax_batch = 10\nmemory_budget = \"1MiB\"\n[socket]\nmax_line_bytes = 65536\n{extra}"
+    ));
     let api = d.api();
     let browser = Browser::launch();
     let (page, _) = open(&browser, &api);
@@ -763,4 +783,5 @@ fn a_lagging_tail_waits_before_it_catches_up_with_last_event_id() {
     );
     let distinct: HashSet<&String> = messages.iter().collect();
     assert_eq!(distinct.len(), messages.len(), "no entry shown twice");
+    more(&page);
 }

@@ -478,7 +478,13 @@
       // pause (1 s, doubling while lags keep coming, at most 15 s; back to 1 s after 30 s without
       // one). The daemon lets streams lag on purpose while ingest runs at full speed: replaying at
       // once would take the store's time exactly then.
-      try { live.lagged += JSON.parse(data).skipped || 0; } catch (e) { /* keep going */ }
+      let lag = {};
+      try { lag = JSON.parse(data) || {}; } catch (e) { /* keep going */ }
+      live.lagged += lag.skipped || 0;
+      // The replay's own `lagged` (with a reason: more were missed than api.max_replay) comes
+      // before the newest events, which it sends; the older ones cannot be fetched, and
+      // reconnecting from the same id would only bring the same replay again: read on.
+      if (lag.reason) return false;
       if (!live.lastId) live.lastId = live.startId;
       if (live.ctrl === ctrl) {
         ctrl.abort(); live.ctrl = null;
