@@ -576,9 +576,12 @@ struct Hub {
     running: std::sync::Mutex<bool>,
 }
 
-/// The hubs of the streamed collections, and the memory budget whose shortage tells them that
-/// ingest needs every cycle it can get.
-pub(crate) struct Hubs(Vec<Arc<Hub>>, Budget);
+/// The hubs of the streamed collections.
+pub(crate) struct Hubs {
+    hubs: Vec<Arc<Hub>>,
+    /// The pipeline's memory budget: when it runs short, ingest needs every cycle it can get.
+    memory: Budget,
+}
 
 /// Formatted batches a hub keeps for clients that are behind.
 const HUB_BATCHES: usize = 16;
@@ -590,8 +593,8 @@ const YIELD_CHECK: Duration = Duration::from_millis(10);
 
 impl Hubs {
     pub fn new(memory: Budget) -> Hubs {
-        Hubs(
-            STREAMS
+        Hubs {
+            hubs: STREAMS
                 .iter()
                 .map(|s| {
                     Arc::new(Hub {
@@ -602,12 +605,12 @@ impl Hubs {
                 })
                 .collect(),
             memory,
-        )
+        }
     }
 
     /// A new client's receiver; starts the hub's formatting task if it is not running.
     fn subscribe(&self, collection: Collection, api: &Api) -> broadcast::Receiver<Arc<Formatted>> {
-        let Some(hub) = self.0.iter().find(|h| h.collection == collection) else {
+        let Some(hub) = self.hubs.iter().find(|h| h.collection == collection) else {
             // Not a streamed collection: a receiver that never gets anything.
             return broadcast::channel(1).1;
         };
@@ -619,7 +622,7 @@ impl Hubs {
                 hub.clone(),
                 api.inner.tap.clone(),
                 api.inner.host.clone(),
-                self.1.clone(),
+                self.memory.clone(),
                 api.inner.stopping.clone(),
             );
             stream_tasks(api).spawn(hub.format(tap, host, memory, stopping));
