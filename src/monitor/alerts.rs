@@ -7,7 +7,7 @@
 //! MongoDB send a shared alert (the budget) once, and a restart neither fires an alert a second time
 //! nor forgets to resolve it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -144,7 +144,13 @@ pub struct Lifecycle<S> {
     /// This installation, recorded with each claim.
     me: String,
     store_errors: RateLimited,
+    /// Alerts that fired and resolved while the store could not record them, oldest first: written
+    /// to its history once it answers (at most `UNRECORDED_HISTORY`; the oldest go first).
+    unrecorded_history: VecDeque<AlertRecord>,
 }
+
+/// How many occurrences an outage may leave to record afterwards.
+const UNRECORDED_HISTORY: usize = 1000;
 
 impl<S: AlertStore> Lifecycle<S> {
     pub fn new(store: S, sink: Arc<dyn AlertSink>, repeat_interval: Duration, me: String) -> Lifecycle<S> {
@@ -155,6 +161,7 @@ impl<S: AlertStore> Lifecycle<S> {
             repeat_interval,
             me,
             store_errors: RateLimited::new(Duration::from_secs(60)),
+            unrecorded_history: VecDeque::new(),
         }
     }
 
@@ -311,9 +318,13 @@ impl<S: AlertStore> Lifecycle<S> {
         }
     }
 
-    /// Records the alerts sent while the store could not take them. One that another collector
-    /// recorded meanwhile is adopted.
+    /// Records the alerts sent while the store could not take them: first the occurrences that
+    /// also ended meanwhile, then those still firing. One that another collector recorded
+    /// meanwhile is adopted.
     async fn record_unrecorded(&mut self) {
+        if self.record_unrecorded_history().await.is_err() {
+            return;
+        }
         let unrecorded: Vec<AlertRecord> = self
             .tracked
             .values()
@@ -340,6 +351,41 @@ impl<S: AlertStore> Lifecycle<S> {
                 Err(_) => return,
             }
         }
+    }
+
+    /// Writes the occurrences that fired and resolved during an outage as they happened: started,
+    /// (marked queued, so that a crash before the next step sends nothing again), then ended. Err
+    /// while the store is still unavailable; what is left waits for the next evaluation.
+    async fn record_unrecorded_history(&mut self) -> Result<(), crate::store::StoreError> {
+        while let Some(ended) = self.unrecorded_history.front() {
+            let (key, started_at) = (ended.key.clone(), ended.started_at);
+            let mut started = ended.clone();
+            started.state = AlertState::Firing;
+            started.ended_at = None;
+            let ours = match self.store.fire(started).await? {
+                Fired::Claimed => {
+                    self.store.mark_queued(key.clone(), started_at).await?;
+                    true
+                }
+                // Started by an earlier try whose end did not go through.
+                Fired::AlreadyFiring(r) if r.started_at == started_at && r.claimed_by == self.me => true,
+                // Another occurrence fires there now (another collector's): it keeps the place.
+                Fired::AlreadyFiring(_) => false,
+            };
+            if ours {
+                let (value, ended_at) = (ended.value, ended.ended_at.unwrap_or(started_at));
+                self.store
+                    .resolve(key.clone(), started_at, value, ended_at, self.me.clone())
+                    .await?;
+                tracing::info!(
+                    "alert {key}, which fired and resolved while the store was unavailable, is recorded now"
+                );
+            } else {
+                tracing::info!("alert {key} fired and resolved while the store was unavailable; not recorded, as it fires again elsewhere");
+            }
+            self.unrecorded_history.pop_front();
+        }
+        Ok(())
     }
 
     async fn repeat(&mut self, c: &Condition, ep: Episode, now: Timestamp) {
@@ -378,7 +424,7 @@ impl<S: AlertStore> Lifecycle<S> {
     async fn resolve(&mut self, key: &str, ep: Episode, c: Option<&Condition>, now: Timestamp) {
         let r = &ep.record;
         let value = c.map_or(r.value, |c| c.value);
-        // An alert the store never recorded resolves here alone (its history then lacks it).
+        // An alert the store never recorded resolves here alone, and goes to its history later.
         let resolved = if ep.recorded {
             self.store
                 .resolve(r.key.clone(), r.started_at, value, now, self.me.clone())
@@ -395,6 +441,12 @@ impl<S: AlertStore> Lifecycle<S> {
                     record.value = value;
                     record.ended_at = Some(now);
                     record.sent_at = Some(now);
+                    if !ep.recorded {
+                        if self.unrecorded_history.len() == UNRECORDED_HISTORY {
+                            self.unrecorded_history.pop_front();
+                        }
+                        self.unrecorded_history.push_back(record.clone());
+                    }
                     self.send(Transition {
                         kind: TransitionKind::Resolved,
                         record,
@@ -564,5 +616,50 @@ mod tests {
         assert!(store.store.firing().await.unwrap().is_empty(), "resolved in the store");
         assert_eq!(sent.0.lock().unwrap().last(), Some(&TransitionKind::Resolved));
         assert_eq!(sent.0.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_alert_that_fired_and_resolved_during_an_outage_goes_to_the_history_once_the_store_answers() {
+        use crate::event::Collection;
+        use crate::store::query::{FindQuery, Query};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Switchable {
+            store: EmbeddedStore::open(&dir.path().join("c.db"), Synchronous::Normal).unwrap(),
+            down: Arc::new(AtomicBool::new(true)),
+        };
+        let sent = Arc::new(Sent::default());
+        let mut lifecycle = Lifecycle::new(store.clone(), sent.clone(), Duration::from_secs(3600), "me".into());
+        let t = |s: i64| Timestamp(1_795_680_000_000 + s * 1000);
+
+        // Down: fires, resolves, and fires again.
+        lifecycle.step(vec![condition(true)], t(0)).await;
+        lifecycle.step(vec![condition(false)], t(1)).await;
+        lifecycle.step(vec![condition(true)], t(2)).await;
+        let kinds = vec![TransitionKind::Firing, TransitionKind::Resolved, TransitionKind::Firing];
+        assert_eq!(*sent.0.lock().unwrap(), kinds);
+
+        // Back: the ended occurrence is in the history, the new one fires; nothing is sent again.
+        store.down.store(false, Ordering::SeqCst);
+        lifecycle.step(vec![condition(true)], t(3)).await;
+        let mut q = FindQuery::new(Collection::Alerts);
+        q.limit = 10;
+        let docs = store.store.find(q).await.unwrap().docs;
+        let mut occurrences: Vec<(String, Option<String>)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d["state"].as_str().unwrap().to_string(),
+                    d["ended_at"].as_str().map(String::from),
+                )
+            })
+            .collect();
+        occurrences.sort();
+        assert_eq!(docs.len(), 2, "{docs:?}");
+        assert_eq!(occurrences[0].0, "firing");
+        assert_eq!(occurrences[1].0, "resolved");
+        assert!(occurrences[1].1.is_some(), "{docs:?}");
+        let firing = store.store.firing().await.unwrap();
+        assert_eq!((firing.len(), firing[0].started_at), (1, t(2)));
+        assert_eq!(*sent.0.lock().unwrap(), kinds);
     }
 }
