@@ -506,6 +506,39 @@ fn a_stream_resumed_with_last_event_id_misses_nothing_and_repeats_nothing() {
     assert_eq!(got, want);
 }
 
+/// More missed than `api.max_replay`: the newest are replayed after a `lagged` that counts the rest
+/// exactly, the events the client saw in its last event's millisecond not among them.
+#[test]
+fn a_resume_past_max_replay_counts_exactly_what_it_leaves_out() {
+    let d = Daemon::start("[api]\nmax_replay = 10\n");
+    let api = d.api();
+    let same_ms = 1_795_680_000.5;
+    let mut first = Sse::open(&api, "/api/logs/stream", &[]);
+    let burst: String = (0..20)
+        .map(|i| format!("{{\"timestamp\": {same_ms}, \"message\": \"a line {i}\"}}\n"))
+        .collect();
+    d.send(burst.as_bytes());
+    let seen: Vec<_> = (0..5).map(|_| first.next().expect("an event")).collect();
+    assert_eq!(
+        messages(&seen),
+        (0..5).map(|i| format!("a line {i}")).collect::<Vec<_>>()
+    );
+    let last = seen[4].id.clone().expect("an id");
+    drop(first);
+
+    d.send(&log_lines(1_795_680_001_000, 30, "b"));
+    let mut again = Sse::open(&api, "/api/logs/stream", &[("Last-Event-ID", &last)]);
+    let lag = again.next().expect("an event");
+    assert_eq!(lag.event.as_deref(), Some("lagged"), "{lag:?}");
+    // 15 more in that millisecond and 30 after it: 45 missed, the newest 10 replayed.
+    assert_eq!(lag.json()["skipped"], 35, "{lag:?}");
+    let replayed: Vec<_> = (0..10).map(|_| again.next().expect("an event")).collect();
+    assert_eq!(
+        messages(&replayed),
+        (20..30).map(|i| format!("b line {i}")).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn streams_filter_by_level_module_and_text_and_send_keep_alives() {
     let d = Daemon::start("[api]\nkeep_alive = \"50ms\"\n");

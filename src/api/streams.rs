@@ -322,27 +322,9 @@ impl Feed {
         let mut newer: Vec<(Position, Value)> = Vec::new();
         let mut total = None;
         loop {
-            // On the server's runtime, at the daemon's priority, as other queries.
-            let api = self.api.clone();
-            let query = q.clone();
-            let found = self
-                .api
-                .inner
-                .main
-                .spawn(async move { api.timed(api.store().find(query)).await });
-            let found = found.await.unwrap_or_else(|e| {
-                Err(ApiError::new(
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the query failed: {e}"),
-                ))
-            });
-            let page = match found {
+            let page = match self.find(q.clone()).await {
                 Ok(page) => page,
-                Err(e) => {
-                    let data = json!({"error": format!("cannot replay from Last-Event-ID: {}", e.message)});
-                    self.push("error", None, &data.to_string());
-                    return self.flush().await;
-                }
+                Err(e) => return self.replay_failed(e).await,
             };
             total = total.or(page.total);
             for doc in page.docs {
@@ -356,7 +338,12 @@ impl Feed {
             }
         }
         if newer.len() > cap || total.is_some_and(|t| t.n > newer.len() as u64 && newer.len() >= cap) {
-            let skipped = total.map_or(0, |t| t.n).saturating_sub(cap as u64);
+            // The count is from `after`'s millisecond on: take away what the client has seen of it.
+            let seen = match self.seen_in_its_millisecond(after, &q).await {
+                Ok(seen) => seen,
+                Err(e) => return self.replay_failed(e).await,
+            };
+            let skipped = total.map_or(0, |t| t.n).saturating_sub(seen + cap as u64);
             newer.truncate(cap);
             let data = json!({"skipped": skipped, "reason": "more events than api.max_replay since Last-Event-ID; the oldest were not replayed"});
             self.push("lagged", None, &data.to_string());
@@ -368,6 +355,52 @@ impl Feed {
             sent.insert(position.id);
             self.flush_if_full().await?;
         }
+        self.flush().await
+    }
+
+    /// The stored events in `after`'s millisecond at or before it (those the client has seen),
+    /// read up to the replay's count limit.
+    async fn seen_in_its_millisecond(&self, after: &Position, replay: &FindQuery) -> Result<u64, ApiError> {
+        let mut q = replay.clone();
+        q.range = TimeRange::between(Timestamp(after.time_ms), Timestamp(after.time_ms.saturating_add(1)));
+        q.after = None;
+        q.count_up_to = 0;
+        let (mut seen, mut read) = (0u64, 0u64);
+        loop {
+            let page = self.find(q.clone()).await?;
+            read += page.docs.len() as u64;
+            let collection = self.stream.collection;
+            seen += page
+                .docs
+                .iter()
+                .filter(|d| Position::of_doc(collection, d).is_some_and(|p| p <= *after))
+                .count() as u64;
+            match page.next {
+                Some(next) if read < replay.count_up_to => q.after = Some(next),
+                _ => return Ok(seen),
+            }
+        }
+    }
+
+    /// A query for the replay, on the server's runtime, at the daemon's priority, as other queries.
+    async fn find(&self, q: FindQuery) -> Result<crate::store::query::Found, ApiError> {
+        let api = self.api.clone();
+        let found = self
+            .api
+            .inner
+            .main
+            .spawn(async move { api.timed(api.store().find(q)).await });
+        found.await.unwrap_or_else(|e| {
+            Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the query failed: {e}"),
+            ))
+        })
+    }
+
+    async fn replay_failed(&mut self, e: ApiError) -> Result<(), Ended> {
+        let data = json!({"error": format!("cannot replay from Last-Event-ID: {}", e.message)});
+        self.push("error", None, &data.to_string());
         self.flush().await
     }
 

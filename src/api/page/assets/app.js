@@ -53,6 +53,7 @@
     'live.counts': ['显示 {0} 条 · 已收 {1} 条', '{0} shown · {1} received'],
     'live.paused': ['已暂停，新到 {0} 条', 'Paused; {0} new'],
     'live.lagged': ['流量过大，跳过 {0} 条，已用 Last-Event-ID 补取', 'Too fast: {0} skipped, fetched again with Last-Event-ID'],
+    'live.unfetched': ['{0} 条超出补取上限（api.max_replay），未显示', '{0} beyond the replay limit (api.max_replay), not shown'],
     'r.15m': ['最近 15 分钟', 'Last 15 minutes'],
     'r.1h': ['最近 1 小时', 'Last hour'],
     'r.24h': ['最近 24 小时', 'Last 24 hours'],
@@ -379,7 +380,7 @@
     buf: [], BUF_MAX: 10000, DOM_MAX: 2000, pending: [], paused: false, newWhilePaused: 0,
     lastId: null, ctrl: null, state: 'connecting', retry: 0, retryAt: 0, timer: 0, statusTimer: 0, flushAt: 0, rows: 0,
     lagRetry: -1, lagAt: 0, startId: null,
-    modules: new Set(), received: 0, lagged: 0, frame: 0, statusAt: 0,
+    modules: new Set(), received: 0, lagged: 0, unfetched: 0, frame: 0, statusAt: 0, countdown: 0,
     filter: { min: 0, module: '', q: '' },
   };
   function liveMatches(e) {
@@ -396,6 +397,9 @@
     live.state = state;
     $('live-state').dataset.state = state;
     liveStatus(true);
+    // While it waits to reconnect, the countdown goes down every second.
+    clearInterval(live.countdown);
+    if (state === 'retrying' || state === 'catching-up') live.countdown = setInterval(() => liveStatus(true), 1000);
   }
   function liveStateText() {
     const waiting = live.state === 'retrying' || live.state === 'catching-up';
@@ -415,6 +419,7 @@
     s += ' · ' + t('live.counts', int(live.rows), int(live.received));
     if (live.paused) s += ' · ' + t('live.paused', int(live.newWhilePaused));
     if (live.lagged) s += ' · ' + t('live.lagged', int(live.lagged));
+    if (live.unfetched) s += ' · ' + t('live.unfetched', int(live.unfetched));
     $('live-state').textContent = s;
   }
   function liveConnect() {
@@ -480,11 +485,15 @@
       // once would take the store's time exactly then.
       let lag = {};
       try { lag = JSON.parse(data) || {}; } catch (e) { /* keep going */ }
-      live.lagged += lag.skipped || 0;
       // The replay's own `lagged` (with a reason: more were missed than api.max_replay) comes
       // before the newest events, which it sends; the older ones cannot be fetched, and
       // reconnecting from the same id would only bring the same replay again: read on.
-      if (lag.reason) return false;
+      if (lag.reason) {
+        live.unfetched += lag.skipped || 0;
+        liveStatus();
+        return false;
+      }
+      live.lagged += lag.skipped || 0;
       if (!live.lastId) live.lastId = live.startId;
       if (live.ctrl === ctrl) {
         ctrl.abort(); live.ctrl = null;
