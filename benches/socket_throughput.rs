@@ -6,6 +6,7 @@
 //! prints events/s, MiB/s, the daemon's peak RSS and CPU time per event (steadier than events/s on
 //! a small machine shared with the clients), and checks that every event was stored.
 //! BENCH_MONITOR=off runs it with the monitor off, for the on/off comparison in the README.
+//! BENCH_BIN runs another build of the collector (for A/B comparisons).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -43,7 +44,8 @@ fn main() {
         .collect();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
 
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lngpt-collector"))
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into());
+    let mut daemon = Command::new(bin)
         .arg("run")
         .arg("--config")
         .arg(&config)

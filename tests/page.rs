@@ -731,9 +731,10 @@ fn a_lag_past_max_replay_is_counted_and_the_tail_goes_on() {
             const n = (re) => { const m = s.match(re); return m ? +m[1].replace(/,/g, '') : 0; }; \
             return [n(/已收 ([\\d,]+) 条/), n(/([\\d,]+) 条超出补取上限/)]; })()";
         page.wait_for("some counted as not shown", &format!("{counts}[1] > 0"));
-        page.wait_for(
+        page.wait_for_showing(
             "received + not shown = the burst",
             &format!("(([r, u]) => r + u === 10000)({counts})"),
+            "JSON.stringify([document.getElementById('live-state').textContent, window.__states])",
         );
     });
 }

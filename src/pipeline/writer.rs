@@ -1,11 +1,11 @@
 //! Hands batches to the store, retrying until they are durable, then acknowledges them and shows
 //! them to the tap.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::tap::Tap;
@@ -53,6 +53,8 @@ impl<S: Store> Writer<S> {
     pub async fn run(mut self) -> WriterReport {
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut in_flight = InFlight::default();
+        let in_order = Arc::new(InOrder::default());
+        let mut tickets = 0u64..;
         while let Some(queued) = self.rx.recv().await {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
@@ -64,9 +66,17 @@ impl<S: Store> Writer<S> {
                 self.tap.clone(),
                 self.progress.clone(),
             );
+            // Taken before the write: a task that fails still gives up its turn when dropped.
+            let turn = Turn {
+                order: in_order.clone(),
+                ticket: tickets.next().unwrap_or(u64::MAX),
+            };
             let handle = in_flight.tasks.spawn(async move {
-                write_until_durable(&store, queued, &counters, &tap).await;
+                let Batch { collection, events } = write_until_durable(&store, queued, &counters).await;
                 progress.fetch_add(1, Ordering::Relaxed);
+                turn.order.wait_for(turn.ticket).await;
+                tap.stored(collection, events);
+                drop(turn);
                 drop(slot);
             });
             in_flight.sizes.insert(handle.id(), n);
@@ -104,9 +114,67 @@ impl InFlight {
     }
 }
 
+/// Stored batches go to the tap in the order they left the queue, though two are written at once
+/// and either may finish first: a stream resumed with Last-Event-ID replays what came after the
+/// client's last event by (time, id), which is the queue's order for each connection's events, so
+/// the live feed must not show a later batch before an earlier one (the earlier one's events would
+/// then be neither shown nor replayed).
+#[derive(Default)]
+struct InOrder {
+    turns: std::sync::Mutex<Turns>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Turns {
+    /// The ticket whose turn it is.
+    next: u64,
+    /// Tickets done ahead of their turn.
+    done_early: BTreeSet<u64>,
+}
+
+impl InOrder {
+    async fn wait_for(&self, ticket: u64) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a change in between is not missed.
+            changed.as_mut().enable();
+            if self.turns.lock().unwrap_or_else(|p| p.into_inner()).next >= ticket {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn done(&self, ticket: u64) {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        turns.done_early.insert(ticket);
+        while let Some(next) = turns.done_early.first().copied().filter(|&t| t == turns.next) {
+            turns.done_early.remove(&next);
+            turns.next += 1;
+        }
+        drop(turns);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A batch's place in the tap's order; dropping it (after the tap, or when the task fails) lets
+/// the next one go.
+struct Turn {
+    order: Arc<InOrder>,
+    ticket: u64,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.order.done(self.ticket);
+    }
+}
+
 /// A failing store is retried with backoff, never skipped: accepted events are not dropped.
-/// The budget fills meanwhile and the sources wait.
-async fn write_until_durable<S: Store>(store: &S, queued: QueuedBatch, counters: &Counters, tap: &Tap) {
+/// The budget fills meanwhile and the sources wait. Returns the batch, for the tap.
+async fn write_until_durable<S: Store>(store: &S, queued: QueuedBatch, counters: &Counters) -> Batch {
     let QueuedBatch {
         batch,
         acks,
@@ -149,9 +217,41 @@ async fn write_until_durable<S: Store>(store: &S, queued: QueuedBatch, counters:
     // The memory is the live feed's now (bounded by its length), no longer the budget's.
     drop(reservation);
     drop(backlog);
-    let Batch { collection, events } = Arc::try_unwrap(batch).unwrap_or_else(|shared| Batch {
+    Arc::try_unwrap(batch).unwrap_or_else(|shared| Batch {
         collection: shared.collection,
         events: shared.events.clone(),
-    });
-    tap.stored(collection, events);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn batches_reach_the_tap_in_queue_order_and_a_failed_one_does_not_hold_the_rest() {
+        let order = Arc::new(InOrder::default());
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let turn = |ticket| Turn {
+            order: order.clone(),
+            ticket,
+        };
+        // Written out of order: 2, then 1, then 0 fails (its task is dropped without a tap).
+        let (first, second, third) = (turn(0), turn(1), turn(2));
+        let show = |t: Turn| {
+            let shown = shown.clone();
+            tokio::spawn(async move {
+                t.order.wait_for(t.ticket).await;
+                shown.lock().unwrap().push(t.ticket);
+            })
+        };
+        let late = show(third);
+        let early = show(second);
+        tokio::task::yield_now().await;
+        assert!(shown.lock().unwrap().is_empty(), "nothing before batch 0");
+        drop(first);
+        late.await.unwrap();
+        early.await.unwrap();
+        assert_eq!(*shown.lock().unwrap(), vec![1, 2]);
+    }
 }

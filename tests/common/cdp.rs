@@ -256,6 +256,11 @@ impl Page {
     /// Waits until `expression` is truthy (not null, false, 0 or ""), and returns its value. An
     /// expression that throws (the page is still loading) counts as not yet.
     pub fn wait_for(&self, what: &str, expression: &str) -> Value {
+        self.wait_for_showing(what, expression, "null")
+    }
+
+    /// As [`Page::wait_for`], and on timeout says what `show` evaluates to (the state behind it).
+    pub fn wait_for_showing(&self, what: &str, expression: &str, show: &str) -> Value {
         let start = Instant::now();
         let guarded = format!("(() => {{ try {{ return ({expression}); }} catch (e) {{ return null; }} }})()");
         loop {
@@ -270,11 +275,13 @@ impl Page {
             if truthy {
                 return v;
             }
-            assert!(
-                start.elapsed() < PATIENCE,
-                "timed out waiting for {what} ({expression}); console: {:?}",
-                self.console_errors()
-            );
+            if start.elapsed() >= PATIENCE {
+                panic!(
+                    "timed out waiting for {what} ({expression}); {show}: {}; console: {:?}",
+                    self.eval(show),
+                    self.console_errors()
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
