@@ -312,7 +312,13 @@ fn two_collectors_sharing_one_mongodb_share_one_budget_and_send_its_alert_once()
         .flat_map(common::webhook::generic_notifications)
         .filter(|n| n.0 == "budget")
         .count();
-    assert_eq!(budget_sent, 1, "claimed once across the two collectors");
+    assert_eq!(
+        budget_sent,
+        1,
+        "claimed once across the two collectors:\n{}\n---\n{}",
+        a.log(),
+        b.log()
+    );
     let claims = a.log().matches("告警 alert:").count() + b.log().matches("告警 alert:").count();
     assert_eq!(claims, 1, "one collector claimed it:\n{}\n---\n{}", a.log(), b.log());
 }

@@ -366,19 +366,24 @@ mod mongo_impl {
                         Ok(Fired::Claimed)
                     }
                     Ok(None) => Ok(Fired::Claimed),
-                    // Someone else's firing occurrence holds the `_id`: the upsert lost.
-                    Err(e) if crate::store::mongo::is_duplicate_key(&e) => {
-                        let current = coll.find_one(doc! { "_id": id }).await.map_err(error)?;
+                    // Usually the upsert lost a race (a duplicate key: another collector's firing
+                    // occurrence holds the `_id`). Whatever the error, what fires now decides: the
+                    // caller must not take a lost race for a store it cannot reach.
+                    Err(e) => {
+                        let current = coll
+                            .find_one(doc! { "_id": id, "state": "firing" })
+                            .await
+                            .map_err(error)?;
                         match current {
                             Some(d) => Ok(Fired::AlreadyFiring(Box::new(AlertRecord::from_json(to_json(
                                 Bson::Document(d),
                             ))?))),
-                            None => Err(StoreError::transient(
+                            None if crate::store::mongo::is_duplicate_key(&e) => Err(StoreError::transient(
                                 "the alert changed while it was being claimed; trying again",
                             )),
+                            None => Err(error(e)),
                         }
                     }
-                    Err(e) => Err(error(e)),
                 }
             })
         }
