@@ -1,5 +1,5 @@
 //! Hands batches to the store, retrying until they are durable, then acknowledges them and shows
-//! them to the tap.
+//! them to the tap, in the order they left the queue.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
