@@ -580,17 +580,27 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_alert_the_store_cannot_take_is_sent_anyway_and_recorded_once_it_answers() {
+    /// A store that starts down, and a lifecycle over it that repeats hourly.
+    fn down_store() -> (tempfile::TempDir, Switchable, Arc<Sent>, Lifecycle<Switchable>) {
         let dir = tempfile::tempdir().unwrap();
         let store = Switchable {
             store: EmbeddedStore::open(&dir.path().join("c.db"), Synchronous::Normal).unwrap(),
             down: Arc::new(AtomicBool::new(true)),
         };
         let sent = Arc::new(Sent::default());
+        let lifecycle = Lifecycle::new(store.clone(), sent.clone(), Duration::from_secs(3600), "me".into());
+        (dir, store, sent, lifecycle)
+    }
+
+    /// `s` seconds into the test.
+    fn t(s: i64) -> Timestamp {
+        Timestamp(1_795_680_000_000 + s * 1000)
+    }
+
+    #[tokio::test]
+    async fn an_alert_the_store_cannot_take_is_sent_anyway_and_recorded_once_it_answers() {
+        let (_dir, store, sent, mut lifecycle) = down_store();
         let hour = Duration::from_secs(3600);
-        let mut lifecycle = Lifecycle::new(store.clone(), sent.clone(), hour, "me".into());
-        let t = |s: i64| Timestamp(1_795_680_000_000 + s * 1000);
 
         // Down: fired and repeated here alone.
         lifecycle.step(vec![condition(true)], t(0)).await;
@@ -622,14 +632,7 @@ mod tests {
     async fn an_alert_that_fired_and_resolved_during_an_outage_goes_to_the_history_once_the_store_answers() {
         use crate::event::Collection;
         use crate::store::query::{FindQuery, Query};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Switchable {
-            store: EmbeddedStore::open(&dir.path().join("c.db"), Synchronous::Normal).unwrap(),
-            down: Arc::new(AtomicBool::new(true)),
-        };
-        let sent = Arc::new(Sent::default());
-        let mut lifecycle = Lifecycle::new(store.clone(), sent.clone(), Duration::from_secs(3600), "me".into());
-        let t = |s: i64| Timestamp(1_795_680_000_000 + s * 1000);
+        let (_dir, store, sent, mut lifecycle) = down_store();
 
         // Down: fires, resolves, and fires again.
         lifecycle.step(vec![condition(true)], t(0)).await;
