@@ -42,7 +42,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::pipeline::budget::Budget;
-use crate::pipeline::tap::Tap;
+use crate::pipeline::tap::Stored;
 
 use super::params::{Params, RawQuery};
 use super::serve::Lane;
@@ -651,14 +651,16 @@ impl Hubs {
         let receiver = hub.out.subscribe();
         if !*running {
             *running = true;
-            let (hub, tap, host, memory, stopping) = (
+            // Subscribed here, not in the task: a batch stored before the task first runs (later
+            // still on the niced stream thread of a busy machine) must reach this client too.
+            let (hub, stored, host, memory, stopping) = (
                 hub.clone(),
-                api.inner.tap.clone(),
+                api.inner.tap.subscribe(),
                 api.inner.host.clone(),
                 self.memory.clone(),
                 api.inner.stopping.clone(),
             );
-            stream_tasks(api).spawn(hub.format(tap, host, memory, stopping));
+            stream_tasks(api).spawn(hub.format(stored, host, memory, stopping));
         }
         receiver
     }
@@ -672,8 +674,13 @@ impl Hub {
     /// loses. The hub then holds the batch back until memory is free again, at most
     /// [`YIELD_AT_MOST`]; batches stored meanwhile wait in the tap's bounded feed, and those that
     /// fall out of it reach the clients as `lagged`. In bursts the streams catch up afterwards.
-    async fn format(self: Arc<Self>, tap: Tap, host: String, memory: Budget, mut stopping: watch::Receiver<bool>) {
-        let mut stored = tap.subscribe();
+    async fn format(
+        self: Arc<Self>,
+        mut stored: broadcast::Receiver<Arc<Stored>>,
+        host: String,
+        memory: Budget,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         loop {
             let received = tokio::select! {
                 biased;
@@ -809,6 +816,7 @@ fn write_shaped(e: &Event, host: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::tap::Tap;
 
     #[test]
     fn positions_round_trip_and_order_by_time_then_id() {
@@ -887,11 +895,10 @@ mod tests {
         });
         let mut formatted = hub.out.subscribe();
         let (_stop, stopping) = watch::channel(false);
-        tokio::spawn(hub.clone().format(tap.clone(), "host".into(), memory.clone(), stopping));
-        // Let the hub subscribe to the tap.
-        while tap.live_readers() == 0 {
-            tokio::task::yield_now().await;
-        }
+        tokio::spawn(
+            hub.clone()
+                .format(tap.subscribe(), "host".into(), memory.clone(), stopping),
+        );
 
         // Memory is free: the batch goes out at once.
         tap.stored(Collection::Logs, batch(2));

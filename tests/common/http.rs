@@ -187,10 +187,16 @@ impl Sse {
     }
 
     /// The next event (comments are counted and skipped); None when the stream ended.
+    /// The next event; None when the stream ended or none came within the patience (keep-alive
+    /// comments do not count: a missing event fails the test instead of hanging it).
     pub fn next(&mut self) -> Option<SseEvent> {
+        let start = std::time::Instant::now();
         loop {
             if let Some(e) = self.next_block()? {
                 return Some(e);
+            }
+            if start.elapsed() > super::PATIENCE {
+                return None;
             }
         }
     }
