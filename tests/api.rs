@@ -539,6 +539,91 @@ fn a_resume_past_max_replay_counts_exactly_what_it_leaves_out() {
     );
 }
 
+/// A client resumes while events keep being stored: each event after its Last-Event-ID is then
+/// replayed, counted as skipped, or sent live — exactly one of these, whenever the replay runs
+/// between the writes.
+#[test]
+fn a_resume_while_events_are_stored_accounts_for_each_event_once_on_both_stores() {
+    // Skipped counts are exact up to 10 × max_replay: each round stays below that.
+    let config = "[api]\nmax_replay = 30\n[pipeline]\nmax_batch = 10\n";
+    resume_while_events_are_stored(&Daemon::start(config));
+    let server = MongoServer::start();
+    resume_while_events_are_stored(&Daemon::start(&mongodb_section(
+        &server.uri(),
+        &unique_db("api"),
+        config,
+    )));
+}
+
+fn resume_while_events_are_stored(d: &Daemon) {
+    let api = d.api();
+    const T0: i64 = 1_795_680_000_000;
+    const ROUNDS: usize = 20;
+    const PER_ROUND: usize = 200;
+    let mut first = Sse::open(&api, "/api/logs/stream", &[]);
+    d.send(&log_lines(T0, 20, "a"));
+    let seen: Vec<_> = (0..5).map(|_| first.next().expect("an event")).collect();
+    let mut last = seen[4].id.clone().expect("an id");
+    drop(first);
+    let mut stored_after_last = 15;
+    let mut rounds_past_max_replay = 0;
+    for round in 0..ROUNDS {
+        let tag = format!("r{round}");
+        let lines = log_lines(T0 + 1000 * (round as i64 + 1), PER_ROUND, &tag);
+        let lines = &lines;
+        let (received, skipped) = std::thread::scope(|s| {
+            // Many small writes, so that some land while the replay reads the store; the client
+            // resumes after a different number of them each round.
+            let (wrote, written) = std::sync::mpsc::channel();
+            s.spawn(move || {
+                let lines: Vec<&[u8]> = lines.split_inclusive(|b| *b == b'\n').collect();
+                for (i, chunk) in lines.chunks(10).enumerate() {
+                    if i == round % (PER_ROUND / 10) {
+                        let _ = wrote.send(());
+                    }
+                    assert_eq!(d.send(&chunk.concat()).events, 10);
+                }
+            });
+            written.recv().expect("the writer started");
+            let mut sse = Sse::open(&api, "/api/logs/stream", &[("Last-Event-ID", &last)]);
+            assert_eq!(sse.status, 200);
+            let (mut received, mut skipped) = (BTreeMap::new(), 0);
+            let end = format!("{tag} line {}", PER_ROUND - 1);
+            loop {
+                let e = sse
+                    .next()
+                    .unwrap_or_else(|| panic!("round {round}: the stream went quiet before {end:?}"));
+                if e.event.as_deref() == Some("lagged") {
+                    skipped += e.json()["skipped"].as_u64().expect("a count");
+                    continue;
+                }
+                let message = e.json()["message"].as_str().expect("a message").to_string();
+                let done = message == end;
+                let id = e.id.expect("an id");
+                assert!(
+                    received.insert(message.clone(), id).is_none(),
+                    "round {round}: {message:?} sent twice"
+                );
+                if done {
+                    return (received, skipped);
+                }
+            }
+        });
+        stored_after_last += PER_ROUND;
+        assert_eq!(
+            received.len() + skipped as usize,
+            stored_after_last,
+            "round {round}: received {}, counted as skipped {skipped}",
+            received.len()
+        );
+        rounds_past_max_replay += usize::from(skipped > 0);
+        // The next round resumes from near this one's end (the newest 30 are always received).
+        last = received[&format!("{tag} line {}", PER_ROUND - 5)].clone();
+        stored_after_last = 4;
+    }
+    assert!(rounds_past_max_replay > 0, "some rounds missed more than max_replay");
+}
+
 #[test]
 fn streams_filter_by_level_module_and_text_and_send_keep_alives() {
     let d = Daemon::start("[api]\nkeep_alive = \"50ms\"\n");

@@ -12,7 +12,7 @@ use lngpt_collector::shutdown::Coordinator;
 use lngpt_collector::store::embedded::Synchronous;
 use lngpt_collector::store::mongo::MongoConfig;
 use lngpt_collector::store::outbox::Outbox;
-use lngpt_collector::store::query::{Cursor, Filter, FindQuery, Query, TimeRange};
+use lngpt_collector::store::query::{Cursor, Filter, FindQuery, Position, Query, TimeRange};
 use lngpt_collector::store::retention::RetentionConfig;
 use lngpt_collector::store::{AnyStore, Batch, EmbeddedStore, MongoStore, Store};
 use lngpt_collector::telemetry::Counters;
@@ -247,6 +247,59 @@ fn a_cursor_stays_stable_while_inserts_continue() {
         );
     }
     assert!(Cursor::decode("junk").is_none());
+}
+
+/// A stream's replay: events after one position and at or before another, where positions order
+/// by time and then `_id` (events of one millisecond are told apart by their ids).
+#[test]
+fn position_bounds_select_by_time_then_id_the_same_on_both_stores() {
+    let s = stores();
+    let parser = Parser::new(Arc::new(Redactor::disabled()));
+    // Three milliseconds of 10 events each; ids given out of their order of writing.
+    let mut ids_given: Vec<EventId> = (0..30).map(|_| EventId::new()).collect();
+    ids_given.reverse();
+    let same_ms: Vec<Event> = ids_given
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let line = format!(
+                "{{\"message\":\"tick {i}\",\"timestamp\":\"2026-11-27T10:00:00.{:03}Z\"}}",
+                i / 10
+            );
+            parser.parse(line.as_bytes(), &Source::from("t"), Timestamp(0), *id)
+        })
+        .collect();
+    let mut ordered: Vec<Position> = same_ms.iter().map(|e| Position::of(e.time, e.id)).collect();
+    ordered.sort();
+    // After the 4th of the first millisecond, through the 6th of the last.
+    let (after, through) = (ordered[3], ordered[25]);
+    let mut expected: Vec<String> = ordered[4..=25].iter().map(|p| p.id.to_string()).collect();
+    expected.sort();
+    for store in [&s.sqlite, &s.mongo] {
+        block_on(write_all(store, &same_ms));
+        let mut q = FindQuery::new(Collection::Logs);
+        q.limit = 5;
+        q.count_up_to = 1000;
+        q.filters = vec![Filter::After(after), Filter::AtOrBefore(through)];
+        let first = find(store, &q);
+        assert_eq!(first.total.map(|t| (t.n, t.exact)), Some((22, true)));
+        // (Within a millisecond SQLite lists in the order of writing, MongoDB by `_id`.)
+        let docs = all_pages(store, &q);
+        let times: Vec<&str> = docs.iter().map(|d| d["timestamp"].as_str().unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+        let mut selected = ids(&docs);
+        selected.sort();
+        assert_eq!(selected, expected, "by time, then id");
+        // Each bound alone.
+        q.filters = vec![Filter::After(ordered[28])];
+        assert_eq!(ids(&find(store, &q).docs), [ordered[29].id.to_string()]);
+        q.filters = vec![Filter::AtOrBefore(ordered[0])];
+        q.range = TimeRange::between(
+            Timestamp::parse_rfc3339("2026-11-27T10:00:00Z").unwrap(),
+            Timestamp::parse_rfc3339("2026-11-27T10:00:01Z").unwrap(),
+        );
+        assert_eq!(ids(&find(store, &q).docs), [ordered[0].id.to_string()]);
+    }
 }
 
 #[test]

@@ -47,8 +47,9 @@ use crate::pipeline::tap::Stored;
 use super::params::{Params, RawQuery};
 use super::serve::Lane;
 use super::{Api, ApiError};
-use crate::event::{Body, Collection, Event, Level, Timestamp};
-use crate::store::query::{Filter, FindQuery, Query, TimeRange};
+use crate::event::{Body, Collection, Event, EventId, Level, Timestamp};
+use crate::pipeline::tap::Mark;
+use crate::store::query::{Filter, FindQuery, Position, Query, TimeRange};
 
 /// Chunks of events waiting for a client's connection (which buffers some more itself): a chunk
 /// may be a whole shared batch, which a stalled client keeps in memory.
@@ -139,8 +140,10 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
             api.config().max_stream_clients
         ))
     })?;
-    let next_seq = api.inner.tap.stored_events(stream.collection);
     let live = api.inner.hubs.subscribe(stream.collection, &api);
+    // Taken after subscribing: each batch shown from now on reaches the client live, and the
+    // store holds every one before.
+    let mark = api.inner.tap.mark(stream.collection);
     let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
     let feed = Feed {
         stopping: api.inner.stopping.clone(),
@@ -153,7 +156,7 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
         last_sent: tokio::time::Instant::now(),
     };
     stream_tasks(&feed.api).spawn(async move {
-        feed.run(resume, live, next_seq).await;
+        feed.run(resume, live, mark).await;
         drop(permit);
     });
     let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok::<_, Infallible>)));
@@ -167,37 +170,6 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
         HttpBody::from_stream(chunks),
     )
         .into_response())
-}
-
-/// Where a client is in a stream: the last event's time and `_id`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Position {
-    time_ms: i64,
-    id: String,
-}
-
-impl Position {
-    fn encode(&self) -> String {
-        format!("{}_{}", self.time_ms, self.id)
-    }
-
-    fn decode(s: &str) -> Option<Position> {
-        let (time, id) = s.split_once('_')?;
-        let id_ok = id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit());
-        id_ok.then_some(())?;
-        Some(Position {
-            time_ms: time.parse().ok()?,
-            id: id.to_ascii_lowercase(),
-        })
-    }
-
-    fn of_doc(collection: Collection, doc: &Value) -> Option<Position> {
-        let time = doc.get(collection.time_field())?.as_str()?;
-        Some(Position {
-            time_ms: Timestamp::parse_rfc3339(time).ok()?.as_millis(),
-            id: doc.get("_id")?.as_str()?.to_string(),
-        })
-    }
 }
 
 /// A stream's filters, applied to live events in memory and to the replay by the store.
@@ -294,92 +266,90 @@ struct Feed {
 /// Why a feed ends.
 struct Ended;
 
+/// What a replay sent: live events it already covered are not sent again. (Only events stored out
+/// of their time order can be both in the replay and live.)
+#[derive(Default)]
+struct Replayed {
+    ids: HashSet<EventId>,
+    newest: Option<Position>,
+}
+
 impl Feed {
-    async fn run(mut self, resume: Option<Position>, live: broadcast::Receiver<Arc<Formatted>>, next_seq: u64) {
-        let mut replayed = HashSet::new();
+    async fn run(mut self, resume: Option<Position>, live: broadcast::Receiver<Arc<Formatted>>, mark: Mark) {
+        let mut replayed = Replayed::default();
         if let Some(after) = resume {
-            match self.replay(&after, &mut replayed).await {
+            match self.replay(&after, mark.newest, &mut replayed).await {
                 Ok(()) => {}
                 Err(Ended) => return,
             }
         }
-        let _ = self.follow(live, next_seq, replayed).await;
+        let _ = self.follow(live, mark.stored, replayed).await;
     }
 
-    /// Sends what the store holds after `after`; notes the ids sent, so live batches the replay
-    /// already covered are not sent twice.
-    async fn replay(&mut self, after: &Position, sent: &mut HashSet<String>) -> Result<(), Ended> {
+    /// Sends what the store holds after `after` and up to `through` (the newest event shown
+    /// before the stream opened: later ones come live), at most `api.max_replay`, the newest.
+    /// The rest are counted in the same bounds, so whatever is stored meanwhile, each event is
+    /// either replayed, counted, or sent live.
+    async fn replay(&mut self, after: &Position, through: Option<Position>, sent: &mut Replayed) -> Result<(), Ended> {
         let cap = self.api.config().max_replay;
         let collection = self.stream.collection;
         let mut q = FindQuery::new(collection);
         q.range = TimeRange {
             from: Some(Timestamp(after.time_ms)),
-            to: None,
+            to: through.map(|t| Timestamp(t.time_ms.saturating_add(1))),
         };
         q.filters = self.filter.store_filters();
+        q.filters.push(Filter::After(*after));
+        q.filters.extend(through.map(Filter::AtOrBefore));
         q.limit = REPLAY_PAGE;
-        q.count_up_to = (cap as u64).saturating_mul(10).max(1);
+        // Newest first.
         let mut newer: Vec<(Position, Value)> = Vec::new();
-        let mut total = None;
-        loop {
+        let more = loop {
             let page = match self.find(q.clone()).await {
                 Ok(page) => page,
                 Err(e) => return self.replay_failed(e).await,
             };
-            total = total.or(page.total);
-            for doc in page.docs {
-                if let Some(p) = Position::of_doc(collection, &doc).filter(|p| p > after) {
-                    newer.push((p, doc));
-                }
-            }
+            newer.extend(
+                page.docs
+                    .into_iter()
+                    .filter_map(|doc| Position::of_doc(collection, &doc).map(|p| (p, doc))),
+            );
             match page.next {
                 Some(next) if newer.len() < cap => q.after = Some(next),
-                _ => break,
+                next => break next.is_some() || newer.len() > cap,
             }
-        }
-        if newer.len() > cap || total.is_some_and(|t| t.n > newer.len() as u64 && newer.len() >= cap) {
-            // The count is from `after`'s millisecond on: take away what the client has seen of it.
-            let seen = match self.seen_in_its_millisecond(after, &q).await {
-                Ok(seen) => seen,
+        };
+        if more {
+            // Counted in the same bounds (up to the newest read, if the tap had shown nothing
+            // yet): what is stored meanwhile falls outside them, so it is not counted too.
+            let mut count = q.clone();
+            count.after = None;
+            count.limit = 1;
+            count.count_up_to = (cap as u64).saturating_mul(10).max(1);
+            if through.is_none() {
+                count
+                    .filters
+                    .extend(newer.iter().map(|(p, _)| *p).max().map(Filter::AtOrBefore));
+            }
+            let total = match self.find(count).await {
+                Ok(found) => found.total.map_or(0, |t| t.n),
                 Err(e) => return self.replay_failed(e).await,
             };
-            let skipped = total.map_or(0, |t| t.n).saturating_sub(seen + cap as u64);
             newer.truncate(cap);
+            let skipped = total.saturating_sub(cap as u64);
             let data = json!({"skipped": skipped, "reason": "more events than api.max_replay since Last-Event-ID; the oldest were not replayed"});
             self.push("lagged", None, &data.to_string());
         }
-        newer.sort_by(|a, b| a.0.cmp(&b.0));
+        // Oldest first, so that the last one sent is where a client resumes from next time.
+        newer.sort_by_key(|(p, _)| *p);
+        sent.newest = newer.last().map(|(p, _)| *p);
         for (position, doc) in newer {
             let data = self.shape_doc(doc);
             self.push("", Some(&position.encode()), &data);
-            sent.insert(position.id);
+            sent.ids.insert(position.id);
             self.flush_if_full().await?;
         }
         self.flush().await
-    }
-
-    /// The stored events in `after`'s millisecond at or before it (those the client has seen),
-    /// read up to the replay's count limit.
-    async fn seen_in_its_millisecond(&self, after: &Position, replay: &FindQuery) -> Result<u64, ApiError> {
-        let mut q = replay.clone();
-        q.range = TimeRange::between(Timestamp(after.time_ms), Timestamp(after.time_ms.saturating_add(1)));
-        q.after = None;
-        q.count_up_to = 0;
-        let (mut seen, mut read) = (0u64, 0u64);
-        loop {
-            let page = self.find(q.clone()).await?;
-            read += page.docs.len() as u64;
-            let collection = self.stream.collection;
-            seen += page
-                .docs
-                .iter()
-                .filter(|d| Position::of_doc(collection, d).is_some_and(|p| p <= *after))
-                .count() as u64;
-            match page.next {
-                Some(next) if read < replay.count_up_to => q.after = Some(next),
-                _ => return Ok(seen),
-            }
-        }
     }
 
     /// A query for the replay, on the server's runtime, at the daemon's priority, as other queries.
@@ -404,13 +374,16 @@ impl Feed {
         self.flush().await
     }
 
+    /// Sends the live batches from `from_seq` on (earlier ones were shown before the stream
+    /// opened: the store had them, and a resume replayed or counted them).
     async fn follow(
         &mut self,
         mut live: broadcast::Receiver<Arc<Formatted>>,
-        mut next_seq: u64,
-        mut replayed: HashSet<String>,
+        from_seq: u64,
+        mut replayed: Replayed,
     ) -> Result<(), Ended> {
         let unfiltered = self.filter.is_empty();
+        let mut next_seq = from_seq;
         loop {
             let received = tokio::select! {
                 biased;
@@ -431,19 +404,20 @@ impl Feed {
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return Err(Ended),
             };
+            if batch.seq < from_seq {
+                continue;
+            }
             if batch.seq > next_seq {
                 let data = json!({"skipped": batch.seq - next_seq});
                 self.push("lagged", None, &data.to_string());
             }
             next_seq = next_seq.max(batch.seq + batch.lines.len() as u64);
-            if unfiltered && replayed.is_empty() {
+            if unfiltered && replayed.ids.is_empty() {
                 self.send_shared(&batch.sse).await?;
                 continue;
             }
-            let mut overlapped = false;
             for line in &batch.lines {
-                if !replayed.is_empty() && replayed.contains(batch.event_id(line)) {
-                    overlapped = true;
+                if replayed.ids.contains(&line.position.id) {
                     continue;
                 }
                 if !self.filter.matches(line) {
@@ -453,10 +427,10 @@ impl Feed {
                 self.flush_if_full().await?;
             }
             self.flush().await?;
-            // The store's answer covered a prefix of the writes: once a batch past it arrives,
-            // no later one can overlap.
-            if !overlapped && !replayed.is_empty() {
-                replayed = HashSet::new();
+            // Events arrive in about the order of their positions: once a batch lies wholly past
+            // the replay, no later one overlaps it.
+            if !replayed.ids.is_empty() && batch.lines.iter().all(|l| Some(l.position) > replayed.newest) {
+                replayed = Replayed::default();
             }
         }
     }
@@ -537,8 +511,7 @@ impl Feed {
 pub(crate) struct Line {
     /// The event in the batch's SSE text: `id: <time_ms>_<_id>`, `data: <JSON>`.
     block: Range<usize>,
-    /// Its `_id` in the text.
-    id: Range<usize>,
+    position: Position,
     level: Option<Level>,
     module: Option<String>,
     model: Option<String>,
@@ -564,9 +537,7 @@ impl Formatted {
             .map(|e| {
                 let start = sse.len();
                 let _ = write!(sse, "id: {}_", e.time.as_millis());
-                let id_start = sse.len();
                 e.id.write_hex(&mut sse);
-                let id = id_start..sse.len();
                 sse.extend_from_slice(b"\ndata: ");
                 write_shaped(e, host, &mut sse);
                 sse.extend_from_slice(b"\n\n");
@@ -579,7 +550,7 @@ impl Formatted {
                 };
                 Line {
                     block: start..sse.len(),
-                    id,
+                    position: Position::of(e.time, e.id),
                     level,
                     module,
                     model,
@@ -593,11 +564,6 @@ impl Formatted {
             sse: Bytes::from(sse),
             lines,
         }
-    }
-
-    /// The `_id` of one of its events.
-    fn event_id(&self, line: &Line) -> &str {
-        std::str::from_utf8(&self.sse[line.id.clone()]).unwrap_or_default()
     }
 }
 
@@ -822,9 +788,10 @@ mod tests {
     fn positions_round_trip_and_order_by_time_then_id() {
         let p = Position {
             time_ms: 1_795_680_000_123,
-            id: "65a1b2c3d4e5f60718293a4b".into(),
+            id: EventId::from_hex("65a1b2c3d4e5f60718293a4b").unwrap(),
         };
-        assert_eq!(Position::decode(&p.encode()), Some(p.clone()));
+        assert_eq!(Position::decode(&p.encode()), Some(p));
+        assert_eq!(Position::decode("1795680000123_65A1B2C3D4E5F60718293A4B"), Some(p));
         for junk in [
             "",
             "1_",
@@ -835,8 +802,8 @@ mod tests {
             assert_eq!(Position::decode(junk), None, "{junk}");
         }
         let later_same_ms = Position {
-            id: "65a1b2c3d4e5f60718293a4c".into(),
-            ..p.clone()
+            id: EventId::from_hex("65a1b2c3d4e5f60718293a4c").unwrap(),
+            ..p
         };
         assert!(later_same_ms > p);
         assert!(contains_ascii_ci("API Timeout after 30s", "timeout"));
@@ -863,7 +830,7 @@ mod tests {
         let mut hex = Vec::new();
         events[0].id.write_hex(&mut hex);
         let hex = String::from_utf8(hex).unwrap();
-        assert_eq!(batch.event_id(&batch.lines[0]), hex);
+        assert_eq!(batch.lines[0].position, Position::of(events[0].time, events[0].id));
         assert_eq!(
             blocks[0],
             format!(

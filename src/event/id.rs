@@ -98,6 +98,20 @@ impl EventId {
         &self.0
     }
 
+    /// The id from its 24 hex digits (either case), as `_id` appears in documents.
+    pub fn from_hex(hex: &str) -> Option<EventId> {
+        let hex = hex.as_bytes();
+        if hex.len() != 24 {
+            return None;
+        }
+        let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        let mut id = [0u8; 12];
+        for (byte, pair) in id.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(EventId(id))
+    }
+
     pub fn write_hex(&self, out: &mut Vec<u8>) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         for byte in self.0 {
@@ -143,6 +157,21 @@ mod tests {
         let ids: Vec<EventId> = (0..10_000).map(|_| EventId::new()).collect();
         assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
         assert_eq!(ids[0].to_string().len(), 24);
+    }
+
+    #[test]
+    fn ids_round_trip_through_hex() {
+        let id = EventId::new();
+        assert_eq!(EventId::from_hex(&id.to_string()), Some(id));
+        assert_eq!(EventId::from_hex(&id.to_string().to_uppercase()), Some(id));
+        for junk in [
+            "",
+            "65a1b2c3d4e5f60718293a4",
+            "65a1b2c3d4e5f60718293a4bb",
+            "zz a1b2c3d4e5f60718293a4b",
+        ] {
+            assert_eq!(EventId::from_hex(junk), None, "{junk}");
+        }
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! broadcast for streams to browsers: a reader that falls behind is cut off with a count of what it
 //! missed, so a slow client never slows ingest or grows memory.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
 use crate::event::{Collection, Event};
+use crate::store::query::Position;
 
 /// Sees every stored event, in the writer's task.
 pub trait Observer: Send + Sync {
@@ -27,15 +27,23 @@ pub struct Stored {
     pub events: Vec<Event>,
 }
 
+/// How far the live feed of a collection has come: a stream opened now gets the batches from
+/// `stored` on live, and finds everything up to `newest` in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    /// Events shown so far (the next batch's [`Stored::seq`]).
+    pub stored: u64,
+    /// The latest position among them; None before the first.
+    pub newest: Option<Position>,
+}
+
 #[derive(Clone)]
 pub struct Tap {
     observers: Arc<[Arc<dyn Observer>]>,
     live: broadcast::Sender<Arc<Stored>>,
-    /// Events stored so far, per collection.
-    seq: Arc<[AtomicU64; Collection::COUNT]>,
-    /// Batches are written concurrently: numbering and sending under one lock keeps the live feed
-    /// in sequence order, so a reader's gap is exactly what it missed.
-    in_order: Arc<std::sync::Mutex<()>>,
+    /// Per collection. Batches are written concurrently: numbering and sending under one lock
+    /// keeps the live feed in sequence order, so a reader's gap is exactly what it missed.
+    marks: Arc<Mutex<[Mark; Collection::COUNT]>>,
 }
 
 impl Tap {
@@ -45,8 +53,7 @@ impl Tap {
         Tap {
             observers: observers.into(),
             live,
-            seq: Arc::new(Default::default()),
-            in_order: Arc::default(),
+            marks: Arc::default(),
         }
     }
 
@@ -60,9 +67,9 @@ impl Tap {
         self.live.subscribe()
     }
 
-    /// Events of `collection` stored so far (the next batch's [`Stored::seq`]).
-    pub fn stored_events(&self, collection: Collection) -> u64 {
-        self.seq[collection.index()].load(Ordering::Relaxed)
+    /// Where the live feed of `collection` stands.
+    pub fn mark(&self, collection: Collection) -> Mark {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())[collection.index()]
     }
 
     pub fn live_readers(&self) -> usize {
@@ -74,8 +81,12 @@ impl Tap {
         for o in self.observers.iter() {
             o.stored(collection, &events);
         }
-        let _in_order = self.in_order.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = self.seq[collection.index()].fetch_add(events.len() as u64, Ordering::Relaxed);
+        let newest = events.iter().map(|e| Position::of(e.time, e.id)).max();
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        let mark = &mut marks[collection.index()];
+        let seq = mark.stored;
+        mark.stored += events.len() as u64;
+        mark.newest = mark.newest.max(newest);
         // Without readers, nothing is kept.
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(Arc::new(Stored {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::collections::{self, Spec};
 use super::query::{
-    CostBucket, Count, Cursor, Filter, FindQuery, Found, Query, RequestBucket, ResponseTime, ResponseTimes,
+    CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, Query, RequestBucket, ResponseTime, ResponseTimes,
     StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use super::{document, Batch, Store, StoreError, WriteOutcome};
@@ -621,9 +621,23 @@ fn filters(q: &FindQuery) -> Result<Where, StoreError> {
                     [SqlValue::Text(format!("%{escaped}%"))],
                 );
             }
+            Filter::After(p) => {
+                let time = spec.time_column;
+                w.push(format!("{time} >= ?"), [SqlValue::Integer(p.time_ms)]);
+                w.push(format!("({time} > ? OR id > ?)"), position_params(p));
+            }
+            Filter::AtOrBefore(p) => {
+                let time = spec.time_column;
+                w.push(format!("{time} <= ?"), [SqlValue::Integer(p.time_ms)]);
+                w.push(format!("({time} < ? OR id <= ?)"), position_params(p));
+            }
         }
     }
     Ok(w)
+}
+
+fn position_params(p: &Position) -> [SqlValue; 2] {
+    [SqlValue::Integer(p.time_ms), SqlValue::Blob(p.id.bytes().to_vec())]
 }
 
 fn find(conn: &Connection, q: &FindQuery) -> Result<Found, StoreError> {

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use crate::event::{Collection, Currency, Level, Timestamp};
+use crate::event::{Collection, Currency, EventId, Level, Timestamp};
 
 use super::StoreError;
 
@@ -38,6 +38,49 @@ pub enum Filter {
     LevelAtLeast(Level),
     /// Text anywhere in the message (logs) or the reason (rejects), ASCII case-insensitive.
     Contains(String),
+    /// Events after this position (a stream's replay).
+    After(Position),
+    /// Events at or before this position.
+    AtOrBefore(Position),
+}
+
+/// An event's place in a stream: its time, then its `_id` (events of one time in the order their
+/// ids were given, which is the order they arrived on a connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub time_ms: i64,
+    pub id: EventId,
+}
+
+impl Position {
+    pub fn of(time: Timestamp, id: EventId) -> Position {
+        Position {
+            time_ms: time.as_millis(),
+            id,
+        }
+    }
+
+    /// The position of a document as the stores return it.
+    pub fn of_doc(collection: Collection, doc: &serde_json::Value) -> Option<Position> {
+        let time = doc.get(collection.time_field())?.as_str()?;
+        Some(Position {
+            time_ms: Timestamp::parse_rfc3339(time).ok()?.as_millis(),
+            id: EventId::from_hex(doc.get("_id")?.as_str()?)?,
+        })
+    }
+
+    /// As a stream's event id: `<time_ms>_<_id>`.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.time_ms, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<Position> {
+        let (time, id) = s.split_once('_')?;
+        Some(Position {
+            time_ms: time.parse().ok()?,
+            id: EventId::from_hex(id)?,
+        })
+    }
 }
 
 /// Where the previous page ended.

@@ -186,9 +186,8 @@ impl Sse {
         events
     }
 
-    /// The next event (comments are counted and skipped); None when the stream ended.
-    /// The next event; None when the stream ended or none came within the patience (keep-alive
-    /// comments do not count: a missing event fails the test instead of hanging it).
+    /// The next event (comments are counted and skipped); None when the stream ended or none came
+    /// within the patience (keep-alives do not count: a missing event fails the test, not hangs it).
     pub fn next(&mut self) -> Option<SseEvent> {
         let start = std::time::Instant::now();
         loop {

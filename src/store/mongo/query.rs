@@ -10,8 +10,8 @@ use super::MongoStore;
 use crate::event::{Collection, Currency, Level, Timestamp};
 use crate::store::embedded::text_field;
 use crate::store::query::{
-    bucket_start, CostBucket, Count, Cursor, Filter, FindQuery, Found, RequestBucket, ResponseTime, ResponseTimes,
-    TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
+    bucket_start, CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, RequestBucket, ResponseTime,
+    ResponseTimes, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use crate::store::StoreError;
 
@@ -52,6 +52,15 @@ fn filter_of(q: &FindQuery) -> Result<Document, StoreError> {
     let spec = q.collection.spec();
     let mut filter = Document::new();
     range_filter(spec.time_field, q.range, &mut filter);
+    // Position bounds, each an `$or` on the time and `_id`: together under one `$and`.
+    let mut positions: Vec<Document> = Vec::new();
+    let time = spec.time_field;
+    let at = |p: &Position| {
+        (
+            bson::DateTime::from_millis(p.time_ms),
+            bson::oid::ObjectId::from_bytes(p.id.0),
+        )
+    };
     for f in &q.filters {
         match f {
             Filter::Eq(field, value) => {
@@ -72,7 +81,18 @@ fn filter_of(q: &FindQuery) -> Result<Document, StoreError> {
                     .ok_or_else(|| StoreError::permanent(format!("{} has no text to search", q.collection.name())))?;
                 filter.insert(field, doc! { "$regex": literal_regex(text), "$options": "i" });
             }
+            Filter::After(p) => {
+                let (t, id) = at(p);
+                positions.push(doc! { "$or": [ { time: { "$gt": t } }, { time: t, "_id": { "$gt": id } } ] });
+            }
+            Filter::AtOrBefore(p) => {
+                let (t, id) = at(p);
+                positions.push(doc! { "$or": [ { time: { "$lt": t } }, { time: t, "_id": { "$lte": id } } ] });
+            }
         }
+    }
+    if !positions.is_empty() {
+        filter.insert("$and", positions);
     }
     Ok(filter)
 }
