@@ -3,9 +3,12 @@
 //!
 //! Each event carries `id: <time_ms>_<_id>`. A browser that reconnects sends it back as
 //! `Last-Event-ID`, and the stream first replays from the store what matches after that position
-//! (time, then `_id`; at most `api.max_replay` events), then continues live without repeating what
-//! it replayed. Replay assumes events are stored roughly in time order: one timed before the last
-//! event seen and stored after the disconnect is not replayed.
+//! (time, then `_id`; at most `api.max_replay` events, the rest counted), then continues live
+//! without repeating what it replayed. The tap's [`Mark`] taken when the stream opens divides the
+//! two: the replay reaches up to the newest event shown by then, the live part starts with the next
+//! batch, so events stored meanwhile are neither lost nor counted twice. Replay assumes events are
+//! stored roughly in time order: one timed before the last event seen and stored after the
+//! disconnect is not replayed.
 //!
 //! Live events come from the tap's bounded broadcast through one [`Hub`] per collection: while it
 //! has clients, a hub formats each stored batch once into its SSE text (the client count does not
