@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::http::Sse;
 use common::mongo::{self, count, find_all, free_port, mongodb_section, real_mongodb, unique_db, MongoServer, Proxy};
 use common::{testdata, wait_until, Daemon};
 use mongodb::bson::Bson;
@@ -135,7 +136,7 @@ fn a_ten_second_partition_during_50000_events_loses_and_duplicates_nothing() {
     const TOTAL: usize = 50_000;
     const CHUNK: usize = 1_000;
     let server = MongoServer::start();
-    let proxy = Proxy::start(server_port(&server));
+    let proxy = Proxy::start(server.tcp_port());
     let db = unique_db("partition");
     let d = Daemon::start(&mongodb_section(
         &format!("mongodb://127.0.0.1:{}", proxy.port),
@@ -197,7 +198,7 @@ fn a_ten_second_partition_during_50000_events_loses_and_duplicates_nothing() {
 #[test]
 fn sigterm_during_an_outage_keeps_the_rest_in_the_outbox_and_the_next_start_delivers_it() {
     let server = MongoServer::start();
-    let proxy = Proxy::start(server_port(&server));
+    let proxy = Proxy::start(server.tcp_port());
     let db = unique_db("sigterm");
     let mut d = Daemon::start(&mongodb_section(
         &format!("mongodb://127.0.0.1:{}", proxy.port),
@@ -228,7 +229,7 @@ fn sigterm_during_an_outage_keeps_the_rest_in_the_outbox_and_the_next_start_deli
 #[test]
 fn sigterm_while_mongodb_hangs_puts_the_rest_in_the_outbox_within_the_timeout() {
     let server = MongoServer::start();
-    let proxy = Proxy::start(server_port(&server));
+    let proxy = Proxy::start(server.tcp_port());
     let db = unique_db("hang");
     let config = mongodb_section(
         &format!("mongodb://127.0.0.1:{}", proxy.port),
@@ -269,7 +270,7 @@ fn sigterm_while_mongodb_hangs_puts_the_rest_in_the_outbox_within_the_timeout() 
 fn an_alert_is_sent_while_mongodb_hangs_and_recorded_once_it_answers() {
     use common::webhook::{generic_notifications, Receiver, Reply};
     let server = MongoServer::start();
-    let proxy = Proxy::start(server_port(&server));
+    let proxy = Proxy::start(server.tcp_port());
     let db = unique_db("alertdown");
     let rx = Receiver::start(|_, _| Reply::status(204, ""));
     let config = mongodb_section(
@@ -329,7 +330,7 @@ fn mongodb_unreachable_at_start_then_appearing_gets_everything() {
     // A real MongoDB cannot be started late here; a proxy that is down until healed stands in.
     let (late_server, proxy) = if real_mongodb() {
         let server = MongoServer::start();
-        let proxy = Proxy::start(server_port(&server));
+        let proxy = Proxy::start(server.tcp_port());
         proxy.cut();
         (Some(server), Some(proxy))
     } else {
@@ -454,16 +455,6 @@ fn last_drop_count(log: &str) -> Option<u64> {
         .ok()
 }
 
-fn server_port(server: &MongoServer) -> u16 {
-    if real_mongodb() {
-        let uri = server.uri();
-        let host = uri.trim_start_matches("mongodb://").split(['/', '?']).next().unwrap();
-        host.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(27017)
-    } else {
-        server.port
-    }
-}
-
 #[test]
 fn file_lines_reach_mongodb_exactly_once_across_a_kill_9() {
     let server = MongoServer::start();
@@ -495,7 +486,7 @@ fn file_lines_reach_mongodb_exactly_once_across_a_kill_9() {
 #[test]
 fn one_collection_refused_by_the_server_waits_in_the_outbox_without_a_retry_storm_or_holding_up_the_rest() {
     let server = MongoServer::start();
-    let proxy = Proxy::start(server_port(&server));
+    let proxy = Proxy::start(server.tcp_port());
     let db = unique_db("refused");
     let d = Daemon::start(&mongodb_section(
         &format!("mongodb://127.0.0.1:{}", proxy.port),
@@ -531,10 +522,66 @@ fn one_collection_refused_by_the_server_waits_in_the_outbox_without_a_retry_stor
     d.wait_for_log("MongoDB accepts writes to api_cost again");
 }
 
+/// A stream resumed while events wait in the outbox: MongoDB does not have them yet, so the replay
+/// waits for them (at most `api.query_timeout`) and says so when they are still waiting.
+#[test]
+fn a_resume_waits_for_the_outbox_and_says_what_it_could_not_replay() {
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server.tcp_port());
+    let db = unique_db("replay");
+    let d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        "[api]\nquery_timeout = \"5s\"\n",
+    ));
+    let api = d.api();
+    let mut first = Sse::open(&api, "/api/logs/stream", &[]);
+    d.send(log_lines(5, "seen").as_bytes());
+    let seen: Vec<_> = (0..5).map(|_| first.next().expect("an event")).collect();
+    let last = seen[4].id.clone().expect("an id");
+    drop(first);
+    let messages = |sse: &mut Sse, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let e = sse.next().expect("an event");
+                assert_eq!(e.event, None, "{e:?}");
+                e.json()["message"].as_str().expect("a message").to_string()
+            })
+            .collect()
+    };
+
+    // Refused for a moment (the outbox tries again after a second): the replay waits until
+    // MongoDB has them, and has them all.
+    proxy.refuse_inserts("api_logs", 13);
+    assert_eq!(d.send(log_lines(20, "waited for").as_bytes()).events, 20);
+    assert_eq!(d.count_outbox(), 20);
+    proxy.accept_inserts();
+    let mut again = Sse::open(&api, "/api/logs/stream", &[("Last-Event-ID", &last)]);
+    assert_eq!(
+        messages(&mut again, 20),
+        (0..20).map(|i| format!("waited for {i}")).collect::<Vec<_>>()
+    );
+    drop(again);
+
+    // Refused for longer than the wait: the replay says what it could not include, and sends
+    // what MongoDB has.
+    proxy.refuse_inserts("api_logs", 13);
+    assert_eq!(d.send(log_lines(7, "still waiting").as_bytes()).events, 7);
+    let mut third = Sse::open(&api, "/api/logs/stream", &[("Last-Event-ID", &last)]);
+    let said = third.next().expect("an event");
+    assert_eq!(said.event.as_deref(), Some("error"), "{said:?}");
+    let error = said.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("7 events wait in the outbox"), "{error}");
+    assert_eq!(
+        messages(&mut third, 20),
+        (0..20).map(|i| format!("waited for {i}")).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn inserts_whose_replies_are_lost_are_counted_as_stored_once() {
     let server = MongoServer::start();
-    let proxy = Proxy::start(server_port(&server));
+    let proxy = Proxy::start(server.tcp_port());
     let db = unique_db("replies");
     // Without the driver's own retry (which a replica set answers from its session table), the
     // daemon's retry meets the documents its first attempt stored.
@@ -616,7 +663,7 @@ fn two_hosts_tailing_files_that_begin_alike_into_one_mongodb_keep_each_others_li
 #[test]
 fn a_damaged_outbox_row_is_set_aside_as_a_reject_and_the_rest_is_delivered() {
     let server = MongoServer::start();
-    let proxy = Proxy::start(server_port(&server));
+    let proxy = Proxy::start(server.tcp_port());
     proxy.cut();
     let db = unique_db("corrupt");
     let mut d = Daemon::start(&mongodb_section(

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use common::cdp::{Browser, Page};
+use common::mongo::{free_port, mongodb_section, unique_db, MongoServer, Proxy};
 use common::{http, testdata, Daemon};
 
 /// Browser tests run one at a time: the busy-time measurement must not share the CPU with another.
@@ -738,6 +739,63 @@ fn a_lag_past_max_replay_is_counted_and_the_tail_goes_on() {
             "JSON.stringify([document.getElementById('live-state').textContent, window.__states])",
         );
     });
+}
+
+/// On MongoDB, events stored while the page was away can still wait in the outbox when it comes back:
+/// the replay says so, and the page shows it in the tail's status (not as an entry).
+#[test]
+fn a_replay_that_cannot_include_the_outbox_says_so_on_the_page() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server.tcp_port());
+    // A port of its own: the page reconnects to it after the restart.
+    let port = free_port();
+    let mut d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &unique_db("page"),
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\nquery_timeout = \"200ms\"\n"),
+    ));
+    let api = d.api();
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &api);
+    let lines = |tag: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| log_line("INFO", "outbox", &format!("{tag} {i}"), json!({})))
+            .collect()
+    };
+    assert_eq!(d.send(lines("stored", 3).as_bytes()).events, 3);
+    page.wait_for(
+        "the 3 entries",
+        "document.querySelectorAll('#live-list li').length === 3",
+    );
+    // MongoDB refuses the logs (as for a user without the privilege) while the page is away.
+    proxy.refuse_inserts("api_logs", 13);
+    page.call(
+        "Network.emulateNetworkConditions",
+        json!({"offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    );
+    d.stop();
+    page.wait_for(
+        "the stream dropped",
+        "document.getElementById('live-state').dataset.state === 'retrying'",
+    );
+    d.restart();
+    assert_eq!(d.api(), api, "the same port");
+    assert_eq!(d.send(lines("waiting", 2).as_bytes()).events, 2);
+    page.call(
+        "Network.emulateNetworkConditions",
+        json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    );
+    page.wait_for_showing(
+        "the replay's notice in the status",
+        "document.getElementById('live-state').dataset.state === 'live' && document.getElementById('live-state').textContent.includes('补取不全：2 events wait in the outbox')",
+        "document.getElementById('live-state').textContent",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#live-list li').length"),
+        3,
+        "no entry made of the notice"
+    );
 }
 
 /// A burst the page's stream lags behind, then `more` checks on the page once it is live again.

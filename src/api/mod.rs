@@ -61,7 +61,8 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Origins allowed to call the API from a browser; empty: CORS off.
     pub cors_origins: Vec<String>,
-    /// A store query running longer is cancelled and answered with 503.
+    /// A store query running longer is cancelled and answered with 503; a stream's replay waits
+    /// at most this long for the outbox to drain.
     pub query_timeout: HumanDuration,
     /// Longest accepted query string.
     pub max_query_bytes: usize,

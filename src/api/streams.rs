@@ -63,6 +63,8 @@ const CHUNK_BYTES: usize = 32 * 1024;
 /// rather than sent as a chunk of its own.
 const SHARE_FROM_BYTES: usize = 4 * 1024;
 const REPLAY_PAGE: usize = 1000;
+/// How often a replay waiting for the outbox to drain looks again.
+const OUTBOX_CHECK: Duration = Duration::from_millis(20);
 
 pub struct Stream {
     pub path: &'static str,
@@ -294,6 +296,13 @@ impl Feed {
     /// The rest are counted in the same bounds, so whatever is stored meanwhile, each event is
     /// either replayed, counted, or sent live.
     async fn replay(&mut self, after: &Position, through: Option<Position>, sent: &mut Replayed) -> Result<(), Ended> {
+        let waiting = self.outbox_drained().await?;
+        if waiting > 0 {
+            let data = json!({"error": format!(
+                "{waiting} events wait in the outbox until MongoDB takes them (see /readyz); this replay cannot include them"
+            )});
+            self.push("error", None, &data.to_string());
+        }
         let cap = self.api.config().max_replay;
         let collection = self.stream.collection;
         let mut q = FindQuery::new(collection);
@@ -353,6 +362,24 @@ impl Feed {
             self.flush_if_full().await?;
         }
         self.flush().await
+    }
+
+    /// Events stored while MongoDB was away wait in the outbox until it takes them, and only then
+    /// can a query find them: a replay waits for them, at most `api.query_timeout`. Returns how
+    /// many still wait.
+    async fn outbox_drained(&mut self) -> Result<u64, Ended> {
+        let until = tokio::time::Instant::now() + self.api.config().query_timeout.0;
+        loop {
+            let waiting = self.api.store().waiting(self.stream.collection);
+            if waiting == 0 || tokio::time::Instant::now() >= until {
+                return Ok(waiting);
+            }
+            tokio::select! {
+                _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
+                _ = self.tx.closed() => return Err(Ended),
+                _ = tokio::time::sleep(OUTBOX_CHECK) => {}
+            }
+        }
     }
 
     /// A query for the replay, on the server's runtime, at the daemon's priority, as other queries.

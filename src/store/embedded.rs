@@ -862,6 +862,11 @@ impl Query for EmbeddedStore {
             ..StoreHealth::default()
         }
     }
+
+    /// A batch is queryable once it is stored.
+    fn waiting(&self, _: Collection) -> u64 {
+        0
+    }
 }
 
 /// The schema version of an existing file, if it is one (for tests and tools).

@@ -186,4 +186,11 @@ impl Query for AnyStore {
             AnyStore::Mongo(s) => s.health(),
         }
     }
+
+    fn waiting(&self, collection: Collection) -> u64 {
+        match self {
+            AnyStore::Embedded(s) => s.waiting(collection),
+            AnyStore::Mongo(s) => s.waiting(collection),
+        }
+    }
 }

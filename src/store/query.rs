@@ -233,6 +233,10 @@ pub trait Query: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<ResponseTimes, StoreError>> + Send;
 
     fn health(&self) -> StoreHealth;
+
+    /// Events of `collection` that are stored but not found by queries yet: with MongoDB, those
+    /// waiting in the outbox for it.
+    fn waiting(&self, collection: Collection) -> u64;
 }
 
 /// The bucket `time_ms` falls in.

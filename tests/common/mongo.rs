@@ -45,6 +45,21 @@ fn install() -> &'static Path {
 }
 
 impl MongoServer {
+    /// The port it listens on (for a proxy in front of it).
+    pub fn tcp_port(&self) -> u16 {
+        if real_mongodb() {
+            let uri = self.uri();
+            let host = uri
+                .trim_start_matches("mongodb://")
+                .split(['/', '?'])
+                .next()
+                .unwrap_or_default();
+            host.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(27017)
+        } else {
+            self.port
+        }
+    }
+
     pub fn start() -> MongoServer {
         Self::start_on(0)
     }

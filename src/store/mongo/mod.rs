@@ -702,6 +702,10 @@ impl Query for MongoStore {
             failing_collections,
         }
     }
+
+    fn waiting(&self, collection: Collection) -> u64 {
+        self.inner.outbox.events_of(collection)
+    }
 }
 
 /// Whether MongoDB refused a write because the `_id` (or another unique key) exists.

@@ -54,6 +54,7 @@
     'live.paused': ['已暂停，新到 {0} 条', 'Paused; {0} new'],
     'live.lagged': ['流量过大，跳过 {0} 条，已用 Last-Event-ID 补取', 'Too fast: {0} skipped, fetched again with Last-Event-ID'],
     'live.unfetched': ['{0} 条超出补取上限（api.max_replay），未显示', '{0} beyond the replay limit (api.max_replay), not shown'],
+    'live.replay-error': ['补取不全：{0}', 'Replay incomplete: {0}'],
     'r.15m': ['最近 15 分钟', 'Last 15 minutes'],
     'r.1h': ['最近 1 小时', 'Last hour'],
     'r.24h': ['最近 24 小时', 'Last 24 hours'],
@@ -380,7 +381,7 @@
     buf: [], BUF_MAX: 10000, DOM_MAX: 2000, pending: [], paused: false, newWhilePaused: 0,
     lastId: null, ctrl: null, state: 'connecting', retry: 0, retryAt: 0, timer: 0, statusTimer: 0, flushAt: 0, rows: 0,
     lagRetry: -1, lagAt: 0, startId: null,
-    modules: new Set(), received: 0, lagged: 0, unfetched: 0, frame: 0, statusAt: 0, countdown: 0,
+    modules: new Set(), received: 0, lagged: 0, unfetched: 0, replayError: '', frame: 0, statusAt: 0, countdown: 0,
     filter: { min: 0, module: '', q: '' },
   };
   function liveMatches(e) {
@@ -420,6 +421,7 @@
     if (live.paused) s += ' · ' + t('live.paused', int(live.newWhilePaused));
     if (live.lagged) s += ' · ' + t('live.lagged', int(live.lagged));
     if (live.unfetched) s += ' · ' + t('live.unfetched', int(live.unfetched));
+    if (live.replayError) s += ' · ' + t('live.replay-error', live.replayError);
     $('live-state').textContent = s;
   }
   function liveConnect() {
@@ -428,7 +430,10 @@
     const ctrl = new AbortController();
     live.ctrl = ctrl;
     const h = { Accept: 'text/event-stream' };
-    if (live.lastId) h['Last-Event-ID'] = live.lastId;
+    if (live.lastId) {
+      h['Last-Event-ID'] = live.lastId;
+      live.replayError = '';
+    }
     liveSetState('connecting');
     // fetch, not EventSource: EventSource cannot send the token.
     fetch('/api/logs/stream', { headers: headers(h), signal: ctrl.signal, cache: 'no-store' })
@@ -506,7 +511,16 @@
       }
       return true;
     }
-    if (!data) return false;
+    if (event === 'error') {
+      // The replay could not fetch everything (the store did not answer, or events still wait
+      // in MongoDB's outbox): said until the next replay.
+      let e = {};
+      try { e = JSON.parse(data) || {}; } catch (x) { /* keep going */ }
+      live.replayError = e.error || data;
+      liveStatus(true);
+      return false;
+    }
+    if (event !== 'message' || !data) return false;
     let d;
     try { d = JSON.parse(data); } catch (e) { return false; }
     if (id) live.lastId = id;
