@@ -138,6 +138,14 @@ fn open(browser: &Browser, api: &str) -> (Page, u64) {
     (page, loaded)
 }
 
+/// Offline, the browser's new connections fail; open ones stay.
+fn set_offline(page: &Page, on: bool) {
+    page.call(
+        "Network.emulateNetworkConditions",
+        json!({"offline": on, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
+    );
+}
+
 fn eval_strings(page: &Page, expr: &str) -> Vec<String> {
     page.eval(expr)
         .as_array()
@@ -242,10 +250,7 @@ fn the_monitor_config_route_gives_the_thresholds_in_force() {
 fn the_page_in_a_real_browser() {
     let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
     // A fixed port, so that the page finds the daemon again after a restart.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let mut d = Daemon::start(&format!("{FAST}[api]\nlisten = \"127.0.0.1:{port}\"\n"));
     let api = d.api();
     let browser = Browser::launch();
@@ -360,16 +365,10 @@ fn the_page_in_a_real_browser() {
     // A dropped connection: what is stored meanwhile arrives after it, replayed by Last-Event-ID.
     let errors = page.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
-    let offline = |on: bool| {
-        page.call(
-            "Network.emulateNetworkConditions",
-            json!({"offline": on, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
-        );
-    };
     // The browser goes offline (new connections fail; the open stream stays), the daemon restarts
     // (the stream ends), events are stored while the page cannot reconnect; back online, the page
     // reconnects with Last-Event-ID and the stream replays them from the store.
-    offline(true);
+    set_offline(&page, true);
     d.stop();
     page.wait_for(
         "the stream dropped",
@@ -390,7 +389,7 @@ fn the_page_in_a_real_browser() {
         .map(|i| log_line("INFO", "net", &format!("断线期间 {i}"), json!({})))
         .collect();
     assert_eq!(d.send(meanwhile.as_bytes()).events, 3);
-    offline(false);
+    set_offline(&page, false);
     page.wait_for(
         "the stream back, with what was stored meanwhile",
         "document.getElementById('live-state').dataset.state === 'live' && document.querySelectorAll('#live-list li').length === 295",
@@ -723,7 +722,7 @@ fn a_lagging_tail_waits_before_it_catches_up_with_last_event_id() {
 
 /// More missed than `api.max_replay`: the replay itself says `lagged` (with its reason) before the
 /// newest events; the page counts those as not shown and reads on, instead of reconnecting for the
-/// same replay. Every event of the burst is received or counted as not shown, but for at most a batch.
+/// same replay. Every event of the burst is either received or counted as not shown.
 #[test]
 fn a_lag_past_max_replay_is_counted_and_the_tail_goes_on() {
     lag_then_catch_up("[api]\nmax_replay = 2000\n", |page| {
@@ -770,10 +769,7 @@ fn a_replay_that_cannot_include_the_outbox_says_so_on_the_page() {
     );
     // MongoDB refuses the logs (as for a user without the privilege) while the page is away.
     proxy.refuse_inserts("api_logs", 13);
-    page.call(
-        "Network.emulateNetworkConditions",
-        json!({"offline": true, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
-    );
+    set_offline(&page, true);
     d.stop();
     page.wait_for(
         "the stream dropped",
@@ -782,10 +778,7 @@ fn a_replay_that_cannot_include_the_outbox_says_so_on_the_page() {
     d.restart();
     assert_eq!(d.api(), api, "the same port");
     assert_eq!(d.send(lines("waiting", 2).as_bytes()).events, 2);
-    page.call(
-        "Network.emulateNetworkConditions",
-        json!({"offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}),
-    );
+    set_offline(&page, false);
     page.wait_for_showing(
         "the replay's notice in the status",
         "document.getElementById('live-state').dataset.state === 'live' && document.getElementById('live-state').textContent.includes('补取不全：2 events wait in the outbox')",
