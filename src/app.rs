@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::{Config, HumanDuration};
+use crate::config::Config;
 use crate::event::{EventId, Parser, Source};
 use crate::monitor::alerts::{AlertSink, Fanout, LogSink};
 use crate::monitor::silences::{Silenced, Silences};
@@ -39,6 +39,7 @@ use crate::store::outbox::Outbox;
 use crate::store::{retention, AnyStore, EmbeddedStore, MongoStore, Store};
 use crate::systemd;
 use crate::telemetry::{self, Counters};
+use crate::units::HumanDuration;
 
 /// File descriptors kept free for the store, tailed files and the daemon's own needs.
 const RESERVED_FDS: u64 = 128;
@@ -424,7 +425,7 @@ impl Running {
         match &stop {
             Stop::Signal(name) => tracing::info!(
                 "{name} received: no longer accepting events; storing what was accepted ({} of the memory budget in use; at most {})",
-                crate::config::ByteSize(in_flight as u64),
+                crate::units::ByteSize(in_flight as u64),
                 HumanDuration(timeout)
             ),
             Stop::TaskFailed(what) => tracing::error!("stopping: {what}"),

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// `[redact]`: what is masked before anything is queued, stored or logged.
 #[derive(Debug, Clone, Serialize, Deserialize)]

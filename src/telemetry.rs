@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HumanDuration, Problems};
 use crate::event::{Collection, Event};
+use crate::problems::Problems;
 use crate::shutdown::Shutdown;
+use crate::units::HumanDuration;
 
 /// Rejects logged one by one per minute; the rest are only counted (and said in the summary).
 const REJECT_WARNINGS_PER_MINUTE: u32 = 10;
@@ -415,7 +416,7 @@ pub async fn summarize(
                 d(now.stored[2], last.stored[2]),
                 d(now.stored[3], last.stored[3]),
                 d(now.deferred, last.deferred),
-                crate::config::ByteSize(budget_used() as u64),
+                crate::units::ByteSize(budget_used() as u64),
             );
         }
         last = now;

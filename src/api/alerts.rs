@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 
 use super::params::{Params, RawQuery};
 use super::{Api, ApiError};
-use crate::config::HumanDuration;
 use crate::event::Timestamp;
 use crate::monitor::silences::Matcher;
 use crate::store::alerts::AlertStore;
+use crate::units::HumanDuration;
 
 /// Longest silence: a forgotten one should not hide a problem for ever.
 const MAX_SILENCE_MS: i64 = 30 * 86_400_000;

@@ -33,17 +33,18 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::event::NaiveZone;
 use crate::monitor::silences::Silences;
 use crate::monitor::Monitor;
 use crate::notify::Notifier;
 use crate::pipeline::budget::Budget;
 use crate::pipeline::tap::Tap;
+use crate::problems::Problems;
 use crate::shutdown::Shutdown;
 use crate::source::Ingest;
 use crate::store::AnyStore;
 use crate::telemetry::Counters;
+use crate::units::{ByteSize, HumanDuration};
 
 pub use error::ApiError;
 

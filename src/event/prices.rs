@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Body, CostSource, Currency, Event};
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// One model's prices, per million tokens, in `currency`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HumanDuration, Problems};
 use crate::event::{Body, Currency, Event, Timestamp};
+use crate::problems::Problems;
 use crate::store::query::CostBucket;
+use crate::units::HumanDuration;
 
 /// `[budget]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

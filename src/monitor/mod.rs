@@ -22,13 +22,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::HumanDuration;
 use crate::event::{Body, Collection, Event, EventId, Source, Timestamp};
 use crate::pipeline::tap::Observer;
 use crate::pipeline::{Chunk, PipelineSender};
 use crate::shutdown::Shutdown;
 use crate::store::alerts::{AlertRecord, AlertStore};
 use crate::store::query::{Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
+use crate::units::HumanDuration;
 use alerts::{AlertSink, Lifecycle};
 use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period, Reading};
 use messages::Text;

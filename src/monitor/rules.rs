@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HumanDuration, Problems};
+use crate::problems::Problems;
+use crate::units::HumanDuration;
 
 pub use crate::notify::{Language, Severity};
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{signing, Severity};
-use crate::config::{HumanDuration, Problems};
+use crate::problems::Problems;
+use crate::units::HumanDuration;
 
 /// How notifications are laid out and signed for a receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -16,9 +16,10 @@ use super::http::{self, Verdict};
 use super::limiter::Limiter;
 use super::queue::{Batch, Outcome, Row};
 use super::{FormatKind, Notification, Receiver, Shared};
-use crate::config::HumanDuration;
 use crate::event::Timestamp;
+use crate::retry::Backoff;
 use crate::telemetry::RateLimited;
+use crate::units::HumanDuration;
 
 /// How long an attempt in flight at shutdown may take to finish (so that its answer is recorded
 /// and it is not sent again on the next start).
@@ -401,16 +402,11 @@ impl Loop {
 /// Delay before retry `attempts` (1 = the first retry): `backoff` doubled per failure, at most
 /// `max_backoff`, drawn from its upper half so that receivers coming back are not hit in step.
 pub fn backoff(cfg: &super::WebhookConfig, attempts: u32) -> Duration {
-    let doubling = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
-    let full = cfg.backoff.0.saturating_mul(doubling).min(cfg.max_backoff.0);
-    let half = full / 2;
-    let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
-    let extra = if jitter_ms == 0 {
-        0
-    } else {
-        getrandom::u64().unwrap_or(0) % (jitter_ms + 1)
-    };
-    half + Duration::from_millis(extra)
+    Backoff {
+        first: cfg.backoff.0,
+        max: cfg.max_backoff.0,
+    }
+    .delay(attempts.saturating_sub(1))
 }
 
 /// The id a delivery carries on every attempt (`webhook-id`): its notification's id when alone
@@ -446,33 +442,4 @@ fn ids_of(items: &[Notification]) -> String {
         ids.push("…");
     }
     ids.join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::notify::WebhookConfig;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let cfg = WebhookConfig {
-            backoff: HumanDuration(Duration::from_millis(100)),
-            max_backoff: HumanDuration(Duration::from_millis(1000)),
-            ..WebhookConfig::default()
-        };
-        for _ in 0..50 {
-            let first = backoff(&cfg, 1);
-            assert!(
-                first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
-                "{first:?}"
-            );
-            let third = backoff(&cfg, 3);
-            assert!(
-                third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
-                "{third:?}"
-            );
-            let capped = backoff(&cfg, 40);
-            assert!(capped >= Duration::from_millis(500) && capped <= Duration::from_millis(1000));
-        }
-    }
 }

@@ -108,7 +108,7 @@ pub async fn send(client: &reqwest::Client, out: Outgoing, timeout: Duration) ->
 
 fn no_answer(e: &reqwest::Error, timeout: Duration) -> Answer {
     let error = if e.is_timeout() {
-        format!("no answer within {} (timeout)", crate::config::HumanDuration(timeout))
+        format!("no answer within {} (timeout)", crate::units::HumanDuration(timeout))
     } else if e.is_connect() {
         format!("cannot connect: {}", chain(e))
     } else {

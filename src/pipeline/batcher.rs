@@ -9,8 +9,9 @@ use tokio::time::Instant;
 
 use super::ack::Ack;
 use super::budget::{Budget, Reservation};
-use super::{sleep_until, Chunk, QueuedBatch};
+use super::{Chunk, QueuedBatch};
 use crate::event::{Collection, Event};
+use crate::retry::sleep_until;
 use crate::store::Batch;
 
 /// Flushes a collection's buffer when it reaches `max_batch`, `max_wait` after its first event, or

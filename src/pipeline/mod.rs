@@ -26,10 +26,11 @@ use tokio::sync::mpsc;
 pub use batcher::Batcher;
 pub use writer::{Writer, WriterReport};
 
-use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::event::Event;
+use crate::problems::Problems;
 use crate::store::Batch;
 use crate::telemetry::Counters;
+use crate::units::{ByteSize, HumanDuration};
 use ack::Ack;
 use budget::{Budget, Reservation};
 use tap::Tap;
@@ -174,19 +175,4 @@ pub fn pipeline<S: crate::store::Store>(
         budget,
         progress,
     }
-}
-
-/// Sleeps until `deadline`, or forever when there is none (one arm of a `select!`).
-pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Retry delays for a failing store: 100 ms doubling to 5 s, with ±25 % jitter.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    let jitter = (crate::event::EventId::new().0[11] as u64 * base / 2) / 255; // 0..base/2
-    Duration::from_millis(base * 3 / 4 + jitter)
 }

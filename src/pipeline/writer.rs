@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use super::tap::Tap;
 use super::QueuedBatch;
+use crate::retry::Backoff;
 use crate::store::{Batch, Store};
 use crate::telemetry::Counters;
 
@@ -198,7 +199,7 @@ async fn write_until_durable<S: Store>(store: &S, queued: QueuedBatch, counters:
                         "cannot store a batch, retrying until it succeeds: {e}"
                     );
                 }
-                tokio::time::sleep(super::backoff(attempt)).await;
+                tokio::time::sleep(Backoff::STORE.delay(attempt)).await;
                 attempt = attempt.saturating_add(1);
             }
         }

@@ -27,9 +27,10 @@ use tokio::sync::Semaphore;
 
 use super::client::ClientLines;
 use super::{Ingest, SyncRequest};
-use crate::config::{HumanDuration, Problems};
+use crate::problems::Problems;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RateLimited;
+use crate::units::HumanDuration;
 
 /// `[socket]`: the Unix socket the app writes JSON lines to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,7 +80,7 @@ impl SocketConfig {
                 "socket.idle_timeout",
                 self.idle_timeout,
                 Duration::from_millis(100),
-                crate::config::MAX_DURATION,
+                crate::units::MAX_DURATION,
             );
         }
         if self.mode_bits().is_none() {

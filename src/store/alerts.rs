@@ -325,7 +325,7 @@ mod mongo_impl {
         tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
             Err(StoreError::transient(format!(
                 "MongoDB: no answer within mongodb.write_timeout ({})",
-                crate::config::HumanDuration(limit)
+                crate::units::HumanDuration(limit)
             )))
         })
     }

@@ -5,9 +5,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use crate::config::{HumanDuration, Problems};
 use crate::event::{Collection, Timestamp};
+use crate::problems::Problems;
 use crate::shutdown::Shutdown;
+use crate::units::HumanDuration;
 
 /// `[retention]`: how long each collection keeps its documents; `"0"` keeps them forever.
 #[derive(Debug, Clone, Serialize, Deserialize)]

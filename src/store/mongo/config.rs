@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ByteSize, HumanDuration, Problems};
+use crate::problems::Problems;
+use crate::units::{ByteSize, HumanDuration};
 
 /// `[mongodb]`: MongoDB as the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,7 +70,7 @@ impl MongoConfig {
             "mongodb.max_outbox_bytes",
             self.max_outbox_bytes,
             1 << 20,
-            crate::config::MAX_BYTES,
+            crate::units::MAX_BYTES,
         );
     }
 }

@@ -11,6 +11,7 @@ use mongodb::IndexModel;
 
 use super::MongoStore;
 use crate::event::Collection;
+use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
 use crate::store::retention::RetentionConfig;
 
@@ -81,7 +82,7 @@ impl MongoStore {
                     }
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(crate::pipeline::backoff(attempt.min(6))) => {}
+                    _ = tokio::time::sleep(Backoff::STORE.delay(attempt)) => {}
                     _ = shutdown.recv() => return,
                 }
             }

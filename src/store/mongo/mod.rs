@@ -40,6 +40,7 @@ use super::retention::RetentionConfig;
 use super::{document, Batch, ErrorKind, Store, StoreError, WriteOutcome};
 use crate::event::{Collection, Event, EventId, Source, Timestamp};
 use crate::redact::Redactor;
+use crate::retry::{sleep_until, Backoff};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Counters;
 
@@ -223,7 +224,7 @@ impl MongoStore {
             Err(_) => {
                 return Err(mongodb::error::Error::custom(format!(
                     "no answer within mongodb.write_timeout ({})",
-                    crate::config::HumanDuration(self.inner.write_timeout)
+                    crate::units::HumanDuration(self.inner.write_timeout)
                 )))
             }
         };
@@ -321,7 +322,7 @@ impl MongoStore {
                     }
                     Err(e) if attempt + 1 < LIVE_ATTEMPTS && !matches!(e, Attempt::Deadline) => {
                         tracing::debug!("insert into MongoDB failed, retrying: {e}");
-                        tokio::time::sleep(crate::pipeline::backoff(attempt)).await;
+                        tokio::time::sleep(Backoff::STORE.delay(attempt)).await;
                         attempt += 1;
                     }
                     Err(e) => {
@@ -352,7 +353,7 @@ impl MongoStore {
             let current = *deadline.borrow_and_update();
             tokio::select! {
                 r = &mut insert => return r.map_err(Attempt::Failed),
-                _ = crate::pipeline::sleep_until(current) => return Err(Attempt::Deadline),
+                _ = sleep_until(current) => return Err(Attempt::Deadline),
                 changed = deadline.changed() => {
                     if changed.is_err() {
                         return insert.await.map_err(Attempt::Failed);
@@ -501,7 +502,7 @@ impl MongoStore {
                 if probe.is_err() {
                     failures += 1;
                     tokio::select! {
-                        _ = tokio::time::sleep(crate::pipeline::backoff(failures.min(5))) => {}
+                        _ = tokio::time::sleep(Backoff::STORE.delay(failures)) => {}
                         _ = shutdown.recv() => return,
                     }
                     continue;

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::config::HumanDuration;
 use crate::event::{Body, Event, EventId, Level, Log, NaiveZone, Parser, Source, Timestamp};
 use crate::pipeline::PipelineSender;
 use crate::redact::{RedactConfig, Redactor};
 use crate::source::lines::LineDecoder;
 use crate::source::Ingest;
+use crate::units::HumanDuration;
 
 const FP: u64 = 0xfeed;
 
