@@ -11,14 +11,13 @@
 //! stops the daemon and fails its exit code, so systemd restarts it instead of it running half-dead.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, Sources};
 use crate::event::{EventId, Parser, Source};
 use crate::monitor::alerts::{AlertSink, Fanout, LogSink};
 use crate::monitor::silences::{Silenced, Silences};
@@ -50,7 +49,8 @@ pub struct App;
 pub struct Running {
     config: Config,
     /// The file SIGHUP reads again (None: started on built-in defaults).
-    config_path: Option<PathBuf>,
+    /// Read again on SIGHUP.
+    config_sources: Sources,
     sources: Coordinator,
     background: Coordinator,
     batcher: tokio::task::JoinHandle<()>,
@@ -94,7 +94,7 @@ impl ShutdownReport {
 impl App {
     /// Opens the state directory and the store, binds the listeners and starts every task. When it
     /// returns, the daemon accepts events.
-    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, String> {
+    pub async fn start(config: Config, config_sources: Sources) -> Result<Running, String> {
         // State files hold every message: not readable by other users, whatever the caller's umask.
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o027));
         let state = StateDir::open(&config.state_dir)?;
@@ -293,16 +293,29 @@ impl App {
         );
         systemd::status(&systemd::status_line(0.0, &crate::store::query::Query::health(&store)));
         systemd::ready();
+        let b = &config.budget;
+        let limit = |rmb: f64| match rmb {
+            0.0 => "off".to_string(),
+            _ => format!("¥{rmb}"),
+        };
         tracing::info!(
-            "lngpt-collector {} started: storing events in the {}; redaction {}; memory budget {}",
+            "lngpt-collector {} started: storing events in the {}; budget {} an hour, {} a day at {} RMB per USD{}; redaction {}; memory budget {}",
             env!("CARGO_PKG_VERSION"),
             store.describe(),
+            limit(b.hourly_limit_rmb),
+            limit(b.daily_limit_rmb),
+            b.usd_to_rmb_rate,
+            if config.api.enabled {
+                ""
+            } else {
+                " (api.enabled = false: the app's check_cost_limits() cannot ask)"
+            },
             if redactor.enabled() { "on" } else { "OFF" },
             config.pipeline.memory_budget,
         );
         Ok(Running {
             config,
-            config_path,
+            config_sources,
             sources,
             background,
             batcher,
@@ -346,11 +359,11 @@ impl Running {
     }
 
     fn reload_config(&mut self) {
-        let Some(path) = self.config_path.clone() else {
+        let Some(path) = self.config_sources.file.clone() else {
             tracing::info!("SIGHUP received: started without a configuration file, nothing to reload");
             return;
         };
-        let new = match Config::load(&path) {
+        let new = match Config::load_from(&self.config_sources) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser as ClapParser, Subcommand};
 
 use lngpt_collector::app::App;
-use lngpt_collector::config::Config;
+use lngpt_collector::config::{Config, Sources};
 use lngpt_collector::notify;
 use lngpt_collector::shutdown::signals;
 use lngpt_collector::telemetry;
@@ -19,7 +19,9 @@ Examples:
   lngpt-collector alert test --config /etc/lngpt-collector/config.toml --receiver ops
 
 Environment variables override the file: LNGPT_COLLECTOR_<SECTION>_<KEY> (e.g.
-LNGPT_COLLECTOR_PIPELINE_MAX_BATCH=500), LNGPT_COLLECTOR_STATE_DIR, and LOG_LEVEL.";
+LNGPT_COLLECTOR_PIPELINE_MAX_BATCH=500), and the app's own names (API_HOURLY_LIMIT_RMB,
+API_DAILY_LIMIT_RMB, API_USD_TO_RMB_RATE, ENABLE_MONGODB, MONGODB_URI, MONGODB_DB_NAME, LOG_LEVEL,
+LOG_FORMAT), also read from the app's .env with --env-file.";
 
 #[derive(ClapParser)]
 #[command(name = "lngpt-collector", version, about = "Collects an LLM app's logs, API costs and performance records into a store", after_help = EXAMPLES)]
@@ -27,6 +29,10 @@ struct Cli {
     /// Configuration file (TOML); without it, built-in defaults apply.
     #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The app's .env file (python-dotenv syntax): its names set the limits, the rate and the
+    /// store, under the process environment. Overrides the file's `env_file`.
+    #[arg(long, global = true, value_name = "FILE")]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -85,7 +91,11 @@ fn main() -> ExitCode {
         };
     }
     let cli = Cli::parse();
-    let config = match load_config(cli.config.as_deref()) {
+    let sources = Sources {
+        file: cli.config.clone(),
+        env_file: cli.env_file.clone(),
+    };
+    let config = match Config::load_from(&sources).map_err(|e| e.to_string()) {
         Ok(c) => c,
         Err(e) => {
             for line in e.lines() {
@@ -95,10 +105,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(config, cli.config),
+        Command::Run => run(config, sources),
         Command::CheckConfig { quiet } => {
+            for warning in &config.provenance.warnings {
+                eprintln!("lngpt-collector: warning: {warning}");
+            }
             if !quiet {
-                println!("# configuration is valid; effective values (secrets masked):");
+                println!("# configuration is valid; effective values (secrets masked), each with where it came from:");
                 print!("{}", config.to_masked_toml());
             }
             ExitCode::SUCCESS
@@ -189,7 +202,12 @@ fn generate_docs(out: &std::path::Path) -> std::io::Result<()> {
     use clap::CommandFactory;
     let man = out.join("man");
     std::fs::create_dir_all(&man)?;
-    let mut cmd = Cli::command();
+    // Without clap's `help` pseudo-commands, which would each get a page (12 of 17) and show in
+    // the completions; `--help` stays.
+    fn real_commands_only(cmd: clap::Command) -> clap::Command {
+        cmd.disable_help_subcommand(true).mut_subcommands(real_commands_only)
+    }
+    let mut cmd = real_commands_only(Cli::command());
     cmd.build();
     clap_mangen::generate_to(cmd.clone(), &man)?;
     let completions = out.join("completions");
@@ -204,16 +222,9 @@ fn generate_docs(out: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn load_config(path: Option<&std::path::Path>) -> Result<Config, String> {
-    match path {
-        Some(p) => Config::load(p).map_err(|e| e.to_string()),
-        None => Config::from_toml("", "(built-in defaults)", std::env::vars()).map_err(|e| e.to_string()),
-    }
-}
-
 /// Exit codes: 0 stopped cleanly with everything stored; 1 a start-up error, or a stop with
 /// accepted events not stored or a task failed; 130 a second SIGINT.
-fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
+fn run(config: Config, sources: Sources) -> ExitCode {
     telemetry::init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -226,13 +237,16 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(warning) = path.as_deref().and_then(|p| config.secrets_readable_warning(p)) {
+    if let Some(warning) = sources.file.as_deref().and_then(|p| config.secrets_readable_warning(p)) {
+        tracing::warn!("{warning}");
+    }
+    for warning in &config.provenance.warnings {
         tracing::warn!("{warning}");
     }
     let timeout = config.pipeline.shutdown_timeout.0;
     let result = runtime.block_on(async move {
         let mut signals = signals::listen().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let mut running = App::start(config, path).await?;
+        let mut running = App::start(config, sources).await?;
         let stop = running.until_stopped(&mut signals).await;
         Ok::<_, String>(running.shutdown(stop, timeout, signals).await)
     });

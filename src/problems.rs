@@ -74,6 +74,9 @@ pub struct Problems {
     /// (key path, environment variable) of every value that came from the environment, so that a
     /// problem with it is blamed on the variable, not the file.
     env: Vec<(String, String)>,
+    /// Keys whose wrong value was reported and replaced by the default: later checks that would
+    /// blame that default on the user stay silent.
+    defaulted: Vec<String>,
     list: Vec<ConfigError>,
 }
 
@@ -82,18 +85,27 @@ impl Problems {
         Problems {
             origin: origin.to_string(),
             env: Vec::new(),
+            defaulted: Vec::new(),
             list: Vec::new(),
         }
     }
 
     /// Reports `key` (a dotted path such as `pipeline.max_batch` or `file[0].path`) as wrong.
     pub fn add(&mut self, key: &str, problem: impl Into<String>) {
+        if self.defaulted.iter().any(|d| d == key) {
+            return;
+        }
         let origin = self
             .env
             .iter()
             .find(|(k, _)| k == key)
             .map_or(self.origin.clone(), |(_, var)| var.clone());
         self.list.push(ConfigError::new(&origin, key, problem.into()));
+    }
+
+    /// Says that `key`'s value was wrong (and reported) and its default stands in.
+    pub(crate) fn defaulted(&mut self, key: &str) {
+        self.defaulted.push(key.to_string());
     }
 
     /// Says that `key` came from `origin` (an environment variable), so that a problem found with
@@ -149,11 +161,68 @@ impl Problems {
         }
     }
 
-    pub(crate) fn into_result(self) -> Result<(), ConfigErrors> {
+    /// Every problem once, in the order found.
+    pub(crate) fn into_result(mut self) -> Result<(), ConfigErrors> {
+        let mut seen = std::collections::HashSet::new();
+        self.list
+            .retain(|e| seen.insert((e.origin.clone(), e.key.clone(), e.problem.clone())));
         if self.list.is_empty() {
             Ok(())
         } else {
             Err(ConfigErrors(self.list))
         }
+    }
+}
+
+/// The candidate closest to `word` in spelling, if one is close enough to be what was meant: a
+/// near spelling, or a name the word begins with (`budget_daily` → `budget`).
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    candidates
+        .into_iter()
+        .filter_map(|c| {
+            let lower = c.to_ascii_lowercase();
+            let distance = strsim::damerau_levenshtein(&word, &lower);
+            if distance <= 2.max(c.len() / 3) {
+                Some((distance, c))
+            } else if lower.len() >= 4 && word.starts_with(&lower) {
+                Some((word.len() - lower.len(), c))
+            } else {
+                None
+            }
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// serde's "unknown variant `x`, expected one of `a`, `b`" with "; did you mean `a`?" added when
+/// one is close.
+pub fn with_suggestion(message: String) -> String {
+    let Some(rest) = message.strip_prefix("unknown variant `") else {
+        return message;
+    };
+    let Some((given, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let options: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    match closest(given, options) {
+        Some(hint) => format!("{message}; did you mean `{hint}`?"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_spellings_are_suggested_and_far_ones_not() {
+        assert_eq!(closest("budget_daily", ["budget", "error_rate"]), Some("budget"));
+        assert_eq!(closest("eror_rate", ["budget", "error_rate"]), Some("error_rate"));
+        assert_eq!(closest("latency", ["budget", "error_rate"]), None);
+        let m = with_suggestion("unknown variant `jsno`, expected `text` or `json`".into());
+        assert!(m.ends_with("did you mean `json`?"), "{m}");
+        let m = with_suggestion("unknown variant `xml`, expected one of `text`, `json`".into());
+        assert!(!m.contains("did you mean"), "{m}");
     }
 }

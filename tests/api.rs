@@ -506,6 +506,46 @@ fn a_stream_resumed_with_last_event_id_misses_nothing_and_repeats_nothing() {
     assert_eq!(got, want);
 }
 
+/// `?tail=N` opens with the newest N stored events (filters applied), oldest of them first, then
+/// goes live without repeating one; a resume ignores it.
+#[test]
+fn a_stream_with_tail_opens_with_the_newest_stored_events_then_goes_live_on_both_stores() {
+    on_both_stores(|d| {
+        let api = d.api();
+        let base = 1_795_680_000_000;
+        d.send(&log_lines(base, 50, "a"));
+        let mut tail = Sse::open(&api, "/api/logs/stream?tail=10", &[]);
+        assert_eq!(tail.status, 200);
+        let opened: Vec<_> = (0..10).map(|_| tail.next().expect("a stored event")).collect();
+        assert_eq!(
+            messages(&opened),
+            (40..50).map(|i| format!("a line {i}")).collect::<Vec<_>>()
+        );
+        d.send(&log_lines(base + 50, 5, "b"));
+        let live: Vec<_> = (0..5).map(|_| tail.next().expect("a live event")).collect();
+        assert_eq!(
+            messages(&live),
+            (0..5).map(|i| format!("b line {i}")).collect::<Vec<_>>(),
+            "live after the tail, none repeated"
+        );
+        // Filters apply to the tail as to the live part.
+        let mut errors = Sse::open(&api, "/api/logs/stream?tail=3&level=ERROR", &[]);
+        let got: Vec<_> = (0..3).map(|_| errors.next().expect("a stored error")).collect();
+        assert_eq!(messages(&got), ["a line 30", "a line 40", "b line 0"]);
+        // A resume replays from its position, whatever tail says.
+        let last = opened[9].id.clone().unwrap();
+        let mut resumed = Sse::open(&api, "/api/logs/stream?tail=10", &[("Last-Event-ID", &last)]);
+        let got: Vec<_> = (0..5).map(|_| resumed.next().expect("a replayed event")).collect();
+        assert_eq!(
+            messages(&got),
+            (0..5).map(|i| format!("b line {i}")).collect::<Vec<_>>()
+        );
+        let r = get(&api, "/api/logs/stream?tail=5000");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("tail"), "{}", r.text());
+    });
+}
+
 /// More missed than `api.max_replay`: the newest are replayed after a `lagged` that counts the rest
 /// exactly, the events the client saw in its last event's millisecond not among them.
 #[test]

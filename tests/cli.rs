@@ -293,6 +293,23 @@ fn generate_docs_writes_man_pages_and_completions() {
         );
     }
     assert!(!dir.path().join("man/lngpt-collector-generate-docs.1").exists());
+    // One page per real command, none for clap's `help` pseudo-commands.
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path().join("man"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert_eq!(
+        pages,
+        [
+            "lngpt-collector-alert-test.1",
+            "lngpt-collector-alert.1",
+            "lngpt-collector-check-config.1",
+            "lngpt-collector-run.1",
+            "lngpt-collector-send.1",
+            "lngpt-collector.1"
+        ]
+    );
     for file in ["lngpt-collector.bash", "_lngpt-collector", "lngpt-collector.fish"] {
         let text = std::fs::read_to_string(dir.path().join("completions").join(file)).unwrap();
         assert!(
@@ -302,4 +319,142 @@ fn generate_docs_writes_man_pages_and_completions() {
     }
     let help = Command::new(BIN).arg("--help").output().unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("generate-docs"));
+}
+
+/// A python3 that has python-dotenv (`.ci/run` installs Debian's `python3-dotenv`).
+fn python_with_dotenv() -> &'static str {
+    for python in ["python3", "/usr/bin/python3"] {
+        let ok = Command::new(python)
+            .args(["-c", "import dotenv"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return python;
+        }
+    }
+    panic!("no python3 with python-dotenv: apt-get install python3-dotenv (.ci/run does)");
+}
+
+/// The app reads its `.env` with python-dotenv's `dotenv_values`: the collector reads the same
+/// file to the same values, on files that use every corner of its syntax.
+#[test]
+fn an_env_file_reads_to_what_python_dotenv_reads() {
+    let files = [
+        // The app's .env.example, abridged, as it ships.
+        "# MongoDB Configuration - MongoDB数据库配置\n# 是否启用MongoDB\nENABLE_MONGODB=false\nMONGODB_URI=mongodb://host.docker.internal:27017/\nMONGODB_DB_NAME=llm_api\n\n# 每小时费用上限（人民币）\nAPI_HOURLY_LIMIT_RMB=100\nAPI_DAILY_LIMIT_RMB=500\nAPI_USD_TO_RMB_RATE=7\nWENXIN_AK=\nDEFAULT_MAIN_MODEL=zhipuai/glm-4-air\n",
+        "export A=1\nexport  B = two words \nC='single # kept' # dropped\nD=\"dq \\\"esc\\\" \\n \\t \\\\ end\"\nE=x#y\nF=x #y\n",
+        "MULTI=\"first\nsecond\"\nS='it\\'s'\nT='a\\\\b'\nU=\"\"\nV=''\nNAME_ONLY\n = bad\nW=${A}-${MISSING:-dflt}-${HOME_DIR}\n",
+        "A=1\r\nB=2\rC=\"x\r\ny\"\r\nA=3\n\n\n   # indented comment\n  G = spaced\nH='unterminated\nI=after\n",
+        "K=\"a\\\\\"\nL=\"quote\\\" inside\"\nM=emoji 🚀 中文\nN=trailing   \n'O'=quoted key\nP=${K}${L}\n",
+    ];
+    let python = python_with_dotenv();
+    for (i, text) in files.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(python)
+            .args([
+                "-c",
+                "import json, sys; from dotenv import dotenv_values; print(json.dumps(dotenv_values(sys.argv[1])))",
+            ])
+            .arg(&path)
+            .env("HOME_DIR", "/home/app")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let theirs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let ours = lngpt_collector::config::dotenv::parse(text, |n| (n == "HOME_DIR").then(|| "/home/app".into()));
+        let ours: serde_json::Map<String, serde_json::Value> = ours
+            .vars
+            .into_iter()
+            .map(|(k, v)| (k, v.map_or(serde_json::Value::Null, serde_json::Value::String)))
+            .collect();
+        assert_eq!(ours, theirs, "file {i}:\n{text}");
+    }
+}
+
+/// `--env-file` with the app's `.env`: the limits, rate and store it sets, shown by `check-config`
+/// with where each came from, and stated by the start line.
+#[test]
+fn the_apps_env_file_sets_limits_rate_and_store_and_check_config_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    std::fs::write(
+        &env_file,
+        "ENABLE_MONGODB=false\nMONGODB_URI=mongodb://host.docker.internal:27017/\nMONGODB_DB_NAME=llm_api\nAPI_HOURLY_LIMIT_RMB=20\nAPI_DAILY_LIMIT_RMB=80\nAPI_USD_TO_RMB_RATE=7.2\n",
+    )
+    .unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[api]\nenabled = false\n[log]\nsummary_interval = \"0\"\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let clean = |cmd: &mut Command| {
+        for (name, _) in std::env::vars() {
+            if name.starts_with("LNGPT_")
+                || name.starts_with("API_")
+                || name.starts_with("MONGODB")
+                || name == "ENABLE_MONGODB"
+                || name == "LOG_LEVEL"
+            {
+                cmd.env_remove(name);
+            }
+        }
+    };
+    let mut check = Command::new(BIN);
+    check
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .arg("--env-file")
+        .arg(&env_file);
+    clean(&mut check);
+    let out = check.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let origin = format!("(in {})", env_file.display());
+    for (line, var) in [
+        ("hourly_limit_rmb = 20.0", "API_HOURLY_LIMIT_RMB"),
+        ("daily_limit_rmb = 80.0", "API_DAILY_LIMIT_RMB"),
+        ("usd_to_rmb_rate = 7.2", "API_USD_TO_RMB_RATE"),
+        ("enabled = false", "ENABLE_MONGODB"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(line) && l.ends_with(&format!("# {var} {origin}"))),
+            "{line} from {var} in:\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("max_batch = 1000") && l.ends_with("# default")),
+        "{text}"
+    );
+    // The daemon runs on the embedded store with those limits, and says so when it starts.
+    let mut run = Command::new(BIN);
+    run.args(["run", "--config"])
+        .arg(&config)
+        .arg("--env-file")
+        .arg(&env_file);
+    clean(&mut run);
+    let mut child = run.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut started = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.unwrap();
+        if line.contains("started:") {
+            started = line;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        started.contains("embedded SQLite store")
+            && started.contains("budget ¥20 an hour, ¥80 a day at 7.2 RMB per USD"),
+        "{started}"
+    );
 }

@@ -598,6 +598,39 @@ fn the_page_in_a_real_browser() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
 
+/// As `tail -f`: the live tail opens with the newest stored entries (200 of them), newest first,
+/// then adds what comes live on top, none twice.
+#[test]
+fn the_tail_opens_with_the_newest_stored_entries_then_goes_live() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let d = Daemon::start(FAST);
+    let stored: String = (0..250)
+        .map(|i| log_line("INFO", "writer", &format!("stored {i}"), json!({})))
+        .collect();
+    assert_eq!(d.send(stored.as_bytes()).events, 250);
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &d.api());
+    page.wait_for(
+        "the newest 200 stored entries",
+        "document.querySelectorAll('#live-list li').length === 200",
+    );
+    let shown = eval_strings(
+        &page,
+        "[...document.querySelectorAll('#live-list .msg')].map(e => e.textContent)",
+    );
+    let want: Vec<String> = (50..250).rev().map(|i| format!("stored {i}")).collect();
+    assert_eq!(shown, want, "the newest 200, newest first");
+    assert_eq!(
+        d.send(log_line("ERROR", "writer", "live 0", json!({})).as_bytes())
+            .events,
+        1
+    );
+    page.wait_for(
+        "the live entry on top",
+        "document.querySelectorAll('#live-list li').length === 201 && document.querySelector('#live-list .msg').textContent === 'live 0'",
+    );
+}
+
 #[test]
 fn with_a_token_the_page_asks_once_and_keeps_it_for_the_session() {
     let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());

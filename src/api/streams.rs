@@ -1,6 +1,9 @@
 //! Live streams (Server-Sent Events) of stored events: `GET /api/logs/stream` in the original's
 //! shape (`{timestamp, level, message, module, extra}`), and the same for cost and performance.
 //!
+//! `?tail=N` opens a stream with the newest N stored events (as `tail -f` shows the last lines)
+//! before it goes live, divided from the live part the same way as a resume.
+//!
 //! Each event carries `id: <time_ms>_<_id>`. A browser that reconnects sends it back as
 //! `Last-Event-ID`, and the stream first replays from the store what matches after that position
 //! (time, then `_id`; at most `api.max_replay` events, the rest counted), then continues live
@@ -63,6 +66,8 @@ const CHUNK_BYTES: usize = 32 * 1024;
 /// rather than sent as a chunk of its own.
 const SHARE_FROM_BYTES: usize = 4 * 1024;
 const REPLAY_PAGE: usize = 1000;
+/// The most events `?tail=` asks for.
+const MAX_TAIL: u64 = 1000;
 /// How often a replay waiting for the outbox to drain looks again.
 const OUTBOX_CHECK: Duration = Duration::from_millis(20);
 
@@ -120,11 +125,13 @@ pub fn subscribe(
 
 fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery) -> Result<Response, ApiError> {
     let mut known: Vec<&str> = stream.filters.to_vec();
+    known.push("tail");
     if stream.logs {
         known.extend(["level", "q"]);
     }
     let params = Params::new(query, &known)?;
     let filter = LiveFilter::new(stream, &params)?;
+    let tail = params.number("tail", 0, MAX_TAIL, 0)? as usize;
     let resume = match headers.get("last-event-id") {
         None => None,
         Some(v) => {
@@ -161,7 +168,7 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
         last_sent: tokio::time::Instant::now(),
     };
     stream_tasks(&feed.api).spawn(async move {
-        feed.run(resume, live, mark).await;
+        feed.run(resume, tail, live, mark).await;
         drop(permit);
     });
     let chunks = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok::<_, Infallible>)));
@@ -271,6 +278,15 @@ struct Feed {
 /// Why a feed ends.
 struct Ended;
 
+/// What a stream sends from the store before it goes live.
+#[derive(Clone, Copy)]
+enum Replay {
+    /// Everything after the client's `Last-Event-ID`.
+    Resume(Position),
+    /// The newest N events.
+    Tail(usize),
+}
+
 /// What a replay sent: live events it already covered are not sent again. (Only events stored out
 /// of their time order can be both in the replay and live.)
 #[derive(Default)]
@@ -280,10 +296,23 @@ struct Replayed {
 }
 
 impl Feed {
-    async fn run(mut self, resume: Option<Position>, live: broadcast::Receiver<Arc<Formatted>>, mark: Mark) {
+    /// A resume (`Last-Event-ID`) replays what the client missed; otherwise `tail` events, the
+    /// newest stored, come first.
+    async fn run(
+        mut self,
+        resume: Option<Position>,
+        tail: usize,
+        live: broadcast::Receiver<Arc<Formatted>>,
+        mark: Mark,
+    ) {
         let mut replayed = Replayed::default();
-        if let Some(after) = resume {
-            match self.replay(&after, mark.newest, &mut replayed).await {
+        let from_store = match resume {
+            Some(after) => Some(Replay::Resume(after)),
+            None if tail > 0 => Some(Replay::Tail(tail)),
+            None => None,
+        };
+        if let Some(replay) = from_store {
+            match self.replay(replay, mark.newest, &mut replayed).await {
                 Ok(()) => {}
                 Err(Ended) => return,
             }
@@ -291,11 +320,11 @@ impl Feed {
         let _ = self.follow(live, mark.stored, replayed).await;
     }
 
-    /// Sends what the store holds after `after` and up to `through` (the newest event shown
-    /// before the stream opened: later ones come live), at most `api.max_replay`, the newest.
-    /// The rest are counted in the same bounds, so whatever is stored meanwhile, each event is
-    /// either replayed, counted, or sent live.
-    async fn replay(&mut self, after: &Position, through: Option<Position>, sent: &mut Replayed) -> Result<(), Ended> {
+    /// Sends what the store holds after the resume position (or the newest `tail`) and up to
+    /// `through` (the newest event shown before the stream opened: later ones come live). A resume
+    /// sends at most `api.max_replay`, the newest, and counts the rest in the same bounds, so
+    /// whatever is stored meanwhile, each event is either replayed, counted, or sent live.
+    async fn replay(&mut self, replay: Replay, through: Option<Position>, sent: &mut Replayed) -> Result<(), Ended> {
         let waiting = self.outbox_drained().await?;
         if waiting > 0 {
             let data = json!({"error": format!(
@@ -303,17 +332,20 @@ impl Feed {
             )});
             self.push("error", None, &data.to_string());
         }
-        let cap = self.api.config().max_replay;
+        let (after, cap) = match replay {
+            Replay::Resume(after) => (Some(after), self.api.config().max_replay),
+            Replay::Tail(n) => (None, n),
+        };
         let collection = self.stream.collection;
         let mut q = FindQuery::new(collection);
         q.range = TimeRange {
-            from: Some(Timestamp(after.time_ms)),
+            from: after.map(|a| Timestamp(a.time_ms)),
             to: through.map(|t| Timestamp(t.time_ms.saturating_add(1))),
         };
         q.filters = self.filter.store_filters();
-        q.filters.push(Filter::After(*after));
+        q.filters.extend(after.map(Filter::After));
         q.filters.extend(through.map(Filter::AtOrBefore));
-        q.limit = REPLAY_PAGE;
+        q.limit = REPLAY_PAGE.min(cap.max(1));
         // Newest first.
         let mut newer: Vec<(Position, Value)> = Vec::new();
         let more = loop {
@@ -331,7 +363,10 @@ impl Feed {
                 next => break next.is_some() || newer.len() > cap,
             }
         };
-        if more {
+        if more && after.is_none() {
+            // A tail: the newest `cap` are what was asked for.
+            newer.truncate(cap);
+        } else if more {
             // Counted in the same bounds (up to the newest read, if the tap had shown nothing
             // yet): what is stored meanwhile falls outside them, so it is not counted too.
             let mut count = q.clone();

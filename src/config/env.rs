@@ -1,6 +1,9 @@
 //! Environment overrides: `LNGPT_COLLECTOR_<SECTION>_<KEY>` for every key, and the names the app
 //! already uses (its `.env`) for the keys they mean.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use serde_json::Value as Json;
 
 use crate::problems::Problems;
@@ -13,15 +16,88 @@ pub const ENV_PREFIX: &str = "LNGPT_COLLECTOR_";
 const CLIENT_ENV: &[&str] = &["LNGPT_COLLECTOR_SOCKET", "LNGPT_COLLECTOR_API"];
 const CLIENT_ENV_PREFIX: &str = "LNGPT_COLLECTOR_CLIENT_";
 
-/// The names the Python app already uses, and the keys they set.
-const APP_ENV: &[(&str, &str, &str)] = &[
-    ("LOG_LEVEL", "log", "level"),
-    ("HOURLY_LIMIT_RMB", "budget", "hourly_limit_rmb"),
-    ("DAILY_LIMIT_RMB", "budget", "daily_limit_rmb"),
-    ("USD_TO_RMB_RATE", "budget", "usd_to_rmb_rate"),
-    ("MONGODB_URI", "mongodb", "uri"),
-    ("MONGODB_DB_NAME", "mongodb", "database"),
+/// A name the app reads (its `config.py`) and the key it sets.
+struct AppName {
+    var: &'static str,
+    section: &'static str,
+    key: &'static str,
+}
+
+const fn app(var: &'static str, section: &'static str, key: &'static str) -> AppName {
+    AppName { var, section, key }
+}
+
+/// The app's names, read as the app reads them: the budget's limits and rate (`API_COST_LIMITS`),
+/// its MongoDB (`ENABLE_MONGODB` is handled apart: it decides whether the other two count), and the
+/// log level.
+const APP_NAMES: &[AppName] = &[
+    app("LOG_LEVEL", "log", "level"),
+    app("API_HOURLY_LIMIT_RMB", "budget", "hourly_limit_rmb"),
+    app("API_DAILY_LIMIT_RMB", "budget", "daily_limit_rmb"),
+    app("API_USD_TO_RMB_RATE", "budget", "usd_to_rmb_rate"),
+    app("MONGODB_URI", "mongodb", "uri"),
+    app("MONGODB_DB_NAME", "mongodb", "database"),
 ];
+
+/// Names earlier versions of this collector read for the budget, which the app never had: still
+/// applied, with a warning naming the app's.
+const RENAMED: &[(&str, &str)] = &[
+    ("HOURLY_LIMIT_RMB", "API_HOURLY_LIMIT_RMB"),
+    ("DAILY_LIMIT_RMB", "API_DAILY_LIMIT_RMB"),
+    ("USD_TO_RMB_RATE", "API_USD_TO_RMB_RATE"),
+];
+
+/// Where a variable was set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    Process,
+    /// The app's `.env` (`env_file`, `--env-file`).
+    EnvFile(PathBuf),
+}
+
+/// The variables the configuration reads: the process environment, over the app's `.env` when one
+/// is given (a name set in both keeps the process's value, as python-dotenv's `load_dotenv()` and
+/// docker compose do: the operator's own setting for this daemon wins).
+#[derive(Debug, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, (String, Origin)>,
+}
+
+impl Environment {
+    pub fn new(process: impl IntoIterator<Item = (String, String)>) -> Environment {
+        Environment {
+            vars: process.into_iter().map(|(k, v)| (k, (v, Origin::Process))).collect(),
+        }
+    }
+
+    /// Adds what the `.env` file at `path` sets, under the names the process has not set.
+    pub fn add_env_file(&mut self, path: &Path, vars: Vec<(String, Option<String>)>) {
+        for (name, value) in vars {
+            if let Some(value) = value {
+                self.vars
+                    .entry(name)
+                    .or_insert((value, Origin::EnvFile(path.to_path_buf())));
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|(v, _)| v.as_str())
+    }
+
+    /// `NAME`, or `NAME (in /srv/app/.env)`: where a value is blamed on or credited to.
+    pub fn describe(&self, name: &str) -> String {
+        match self.vars.get(name) {
+            Some((_, Origin::EnvFile(path))) => format!("{name} (in {})", path.display()),
+            _ => name.to_string(),
+        }
+    }
+
+    /// The app's `ENABLE_MONGODB`, as its `config.py` reads it: true only for "true" in any case.
+    fn app_enables_mongodb(&self) -> Option<bool> {
+        self.get("ENABLE_MONGODB").map(|v| v.to_lowercase() == "true")
+    }
+}
 
 /// One segment of a key path: a table key, or an entry of an array of tables.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,65 +121,109 @@ fn dotted(path: &[Segment]) -> String {
     s
 }
 
-/// Applies `LNGPT_COLLECTOR_<SECTION>_<KEY>` and the app's names; returns (key path, variable) pairs.
+/// Applies `LNGPT_COLLECTOR_<SECTION>_<KEY>` and the app's names; returns (key path, where it
+/// came from) for each key set, and warnings.
 ///
 /// Nested keys continue the name (`…_MONGODB_COLLECTIONS_API_LOGS`); an entry of an array of tables
 /// is named by its position or by its `name` key (`…_FILE_0_PATH`, `…_WEBHOOK_OPS_SECRET`), so a
-/// secret can come from an `EnvironmentFile` while the rest stays in the file.
+/// secret can come from an `EnvironmentFile` while the rest stays in the file. Where a prefixed
+/// name and an app's name set the same key, the prefixed one wins.
 pub(super) fn apply_env(
     table: &mut toml::Table,
     schema: &Json,
-    env: impl IntoIterator<Item = (String, String)>,
+    env: &Environment,
     p: &mut Problems,
-) -> Vec<(String, String)> {
+) -> (Vec<(String, String)>, Vec<String>) {
     let mut applied = Vec::new();
-    let mut vars: Vec<(String, String)> = env.into_iter().collect();
-    vars.sort();
-    for (var, raw) in &vars {
-        let app_name = APP_ENV.iter().find(|(name, ..)| name == var);
-        let path: Vec<Segment> = if let Some((_, section, key)) = app_name {
-            // The prefixed form wins when both are set.
-            let prefixed = format!("{ENV_PREFIX}{}_{}", section, key).to_ascii_uppercase();
-            if vars.iter().any(|(k, _)| *k == prefixed) {
+    let mut warnings = Vec::new();
+    let prefixed_set = |section: &str, key: &str| {
+        let name = format!("{ENV_PREFIX}{section}_{key}").to_ascii_uppercase();
+        env.get(&name).is_some()
+    };
+    // The app's ENABLE_MONGODB decides whether its MongoDB names count: the app ships
+    // `ENABLE_MONGODB=false` with `MONGODB_URI` set. Unset, a URI alone chooses MongoDB.
+    let mongodb_chosen = match env.get("LNGPT_COLLECTOR_MONGODB_ENABLED") {
+        Some(v) => env_value(v, &Json::Bool(true)).ok().and_then(|v| v.as_bool()),
+        None => env.app_enables_mongodb(),
+    };
+    let mut sets: Vec<(String, Vec<Segment>, String)> = Vec::new();
+    if let (Some(enabled), false) = (env.app_enables_mongodb(), prefixed_set("mongodb", "enabled")) {
+        let path = vec![Segment::Key("mongodb".into()), Segment::Key("enabled".into())];
+        sets.push(("ENABLE_MONGODB".into(), path, enabled.to_string()));
+        let file_enables = table
+            .get("mongodb")
+            .is_some_and(|m| m.get("enabled").and_then(|e| e.as_bool()) != Some(false));
+        if !enabled && file_enables {
+            warnings.push(format!(
+                "{} turns off the [mongodb] section of the file: events go to the embedded store. To keep MongoDB, remove ENABLE_MONGODB or set LNGPT_COLLECTOR_MONGODB_ENABLED=true",
+                env.describe("ENABLE_MONGODB")
+            ));
+        }
+    }
+    for (var, (raw, _)) in &env.vars {
+        let renamed = RENAMED.iter().find(|(old, _)| old == var);
+        let app_var = renamed.map_or(var.as_str(), |(_, new)| new);
+        let app_name = APP_NAMES.iter().find(|a| a.var == app_var);
+        let path: Vec<Segment> = if let Some(a) = app_name {
+            if prefixed_set(a.section, a.key) {
                 continue;
             }
-            // The app sets MONGODB_DB_NAME even without MongoDB; only a URI (or a [mongodb]
-            // section) chooses MongoDB as the store.
-            let uri_set = vars
-                .iter()
-                .any(|(k, v)| (k == "MONGODB_URI" || k == "LNGPT_COLLECTOR_MONGODB_URI") && !v.is_empty());
-            if *var == "MONGODB_DB_NAME" && !uri_set && !table.contains_key("mongodb") {
-                continue;
+            if let Some((old, new)) = renamed {
+                if env.get(new).is_some() {
+                    continue;
+                }
+                warnings.push(format!(
+                    "{} is read for now, but the app names it {new}: rename it (the app does not read {old})",
+                    env.describe(old)
+                ));
             }
-            vec![Segment::Key(section.to_string()), Segment::Key(key.to_string())]
+            if a.section == "mongodb" {
+                let uri_set = ["MONGODB_URI", "LNGPT_COLLECTOR_MONGODB_URI"]
+                    .iter()
+                    .any(|n| env.get(n).is_some_and(|v| !v.is_empty()));
+                let counts = match mongodb_chosen {
+                    Some(chosen) => chosen,
+                    // The app sets MONGODB_DB_NAME even without MongoDB; only a URI (or a
+                    // [mongodb] section) chooses MongoDB as the store.
+                    None => a.key == "uri" || uri_set || table.contains_key("mongodb"),
+                };
+                if !counts {
+                    continue;
+                }
+            }
+            vec![Segment::Key(a.section.to_string()), Segment::Key(a.key.to_string())]
         } else if CLIENT_ENV.contains(&var.as_str()) || var.starts_with(CLIENT_ENV_PREFIX) {
             continue;
         } else if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
             match env_path(&rest.to_ascii_lowercase(), schema, table) {
                 Ok(path) => path,
                 Err(problem) => {
-                    p.add_env(var, "", problem);
+                    p.add_env(&env.describe(var), "", problem);
                     continue;
                 }
             }
         } else {
             continue;
         };
+        sets.push((var.clone(), path, raw.clone()));
+    }
+    for (var, path, raw) in sets {
         let key = dotted(&path);
+        let origin = env.describe(&var);
         let kind = leaf_kind(&path, schema);
-        let value = match env_value(raw, kind) {
+        let value = match env_value(&raw, kind) {
             Ok(v) => v,
             Err(expected) => {
-                p.add_env(var, &key, format!("expects {expected}, got {raw:?}"));
+                p.add_env(&origin, &key, format!("expects {expected}, got {raw:?}"));
                 continue;
             }
         };
         match set_path(table, &path, value) {
-            Ok(()) => applied.push((key, var.clone())),
-            Err(problem) => p.add_env(var, &key, problem),
+            Ok(()) => applied.push((key, origin)),
+            Err(problem) => p.add_env(&origin, &key, problem),
         }
     }
-    applied
+    (applied, warnings)
 }
 
 /// The schema's example value at `path` (arrays of tables have one example entry).

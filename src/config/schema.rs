@@ -29,6 +29,7 @@ pub(super) fn schema() -> Json {
         .models
         .insert("<model>".into(), crate::monitor::budget::ModelLimits::default());
     let with_optional_sections = Config {
+        env_file: Some(Default::default()),
         budget,
         mongodb: Some(MongoConfig::default()),
         // Keys without a default are shown set, so that they count as known.
@@ -44,7 +45,9 @@ pub(super) fn schema() -> Json {
     serde_json::to_value(with_optional_sections).unwrap_or(Json::Null)
 }
 
-pub(super) fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &str, p: &mut Problems) {
+/// Reports the keys `schema` does not know and takes them out of `table`, so that deserializing
+/// the rest does not report them a second time.
+pub(super) fn check_unknown_keys(table: &mut toml::Table, schema: &Json, prefix: &str, p: &mut Problems) {
     let Some(known) = schema.as_object() else {
         return;
     };
@@ -55,7 +58,8 @@ pub(super) fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &st
         .flatten()
         .filter(|(k, _)| k.starts_with('<'))
         .map(|(_, v)| v);
-    for (key, value) in table {
+    let mut unknown = Vec::new();
+    for (key, value) in table.iter_mut() {
         let path = if prefix.is_empty() {
             key.clone()
         } else {
@@ -76,6 +80,7 @@ pub(super) fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &st
                     problem.push_str(&format!("; expected one of: {}", names.join(", ")));
                 }
                 p.add(&path, problem);
+                unknown.push(key.clone());
             }
             Some(sub @ Json::Object(_)) => {
                 if let toml::Value::Table(t) = value {
@@ -85,7 +90,7 @@ pub(super) fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &st
             // An array of tables ([[file]]): each entry against the one example entry.
             Some(Json::Array(example)) => {
                 if let (Some(sub), toml::Value::Array(items)) = (example.first(), value) {
-                    for (i, item) in items.iter().enumerate() {
+                    for (i, item) in items.iter_mut().enumerate() {
                         if let toml::Value::Table(t) = item {
                             check_unknown_keys(t, sub, &format!("{path}[{i}]"), p);
                         }
@@ -94,6 +99,9 @@ pub(super) fn check_unknown_keys(table: &toml::Table, schema: &Json, prefix: &st
             }
             Some(_) => {}
         }
+    }
+    for key in unknown {
+        table.remove(&key);
     }
 }
 

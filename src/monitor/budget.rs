@@ -23,11 +23,11 @@ use crate::units::HumanDuration;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
-    /// `HOURLY_LIMIT_RMB` overrides; 0 switches the hourly limit off.
+    /// `API_HOURLY_LIMIT_RMB` (the app's name) overrides; 0 switches the hourly limit off.
     pub hourly_limit_rmb: f64,
-    /// `DAILY_LIMIT_RMB` overrides; 0 switches the daily limit off.
+    /// `API_DAILY_LIMIT_RMB` overrides; 0 switches the daily limit off.
     pub daily_limit_rmb: f64,
-    /// `USD_TO_RMB_RATE` overrides.
+    /// `API_USD_TO_RMB_RATE` overrides.
     pub usd_to_rmb_rate: f64,
     pub window: BudgetWindow,
     /// An IANA time zone: where calendar hours and days begin, and how times are shown.

@@ -154,6 +154,21 @@ impl<'de> Deserialize<'de> for RulesConfig {
     }
 }
 
+/// Every rule's name, as `[monitor.rules.<name>]`, alerts' `rule` and webhooks' `rules` spell it.
+pub const RULE_NAMES: [&str; 11] = [
+    "error_rate",
+    "avg_duration",
+    "request_count",
+    "p95_duration",
+    "model_error_rate",
+    "no_events",
+    "store_unreachable",
+    "outbox_dropping",
+    "rejects",
+    "budget",
+    "unpriced",
+];
+
 impl RulesConfig {
     fn get_mut(&mut self, name: &str) -> Option<&mut RuleConfig> {
         Some(match name {
@@ -325,5 +340,19 @@ impl MonitorConfig {
         );
         p.duration_in("monitor.repeat_interval", self.repeat_interval, ms, 7 * day);
         self.rules.validate(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_names_are_the_rules_in_order() {
+        let config = RulesConfig::default();
+        let names: Vec<&str> = config.all().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, RULE_NAMES);
+        let mut c = RulesConfig::default();
+        assert!(RULE_NAMES.iter().all(|n| c.get_mut(n).is_some()));
     }
 }

@@ -79,7 +79,7 @@ pub struct WebhookConfig {
     pub secret: String,
     /// Notifications below this severity are not sent here.
     pub min_severity: Severity,
-    /// Only these rules (e.g. `["budget_daily"]`); empty = every rule.
+    /// Only these rules (e.g. `["budget"]`, names of `monitor::rules::RULE_NAMES`); empty = every rule.
     pub rules: Vec<String>,
     /// One HTTP attempt, connecting included.
     pub timeout: HumanDuration,
@@ -306,12 +306,12 @@ mod tests {
     fn defaults_env_overrides_by_name_and_problems() {
         let c = load(
             "[[webhook]]\nname = \"ops\"\nurl = \"https://oapi.dingtalk.com/robot/send?access_token=abc\"\nformat = \"dingtalk\"\n",
-            &[("LNGPT_COLLECTOR_WEBHOOK_OPS_SECRET", "SECxyz"), ("LNGPT_COLLECTOR_WEBHOOK_0_RULES", "a, b")],
+            &[("LNGPT_COLLECTOR_WEBHOOK_OPS_SECRET", "SECxyz"), ("LNGPT_COLLECTOR_WEBHOOK_0_RULES", "budget, error_rate")],
         )
         .unwrap();
         let w = &c.webhook[0];
         assert_eq!(w.secret, "SECxyz");
-        assert_eq!(w.rules, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(w.rules, vec!["budget".to_string(), "error_rate".to_string()]);
         assert_eq!(w.max_posts(), 20);
         assert_eq!(w.group_wait.0.as_secs(), 10);
 

@@ -77,7 +77,7 @@ pub struct Notification {
     pub id: String,
     /// The alert's fingerprint (rule + labels).
     pub alert_key: String,
-    /// E.g. `error_rate`, `budget_daily`.
+    /// E.g. `error_rate`, `budget`.
     pub rule: String,
     pub severity: Severity,
     pub state: AlertState,

@@ -35,7 +35,7 @@ impl Default for MongoConfig {
         MongoConfig {
             enabled: true,
             uri: "mongodb://127.0.0.1:27017".into(),
-            database: "lngpt".into(),
+            database: "llm_api".into(),
             collections: CollectionNames::default(),
             w: WriteConcernW::Nodes(1),
             journal: true,
@@ -55,7 +55,7 @@ impl MongoConfig {
         if self.database.is_empty() {
             p.add(
                 "mongodb.database",
-                "is empty; expected a database name such as \"lngpt\"",
+                "is empty; expected a database name such as \"llm_api\"",
             );
         }
         let (min, max) = (Duration::from_millis(10), Duration::from_secs(600));

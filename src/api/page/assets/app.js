@@ -377,6 +377,8 @@
   }
 
   // ---------------------------------------------------------------- live tail
+  // Stored entries the tail opens with, before the live ones.
+  const LIVE_TAIL = 200;
   const live = {
     buf: [], BUF_MAX: 10000, DOM_MAX: 2000, pending: [], paused: false, newWhilePaused: 0,
     lastId: null, ctrl: null, state: 'connecting', retry: 0, retryAt: 0, timer: 0, statusTimer: 0, flushAt: 0, rows: 0,
@@ -435,8 +437,11 @@
       live.replayError = '';
     }
     liveSetState('connecting');
+    // The first connection opens with the newest entries, as `tail -f` does; a reconnect resumes
+    // from the last one seen instead.
+    const url = '/api/logs/stream' + (live.lastId ? '' : '?tail=' + LIVE_TAIL);
     // fetch, not EventSource: EventSource cannot send the token.
-    fetch('/api/logs/stream', { headers: headers(h), signal: ctrl.signal, cache: 'no-store' })
+    fetch(url, { headers: headers(h), signal: ctrl.signal, cache: 'no-store' })
       .then(async (r) => {
         if (r.status === 401) { askToken(); throw new HttpError(401, t('err.token')); }
         if (!r.ok) throw new HttpError(r.status, r.statusText);
