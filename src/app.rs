@@ -651,9 +651,12 @@ async fn open_store(
                     outbox.events()
                 );
             }
+            // Checked by the configuration's validation.
+            let naive = crate::event::NaiveZone::named(&config.naive_timezone).unwrap_or_default();
             let store = MongoStore::open(
                 mongo,
                 &config.retention,
+                naive,
                 outbox,
                 counters.clone(),
                 redactor.clone(),

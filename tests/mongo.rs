@@ -699,3 +699,272 @@ fn a_damaged_outbox_row_is_set_aside_as_a_reject_and_the_rest_is_delivered() {
         "{reason}"
     );
 }
+
+/// A python3 with pymongo, the app's driver (`.ci/run` installs it from PyPI).
+fn python_with_pymongo() -> &'static str {
+    for python in ["python3", "/usr/bin/python3"] {
+        let ok = std::process::Command::new(python)
+            .args(["-c", "import pymongo"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return python;
+        }
+    }
+    panic!("no python3 with pymongo: python3 -m pip install pymongo (.ci/run does)");
+}
+
+/// Writes into `db` what the app itself writes with `ENABLE_MONGODB=true`, with pymongo, in the
+/// app's zone: its `record_api_cost` documents (naive `datetime.now()`), older history, the
+/// original handler's log documents, and its response cache. Prints the log records' times.
+const THE_APPS_OWN_WRITES: &str = r#"
+import datetime, json, logging, os, struct, sys, time
+from bson import ObjectId
+from pymongo import MongoClient
+
+db = MongoClient(sys.argv[1])[sys.argv[2]]
+
+def inserted_at(t):
+    """The _id pymongo would have made at time t."""
+    return ObjectId(struct.pack(">I", int(t)) + os.urandom(8))
+
+# record_api_cost(messages) this hour: 20 RMB + 2 USD (14.4 RMB at 7.2) + 1.6 RMB = 36 RMB.
+for model, cost, currency, tin, tout in [("glm-4-air", 20.0, "￥", 1000, 500),
+                                         ("gpt-4o", 2.0, "$", 3000, 800),
+                                         ("glm-4-flashx", 1.6, "￥", 400, 100)]:
+    db.api_cost.insert_one({"created_at": datetime.datetime.now(), "model": model, "cost": cost,
+                            "currency_symbol": currency, "input_tokens": tin, "output_tokens": tout,
+                            "total_tokens": tin + tout})
+# History: written 2 and 40 days ago.
+for days in (2, 40):
+    t = time.time() - days * 86400
+    db.api_cost.insert_one({"_id": inserted_at(t), "created_at": datetime.datetime.fromtimestamp(t),
+                            "model": "glm-4-air", "cost": 5.0, "currency_symbol": "￥",
+                            "input_tokens": 10, "output_tokens": 10, "total_tokens": 20})
+
+created = []
+class OriginalMongoDBHandler(logging.Handler):
+    def emit(self, record):
+        db.api_logs.insert_one({"timestamp": datetime.datetime.fromtimestamp(record.created),
+                                "level": record.levelname, "message": record.getMessage(),
+                                "module": record.module, "function": record.funcName,
+                                "line": record.lineno, "extra": getattr(record, "extra", {})})
+        created.append(record.created)
+
+log = logging.getLogger("lngpt.api")
+log.addHandler(OriginalMongoDBHandler())
+log.setLevel(logging.INFO)
+for i in range(5):
+    log.info("原应用日志 %d", i)
+
+db.stream_chat.insert_one({"created_at": datetime.datetime.now(), "return_value": [{"role": "user", "content": "你好"}],
+                           "func_name": "stream_chat", "args": [], "kwargs": {},
+                           "yields": [{"index": 0, "delay": 0.1}], "cache_key": "k1"})
+print(json.dumps(created))
+"#;
+
+fn rfc3339_ms(secs: f64) -> String {
+    let ms = (secs * 1000.0).floor() as i64;
+    let t = jiff::Timestamp::from_millisecond(ms).unwrap();
+    format!("{}", t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+}
+
+/// A deployment that ran the app with MongoDB holds its own documents with naive local times. The
+/// collector adopts them in place (times converted, originals kept), so the budget, statistics,
+/// listings and streams count them; it leaves the response cache alone, keeps the old history
+/// from the TTL, touches nothing twice across a restart, and adopts what an old copy of the app
+/// still writes directly.
+#[test]
+fn the_apps_own_documents_count_in_budget_statistics_listings_and_streams() {
+    if real_mongodb() {
+        return; // pymongo writes to the stand-in this test starts
+    }
+    let server = MongoServer::start();
+    let db = unique_db("app_data");
+    let client = server.client();
+    let uri = mongo::with_options(&server.uri());
+    let python = python_with_pymongo();
+    let out = std::process::Command::new(python)
+        .args(["-c", THE_APPS_OWN_WRITES, &uri, &db])
+        .env("TZ", "Asia/Shanghai")
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Vec<f64> = serde_json::from_slice(&out.stdout).unwrap();
+    // One document already adopted by a pass that was cut short: left as it is.
+    let adopted_before = mongodb::bson::DateTime::from_millis(1_700_000_000_000);
+    mongo::block_on(async {
+        client
+            .database(&db)
+            .collection::<mongodb::bson::Document>("api_logs")
+            .insert_one(mongodb::bson::doc! { "timestamp": adopted_before, "level": "INFO", "message": "adopted earlier", "source": "app" })
+            .await
+    })
+    .unwrap();
+    let cache_before = find_all(&client, &db, "stream_chat");
+
+    let config = mongodb_section(
+        &server.uri(),
+        &db,
+        "[budget]\nrefresh = \"100ms\"\nhourly_limit_rmb = 30.0\ndaily_limit_rmb = 80.0\nusd_to_rmb_rate = 7.2\n",
+    );
+    let env = [
+        ("TZ", "Asia/Shanghai"),
+        ("LNGPT_COLLECTOR_NAIVE_TIMEZONE", "Asia/Shanghai"),
+    ];
+    let mut d = Daemon::start_with(&config, &env);
+    let api = d.api();
+
+    // The budget counts the hour the app spent: 36 RMB, over its limit of 30.
+    let budget = wait_until(
+        "the app's 36 RMB in the hour",
+        || {
+            let b = common::http::get_ok(&api, "/api/budget");
+            ((b["hour"]["spent_rmb"].as_f64().unwrap() - 36.0).abs() < 1e-6).then_some(b)
+        },
+        || format!("{}\n{}", common::http::get_ok(&api, "/api/budget"), d.log()),
+    );
+    assert_eq!(budget["allowed"], false, "{budget}");
+    assert!(
+        (budget["day"]["spent_rmb"].as_f64().unwrap() - 36.0).abs() < 1e-6,
+        "the 2-day-old cost is outside the day: {budget}"
+    );
+
+    // Statistics by model over the day.
+    let stats = common::http::get_ok(&api, "/api/stats/cost");
+    let by_model: std::collections::BTreeMap<String, f64> = stats["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap().to_string(),
+                r["total_cost"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_model,
+        [
+            ("glm-4-air".to_string(), 20.0),
+            ("glm-4-flashx".into(), 1.6),
+            ("gpt-4o".into(), 2.0)
+        ]
+        .into(),
+        "{stats}"
+    );
+
+    // Listings: the original handler's documents at their real instants, newest first.
+    let logs = common::http::get_ok(&api, "/api/logs?per_page=10");
+    let listed: Vec<(String, String)> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["message"].as_str().unwrap().to_string(),
+                l["timestamp"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut want: Vec<(String, String)> = created
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("原应用日志 {i}"), rfc3339_ms(*t)))
+        .rev()
+        .collect();
+    want.push(("adopted earlier".into(), "2023-11-14T22:13:20.000Z".into()));
+    assert_eq!(listed, want);
+
+    // A stream opened with the tail shows them too, oldest first.
+    let mut tail = Sse::open(&api, "/api/logs/stream?tail=5", &[]);
+    let streamed: Vec<String> = (0..5)
+        .map(|_| {
+            tail.next().expect("an event").json()["message"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(streamed, (0..5).map(|i| format!("原应用日志 {i}")).collect::<Vec<_>>());
+    drop(tail);
+
+    // The originals are kept beside the converted time; the response cache is untouched.
+    let cost_docs = find_all(&client, &db, "api_cost");
+    for doc in &cost_docs {
+        assert_eq!(doc.get_str("source").unwrap(), "app", "{doc}");
+        let adopted = doc.get_document("adopted").unwrap();
+        assert_eq!(
+            adopted
+                .get_i64("offset_minutes")
+                .unwrap_or_else(|_| adopted.get_i32("offset_minutes").unwrap() as i64),
+            480,
+            "{doc}"
+        );
+        let naive = adopted.get_datetime("naive").unwrap().timestamp_millis();
+        let real = doc.get_datetime("created_at").unwrap().timestamp_millis();
+        assert_eq!(naive - real, 8 * 3_600_000, "{doc}");
+    }
+    assert_eq!(
+        find_all(&client, &db, "stream_chat"),
+        cache_before,
+        "stream_chat is not the collector's"
+    );
+
+    // The 40-day-old history stays: no TTL would delete it, and the start said why.
+    assert_eq!(cost_docs.len(), 5);
+    let time_index = list_indexes(&client, &db, "api_cost")
+        .into_iter()
+        .find(|m| m.options.as_ref().and_then(|o| o.name.as_deref()) == Some("created_at_-1"))
+        .expect("the time index");
+    assert_eq!(time_index.options.and_then(|o| o.expire_after), None);
+    d.wait_for_log("api_cost holds documents the app wrote itself that are older than retention.api_cost");
+
+    // A restart adopts nothing twice; a document an old copy of the app writes meanwhile is adopted.
+    d.stop();
+    let through = |client: &mongodb::Client| {
+        find_all(client, &db, "collector_state")
+            .iter()
+            .find(|s| s.get_str("name") == Ok("adopted:api_cost"))
+            .and_then(|s| s.get_datetime("through").ok().copied())
+    };
+    let first_pass = through(&client).expect("the first pass noted how far it got");
+    let again = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import datetime, sys; from pymongo import MongoClient; MongoClient(sys.argv[1])[sys.argv[2]].api_cost.insert_one({'created_at': datetime.datetime.now(), 'model': 'glm-4-air', 'cost': 3.5, 'currency_symbol': '￥', 'input_tokens': 1, 'output_tokens': 1, 'total_tokens': 2})",
+            &uri,
+            &db,
+        ])
+        .env("TZ", "Asia/Shanghai")
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    d.restart();
+    wait_until(
+        "a pass after the restart",
+        || through(&client).filter(|t| *t > first_pass),
+        || d.log(),
+    );
+    let after: Vec<_> = find_all(&client, &db, "api_cost");
+    for before in &cost_docs {
+        let same = after.iter().find(|a| a.get("_id") == before.get("_id")).unwrap();
+        assert_eq!(same, before, "adopted once, not again");
+    }
+    let new = after.iter().find(|a| a.get_f64("cost") == Ok(3.5)).unwrap();
+    assert_eq!(
+        new.get_str("source"),
+        Ok("app"),
+        "{new}\n{:?}\n{}",
+        find_all(&client, &db, "collector_state"),
+        d.log()
+    );
+    wait_until(
+        "the budget with the new 3.5 RMB",
+        || {
+            let b = common::http::get_ok(&d.api(), "/api/budget");
+            ((b["hour"]["spent_rmb"].as_f64().unwrap() - 39.5).abs() < 1e-6).then_some(())
+        },
+        || common::http::get_ok(&d.api(), "/api/budget").to_string(),
+    );
+}

@@ -71,6 +71,7 @@ fn stores() -> Stores {
         let mongo = MongoStore::open(
             &cfg,
             &RetentionConfig::default(),
+            lngpt_collector::event::NaiveZone::Utc,
             outbox,
             Arc::new(Counters::default()),
             redactor,

@@ -22,6 +22,20 @@ pub struct RetentionConfig {
     pub api_alerts: HumanDuration,
     /// How often expired documents are deleted (the embedded store; MongoDB uses TTL indexes).
     pub interval: HumanDuration,
+    /// MongoDB: documents the app wrote itself before the collector (months of its history, which
+    /// a TTL index would delete within a minute of the first start) are `"kept"`: a collection
+    /// holding such documents older than its retention gets no TTL, and the start says so; or
+    /// `"expire"`d like the collector's own.
+    pub app_history: AppHistory,
+}
+
+/// What retention does to the app's own history in MongoDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppHistory {
+    #[default]
+    Keep,
+    Expire,
 }
 
 impl Default for RetentionConfig {
@@ -35,6 +49,7 @@ impl Default for RetentionConfig {
             api_metrics: days(30),
             api_alerts: days(90),
             interval: HumanDuration(Duration::from_secs(3600)),
+            app_history: AppHistory::Keep,
         }
     }
 }

@@ -13,7 +13,7 @@ use super::MongoStore;
 use crate::event::Collection;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
-use crate::store::retention::RetentionConfig;
+use crate::store::retention::{AppHistory, RetentionConfig};
 
 pub(super) struct IndexSpec {
     pub name: String,
@@ -98,7 +98,11 @@ impl MongoStore {
     async fn try_ensure_indexes(&self, retention: &RetentionConfig) -> Result<(), mongodb::error::Error> {
         let mut created = 0;
         for c in Collection::ALL {
-            for spec in index_specs(c, retention.keep(c).0) {
+            let mut keep = retention.keep(c).0;
+            if retention.app_history == AppHistory::Keep && !keep.is_zero() && self.holds_app_history(c, keep).await? {
+                keep = Duration::ZERO;
+            }
+            for spec in index_specs(c, keep) {
                 created += usize::from(self.ensure_index(c, spec).await?);
             }
         }
@@ -106,6 +110,42 @@ impl MongoStore {
             tracing::info!("MongoDB indexes are in place ({created} created or changed)");
         }
         Ok(())
+    }
+
+    /// Whether `c` holds documents the app wrote itself (adopted or not yet) older than `keep`,
+    /// which a TTL would delete: if it does, the time index gets no TTL and the log says why once.
+    async fn holds_app_history(&self, c: Collection, keep: Duration) -> Result<bool, mongodb::error::Error> {
+        let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = bson::DateTime::from_millis(crate::event::Timestamp::now().as_millis().saturating_sub(keep_ms));
+        let time = c.spec().time_field;
+        let filter = doc! {
+            time: { "$lt": cutoff },
+            "$or": [ { "source": { "$exists": false } }, { "source": "app" } ],
+        };
+        let old = self
+            .documents(c)
+            .find_one(filter)
+            .projection(doc! { "_id": 1 })
+            .await?
+            .is_some();
+        let bit = 1u32 << c.index();
+        if old
+            && self
+                .inner
+                .app_history_warned
+                .fetch_or(bit, std::sync::atomic::Ordering::Relaxed)
+                & bit
+                == 0
+        {
+            let name = self.name(c);
+            tracing::warn!(
+                "{name} holds documents the app wrote itself that are older than retention.{} ({}): a TTL would delete them, so nothing in {name} expires. Set retention.app_history = \"expire\" to apply the retention to them too, or retention.{} = \"0\" to keep everything",
+                c.name(),
+                crate::units::HumanDuration(keep),
+                c.name()
+            );
+        }
+        Ok(old)
     }
 
     /// Returns whether anything had to be done.

@@ -13,6 +13,7 @@
 //! and are retried with a growing pause, while the other collections carry on. Both are states,
 //! logged when they change and shown by `health()`, never a retry storm.
 
+mod adopt;
 mod config;
 mod errors;
 mod indexes;
@@ -38,7 +39,7 @@ use super::outbox::{Outbox, Taken};
 use super::query::{CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, StoreHealth, TimeRange};
 use super::retention::RetentionConfig;
 use super::{document, Batch, ErrorKind, Store, StoreError, WriteOutcome};
-use crate::event::{Collection, Event, EventId, Source, Timestamp};
+use crate::event::{Collection, Event, EventId, NaiveZone, Source, Timestamp};
 use crate::redact::Redactor;
 use crate::retry::{sleep_until, Backoff};
 use crate::shutdown::Shutdown;
@@ -74,6 +75,8 @@ struct Inner {
     finish_by: tokio::sync::watch::Sender<Option<Instant>>,
     /// Woken when the driver sees the server come back (it may have lost its indexes).
     reconnected: Arc<Notify>,
+    /// Collections (a bit each) whose kept app history was already warned about.
+    app_history_warned: std::sync::atomic::AtomicU32,
     write_timeout: Duration,
 }
 
@@ -99,6 +102,7 @@ impl MongoStore {
     pub async fn open(
         cfg: &MongoConfig,
         retention: &RetentionConfig,
+        naive: NaiveZone,
         outbox: Outbox,
         counters: Arc<Counters>,
         redactor: Arc<Redactor>,
@@ -142,6 +146,7 @@ impl MongoStore {
                 redactor,
                 finish_by: tokio::sync::watch::Sender::new(None),
                 reconnected,
+                app_history_warned: Default::default(),
                 write_timeout: cfg.write_timeout.0,
             }),
         };
@@ -149,6 +154,11 @@ impl MongoStore {
             store
                 .clone()
                 .keep_indexes(retention.clone(), shutdown.child("MongoDB indexes")),
+        );
+        tokio::spawn(
+            store
+                .clone()
+                .adopt_app_documents(naive, shutdown.child("adopting the app's documents")),
         );
         tokio::spawn(store.clone().forward(shutdown));
         Ok(store)
