@@ -495,7 +495,8 @@ impl<S: AlertStore> Lifecycle<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::embedded::{EmbeddedStore, Synchronous};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::sqlite::Synchronous;
     use crate::store::StoreError;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;

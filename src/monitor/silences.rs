@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::alerts::{AlertSink, Delivering, Transition};
 use crate::event::Timestamp;
 use crate::store::alerts::AlertRecord;
-use crate::store::embedded::Synchronous;
+use crate::store::sqlite::Synchronous;
 
 /// Silences that ended this long ago are forgotten at the next start.
 const HISTORY_MS: i64 = 7 * 86_400_000;
@@ -81,7 +81,7 @@ impl Silences {
     /// Opens (creating if needed) the `alert_silences` table in the SQLite file at `path`.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Silences, String> {
         crate::state_dir::refuse_symlink(path)?;
-        let conn = crate::store::embedded::open_connection(
+        let conn = crate::store::sqlite::open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )

@@ -47,7 +47,7 @@ pub use test_alert::{send_test_alerts, TestOutcome};
 
 use crate::event::Timestamp;
 pub use crate::store::alerts::AlertState;
-use crate::store::embedded::Synchronous;
+use crate::store::sqlite::Synchronous;
 
 /// How urgent an alert is; ordered, so that `min_severity` filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

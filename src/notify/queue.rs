@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{AlertState, Notification};
 use crate::event::Timestamp;
-use crate::store::embedded::{open_connection, Synchronous};
+use crate::store::sqlite::{open_connection, Synchronous};
 
 /// How long delivered and given-up rows are kept: 7 days.
 pub const HISTORY_MS: i64 = 7 * 86_400_000;

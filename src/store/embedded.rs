@@ -20,6 +20,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub use super::sqlite::Synchronous;
+use super::sqlite::{open_connection, open_error};
+
 use super::collections::{self, Spec};
 use super::query::{
     CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, Query, RequestBucket, ResponseTime, ResponseTimes,
@@ -39,25 +42,6 @@ pub struct EmbeddedConfig {
     /// SQLite file name, relative to `state_dir`.
     pub file: PathBuf,
     pub synchronous: Synchronous,
-}
-
-/// SQLite's `synchronous`: what a commit survives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// A crash of the daemon.
-    Normal,
-    /// Also a power loss, at a cost in speed.
-    Full,
-}
-
-impl Synchronous {
-    pub fn pragma(self) -> &'static str {
-        match self {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
-        }
-    }
 }
 
 impl Default for EmbeddedConfig {
@@ -124,53 +108,6 @@ impl Checkpointer {
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Opens a connection that never follows a symlink and keeps the WAL's files when it closes.
-pub(crate) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
-    let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    persist_wal(&conn);
-    Ok(conn)
-}
-
-/// Turns SQLite's terse open errors into what happened and what to do.
-fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
-    let file = path.display();
-    let dir = path.parent().map_or_else(|| ".".into(), |d| d.display().to_string());
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::permanent(format!(
-            "{file} is not an SQLite database (or it is damaged): {e}; move it aside (the daemon then \
-             creates a new one) or point embedded.file elsewhere"
-        )),
-        Some(rusqlite::ErrorCode::CannotOpen) => StoreError::permanent(format!(
-            "cannot open {file}: {e}; check that {dir} exists and that this user (uid {}) may write in it",
-            nix::unistd::geteuid()
-        )),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::permanent(format!(
-            "{file} is damaged: {e}; stop the daemon, move it aside (keep it for recovery with `sqlite3 .recover`), and start again"
-        )),
-        _ => StoreError::permanent(format!("cannot open the embedded store {file}: {e}")),
-    }
-}
-
-/// Keeps `-wal` and `-shm` when the last connection closes (see the module documentation).
-fn persist_wal(conn: &Connection) {
-    let mut on: std::ffi::c_int = 1;
-    // SAFETY: the handle is a live connection owned by `conn`; the file control reads and writes
-    // one int, and "main" is a NUL-terminated name of the main database.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
-            (&mut on as *mut std::ffi::c_int).cast(),
-        )
-    };
-    if rc != rusqlite::ffi::SQLITE_OK {
-        tracing::debug!("cannot make the WAL persistent (SQLite code {rc})");
     }
 }
 

@@ -14,6 +14,7 @@ pub mod mongo;
 pub mod outbox;
 pub mod query;
 pub mod retention;
+pub mod sqlite;
 
 use std::fmt;
 use std::future::Future;
