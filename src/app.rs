@@ -146,7 +146,9 @@ impl App {
                 None => SocketSource::bind(&path, mode, config.socket.group.as_deref())?,
             };
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                Parser::new(redactor.clone())
+                    .with_naive_timezone(naive.clone())
+                    .with_max_clock_skew(config.max_clock_skew.as_millis_i64()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),
@@ -175,7 +177,9 @@ impl App {
         let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
         for entry in &config.file {
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                Parser::new(redactor.clone())
+                    .with_naive_timezone(naive.clone())
+                    .with_max_clock_skew(config.max_clock_skew.as_millis_i64()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),
@@ -222,7 +226,9 @@ impl App {
                 None => crate::api::Server::bind(&config.api)?,
             };
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                Parser::new(redactor.clone())
+                    .with_naive_timezone(naive.clone())
+                    .with_max_clock_skew(config.max_clock_skew.as_millis_i64()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),

@@ -260,7 +260,11 @@ fn the_pipeline_knows_no_source_reader_or_store_implementation() {
 fn only_the_app_names_a_store_implementation() {
     let graph = import_graph();
     let implementation = |t: &str| t == "store/embedded.rs" || t.starts_with("store/mongo/");
-    let found = imports(&graph, |f| !["store", "config"].contains(&module(f)) && f != "app.rs", implementation);
+    let found = imports(
+        &graph,
+        |f| !["store", "config"].contains(&module(f)) && f != "app.rs",
+        implementation,
+    );
     assert!(
         found.is_empty(),
         "store implementations named outside store/ and app.rs: {found:?}"

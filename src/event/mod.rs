@@ -10,7 +10,7 @@ mod encoding;
 mod fields;
 mod id;
 mod metric;
-mod parser;
+pub mod parser;
 pub mod prices;
 mod time;
 
@@ -39,6 +39,10 @@ pub struct Event {
     pub time: Timestamp,
     pub source: Source,
     pub body: Body,
+    /// The collector's clock when the event arrived, kept only for an event whose own time is more
+    /// than `max_clock_skew` ahead of it (a naive local time read as UTC, a clock set wrong): it is
+    /// stored with its own time, flagged, and counted at its arrival by the monitor and the budget.
+    pub received: Option<Timestamp>,
     /// Bytes of the memory budget this event holds until stored (see `pipeline::budget`).
     pub cost: u32,
 }
@@ -276,6 +280,59 @@ impl Event {
         matches!(self.body, Body::Reject(_))
     }
 
+    /// When the monitor and the budget count the event: its own time, or its arrival when that
+    /// time was too far ahead to be believed.
+    pub fn counted_at(&self) -> Timestamp {
+        self.received.unwrap_or(self.time)
+    }
+
+    /// The fields the sender gave besides the known ones, for kinds that keep them.
+    pub fn extra_mut(&mut self) -> Option<&mut Map<String, Value>> {
+        match &mut self.body {
+            Body::Log(l) => Some(&mut l.extra),
+            Body::Cost(c) => Some(&mut c.extra),
+            Body::Performance(p) => Some(&mut p.extra),
+            Body::Reject(_) | Body::Metric(_) => None,
+        }
+    }
+
+    /// Checks the event's own time against its arrival (`received`, the collector's clock): one
+    /// more than `max_ahead_ms` ahead is flagged (`extra.clock_skew_ms`) and counted at arrival;
+    /// one more than [`LATE_MS`] behind is only reported (a replayed spool, or a file read late,
+    /// are late for good reasons, and count in their own time).
+    pub fn check_clock(&mut self, received: Timestamp, max_ahead_ms: i64) -> ClockCheck {
+        if self.is_reject() || matches!(self.body, Body::Metric(_)) {
+            return ClockCheck::Believable;
+        }
+        let skew = self.time.as_millis().saturating_sub(received.as_millis());
+        if skew > max_ahead_ms {
+            self.received = Some(received);
+            if let Some(extra) = self.extra_mut() {
+                extra.insert("clock_skew_ms".into(), Value::from(skew));
+            }
+            ClockCheck::Ahead(skew)
+        } else if skew < -LATE_MS {
+            ClockCheck::Behind(-skew)
+        } else {
+            ClockCheck::Believable
+        }
+    }
+}
+
+/// How far behind its arrival an event's time may be before it is reported as late.
+pub const LATE_MS: i64 = 3_600_000;
+
+/// What [`Event::check_clock`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockCheck {
+    Believable,
+    /// Ahead of the collector's clock by this many ms: counted at arrival.
+    Ahead(i64),
+    /// Behind by this many ms (more than [`LATE_MS`]): counted in its own time.
+    Behind(i64),
+}
+
+impl Event {
     /// A reject for a line that never became an event, e.g. one over `max_line_bytes`.
     pub fn reject(
         id: EventId,
@@ -298,6 +355,7 @@ impl Event {
                 raw: redactor.raw_line(text).into_owned(),
                 raw_len,
             }),
+            received: None,
             cost: 0,
         }
     }

@@ -12,12 +12,17 @@ use super::fields::{Fields, ParseError};
 use super::*;
 use crate::redact::Redactor;
 
+/// `max_clock_skew`'s default: five minutes.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 300_000;
+
 /// Turns lines into events. Cheap to clone; one per source task.
 #[derive(Clone)]
 pub struct Parser {
     redactor: Arc<Redactor>,
     /// How times without an offset are read (`naive_timezone`).
     naive: Arc<NaiveZone>,
+    /// How far ahead of its arrival an event's time is believed (`max_clock_skew`).
+    max_ahead_ms: i64,
 }
 
 impl Parser {
@@ -25,7 +30,20 @@ impl Parser {
         Parser {
             redactor,
             naive: Arc::new(NaiveZone::Utc),
+            max_ahead_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
         }
+    }
+
+    /// Believes an event's time up to `ms` ahead of its arrival (see [`Event::check_clock`]).
+    pub fn with_max_clock_skew(self, ms: i64) -> Parser {
+        Parser {
+            max_ahead_ms: ms,
+            ..self
+        }
+    }
+
+    pub fn max_clock_skew_ms(&self) -> i64 {
+        self.max_ahead_ms
     }
 
     /// Reads times without an offset in `zone` instead of UTC.
@@ -51,6 +69,7 @@ impl Parser {
                 time,
                 source: source.clone(),
                 body,
+                received: None,
                 cost: 0,
             },
             Err(reason) => Event::reject(id, source.clone(), received, reason, line, line.len(), &self.redactor),

@@ -214,14 +214,16 @@ impl<S: AlertStore> Lifecycle<S> {
         out
     }
 
-    /// One evaluation: every condition measured now. Keys not among them count as clear.
-    pub async fn step(&mut self, conditions: Vec<Condition>, now: Timestamp) {
+    /// One evaluation: every condition measured now. With `complete`, keys not among them count
+    /// as clear (their rule saw nothing to measure: a quiet window); without it (the monitor does
+    /// not have a whole window yet, after a restart) they are left as they are.
+    pub async fn step(&mut self, conditions: Vec<Condition>, complete: bool, now: Timestamp) {
         self.record_unrecorded().await;
         let measured: std::collections::HashSet<String> = conditions.iter().map(|c| c.key.clone()).collect();
         let gone: Vec<String> = self
             .tracked
             .keys()
-            .filter(|k| !measured.contains(*k))
+            .filter(|k| complete && !measured.contains(*k))
             .cloned()
             .collect();
         for key in gone {
@@ -604,9 +606,9 @@ mod tests {
         let hour = Duration::from_secs(3600);
 
         // Down: fired and repeated here alone.
-        lifecycle.step(vec![condition(true)], t(0)).await;
+        lifecycle.step(vec![condition(true)], true, t(0)).await;
         lifecycle.set_repeat_interval(Duration::ZERO);
-        lifecycle.step(vec![condition(true)], t(1)).await;
+        lifecycle.step(vec![condition(true)], true, t(1)).await;
         assert_eq!(
             *sent.0.lock().unwrap(),
             vec![TransitionKind::Firing, TransitionKind::Repeat(1)]
@@ -615,7 +617,7 @@ mod tests {
         // Back: recorded as it stands (queued, nothing sent again), then the store's again.
         store.down.store(false, Ordering::SeqCst);
         lifecycle.set_repeat_interval(hour);
-        lifecycle.step(vec![condition(true)], t(2)).await;
+        lifecycle.step(vec![condition(true)], true, t(2)).await;
         let firing = store.store.firing().await.unwrap();
         assert_eq!(firing.len(), 1);
         assert_eq!(
@@ -623,7 +625,7 @@ mod tests {
             (1, true, t(0))
         );
         assert_eq!(sent.0.lock().unwrap().len(), 2);
-        lifecycle.step(vec![condition(false)], t(3)).await;
+        lifecycle.step(vec![condition(false)], true, t(3)).await;
         assert!(store.store.firing().await.unwrap().is_empty(), "resolved in the store");
         assert_eq!(sent.0.lock().unwrap().last(), Some(&TransitionKind::Resolved));
         assert_eq!(sent.0.lock().unwrap().len(), 3);
@@ -636,15 +638,15 @@ mod tests {
         let (_dir, store, sent, mut lifecycle) = down_store();
 
         // Down: fires, resolves, and fires again.
-        lifecycle.step(vec![condition(true)], t(0)).await;
-        lifecycle.step(vec![condition(false)], t(1)).await;
-        lifecycle.step(vec![condition(true)], t(2)).await;
+        lifecycle.step(vec![condition(true)], true, t(0)).await;
+        lifecycle.step(vec![condition(false)], true, t(1)).await;
+        lifecycle.step(vec![condition(true)], true, t(2)).await;
         let kinds = vec![TransitionKind::Firing, TransitionKind::Resolved, TransitionKind::Firing];
         assert_eq!(*sent.0.lock().unwrap(), kinds);
 
         // Back: the ended occurrence is in the history, the new one fires; nothing is sent again.
         store.down.store(false, Ordering::SeqCst);
-        lifecycle.step(vec![condition(true)], t(3)).await;
+        lifecycle.step(vec![condition(true)], true, t(3)).await;
         let mut q = FindQuery::new(Collection::Alerts);
         q.limit = 10;
         let docs = store.store.find(q).await.unwrap().docs;

@@ -343,7 +343,7 @@ impl BudgetTracker {
                     Some(s) => s,
                     None => group.sums.entry(c.model.clone()).or_default(),
                 };
-                let time_ms = e.time.as_millis();
+                let time_ms = e.counted_at().as_millis();
                 let sum = seconds.entry(time_ms.div_euclid(1000)).or_default();
                 sum.rmb += rmb;
                 sum.last_ms = sum.last_ms.max(time_ms);

@@ -27,7 +27,7 @@ use crate::pipeline::tap::Observer;
 use crate::pipeline::{Chunk, PipelineSender};
 use crate::shutdown::Shutdown;
 use crate::store::alerts::{AlertRecord, AlertStore};
-use crate::store::query::{Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
+use crate::store::query::{budget_buckets, Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
 use crate::units::HumanDuration;
 use alerts::{AlertSink, Lifecycle};
 use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period, Reading};
@@ -55,6 +55,9 @@ struct State {
     /// When (wall clock) an event was last stored.
     last_event_ms: i64,
     started_ms: i64,
+    /// Whether the windows were refilled from the store at start (widths of whole minutes): if not,
+    /// the first window is only part of what happened, and no alert may resolve on it.
+    rebuilt: bool,
     /// Since when the store has been unreachable.
     unreachable_since: Option<i64>,
     outbox_dropped_seen: u64,
@@ -82,6 +85,7 @@ impl Monitor {
                     cfg,
                     last_event_ms: Timestamp::now().as_millis(),
                     started_ms: Timestamp::now().as_millis(),
+                    rebuilt: false,
                     unreachable_since: None,
                     outbox_dropped_seen: 0,
                     firing: Vec::new(),
@@ -205,8 +209,9 @@ impl Monitor {
                     }
                 }
                 lifecycle.set_repeat_interval(repeat);
+                let complete = self.measures_completely(now);
                 tokio::select! {
-                    _ = lifecycle.step(conditions, now) => {}
+                    _ = lifecycle.step(conditions, complete, now) => {}
                     _ = shutdown.recv() => return,
                 }
                 self.lock().firing = lifecycle.firing();
@@ -229,6 +234,16 @@ impl Monitor {
         }
     }
 
+    /// Whether this evaluation's window holds everything that happened in it: not yet after a start
+    /// whose windows could not be refilled from the store, until a window that began after the
+    /// start has ended. Until then an alert that fired before the restart is neither resolved nor
+    /// fired again for want of figures.
+    fn measures_completely(&self, now: Timestamp) -> bool {
+        let s = self.lock();
+        let width = s.windows.width_ms();
+        s.rebuilt || s.windows.start_of(now.as_millis()) - width >= s.started_ms
+    }
+
     /// Reads the current windows' cost totals from the store (every `budget.refresh`).
     pub async fn read_budget<S: Query>(&self, store: &S) {
         let now = Timestamp::now();
@@ -242,10 +257,11 @@ impl Monitor {
         };
         let range = |(from, to): (i64, i64)| TimeRange::between(Timestamp(from), Timestamp(to.saturating_add(1)));
         let read = async {
+            // By arrival where a cost's own time was too far ahead, as `stored` counted it.
             Ok::<_, crate::store::StoreError>(Reading {
-                hour: store.cost_buckets(range(windows[0])).await?,
-                day: store.cost_buckets(range(windows[1])).await?,
-                recent: store.cost_buckets(range((proj_from, now.as_millis()))).await?,
+                hour: budget_buckets(store, range(windows[0])).await?,
+                day: budget_buckets(store, range(windows[1])).await?,
+                recent: budget_buckets(store, range((proj_from, now.as_millis()))).await?,
             })
         };
         match tokio::time::timeout(Duration::from_secs(30), read).await {
@@ -283,6 +299,7 @@ impl Monitor {
             }
         };
         let mut s = self.lock();
+        s.rebuilt = true;
         let grace = s.cfg.grace.as_millis_i64();
         for b in &buckets {
             let start = s.windows.start_of(b.start_ms);
@@ -353,6 +370,7 @@ fn finish_windows(s: &mut State, now: Timestamp) -> Vec<Event> {
                 time: Timestamp(w.start_ms),
                 source: source.clone(),
                 body: Body::Metric(Box::new(cell.metrics(width, model))),
+                received: None,
                 cost: 0,
             });
         }

@@ -26,14 +26,15 @@ use super::sqlite::{open_connection, open_error};
 use super::collections::{self, Spec};
 use super::query::{
     CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, Query, RequestBucket, ResponseTime, ResponseTimes,
-    StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
+    SkewedCost, StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use super::{document, Batch, Store, StoreError, WriteOutcome};
 use crate::event::{Body, Collection, Currency, Level, Timestamp};
 
 /// The schema this release writes. 1: the first release's tables; 2: filter and sum columns;
-/// 3: no plain time index where the statistics' covering index starts with the time.
-pub const SCHEMA_VERSION: i64 = 3;
+/// 3: no plain time index where the statistics' covering index starts with the time; 4: `api_cost.received_at_ms`,
+/// the arrival of a cost whose own time was too far ahead (the budget counts it then).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `[embedded]`: the SQLite file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -409,6 +410,7 @@ fn bind_columns(stmt: &mut rusqlite::Statement<'_>, e: &crate::event::Event) -> 
             bind(&c.output_tokens.and_then(|n| i64::try_from(n).ok()))?;
             bind(&c.total_tokens.and_then(|n| i64::try_from(n).ok()))?;
             bind(&c.request_id)?;
+            bind(&e.received.map(|t| t.as_millis()))?;
         }
         Body::Performance(p) => {
             bind(&p.status.as_str())?;
@@ -709,6 +711,33 @@ fn cost_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<CostBucket>, 
     Ok(out)
 }
 
+fn skewed_costs(conn: &Connection, range: TimeRange) -> Result<Vec<SkewedCost>, StoreError> {
+    // The partial index holds only the (rare) costs counted at arrival.
+    let (from, to) = (
+        range.from.map_or(i64::MIN, |t| t.as_millis()),
+        range.to.map_or(i64::MAX, |t| t.as_millis()),
+    );
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at_ms, received_at_ms, model, currency, cost FROM api_cost
+         WHERE received_at_ms IS NOT NULL
+           AND ((created_at_ms >= ?1 AND created_at_ms < ?2) OR (received_at_ms >= ?1 AND received_at_ms < ?2))",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![from, to], |r| {
+        Ok(SkewedCost {
+            time_ms: r.get(0)?,
+            received_ms: r.get(1)?,
+            model: r.get(2)?,
+            currency: r
+                .get::<_, Option<String>>(3)?
+                .as_deref()
+                .and_then(Currency::parse)
+                .unwrap_or(Currency::Usd),
+            cost: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn request_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<RequestBucket>, StoreError> {
     let mut w = Where::default();
     w.range("timestamp_ms", range);
@@ -774,6 +803,13 @@ impl Query for EmbeddedStore {
         range: TimeRange,
     ) -> impl std::future::Future<Output = Result<Vec<CostBucket>, StoreError>> + Send {
         self.with_reader(move |conn| cost_buckets(conn, range))
+    }
+
+    fn skewed_costs(
+        &self,
+        range: TimeRange,
+    ) -> impl std::future::Future<Output = Result<Vec<SkewedCost>, StoreError>> + Send {
+        self.with_reader(move |conn| skewed_costs(conn, range))
     }
 
     fn request_buckets(

@@ -36,7 +36,9 @@ pub use config::{mask_uri_password, CollectionNames, MongoConfig, WriteConcernW}
 pub use query::to_json;
 
 use super::outbox::{Outbox, Taken};
-use super::query::{CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, StoreHealth, TimeRange};
+use super::query::{
+    CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, SkewedCost, StoreHealth, TimeRange,
+};
 use super::retention::RetentionConfig;
 use super::{document, Batch, ErrorKind, Store, StoreError, WriteOutcome};
 use crate::event::{Collection, Event, EventId, NaiveZone, Source, Timestamp};
@@ -678,6 +680,14 @@ impl Query for MongoStore {
     ) -> impl std::future::Future<Output = Result<Vec<CostBucket>, StoreError>> + Send {
         let this = self.clone();
         async move { this.cost_buckets_of(range).await }
+    }
+
+    fn skewed_costs(
+        &self,
+        range: TimeRange,
+    ) -> impl std::future::Future<Output = Result<Vec<SkewedCost>, StoreError>> + Send {
+        let this = self.clone();
+        async move { this.skewed_costs_of(range).await }
     }
 
     fn request_buckets(
