@@ -113,7 +113,11 @@ impl App {
             &config.database_path(),
             &config.webhook,
             NotifyOptions {
-                language: config.monitor.language,
+                speech: crate::notify::render::Speech {
+                    lang: config.monitor.language,
+                    // Checked by the configuration's validation.
+                    zone: crate::monitor::budget::time_zone(&config.budget.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+                },
                 synchronous: config.embedded.synchronous,
             },
         )?;
@@ -208,7 +212,10 @@ impl App {
                 silences: silences.clone(),
                 inner: notifier.clone(),
             };
-            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![Arc::new(LogSink), Arc::new(webhooks)]));
+            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![
+                Arc::new(LogSink(config.monitor.language)),
+                Arc::new(webhooks),
+            ]));
             supervisor.spawn(
                 "monitor",
                 monitor.clone().run(

@@ -239,8 +239,13 @@ fn sources_never_see_the_store_and_the_store_sees_nothing_above_it() {
     let graph = import_graph();
     let found = imports(&graph, |f| module(f) == "source", |t| module(t) == "store");
     assert!(found.is_empty(), "sources import the store: {found:?}");
+    // The alert vocabulary is the one part of the monitor the store keeps (alert records), a leaf.
     let above = ["source", "pipeline", "api", "monitor", "notify", "config", "app"];
-    let found = imports(&graph, |f| module(f) == "store", |t| above.contains(&module(t)));
+    let found = imports(
+        &graph,
+        |f| module(f) == "store",
+        |t| above.contains(&module(t)) && t != "monitor/vocabulary.rs",
+    );
     assert!(found.is_empty(), "the store imports what is above it: {found:?}");
 }
 
@@ -283,12 +288,12 @@ fn the_monitor_never_reads_the_sources_or_the_api() {
     assert!(found.is_empty(), "the monitor imports {found:?}");
 }
 
-/// Invariant "leaves and the loader": `units`, `problems` and `retry` depend on nothing of the crate
+/// Invariant "leaves and the loader": `units`, `problems`, `retry` and the alert vocabulary depend on nothing of the crate
 /// but each other, and only `app.rs` takes the whole configuration (each module owns its section).
 #[test]
 fn leaves_stay_leaves_and_only_the_app_takes_the_whole_configuration() {
     let graph = import_graph();
-    let leaves = ["units.rs", "problems.rs", "retry.rs"];
+    let leaves = ["units.rs", "problems.rs", "retry.rs", "monitor/vocabulary.rs"];
     for leaf in leaves {
         let beyond: Vec<&String> = graph[leaf].iter().filter(|t| !leaves.contains(&t.as_str())).collect();
         assert!(beyond.is_empty(), "{leaf} imports {beyond:?}");

@@ -106,7 +106,7 @@ fn an_error_rate_alert_fires_once_is_stored_and_resolves() {
         alert["key"].as_str().unwrap().starts_with("error_rate{host="),
         "{alert}"
     );
-    d.wait_for_log("告警 alert: [高] 错误率过高");
+    d.wait_for_log("告警 alert: [严重] 错误率过高");
     // Healthy traffic: the alert resolves, and the resolution is logged once.
     let healthy: String = (0..10).map(|_| perf("glm-4", 0.5, true)).collect();
     d.send(healthy.as_bytes());
@@ -119,14 +119,14 @@ fn an_error_rate_alert_fires_once_is_stored_and_resolves() {
         },
         || d.log(),
     );
-    d.wait_for_log("alert resolved: [高] 错误率过高");
+    d.wait_for_log("alert resolved: [严重] 错误率过高");
     assert_eq!(
-        d.log().matches("告警 alert: [高] 错误率过高").count(),
+        d.log().matches("告警 alert: [严重] 错误率过高").count(),
         1,
         "fired once:\n{}",
         d.log()
     );
-    assert_eq!(d.log().matches("alert resolved: [高] 错误率过高").count(), 1);
+    assert_eq!(d.log().matches("alert resolved: [严重] 错误率过高").count(), 1);
 }
 
 #[test]
@@ -489,9 +489,9 @@ fn an_alert_resolves_once_when_traffic_stops() {
     let d = Daemon::start(&fast(""));
     let burst: String = (0..10).map(|i| perf("glm-4", 0.5, i % 2 == 0)).collect();
     d.send(burst.as_bytes());
-    d.wait_for_log("告警 alert: [高] 错误率过高");
-    d.wait_for_log("alert resolved: [高] 错误率过高");
-    let sent = d.log().matches("告警 alert: [高] 错误率过高").count();
+    d.wait_for_log("告警 alert: [严重] 错误率过高");
+    d.wait_for_log("alert resolved: [严重] 错误率过高");
+    let sent = d.log().matches("告警 alert: [严重] 错误率过高").count();
     // Ten more windows of quiet: nothing more about it.
     let until = lngpt_collector::event::Timestamp::now().as_millis() + 3_000;
     wait_until(
@@ -500,9 +500,9 @@ fn an_alert_resolves_once_when_traffic_stops() {
         || d.log(),
     );
     let log = d.log();
-    assert_eq!(log.matches("alert resolved: [高] 错误率过高").count(), 1, "{log}");
+    assert_eq!(log.matches("alert resolved: [严重] 错误率过高").count(), 1, "{log}");
     assert_eq!(
-        log.matches("告警 alert: [高] 错误率过高").count(),
+        log.matches("告警 alert: [严重] 错误率过高").count(),
         sent,
         "nothing sent after it resolved:\n{log}"
     );

@@ -53,9 +53,9 @@ pub async fn active(State(api): State<Api>, query: RawQuery) -> Result<Json<Valu
         .map(|a| {
             let mut v = json!({
                 "key": a.key, "rule": a.rule, "severity": a.severity, "state": a.state.as_str(),
-                "title": a.title, "message": a.message, "value": a.value, "threshold": a.threshold,
-                "labels": a.labels, "started_at": a.started_at, "repeats": a.repeats,
-                "last_sent_at": a.sent_at,
+                "title": a.title, "message": a.message, "value": a.value, "current": a.current_value(),
+                "unit": a.unit, "threshold": a.threshold, "labels": a.labels, "started_at": a.started_at,
+                "updated_at": a.updated_at, "repeats": a.repeats, "last_sent_at": a.sent_at,
             });
             v["silenced_by"] = match silences.covering(a, now) {
                 Some(s) => json!({"id": s.id, "ends_at": s.ends_at, "comment": s.comment}),

@@ -284,7 +284,7 @@ impl Collector for MonitorMetrics {
         {
             let mut firing: std::collections::BTreeMap<(String, String), i64> = Default::default();
             for a in self.monitor.firing() {
-                *firing.entry((a.rule, a.severity)).or_default() += 1;
+                *firing.entry((a.rule, a.severity.name().to_string())).or_default() += 1;
             }
             let mut family = e.encode_descriptor(
                 "lngpt_collector_alerts_firing",

@@ -235,21 +235,24 @@ impl<S: AlertSink> AlertSink for Silenced<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::alerts::AlertState;
+    use crate::monitor::vocabulary::{AlertState, Severity};
 
     fn alert(rule: &str, labels: &[(&str, &str)]) -> AlertRecord {
         AlertRecord {
             key: format!("{rule}-key"),
             rule: rule.into(),
-            severity: "high".into(),
+            severity: Severity::High,
             state: AlertState::Firing,
             title: String::new(),
             message: String::new(),
             value: 1.0,
+            current: None,
+            unit: Default::default(),
             threshold: 1.0,
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             started_at: Timestamp(0),
             ended_at: None,
+            updated_at: None,
             sent_at: None,
             repeats: 0,
             claimed_by: String::new(),
