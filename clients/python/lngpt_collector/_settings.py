@@ -67,7 +67,9 @@ class Settings:
       rest stays in the spool for the next start.
     - ``stall_timeout``: seconds without a confirmation after which the collector counts as stalled
       and records go to the spool.
-    - ``api``, ``api_token``, ``api_timeout``, ``fail_open``: the budget API for ``check_cost_limits()``.
+    - ``api``, ``api_token``, ``api_timeout``, ``fail_open``: the daemon's HTTP API, for
+      ``check_cost_limits()`` and ``get_model_cost_stats()``: ``http://host:port`` or
+      ``unix:/path/api.sock`` (the daemon's ``[api] listen = "unix:…"``).
     """
 
     __slots__ = tuple(_OPTIONS)
@@ -93,6 +95,8 @@ class Settings:
             self.spool_dir = os.path.abspath(self.spool_dir)
         if self.socket and not self.socket.startswith("file:"):
             self.socket = os.path.abspath(self.socket)
+        if isinstance(self.api, str) and self.api.startswith("unix:") and len(self.api) > len("unix:"):
+            self.api = "unix:" + os.path.abspath(self.api[len("unix:"):])
         self.max_queue = max(1, int(self.max_queue))
 
     def sockets(self):
