@@ -1,10 +1,14 @@
-"""The original's API against the real daemon: the handler, record_api_cost, log_performance, log_api_call."""
+"""The original's API against the real daemon: the handler, record_api_cost (with the app's
+ChatMessages too), log_performance and log_api_call; none of them raises into the app whatever it is given."""
 
+import datetime
 import gc
+import inspect
 import json
 import logging
 import unittest
 
+from app_lookalike import ChatMessages, conversation
 from support import DaemonTest, needs_daemon, wait_until
 
 import lngpt_collector
@@ -16,7 +20,7 @@ class ApiTest(DaemonTest):
     def setUp(self):
         super().setUp()
         self.daemon.start()
-        self.c = lngpt_collector.configure(socket=self.daemon.socket, spool_dir=self.spool_dir)
+        self.c = lngpt_collector.configure(socket=self.daemon.socket, spool_dir=self.spool_dir, api=self.daemon.api)
         self.log = logging.getLogger("lngpt")
         self.log.handlers[:] = [lngpt_collector.CollectorHandler()]
         self.log.setLevel(1)  # custom levels below DEBUG too
@@ -100,6 +104,13 @@ class ApiTest(DaemonTest):
         self.assertEqual((bad["status"], bad["model"], bad["error"]), ("error", "doubao-lite-32k", "quota"))
         messages = [r[0] for r in self.daemon.query("SELECT json_extract(doc, '$.message') FROM api_logs ORDER BY rowid")]
         self.assertEqual(messages, ["API调用开始: chat", "API调用成功: chat", "API调用开始: failing", "API调用失败: failing"])
+        # The records say where the call is: the decorated function, not the client's internals.
+        located = self.daemon.query("SELECT module, json_extract(doc, '$.function'), json_extract(doc, '$.line') "
+                                    "FROM api_logs ORDER BY rowid")
+        chat_at = inspect.unwrap(chat).__code__.co_firstlineno
+        failing_at = inspect.unwrap(failing).__code__.co_firstlineno
+        self.assertEqual(located, [("test_api", "chat", chat_at)] * 2 + [("test_api", "failing", failing_at)] * 2)
+        self.assertEqual(inspect.getsourcelines(inspect.unwrap(chat))[0][0].strip(), "@log_api_call")
         # The log lines and the performance record share a request id.
         ids = {r[0] for r in self.daemon.query("SELECT request_id FROM api_logs WHERE json_extract(doc, '$.extra.function') = 'chat'")}
         self.assertEqual(ids, {ok["request_id"]})
@@ -157,6 +168,116 @@ class ApiTest(DaemonTest):
         rec, = self.perf("stream_via_function")
         self.assertEqual((rec["status"], rec["error"], rec["chunk_count"], rec["extra"]["completed"]),
                          ("error", "stream cut", 2, False))
+
+
+    # -- record_api_cost with the app's ChatMessages -------------------------------------------------
+
+    def costs(self):
+        return [json.loads(r[0]) for r in self.daemon.query("SELECT doc FROM api_cost ORDER BY rowid")]
+
+    def rejects(self):
+        return [json.loads(r[0]) for r in self.daemon.query("SELECT doc FROM api_rejects ORDER BY rowid")]
+
+    def test_record_api_cost_takes_the_apps_chat_messages_as_the_original_did(self):
+        yuan = conversation("ERNIE-Novel-8K", "写一段开头：" + "雨夜" * 40, "夜色如墨，" * 60)
+        dollars = conversation("gpt-4o-mini", "Write the opening line. " * 10, "It was a dark and stormy night. " * 20)
+        record_api_cost(yuan)
+        record_api_cost(dollars)
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        stored = self.costs()
+        self.assertEqual(len(stored), 2, self.rejects())
+        for doc, messages in zip(stored, (yuan, dollars)):
+            with self.subTest(model=messages.model):
+                self.assertEqual((doc["model"], doc["currency_symbol"]), (messages.model, messages.currency_symbol))
+                self.assertAlmostEqual(doc["cost"], messages.cost, places=12)
+                self.assertGreater(doc["cost"], 0)
+                self.assertEqual((doc["input_tokens"], doc["output_tokens"], doc["total_tokens"]),
+                                 (messages[:-1].count_message_tokens(), messages[-1:].count_message_tokens(),
+                                  messages.count_message_tokens()))
+                self.assertEqual(doc["cost_source"], "reported")
+                self.assertNotIn("extra", doc)
+
+    def test_a_look_alike_missing_an_attribute_still_records_what_it_can(self):
+        class NoCost(ChatMessages):
+            @property
+            def cost(self):
+                raise ZeroDivisionError("no price")
+
+        class NoSymbol(list):
+            model = "glm-4-air"
+            cost = 0.25
+
+        broken = NoCost([{"role": "user", "content": "一二三四"}, {"role": "assistant", "content": "五六"}], model="glm-4-air")
+        record_api_cost(broken)
+        record_api_cost(NoSymbol([{"role": "user", "content": "x"}]))
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        first, second = self.costs()
+        # No cost, but tokens: the daemon prices it (no price here: cost 0, flagged unpriced).
+        self.assertEqual((first["model"], first["cost_source"], first["input_tokens"], first["output_tokens"]),
+                         ("glm-4-air", "unpriced", broken[:-1].count_message_tokens(), broken[-1:].count_message_tokens()))
+        self.assertEqual(first["extra"]["read_errors"], {"cost": "ZeroDivisionError: no price"})
+        # No currency_symbol: the original's default, dollars; no count_message_tokens: no tokens.
+        self.assertEqual((second["model"], second["cost"], second["currency_symbol"]), ("glm-4-air", 0.25, "$"))
+        self.assertNotIn("input_tokens", second)
+        self.assertEqual(sorted(second["extra"]["read_errors"]),
+                         ["count_message_tokens", "count_message_tokens[-1:]", "count_message_tokens[:-1]",
+                          "currency_symbol"])
+        self.assertEqual(self.rejects(), [])
+
+    def test_record_api_cost_and_log_performance_never_raise_whatever_they_are_given(self):
+        class Raising:
+            @property
+            def model(self):
+                raise RuntimeError("model")
+
+            def __str__(self):
+                raise RuntimeError("str")
+
+            __repr__ = __str__
+
+        class BadTokens(ChatMessages):
+            def count_message_tokens(self):
+                return float("nan")
+
+        recursive = {}
+        recursive["self"] = recursive
+        none_content = ChatMessages([{"role": "user", "content": None}], model="glm-4-air")
+        cost_calls = [
+            (None,), ([],), ([{"role": "user", "content": "x"}],), ({},), ({"model": "x", "cost": 1},), (Raising(),),
+            (3.5,), (b"model",), ({1, 2},), (iter([1]),), (none_content,),
+            (BadTokens([{"role": "user", "content": "x"}], model="glm-4-air"),),
+            (ChatMessages([], model=None),),
+            ("m", 10 ** 400), ("m", float("nan")), ("m", float("inf")), ("m", "abc"), ("m", -1.0), ("m", Raising()),
+            ("m", 0.1, "$", 10 ** 30, 1), ("m", 0.1, "$", float("nan"), 1), ("m", 0.1, "$", 1.5, 2),
+            ("m", 0.1, "$", -3, 2), ("m", 0.1, 5), ("m", 0.1, None), ("m", 0.1, Raising()), (Raising(), 0.1),
+        ]
+        cost_kwargs = [dict(model="m", cost=0.1, extra_obj=Raising(), loop=recursive, when=datetime.datetime.now())]
+        perf_calls = [
+            (None,), ("fast",), (float("nan"),), (-1,), (10 ** 400,), (Raising(),), (1.0, 5), (1.0, None),
+            (1.0, "error", Raising()), (1.0, "error", ValueError(Raising())), (1.0, "success", None, Raising()),
+        ]
+        perf_kwargs = [dict(response_time=1.0, chunk_count=float("nan"), first_chunk_time="x"),
+                       dict(response_time=1.0, chunk_count=10 ** 30, loop=recursive)]
+        for args in cost_calls:
+            with self.subTest(record_api_cost=len(args)):
+                record_api_cost(*args)
+        for kwargs in cost_kwargs:
+            record_api_cost(**kwargs)
+        for args in perf_calls:
+            with self.subTest(log_performance=len(args)):
+                log_performance(*args)
+        for kwargs in perf_kwargs:
+            log_performance(**kwargs)
+        sent = len(cost_calls) + len(cost_kwargs) + len(perf_calls) + len(perf_kwargs)
+        self.assertTrue(lngpt_collector.flush(timeout=60), lngpt_collector.stats())
+        # Each call became one record: stored, or a reject with its reason; none was lost to an exception.
+        stats = lngpt_collector.stats()
+        self.assertEqual((stats["confirmed"], stats["events"] + stats["rejected"], stats["errors"]), (sent, sent, 0))
+        counts = lambda: self.daemon.count("api_cost") + self.daemon.count("api_performance") + self.daemon.count("api_rejects")
+        wait_until("every record stored or rejected", lambda: counts() == sent)
+        self.assertGreater(self.daemon.count("api_rejects"), 10)
+        reasons = " | ".join(r["reason"] for r in self.rejects())
+        self.assertIn("model", reasons)
 
 
 if __name__ == "__main__":
