@@ -1,11 +1,16 @@
 """The original's API against the real daemon: the handler, record_api_cost (with the app's
-ChatMessages too), log_performance and log_api_call; none of them raises into the app whatever it is given."""
+ChatMessages too), log_performance, log_api_call, the cost report and the drop-in modules; none of
+them raises into the app whatever it is given."""
 
+import contextlib
 import datetime
 import gc
 import inspect
+import io
 import json
 import logging
+import os
+import time
 import unittest
 
 from app_lookalike import ChatMessages, conversation
@@ -179,10 +184,12 @@ class ApiTest(DaemonTest):
         return [json.loads(r[0]) for r in self.daemon.query("SELECT doc FROM api_rejects ORDER BY rowid")]
 
     def test_record_api_cost_takes_the_apps_chat_messages_as_the_original_did(self):
+        from lngpt_collector import mongodb_cost
+
         yuan = conversation("ERNIE-Novel-8K", "写一段开头：" + "雨夜" * 40, "夜色如墨，" * 60)
         dollars = conversation("gpt-4o-mini", "Write the opening line. " * 10, "It was a dark and stormy night. " * 20)
         record_api_cost(yuan)
-        record_api_cost(dollars)
+        mongodb_cost.record_api_cost(dollars)  # the drop-in's signature: record_api_cost(messages)
         self.assertTrue(lngpt_collector.flush(timeout=60))
         stored = self.costs()
         self.assertEqual(len(stored), 2, self.rejects())
@@ -278,6 +285,144 @@ class ApiTest(DaemonTest):
         self.assertGreater(self.daemon.count("api_rejects"), 10)
         reasons = " | ".join(r["reason"] for r in self.rejects())
         self.assertIn("model", reasons)
+
+    # -- the cost report ----------------------------------------------------------------------------
+
+    def send_cost(self, model, cost, currency, inputs, outputs, created_at):
+        self.c.send({"type": "cost", "created_at": created_at, "model": model, "cost": cost,
+                     "currency_symbol": currency, "input_tokens": inputs, "output_tokens": outputs})
+
+    def test_get_model_cost_stats_answers_the_originals_rows_for_naive_local_times(self):
+        # The app's local zone is not the daemon's (UTC here): naive times must be read as the app's.
+        old_tz = os.environ.get("TZ")
+        os.environ["TZ"] = "Asia/Shanghai"
+        time.tzset()
+        self.addCleanup(time.tzset)
+        self.addCleanup(lambda: os.environ.__setitem__("TZ", old_tz) if old_tz else os.environ.pop("TZ", None))
+        now = time.time()
+        self.send_cost("gpt-4o", 0.123456, "$", 1000, 100, now - 600)
+        self.send_cost("gpt-4o", 0.1, "$", 500, 50, now - 300)
+        self.send_cost("gpt-4o", 2.0, "￥", 10, 20, now - 200)  # the same model in yuan: a row of its own
+        self.send_cost("glm-4-air", 1.0, "￥", 30, 40, now - 100)
+        self.send_cost("glm-4-air", 9.0, "￥", 30, 40, now - 7200)  # two hours ago: outside the last hour
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        end = datetime.datetime.now()  # naive, Shanghai time
+        stats = lngpt_collector.get_model_cost_stats(end - datetime.timedelta(hours=1), end)
+        self.assertEqual(stats, [
+            {"model": "gpt-4o", "total_cost": 2.0, "total_calls": 1, "total_input_tokens": 10,
+             "total_output_tokens": 20, "total_tokens": 30, "avg_cost_per_call": 2.0, "currency_symbol": "￥"},
+            {"model": "glm-4-air", "total_cost": 1.0, "total_calls": 1, "total_input_tokens": 30,
+             "total_output_tokens": 40, "total_tokens": 70, "avg_cost_per_call": 1.0, "currency_symbol": "￥"},
+            {"model": "gpt-4o", "total_cost": 0.2235, "total_calls": 2, "total_input_tokens": 1500,
+             "total_output_tokens": 150, "total_tokens": 1650, "avg_cost_per_call": 0.1117, "currency_symbol": "$"},
+        ])
+        # Inclusive bounds, as in the original: a range of exactly one record's time finds it.
+        one = datetime.datetime.fromtimestamp(now - 7200)
+        self.assertEqual([(r["model"], r["total_cost"]) for r in lngpt_collector.get_model_cost_stats(one, one)],
+                         [("glm-4-air", 9.0)])
+        # Aware datetimes mean what they say.
+        utc_end = datetime.datetime.now(datetime.timezone.utc)
+        self.assertEqual(lngpt_collector.get_model_cost_stats(utc_end - datetime.timedelta(hours=3), utc_end)[0]["total_cost"], 10.0)
+        self.assertEqual(lngpt_collector.get_model_cost_stats(end, end - datetime.timedelta(hours=1)), [])
+
+    def test_print_cost_report_prints_the_originals_format(self):
+        now = time.time()
+        self.send_cost("ERNIE-Novel-8K", 12345.678901, "￥", 1234567, 1000, now - 60)
+        self.send_cost("gpt-4o-mini", 0.5, "$", 10, 20, now - 60)
+        self.send_cost("gpt-4o-mini", 0.25, "$", 10, 20, now - 60)
+        self.send_cost("old", 1.0, "$", 1, 1, now - 3 * 86400)
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            lngpt_collector.print_cost_report(days=1)
+        end = datetime.datetime.now()
+        start = end - datetime.timedelta(days=1)
+        self.assertEqual(printed.getvalue(), (
+            "\n=== API Cost Report (%s to %s) ===\n"
+            "\nModel: ERNIE-Novel-8K\nTotal Cost: ￥12345.6789\nTotal Calls: 1\nTotal Tokens: 1,235,567\nAvg Cost/Call: ￥12345.6789\n"
+            "\nModel: gpt-4o-mini\nTotal Cost: $0.7500\nTotal Calls: 2\nTotal Tokens: 60\nAvg Cost/Call: $0.3750\n"
+        ) % (start.date(), end.date()))
+        from lngpt_collector import mongodb_cost
+
+        with contextlib.redirect_stdout(io.StringIO()) as hours:
+            mongodb_cost.print_cost_report(days=0, hours=96)
+        self.assertIn("Model: old", hours.getvalue())
+
+    def test_the_cost_report_never_raises_and_says_once_when_it_cannot_ask(self):
+        from lngpt_collector import _report
+
+        now = datetime.datetime.now()
+        for args in [(None, None), ("x", 5), (now, "soon"), (datetime.date.today(), now), (datetime.datetime.min, now),
+                     (now, datetime.datetime.max), (float("nan"), now), (-1, 10 ** 30)]:
+            with self.subTest(args=args):
+                self.assertIsInstance(lngpt_collector.get_model_cost_stats(*args), list)
+        for kwargs in [dict(days="x"), dict(days=10 ** 12), dict(days=-1), dict(hours=None), dict(days=1.5)]:
+            with self.subTest(kwargs=kwargs), contextlib.redirect_stdout(io.StringIO()):
+                self.assertIsNone(lngpt_collector.print_cost_report(**kwargs))
+        _report._last.clear()
+        self.daemon.stop()
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertEqual(lngpt_collector.get_model_cost_stats(now - datetime.timedelta(days=1), now), [])
+            self.assertEqual(lngpt_collector.get_model_cost_stats(now - datetime.timedelta(days=1), now), [])
+        self.assertEqual(err.getvalue().count("get_model_cost_stats() could not ask the collector"), 1, err.getvalue())
+
+
+    # -- the drop-in llm_api_cache --------------------------------------------------------------------
+
+    def test_llm_api_cache_checks_first_passes_the_stream_through_and_records_its_return_value(self):
+        from lngpt_collector import mongodb_cache
+
+        calls = []
+        real_check, real_record = mongodb_cache.check_cost_limits, mongodb_cache.record_api_cost
+        self.addCleanup(setattr, mongodb_cache, "check_cost_limits", real_check)
+        self.addCleanup(setattr, mongodb_cache, "record_api_cost", real_record)
+        mongodb_cache.check_cost_limits = lambda: calls.append("check") or True
+        mongodb_cache.record_api_cost = lambda value: calls.append(("record", value))
+
+        @mongodb_cache.llm_api_cache()
+        def stream_chat(model_config, messages, response_json=False):
+            """The app's stream_chat."""
+            calls.append(("called", model_config, messages, response_json))
+            got = yield "partial"
+            calls.append(("sent", got))
+            yield "more"
+            return "the whole reply"
+
+        self.assertEqual((stream_chat.__name__, stream_chat.__doc__), ("stream_chat", "The app's stream_chat."))
+        gen = stream_chat({"model": "glm-4-air"}, ["hi"], use_cache=False)
+        self.assertEqual(calls, [])  # nothing runs before the stream is read, as in the original
+        self.assertEqual(next(gen), "partial")
+        self.assertEqual(gen.send("ack"), "more")
+        with self.assertRaises(StopIteration) as stop:
+            next(gen)
+        self.assertEqual(stop.exception.value, "the whole reply")
+        self.assertEqual(calls, ["check", ("called", {"model": "glm-4-air"}, ["hi"], False), ("sent", "ack"),
+                                 ("record", "the whole reply")])
+
+        # A stream that fails, or that the app stops reading, records no cost (as in the original).
+        @mongodb_cache.llm_api_cache()
+        def failing():
+            yield 1
+            raise ConnectionError("cut")
+
+        calls.clear()
+        with self.assertRaises(ConnectionError):
+            list(failing())
+        closed = stream_chat({}, [])
+        next(closed)
+        closed.close()
+        self.assertEqual([c for c in calls if c[0] == "record"], [])
+
+        # Over budget: the check raises at the first next(), and the API is never called.
+        def over():
+            raise lngpt_collector.CostLimitExceeded("最近1小时内API调用费用超过设定上限！")
+
+        mongodb_cache.check_cost_limits = over
+        calls.clear()
+        with self.assertRaises(lngpt_collector.CostLimitExceeded):
+            next(stream_chat({}, []))
+        self.assertEqual(calls, [])
 
 
 if __name__ == "__main__":

@@ -220,9 +220,11 @@ class BudgetTest(unittest.TestCase):
 
 @needs_daemon
 class BudgetOverUnixSocketTest(DaemonTest):
-    """The real daemon with ``[api] listen = "unix:…"`` (the compose setup)."""
+    """The real daemon with ``[api] listen = "unix:…"`` (the compose setup): budget, check and cost stats."""
 
-    def test_check_cost_limits_and_get_budget_over_a_unix_socket(self):
+    def test_check_cost_limits_get_budget_and_cost_stats_over_a_unix_socket(self):
+        import datetime
+
         self.daemon = Daemon(self.dir, api="unix", extra=(
             '[pipeline]\nmax_wait = "10ms"\n[budget]\nhourly_limit_rmb = 10\ndaily_limit_rmb = 100\n'
             'usd_to_rmb_rate = 7.0\nrefresh = "50ms"\n'))
@@ -247,6 +249,11 @@ class BudgetOverUnixSocketTest(DaemonTest):
         with contextlib.redirect_stdout(io.StringIO()):
             e = wait_until("the hourly limit reached", refused)
         self.assertEqual((str(e), e.window, e.spent_rmb), ("最近1小时内API调用费用超过设定上限！", "hour", 10.5))
+        now = datetime.datetime.now()
+        stats = lngpt_collector.get_model_cost_stats(now - datetime.timedelta(hours=1), now)
+        self.assertEqual(stats, [{"model": "gpt-4o", "total_cost": 1.5, "total_calls": 1, "total_input_tokens": 1000,
+                                  "total_output_tokens": 200, "total_tokens": 1200, "avg_cost_per_call": 1.5,
+                                  "currency_symbol": "$"}])
 
 
 if __name__ == "__main__":
