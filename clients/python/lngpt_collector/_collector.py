@@ -140,6 +140,15 @@ class Collector:
         self._init_process_state()
         _live.add(self)
         atexit.register(_close_at_exit, weakref.ref(self))
+        # A spool left by a process that is gone is replayed now, not when this one first sends
+        # something: a process that only configures the client (or logs rarely) must not leave
+        # another's records waiting.
+        try:
+            if (self.settings.spool_dir is not None and self.settings.target_file() is None
+                    and Spool.adoptable(self.settings.spool_dir)):
+                self._start()
+        except Exception as e:
+            report("adopt", "cannot look for spool files to replay in %s: %r" % (self.settings.spool_dir, e))
 
     def _init_process_state(self):
         """Everything that belongs to one process (a forked child starts again from here)."""

@@ -1,5 +1,6 @@
 """Durability: the spool takes records while the collector is down, and replays them exactly once."""
 
+import json
 import logging
 import os
 import subprocess
@@ -81,6 +82,48 @@ class SpoolTest(DaemonTest):
         self.assertTrue(c.flush(timeout=60), c.stats())
         self.assert_exactly_once("exit", 1500)
         wait_until("the adopted spool deleted", lambda: not self.spool_files())
+
+    def test_a_spool_left_by_a_dead_process_is_replayed_by_a_process_that_only_configures(self):
+        """Process A spools with the collector down and exits; the collector starts; process B configures
+        the client (``configure()``, then ``CollectorHandler(...)``) and sends nothing: A's records arrive."""
+        spool_and_exit = textwrap.dedent("""
+            import logging, sys
+            sys.path.insert(0, %r)
+            import lngpt_collector
+            lngpt_collector.configure(socket=%r, spool_dir=%r, exit_timeout=0.2)
+            for i in range(700):
+                lngpt_collector.get_collector().send({"type": "log", "message": "A %%d" %% i,
+                                                      "extra": {"run": sys.argv[1], "seq": i}})
+        """ % (PACKAGE_ROOT, self.daemon.socket, self.spool_dir))
+        only_configure = textwrap.dedent("""
+            import json, sys
+            sys.path.insert(0, %r)
+            import lngpt_collector
+            if sys.argv[1] == "configure":
+                lngpt_collector.configure(socket=%r, spool_dir=%r)
+            else:
+                lngpt_collector.CollectorHandler(socket=%r, spool_dir=%r)
+            sys.stdin.read()  # until the test has seen the records stored
+            print(json.dumps(lngpt_collector.stats()))
+        """ % ((PACKAGE_ROOT,) + (self.daemon.socket, self.spool_dir) * 2))
+        for how in ("configure", "handler"):
+            with self.subTest(how=how):
+                out = subprocess.run([sys.executable, "-c", spool_and_exit, "A-" + how], capture_output=True,
+                                     text=True, timeout=60)
+                self.assertEqual(out.returncode, 0, out.stderr)
+                self.assertEqual(len(self.spool_files()), 1, out.stderr)
+                self.daemon.start()
+                b = subprocess.Popen([sys.executable, "-c", only_configure, how], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                try:
+                    self.assert_exactly_once("A-" + how, 700)
+                    wait_until("the adopted spool deleted", lambda: not self.spool_files())
+                finally:
+                    stdout, stderr = b.communicate("", timeout=60)
+                self.assertEqual(b.returncode, 0, stderr)
+                stats = json.loads(stdout)
+                self.assertEqual((stats["enqueued"], stats["confirmed"]), (0, 700), stats)
+                self.daemon.stop()
 
     def test_past_the_spool_cap_records_are_dropped_counted_and_reported_once_the_collector_is_back(self):
         c = self.collector(max_spool_bytes=64 * 1024)
