@@ -13,6 +13,7 @@ PRICES = {
     "glm-4-air": (0.001, 0.001, "￥"),
     "ERNIE-Novel-8K": (0.04, 0.12, "￥"),
     "gpt-4o-mini": (0.00015, 0.0006, "$"),
+    "o1-pro": (0.15, 0.6, "$"),
 }
 
 
@@ -27,6 +28,11 @@ class ChatMessages(list):
         if isinstance(index, slice):
             return ChatMessages(item, model=self.model)
         return item
+
+    def __add__(self, other):
+        if isinstance(other, list):
+            return ChatMessages(list.__add__(self, other), model=self.model)
+        return NotImplemented
 
     def count_message_tokens(self):
         return sum(len(m["role"]) + len(m["content"]) for m in self) // 2
