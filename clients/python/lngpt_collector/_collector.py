@@ -967,7 +967,8 @@ class _Worker:
         except SpoolError as e:
             self.errors += 1
             self.spool_retry_at = now + SPOOL_RETRY
-            report("spool_create", "%s; records wait in memory (at most max_queue_bytes=%d)" % (e, self.settings.max_queue_bytes))
+            report("spool_create", "%s; records wait in memory (at most max_queue_bytes=%d)"
+                   % (e, self.settings.max_queue_bytes))
             return
         conn = self.conn
         sent = [chunk for chunk in conn.inflight if chunk.mem is not None] if conn is not None else []

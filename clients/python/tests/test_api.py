@@ -280,8 +280,8 @@ class ApiTest(DaemonTest):
         # Each call became one record: stored, or a reject with its reason; none was lost to an exception.
         stats = lngpt_collector.stats()
         self.assertEqual((stats["confirmed"], stats["events"] + stats["rejected"], stats["errors"]), (sent, sent, 0))
-        counts = lambda: self.daemon.count("api_cost") + self.daemon.count("api_performance") + self.daemon.count("api_rejects")
-        wait_until("every record stored or rejected", lambda: counts() == sent)
+        tables = ("api_cost", "api_performance", "api_rejects")
+        wait_until("every record stored or rejected", lambda: sum(self.daemon.count(t) for t in tables) == sent)
         self.assertGreater(self.daemon.count("api_rejects"), 10)
         reasons = " | ".join(r["reason"] for r in self.rejects())
         self.assertIn("model", reasons)
@@ -322,7 +322,8 @@ class ApiTest(DaemonTest):
                          [("glm-4-air", 9.0)])
         # Aware datetimes mean what they say.
         utc_end = datetime.datetime.now(datetime.timezone.utc)
-        self.assertEqual(lngpt_collector.get_model_cost_stats(utc_end - datetime.timedelta(hours=3), utc_end)[0]["total_cost"], 10.0)
+        three_hours = lngpt_collector.get_model_cost_stats(utc_end - datetime.timedelta(hours=3), utc_end)
+        self.assertEqual(three_hours[0]["total_cost"], 10.0)
         self.assertEqual(lngpt_collector.get_model_cost_stats(end, end - datetime.timedelta(hours=1)), [])
 
     def test_print_cost_report_prints_the_originals_format(self):
@@ -339,7 +340,8 @@ class ApiTest(DaemonTest):
         start = end - datetime.timedelta(days=1)
         self.assertEqual(printed.getvalue(), (
             "\n=== API Cost Report (%s to %s) ===\n"
-            "\nModel: ERNIE-Novel-8K\nTotal Cost: ￥12345.6789\nTotal Calls: 1\nTotal Tokens: 1,235,567\nAvg Cost/Call: ￥12345.6789\n"
+            "\nModel: ERNIE-Novel-8K\nTotal Cost: ￥12345.6789\nTotal Calls: 1\nTotal Tokens: 1,235,567\n"
+            "Avg Cost/Call: ￥12345.6789\n"
             "\nModel: gpt-4o-mini\nTotal Cost: $0.7500\nTotal Calls: 2\nTotal Tokens: 60\nAvg Cost/Call: $0.3750\n"
         ) % (start.date(), end.date()))
         from lngpt_collector import mongodb_cost

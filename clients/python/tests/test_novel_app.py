@@ -141,7 +141,8 @@ class NovelAppTest(DaemonTest):
         self.assertEqual(first.response, "夜色如墨，雨丝斜织。" * 30)
         self.assertTrue(lngpt_collector.flush(timeout=60))
         stored, = self.costs()
-        self.assertEqual((stored["model"], stored["currency_symbol"], stored["cost_source"]), ("glm-4-air", "￥", "reported"))
+        self.assertEqual((stored["model"], stored["currency_symbol"], stored["cost_source"]),
+                         ("glm-4-air", "￥", "reported"))
         self.assertAlmostEqual(stored["cost"], first.cost, places=12)
         self.assertGreater(stored["cost"], 0)
         self.assertEqual((stored["input_tokens"], stored["output_tokens"], stored["total_tokens"]),
@@ -175,7 +176,8 @@ class NovelAppTest(DaemonTest):
         self.assertIsInstance(e, Exception)
         self.assertEqual(str(e), "最近1小时内API调用费用超过设定上限！")
         self.assertAlmostEqual(e.spent_rmb, spent_rmb, delta=0.0001)  # the daemon rounds to 4 places
-        self.assertEqual(printed, "警告：最近1小时API费用（￥%.2f）超过限制（￥%s）\n" % (e.spent_rmb, HOURLY_LIMIT_RMB))
+        self.assertEqual(printed,
+                         "警告：最近1小时API费用（￥%.2f）超过限制（￥%s）\n" % (e.spent_rmb, HOURLY_LIMIT_RMB))
         self.assertEqual(calls, ["glm-4-air", "o1-pro"])
         self.assertEqual(len(self.costs()), 2)
 
