@@ -19,13 +19,14 @@ Why it is built this way:
   has answered that sync line — which it does once everything before it is durable.
 - Chunks are pipelined: lines are written as soon as the window has room (half of ``max_queue_bytes``,
   at most 8 MiB sent and not confirmed), and each chunk is confirmed by its own answer, in order. A
-  chunk's sync line goes out when no earlier one waits for its answer, or when the chunk reaches half
-  the window; until then the chunk stays open and takes the lines that come. So a sync line is never
-  queued behind another: the daemon holds each sync line until the batch before it is durable (up to
-  its ``max_wait``, 200 ms), and a fixed 64 KiB chunk per sync line capped one process at about 300 KB/s.
-  At a trickle each record is confirmed within one round trip; at full speed chunks grow to what the
-  round trip lets through. The lines are written with ``sendmsg()`` straight from the encoded records:
-  no joined copy is held beside them.
+  chunk's sync line goes out when no earlier one waits for its answer, or when the chunk is full; until
+  then the chunk stays open and takes the lines that come, so at a trickle each record is confirmed
+  within a round trip. "Full" adapts to the daemon (``_adapt``): a 32nd of the window while it reads on
+  past sync lines that wait for their answers (many small chunks in flight, memory released early),
+  doubling up to half the window while it stops reading at each sync line until that line's batch is
+  durable (up to its ``max_wait``, 200 ms): then every sync line costs a wait, and a fixed 64 KiB per
+  sync line had capped one process at about 300 KB/s. The lines are written with ``sendmsg()`` straight
+  from the encoded records: no joined copy is held beside them.
 - When the daemon cannot be reached, or stops answering (``stall_timeout``), records go to a spool
   file (``_spool.py``) instead, and the chunks already sent but not confirmed are written there first.
   Once the daemon answers again, the spool is sent from its last confirmed byte, chunk by chunk, and
@@ -59,11 +60,15 @@ from ._report import report
 from ._settings import Settings
 from ._spool import Spool, SpoolError
 
-#: Bytes of records a chunk takes at most before its sync line: half the window, at least this.
+#: Bytes of records a chunk takes at most before its sync line: a 32nd of the window to begin with (and
+#: at least this), up to half of it against a daemon that stops reading at each sync line.
 CHUNK_MIN = 64 * 1024
 #: Bytes sent and not yet confirmed, at most, per connection: half of max_queue_bytes, within these.
 WINDOW_MIN = 256 * 1024
 WINDOW_MAX = 8 << 20
+#: More than a Unix socket's buffers hold (about 200 KiB each way): a daemon that took this much past a
+#: sync line before answering it was reading on.
+SOCKET_SLACK = 1 << 20
 #: Bytes of the spool read ahead of what the socket has taken.
 SPOOL_READ_AHEAD = 256 * 1024
 #: Buffers handed to one sendmsg() call (IOV_MAX is 1024 on Linux).
@@ -420,7 +425,7 @@ class _Chunk:
     """Lines sent on a connection, up to and including one sync line (once it is closed)."""
 
     __slots__ = ("sync_id", "first_line", "nlines", "nbytes", "mem", "last_seq", "start", "end", "queued_at",
-                 "closed")
+                 "closed", "sync_at")
 
     def __init__(self, sync_id, first_line, nlines, nbytes, queued_at):
         self.sync_id = sync_id
@@ -435,6 +440,7 @@ class _Chunk:
         # Its sync line is queued: lines go into the last chunk, left open while an earlier sync line
         # waits for its answer, and closed when that answer comes or the chunk is full.
         self.closed = False
+        self.sync_at = None  # bytes of the connection up to and including its sync line
 
 
 class _Conn:
@@ -458,6 +464,7 @@ class _Conn:
         self.spool_next = None
         self.stalled = False
         self.answered_at = 0.0  # monotonic time of the last sync answer
+        self.written = 0  # bytes written to the socket
 
     def waiting_since(self):
         """Since when the daemon owes an answer: the oldest chunk's sending, or the last answer if
@@ -480,9 +487,14 @@ class _Worker:
         self.outq = collections.deque()  # (seq, line) taken from the queue, not yet sent (direct mode)
         self.outq_bytes = 0  # the bytes of the lines in outq
         self.window = window_for(self.settings.max_queue_bytes)
-        self.chunk_max = chunk_max_for(self.window)
-        # Past this much waiting in memory the records go to the spool (the daemon is slower than the app).
-        self.spill_bytes = self.settings.max_queue_bytes // 4
+        # Where a chunk is closed by its size: small while the daemon reads on past sync lines that wait
+        # for their answers, doubled each time it is seen to stop at one (see _adapt).
+        self.chunk_min, self.chunk_top = chunk_max_for(self.window), max(CHUNK_MIN, self.window // 2)
+        self.chunk_max = self.chunk_min
+        # Past these the records go to the spool (the daemon is slower than the app), leaving the app's
+        # queue a quarter of max_queue_bytes before anything is dropped.
+        self.spill_bytes = self.settings.max_queue_bytes // 8
+        self.spill_total = self.settings.max_queue_bytes * 3 // 4
         self.conn = None
         self.spool = None
         self.retry_at = 0.0
@@ -658,6 +670,7 @@ class _Worker:
                     self._drop_conn("the connection to %s broke: %s" % (conn.path, e))
                 return
             conn.wbuf_bytes -= n
+            conn.written += n
             full = True
             for piece in pieces:
                 size = len(piece)
@@ -730,6 +743,7 @@ class _Worker:
             conn.inflight_bytes -= chunk.nbytes
             self._confirmed(chunk)
             if chunk.sync_id == sync_id:
+                self._adapt(conn, chunk)
                 break
         if conn.inflight and not conn.inflight[0].closed:
             self._close_chunk(conn, conn.inflight[0], conn.answered_at)  # the open one: nothing else is owed
@@ -847,7 +861,7 @@ class _Worker:
             if self.conn is None and self.mode == _DIRECT and self.outq:
                 self._to_spool(now)
         if self.mode == _DIRECT and (self.outq_bytes > self.spill_bytes
-                                     or self._held() + self.c._queue_bytes > self.settings.max_queue_bytes):
+                                     or self._held() + self.c._queue_bytes > self.spill_total):
             # The daemon answers, but more slowly than the app logs: the spool takes them.
             self._to_spool(now)
         if self.mode == _DIRECT:
@@ -900,6 +914,21 @@ class _Worker:
         conn.wbuf_bytes += len(sync)
         chunk.closed = True
         chunk.queued_at = now
+        chunk.sync_at = conn.written + conn.wbuf_bytes  # where the sync line ends in the stream
+
+    def _adapt(self, conn, chunk):
+        """Sizes the next chunks from how the daemon took this one's sync line.
+
+        A daemon that reads on while a sync line waits for its answer took more than the socket's
+        buffer past it: small chunks keep many in flight and memory is released early. One that
+        stops reading at each sync line until it can answer (until its batch is written, up to its
+        max_wait) took no more than what the kernel buffers, though more was waiting to be written:
+        each sync line then costs a wait, so chunks double, up to half the window."""
+        past = conn.written - chunk.sync_at
+        if past >= SOCKET_SLACK:
+            self.chunk_max = max(self.chunk_min, self.chunk_max // 2)
+        elif conn.wbuf_bytes > 0 and past >= 0:
+            self.chunk_max = min(self.chunk_top, self.chunk_max * 2)
 
     def _added(self, conn, chunk, now, nlines, nbytes):
         """Counts lines just added to the open chunk, and closes it when it is full or when no answer
@@ -1203,8 +1232,8 @@ def window_for(max_queue_bytes):
 
 
 def chunk_max_for(window):
-    """Bytes of lines a chunk takes at most before its sync line."""
-    return max(CHUNK_MIN, window // 2)
+    """Bytes of lines a chunk takes at most before its sync line, to begin with."""
+    return max(CHUNK_MIN, window // 32)
 
 
 def _last_seq(entries):

@@ -310,7 +310,7 @@ class PipelineTest(DaemonTest):
         c = self.collector(socket=path, spool_dir="off", max_queue_bytes=1 << 20, stall_timeout=600)
         window = lngpt_collector._collector.window_for(c.settings.max_queue_bytes)
         chunk_max = lngpt_collector._collector.chunk_max_for(window)
-        self.assertEqual((window, chunk_max), (512 * 1024, 256 * 1024))
+        self.assertEqual((window, chunk_max), (512 * 1024, 64 * 1024))
         state = {"lines": 0, "syncs": [], "bytes": 0, "answered": threading.Event(), "hold": threading.Event()}
 
         def serve():
@@ -368,6 +368,57 @@ class PipelineTest(DaemonTest):
         self.assertEqual((state["lines"], c.stats()["confirmed"], c.stats()["dropped_queue"]), (n + 1, n + 1, 0))
         ids = [sync_id for sync_id, _, _ in state["syncs"]]
         self.assertEqual(ids, sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1])))
+
+    def test_against_a_daemon_that_stops_reading_at_each_sync_line_chunks_grow(self):
+        """Today's daemon reads nothing after a sync line until it can answer it: each sync line costs
+        a wait, so the client sends fewer of them, with more lines each (up to half its window)."""
+        import socket as socketlib
+
+        path = os.path.join(self.dir, "blocking.sock")
+        server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        self.addCleanup(server.close)
+        sizes = []
+
+        def serve():
+            conn, _ = server.accept()
+            with conn:
+                rest, since, lines = b"", 0, 0
+                while True:
+                    data = conn.recv(1 << 16)
+                    if not data:
+                        return
+                    parts = (rest + data).split(b"\n")
+                    rest = parts.pop()
+                    for line in parts:
+                        if line.startswith(b'{"type":"sync"'):
+                            sizes.append(since)
+                            since = 0
+                            threading.Event().wait(0.05)  # "until its batch is written": reads nothing meanwhile
+                            conn.sendall(b'{"sync":%s,"events":%d,"rejected":0}\n'
+                                         % (json.dumps(json.loads(line)["id"]).encode(), lines))
+                        else:
+                            lines += 1
+                            since += len(line) + 1
+
+        threading.Thread(target=serve, daemon=True).start()
+        c = self.collector(socket=path, spool_dir="off", stall_timeout=600)
+        window = lngpt_collector._collector.window_for(c.settings.max_queue_bytes)
+        first = lngpt_collector._collector.chunk_max_for(window)
+        n = 12000  # 12 MB: the chunks have room to grow
+        for i in range(n):
+            c.send({"type": "log", "message": "b" * 1000, "extra": {"seq": i}})
+            if i % 1000 == 999:
+                # Paced, so that the queue never drops: this is about sync lines, not memory.
+                wait_until("the queue taken", lambda: c.stats()["queued"] < 2000)
+        self.assertTrue(c.flush(timeout=120), c.stats())
+        self.assertEqual((c.stats()["confirmed"], c.stats()["dropped_queue"]), (n, 0))
+        # The chunks already closed when the first answers came keep their size; the next grow, to at
+        # most half the window.
+        self.assertGreaterEqual(max(sizes), window // 2, sizes)
+        self.assertLessEqual(max(sizes), window // 2 + 1100, sizes)
+        self.assertLessEqual(len(sizes), window // first + n * 1030 // (window // 2) + 2, sizes)
 
 
 if __name__ == "__main__":
