@@ -656,6 +656,11 @@ class _Worker:
 
     def _io(self):
         conn = self.conn
+        if self._write(conn):
+            self._read_answers(conn)
+
+    def _write(self, conn):
+        """Writes what the socket takes now; False if the connection broke (and was dropped)."""
         wbuf = conn.wbuf
         while wbuf:
             pieces = list(itertools.islice(wbuf, SENDMSG_PIECES))
@@ -668,7 +673,7 @@ class _Worker:
                 self._read_answers(conn)
                 if self.conn is conn:
                     self._drop_conn("the connection to %s broke: %s" % (conn.path, e))
-                return
+                return False
             conn.wbuf_bytes -= n
             conn.written += n
             full = True
@@ -683,7 +688,7 @@ class _Worker:
                     break
             if not full:
                 break  # the socket's buffer is full: poll() says when it takes more
-        self._read_answers(conn)
+        return True
 
     def _read_answers(self, conn):
         for _ in range(64):
@@ -986,6 +991,10 @@ class _Worker:
             conn.wbuf.append(data)
             conn.wbuf_bytes += len(data)
             self._added(conn, chunk, now, data.count(b"\n"), len(data))
+            # Write it now and read on while the socket takes it: a read-ahead per wake-up would
+            # drain the spool more slowly than a busy app fills it.
+            if not self._write(conn) or self.conn is not conn:
+                return
 
     def _to_spool(self, now):
         """Switches to the spool: chunks sent and not confirmed first, then everything waiting."""
