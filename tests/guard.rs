@@ -55,6 +55,25 @@ fn partial_line(d: &Daemon, n: usize) -> (UnixStream, usize) {
     (s, written)
 }
 
+/// Whether the daemon holds the server side of the loopback connection from `client_port`
+/// (found in /proc/net/tcp by its ports, then among the daemon's descriptors by its inode).
+fn server_side_open(d: &Daemon, client_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port = |a: &str| a.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+        (f.len() > 9 && port(f[2]) == Some(client_port) && f[9] != "0").then(|| f[9].to_string())
+    });
+    let Some(inode) = inode else { return false };
+    let target = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .map(|fds| {
+            fds.filter_map(Result::ok)
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == target))
+        })
+        .unwrap_or(false)
+}
+
 /// A value of `/metrics` without labels.
 fn metric(d: &Daemon, name: &str) -> Option<f64> {
     let text = get(&d.api(), "/metrics").text();
@@ -712,4 +731,29 @@ fn under_hostile_load_a_well_behaved_client_loses_nothing_and_memory_stays_bound
         peak / MIB,
         HOSTILE_RSS_BOUND / MIB
     );
+}
+
+#[test]
+fn a_response_the_client_stops_reading_is_closed_after_the_idle_timeout() {
+    // A keep-alive connection waiting for its next request is closed by the header timeout (the
+    // test above); this one has its answer under way and the client does not read it.
+    let d = Daemon::start("[api]\nidle_timeout = \"2s\"\nkeep_alive = \"1s\"\n");
+    let body = format!("{{\"message\": \"{}\"}}\n", "m".repeat(20_000)).repeat(1000);
+    assert_eq!(d.send(body.as_bytes()).events, 1000);
+    let api = d.api();
+    let mut s = TcpStream::connect(&api).unwrap();
+    write!(s, "GET /api/logs?per_page=1000 HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
+    // 20 MB of answer, more than the kernel's buffers hold: its writes stop moving.
+    let port = s.local_addr().unwrap().port();
+    wait_until(
+        "the connection accepted",
+        || server_side_open(&d, port).then_some(()),
+        || d.log(),
+    );
+    wait_until(
+        "the stalled connection closed",
+        || (!server_side_open(&d, port)).then_some(()),
+        || d.log(),
+    );
+    drop(s);
 }

@@ -70,12 +70,13 @@ pub struct ApiConfig {
     /// HTTP connections open at once (all listen addresses); also kept below the open-files
     /// limit together with `socket.max_connections`.
     pub max_connections: usize,
-    /// A request's headers must have arrived this long after its first byte (or after the
-    /// connection opened).
+    /// A request's headers must have arrived this long after the connection opened or its last
+    /// answer (hyper's timer: a keep-alive connection waiting for its next request too).
     pub header_timeout: HumanDuration,
     /// An upload that sends nothing for this long is answered 408 and let go.
     pub body_timeout: HumanDuration,
-    /// A connection with no request under way and nothing sent or received for this long is closed.
+    /// A connection with no request being handled and nothing sent or received for this long (an
+    /// answer its client stopped reading) is closed.
     pub idle_timeout: HumanDuration,
     /// A store query running longer is cancelled and answered with 503; a stream's replay waits
     /// at most this long for the outbox to drain.

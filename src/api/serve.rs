@@ -11,8 +11,10 @@
 //! 500 half-sent headers and 200 half-sent bodies all stayed open, and 1,100 idle ones starved the
 //! Unix socket of descriptors): connections are capped (`api.max_connections`, over all listen
 //! addresses, answered 503 past it), headers must arrive within `api.header_timeout` (hyper's
-//! timer), and a connection with no request under way and no bytes moving for `api.idle_timeout`
-//! is closed. Bodies are the upload handler's to time (`api.body_timeout`).
+//! timer, which also runs while a keep-alive connection waits for its next request), and a
+//! connection with no request being handled and no bytes moving for `api.idle_timeout` (an answer
+//! its client stopped reading) is closed. Bodies are the upload handler's to time
+//! (`api.body_timeout`).
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
