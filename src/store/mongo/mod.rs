@@ -415,11 +415,12 @@ impl MongoStore {
     /// doubling pause. Logged when it starts, not on every try.
     fn mark_failing(&self, c: Collection, e: &mongodb::error::Error) {
         let message = format!(
-            "MongoDB refuses writes to {}{}: {e}",
+            "MongoDB refuses writes to {}{}: {}",
             self.name(c),
             errors::code(e)
                 .map(|code| format!(" (code {code})"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            errors::describe(e)
         );
         let mut failing = self.failing();
         let slot = &mut failing[c.index()];
