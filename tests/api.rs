@@ -771,7 +771,9 @@ fn streams_run_on_a_niced_thread_of_their_own_unless_stream_nice_is_0() {
 fn a_stalled_stream_client_neither_slows_ingest_nor_grows_memory() {
     const TOTAL: usize = 1_000_000;
     const CHUNK: usize = 50_000;
-    let d = Daemon::start("");
+    // A stream that stops moving is closed after api.idle_timeout (60 s): on a busy machine sending
+    // the million events can take longer, and this client must stay.
+    let d = Daemon::start("[api]\nidle_timeout = \"1h\"\n");
     let api = d.api();
     let mut stalled = Sse::open(&api, "/api/logs/stream", &[]);
     assert_eq!(stalled.status, 200);

@@ -525,7 +525,7 @@ fn the_budget_alert_escalates_through_its_steps_as_one_alert_and_resolves_once()
         critical["current"], 10.5,
         "the current value follows the spend: {critical}"
     );
-    assert!(critical["message"].as_str().unwrap().contains("￥10.50"), "{critical}");
+    assert!(critical["message"].as_str().unwrap().contains("¥10.50"), "{critical}");
     // Back under the lowest step: resolved once.
     let resolved = wait_until(
         "the budget alert resolved",

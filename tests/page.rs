@@ -161,6 +161,31 @@ fn set_level(page: &Page, level: &str) {
     ));
 }
 
+/// The y-axis ticks of a chart, checked: from 0 in equal steps of 1, 2 or 5 times a power of ten.
+fn axis_ticks(page: &Page, chart: &str) -> Vec<f64> {
+    let ticks: Vec<f64> = page
+        .eval(&format!("document.getElementById('{chart}').dataset.ticks"))
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.parse().expect("a number"))
+        .collect();
+    assert!(ticks.len() >= 2 && ticks[0] == 0.0, "{chart}: {ticks:?}");
+    let step = ticks[1];
+    let mantissa = step / 10f64.powf(step.log10().floor());
+    assert!(
+        [1.0, 2.0, 5.0, 10.0].iter().any(|m| (mantissa - m).abs() < 1e-6),
+        "{chart}: a 1-2-5 step, not {step} ({ticks:?})"
+    );
+    for pair in ticks.windows(2) {
+        assert!(
+            ((pair[1] - pair[0]) - step).abs() < step * 1e-6,
+            "{chart}: equal steps {ticks:?}"
+        );
+    }
+    ticks
+}
+
 /// Shows a panel and waits until it has loaded again.
 fn show(page: &Page, panel: &str) {
     let before = page.eval(&format!("document.getElementById('p-{panel}').dataset.loaded || ''"));
@@ -497,6 +522,9 @@ fn the_page_in_a_real_browser() {
     );
     assert_eq!(page.eval("document.getElementById('h-err').dataset.threshold"), "10");
     assert_eq!(page.eval("document.getElementById('h-p95').dataset.threshold"), "15");
+    for chart in ["h-rpm", "h-err", "h-p95"] {
+        axis_ticks(&page, chart);
+    }
     page.eval("(() => { const s = document.getElementById('h-model'); s.value = s.options[1].value; s.dispatchEvent(new Event('change')); })()");
     page.wait_for(
         "the per-model charts (model_error_rate's threshold)",
@@ -904,4 +932,370 @@ fn lag_then_catch_up(extra: &str, more: impl FnOnce(&Page)) {
     let distinct: HashSet<&String> = messages.iter().collect();
     assert_eq!(distinct.len(), messages.len(), "no entry shown twice");
     more(&page);
+}
+
+/// The budget alert escalates on the page as one alert; then MongoDB is cut by the proxy and every
+/// panel says what the daemon still knows, in the page's language: the store's address and since
+/// when it is unreachable, the outbox, the budget from memory, the monitor's windows, the alerts this
+/// collector knows are firing, a tail opened from the events held in memory, and what happens
+/// next — the driver's own words only behind a "details" toggle. When MongoDB answers again, the
+/// panels are whole again and nothing sent meanwhile is lost.
+#[test]
+fn with_mongodb_cut_every_panel_says_what_the_daemon_still_knows() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let server = MongoServer::start();
+    let proxy = Proxy::start(server.tcp_port());
+    let db = unique_db("degraded");
+    let d = Daemon::start(&mongodb_section(
+        &format!("mongodb://127.0.0.1:{}", proxy.port),
+        &db,
+        &format!(
+            "{FAST}[budget]\nwindow = \"sliding\"\ntimezone = \"Asia/Shanghai\"\nrefresh = \"50ms\"\n\
+             hourly_limit_rmb = 10\ndaily_limit_rmb = 0\nwarn_at = [0.5, 0.8, 1.0]\n"
+        ),
+    ));
+    let api = d.api();
+    let cost = |rmb: f64| {
+        format!("{{\"type\":\"cost\",\"model\":\"glm-4\",\"cost\":{rmb},\"currency_symbol\":\"￥\",\"input_tokens\":10,\"output_tokens\":5}}\n")
+    };
+    let logs = |tag: &str, n: usize| -> String {
+        (0..n)
+            .map(|i| log_line("INFO", "novel", &format!("{tag} {i}"), json!({})))
+            .collect()
+    };
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &api);
+    let traffic = (0..8).map(|i| perf(i != 0)).collect::<String>() + &logs("stored", 3);
+    assert_eq!(d.send(traffic.as_bytes()).events, 11);
+
+    // The budget alert on the page: a warning at 55 % of the hourly limit, then the same alert
+    // escalated to critical at 105 %, its current value beside the value at firing.
+    page.eval("location.hash = '#alerts'");
+    let budget_row = "document.querySelector('#a-active tr[data-rule=budget]')";
+    d.send(cost(5.5).as_bytes());
+    common::wait_until(
+        "the budget alert as a warning in the API",
+        || {
+            let a = http::get_ok(&api, "/api/alerts/active");
+            let found = a["alerts"].as_array()?.iter().any(|x| x["rule"] == "budget");
+            found.then_some(())
+        },
+        || format!("{}\n{}", http::get_ok(&api, "/api/budget"), d.log()),
+    );
+    page.wait_for_showing(
+        "the budget alert as a warning",
+        &format!("{budget_row}.querySelector('.sev').textContent === '警告'"),
+        "document.getElementById('p-alerts').innerText",
+    );
+    d.send(cost(5.0).as_bytes());
+    page.wait_for_showing(
+        "the budget alert escalated to critical",
+        &format!("{budget_row}.querySelector('.sev').textContent === '紧急'"),
+        "document.getElementById('a-active').innerText",
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('#a-active tr[data-rule=budget]').length"),
+        1,
+        "one alert, escalated"
+    );
+    let value = page.eval(&format!("{budget_row}.cells[2].innerText"));
+    let value = value.as_str().unwrap();
+    assert!(
+        value.contains("¥10.50") && value.contains("触发时 ¥5.50"),
+        "current and at firing: {value}"
+    );
+    page.screenshot(&screenshots().join("alerts-escalated.png"));
+
+    // MongoDB cut: what the app sends meanwhile waits in the outbox.
+    proxy.cut();
+    assert_eq!(d.send(logs("while cut", 2).as_bytes()).events, 2);
+    let store = common::wait_until(
+        "MongoDB known unreachable, the 2 entries in the outbox",
+        || {
+            let s = http::get(&api, "/readyz").json()["store"].clone();
+            (s["reachable"] == false && s["outbox_events"].as_u64() >= Some(2)).then_some(s)
+        },
+        || d.log(),
+    );
+    let address = format!("127.0.0.1:{}", proxy.port);
+    assert!(store["address"].as_str().unwrap().contains(&address), "{store}");
+    assert!(store["unreachable_since"].is_string(), "{store}");
+    assert!(store["outbox_oldest"].is_string(), "{store}");
+    assert!(store["last_error"].is_string(), "the driver's words: {store}");
+    // The API's errors: a stable code, a sentence, the driver's words apart.
+    let refused = http::get(&api, "/api/logs");
+    assert_eq!(refused.status, 503);
+    let body = refused.json();
+    assert_eq!(body["code"], "store_unavailable", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("/readyz"), "{body}");
+    assert!(!body["details"].as_str().unwrap_or("").is_empty(), "{body}");
+
+    // Status: the address, since when, the outbox with its oldest, and what happens next.
+    page.eval("location.hash = '#status'");
+    page.wait_for_showing(
+        "the status panel's sentence on the outage",
+        &format!(
+            "(() => {{ const n = document.getElementById('st-next'); return !n.hidden && n.textContent.includes('MongoDB（{address}）') && n.textContent.includes('自 ') && n.textContent.includes('不会丢失'); }})()"
+        ),
+        "document.getElementById('p-status').innerText",
+    );
+    let row = |k: &str| {
+        page.eval(&format!(
+            "document.querySelector('#st-grid [data-k={k}] dd').textContent"
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    };
+    assert!(row("address").contains(&address), "{}", row("address"));
+    assert!(row("reachable").starts_with("否，自 "), "{}", row("reachable"));
+    let outbox = row("outbox");
+    let waiting: u64 = outbox.split(' ').next().unwrap().replace(',', "").parse().unwrap();
+    assert!(waiting >= 2 && outbox.contains("最早 "), "{outbox}");
+    page.screenshot(&screenshots().join("degraded-status.png"));
+
+    // Cost: the budget from memory with the time of its last reading; the tables need the store.
+    page.eval("location.hash = '#cost'");
+    page.wait_for_showing(
+        "the budget from memory and the tables' degraded note",
+        "(() => { const m = document.getElementById('c-memory'); const e = document.querySelector('#p-cost > .error.degraded'); return m && !m.hidden && m.textContent.includes('预算来自内存') && e && !e.hidden; })()",
+        "document.getElementById('p-cost').innerText",
+    );
+    let hour = page.eval("document.getElementById('c-hour').innerText");
+    assert!(hour.as_str().unwrap().contains("¥10.50"), "{hour}");
+    let toggle = page.eval(
+        "(() => { const d = document.querySelector('#p-cost > .error details'); return [d.open, d.querySelector('pre').textContent.length > 0, document.querySelector('#p-cost > .error > p').textContent]; })()",
+    );
+    assert_eq!(toggle[0], false, "the driver's words are behind the toggle: {toggle}");
+    assert_eq!(toggle[1], true, "{toggle}");
+    assert!(toggle[2].as_str().unwrap().contains("存储恢复后会自动刷新"), "{toggle}");
+    page.screenshot(&screenshots().join("degraded-cost.png"));
+
+    // Health: the monitor's windows held in memory.
+    page.eval("location.hash = '#health'");
+    page.wait_for_showing(
+        "the health panel from memory",
+        "(() => { const m = document.getElementById('h-memory'); return !m.hidden && m.textContent.includes('内存中最近') && document.getElementById('h-summary').textContent.startsWith('内存中最近 1m：8 次调用'); })()",
+        "document.getElementById('p-health').innerText",
+    );
+    page.screenshot(&screenshots().join("degraded-health.png"));
+
+    // Alerts: the escalated alert this collector knows is firing; resolved ones need the store.
+    page.eval("location.hash = '#alerts'");
+    page.wait_for_showing(
+        "the alerts from memory",
+        &format!(
+            "!document.getElementById('a-memory').hidden && {budget_row}.querySelector('.sev').textContent === '紧急' && document.getElementById('a-resolved').innerText.includes('存储恢复后')"
+        ),
+        "document.getElementById('p-alerts').innerText",
+    );
+    page.screenshot(&screenshots().join("degraded-alerts.png"));
+
+    // The tail of a page opened during the outage: the entries held in memory, said so.
+    page.navigate(&format!("http://{api}/"));
+    page.wait_for_showing(
+        "a tail opened from memory",
+        "document.getElementById('live-state').dataset.state === 'live' && document.getElementById('live-state').textContent.includes('存储无法应答，显示内存中最近的 5 条')",
+        "document.getElementById('live-state').textContent",
+    );
+    page.wait_for(
+        "the 5 entries shown",
+        "document.querySelectorAll('#live-list li').length === 5",
+    );
+    assert_eq!(
+        eval_strings(
+            &page,
+            "[...document.querySelectorAll('#live-list .msg')].map(e => e.textContent)"
+        ),
+        ["while cut 1", "while cut 0", "stored 2", "stored 1", "stored 0"],
+        "newest first, each once"
+    );
+    page.wait_for(
+        "the counts in the status",
+        "document.getElementById('live-state').textContent.includes('显示 5 条')",
+    );
+    page.screenshot(&screenshots().join("degraded-live.png"));
+
+    // In English, the same sentence.
+    page.eval("document.getElementById('lang').click(); location.hash = '#status'");
+    page.wait_for_showing(
+        "the sentence in English",
+        "(() => { const n = document.getElementById('st-next'); return !n.hidden && n.textContent.includes('has been unreachable since') && n.textContent.includes('none lost'); })()",
+        "document.getElementById('st-next').textContent",
+    );
+    page.eval("document.getElementById('lang').click()");
+
+    // MongoDB answers again: the outbox drains, the panels are whole, nothing was lost.
+    proxy.heal();
+    common::wait_until(
+        "the outbox drained",
+        || {
+            let s = http::get(&api, "/readyz").json()["store"].clone();
+            (s["reachable"] == true && s["outbox_events"] == 0).then_some(())
+        },
+        || d.log(),
+    );
+    page.eval("location.hash = '#cost'");
+    page.wait_for_showing(
+        "the cost panel whole again",
+        "(() => { const e = document.querySelector('#p-cost > .error'); const m = document.getElementById('c-memory'); return (!e || e.hidden) && m.hidden && document.querySelector('#c-table tfoot .calls').textContent === '2'; })()",
+        "document.getElementById('p-cost').innerText",
+    );
+    let client = server.client();
+    assert_eq!(common::mongo::count(&client, &db, "api_logs"), 5);
+    assert_eq!(common::mongo::count(&client, &db, "api_cost"), 2);
+}
+
+/// The embedded store locked by another process: the status panel says since when, where, and what
+/// happens next.
+#[test]
+fn a_locked_database_is_said_on_the_status_panel() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let d = Daemon::start("[pipeline]\nmax_wait = \"10ms\"\n");
+    let api = d.api();
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &api);
+    let locker = rusqlite::Connection::open(d.state.join("collector.db")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The app's line is acknowledged once stored: it waits for the lock, so it is sent aside.
+    let socket = d.socket.clone();
+    let line = log_line("INFO", "novel", "waits for the lock", json!({}));
+    let sender = std::thread::spawn(move || lngpt_collector::send::send(&socket, &mut line.as_bytes()));
+    let store = common::wait_until(
+        "the database known locked",
+        || {
+            let s = http::get(&api, "/readyz").json()["store"].clone();
+            (s["reachable"] == false).then_some(s)
+        },
+        || d.log(),
+    );
+    assert!(store["unreachable_since"].is_string(), "{store}");
+    assert!(store["last_error"].as_str().unwrap().contains("locked"), "{store}");
+    page.eval("location.hash = '#status'");
+    page.wait_for_showing(
+        "the status panel's sentence on the locked file",
+        "(() => { const n = document.getElementById('st-next'); return !n.hidden && n.textContent.includes('collector.db') && n.textContent.includes('无法写入'); })()",
+        "document.getElementById('p-status').innerText",
+    );
+    assert!(
+        page.eval("document.querySelector('#st-grid [data-k=outbox]') === null") == true,
+        "no outbox without MongoDB"
+    );
+    page.screenshot(&screenshots().join("degraded-locked.png"));
+    locker.execute_batch("COMMIT").unwrap();
+    assert_eq!(sender.join().unwrap().expect("sent").events, 1);
+    page.wait_for(
+        "the sentence gone once the file is written",
+        "document.getElementById('st-next').hidden",
+    );
+}
+
+/// Ten alerts firing at 1280 px: every header and cell reads on its own lines (no word broken into
+/// a column of single characters), the table fits without scrolling sideways; the error-rate axis
+/// of models failing every call ends at 100 %; every table says its period.
+#[test]
+fn ten_alerts_read_well_at_1280_px_and_every_table_says_its_period() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let d = Daemon::start(&format!(
+        "{FAST}[monitor.rules]\nmodel_error_rate = {{ threshold = 20, min_requests = 1 }}\n"
+    ));
+    let api = d.api();
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &api);
+    const MODELS: [&str; 10] = [
+        "gpt-4o-mini-2024-07-18",
+        "openrouter/anthropic/claude-3.5-sonnet",
+        "glm-4-plus",
+        "glm-4-flashx",
+        "doubao-pro-32k-241215",
+        "doubao-lite-128k",
+        "deepseek-chat",
+        "qwen-max-latest",
+        "gpt-4o-2024-11-20",
+        "moonshot-v1-8k",
+    ];
+    // Every call of every model fails, for as long as the page looks.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing = {
+        let (socket, stop) = (d.socket.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let burst: String = MODELS
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{{\"type\":\"performance\",\"response_time\":2.5,\"status\":\"error\",\"model\":\"{m}\"}}\n"
+                    )
+                })
+                .collect();
+            // Until told to stop, or the daemon is gone (a failed assertion stopped it).
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && lngpt_collector::send::send(&socket, &mut burst.as_bytes()).is_ok()
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    page.eval("location.hash = '#alerts'");
+    page.wait_for_showing(
+        "the ten models' alerts",
+        "document.querySelectorAll('#a-active tr[data-rule=model_error_rate]').length === 10",
+        "document.getElementById('a-active').innerText",
+    );
+    let layout = page.eval(
+        r#"(() => {
+          // The text lines a cell renders, and the characters on them.
+          const lines = (cell) => {
+            const tops = [];
+            const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+            for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+              const r = document.createRange();
+              r.selectNodeContents(n);
+              for (const q of r.getClientRects()) if (q.width > 0) tops.push(q.top);
+            }
+            tops.sort((a, b) => a - b);
+            return tops.filter((top, i) => i === 0 || top - tops[i - 1] > 4).length;
+          };
+          const t = document.getElementById('a-active');
+          const bad = [];
+          for (const row of t.rows) {
+            [...row.cells].forEach((c, i) => {
+              const n = lines(c);
+              const chars = c.innerText.replace(/\s+/g, '').length;
+              // The title cell holds a message that may wrap; the value adds the value at firing
+              // on a line of its own; every other cell is one line.
+              const ok = i === 1 ? n <= 1 || chars / n >= 12 : n <= (i === 2 ? 2 : 1);
+              if (!ok) bad.push(`${row.rowIndex}:${i} ${n} lines for "${c.innerText}"`);
+            });
+          }
+          const box = t.parentElement;
+          return { bad, fits: box.scrollWidth <= box.clientWidth };
+        })()"#,
+    );
+    page.screenshot(&screenshots().join("alerts-ten.png"));
+    assert_eq!(layout["bad"], json!([]), "{layout}");
+    assert_eq!(layout["fits"], true, "{layout}");
+
+    // Health: models failing every call put the error-rate axis at 100 %, not above.
+    page.eval("location.hash = '#health'");
+    page.wait_for("the error-rate chart", "document.querySelector('#h-err path.series')");
+    let ticks = axis_ticks(&page, "h-err");
+    assert_eq!(ticks.last(), Some(&100.0), "{ticks:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    failing.join().unwrap();
+
+    // Every table and chart heading says its period.
+    let headings = eval_strings(
+        &page,
+        "['h-models', 'h-hourly', 'h-resolved', 'h-rejects'].map((id) => document.getElementById(id).textContent)",
+    );
+    page.eval("location.hash = '#cost'");
+    page.wait_for(
+        "the cost table's period",
+        "/（\\d\\d-\\d\\d \\d\\d:\\d\\d 至今）/.test(document.getElementById('h-models').textContent)",
+    );
+    assert!(headings[1].contains("最近 48 小时"), "{headings:?}");
+    assert!(headings[2].contains("最近 7 天"), "{headings:?}");
+    assert!(headings[3].contains("最近 24 小时"), "{headings:?}");
+    let summary = page.eval("document.getElementById('h-summary').textContent");
+    assert!(summary.as_str().unwrap().starts_with("最近 3 小时："), "{summary}");
 }

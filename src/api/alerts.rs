@@ -54,7 +54,12 @@ pub async fn budget(State(api): State<Api>, query: RawQuery) -> Result<Json<Valu
 /// collector sharing MongoDB show too), each with the silence covering it, if any.
 pub async fn active(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
     Params::new(query, &[])?;
-    let firing = api.timed(api.store().firing()).await?;
+    // The store is what collectors sharing MongoDB agree on; when it cannot answer, the alerts this
+    // collector knows are firing are still worth showing (said so by `from_memory`).
+    let (firing, from_memory) = match api.timed(api.store().firing()).await {
+        Ok(firing) => (firing, None),
+        Err(e) => (api.inner.monitor.firing(), Some(e)),
+    };
     let now = Timestamp::now();
     let silences = &api.inner.silences;
     let alerts: Vec<Value> = firing
@@ -73,7 +78,21 @@ pub async fn active(State(api): State<Api>, query: RawQuery) -> Result<Json<Valu
             v
         })
         .collect();
-    Ok(Json(json!({"success": true, "count": alerts.len(), "alerts": alerts})))
+    let mut body = json!({"success": true, "count": alerts.len(), "alerts": alerts});
+    if let Some(e) = from_memory {
+        body["from_memory"] = json!({"code": e.code, "error": e.message, "details": e.details});
+    }
+    Ok(Json(body))
+}
+
+/// `GET /api/stats/recent[?model=]`: the monitor's windows held in memory (`monitor.keep`), in the
+/// shape of `/api/stats/performance`: what the page shows when the store cannot answer.
+pub async fn recent(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
+    let params = Params::new(query, &["model"])?;
+    let model = params.string("model", 200)?;
+    let mut body = api.inner.monitor.recent_performance(model.as_deref());
+    body["success"] = Value::Bool(true);
+    Ok(Json(body))
 }
 
 /// `GET /api/alerts/silences`: silences in force, pending, and ended within the last week.

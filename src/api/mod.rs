@@ -371,7 +371,8 @@ impl Api {
             Ok(result) => result.map_err(ApiError::from),
             Err(_) => Err(ApiError::unavailable(format!(
                 "the query ran longer than api.query_timeout ({limit}) and was cancelled; narrow the time range or add filters"
-            ))),
+            ))
+            .with_code("query_timeout")),
         }
     }
 
@@ -615,6 +616,7 @@ fn router(api: Api, access: access::Access) -> Router {
         .route("/api/stats/cost", get(stats::cost))
         .route("/api/stats/errors", get(stats::errors))
         .route("/api/stats/performance", get(stats::performance))
+        .route("/api/stats/recent", get(alerts::recent))
         .route("/api/events", post(ingest::post_events))
         .route("/api/budget", get(alerts::budget))
         .route("/api/alerts/active", get(alerts::active))

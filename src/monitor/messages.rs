@@ -193,25 +193,25 @@ impl Text<'_> {
             Verdict::At => {
                 let at = reach.at_local.as_deref().unwrap_or("?");
                 (
-                    format!("按最近的速度（每小时 ￥{rate_per_hour:.2}），预计 {at} 达到{zh_limit}。"),
+                    format!("按最近的速度（每小时 ¥{rate_per_hour:.2}），预计 {at} 达到{zh_limit}。"),
                     format!("At the recent rate (¥{rate_per_hour:.2} an hour) {en_limit} is reached at {at}."),
                 )
             }
             Verdict::NeverAtThisRate => {
                 let steady = reach.steady_rmb.unwrap_or(0.0);
                 (
-                    format!("按最近的速度（每小时 ￥{rate_per_hour:.2}），{zh_window}的费用将稳定在 ￥{steady:.2}，不会达到{zh_limit}。"),
+                    format!("按最近的速度（每小时 ¥{rate_per_hour:.2}），{zh_window}的费用将稳定在 ¥{steady:.2}，不会达到{zh_limit}。"),
                     format!("At the recent rate (¥{rate_per_hour:.2} an hour) spend for {en_window} settles at ¥{steady:.2}, under {en_limit}."),
                 )
             }
             Verdict::NotBeforeWindowEnds => (
-                format!("按最近的速度（每小时 ￥{rate_per_hour:.2}），{zh_window}结束前不会达到{zh_limit}。"),
+                format!("按最近的速度（每小时 ¥{rate_per_hour:.2}），{zh_window}结束前不会达到{zh_limit}。"),
                 format!("At the recent rate (¥{rate_per_hour:.2} an hour) {en_limit} is not reached before {en_window} ends."),
             ),
             Verdict::NoSpend | Verdict::NoLimit => (String::new(), String::new()),
         };
         let message = self.pick(
-            format!("{zh_who}{zh_window}API费用 ￥{spent:.2}，限制 ￥{limit:.2}（{pct}%，已过 {step_pct}% 档）。{zh_next}"),
+            format!("{zh_who}{zh_window}API费用 ¥{spent:.2}，限制 ¥{limit:.2}（{pct}%，已过 {step_pct}% 档）。{zh_next}"),
             format!("{en_who}API spend for {en_window} is ¥{spent:.2} of a ¥{limit:.2} limit ({pct} %, past the {step_pct} % step). {en_next}"),
         );
         (title, message.trim_end().to_string())

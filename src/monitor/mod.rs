@@ -127,6 +127,66 @@ impl Monitor {
         self.lock().budget.has_reading()
     }
 
+    /// The windows held in memory, as `/api/stats/performance` shapes its answer: totals, per model,
+    /// and a series per minute; `model` narrows it to one model's figures.
+    pub fn recent_performance(&self, model: Option<&str>) -> serde_json::Value {
+        use serde_json::json;
+        let s = self.lock();
+        let width = s.windows.width_ms();
+        let figures = |c: &windows::Cell| {
+            json!({
+                "calls": c.requests, "error_calls": c.errors,
+                "error_rate": c.error_rate(), "avg_response_time": c.avg_duration(),
+                "p50_response_time": c.quantile(0.5), "p95_response_time": c.quantile(0.95),
+                "p99_response_time": c.quantile(0.99), "avg_first_chunk_time": c.avg_first_chunk(),
+            })
+        };
+        let pick = |w: &windows::Window| -> Option<windows::Cell> {
+            match model {
+                Some(m) => w.models.get(m).cloned(),
+                None => Some(w.overall.clone()),
+            }
+        };
+        let mut total = windows::Cell::default();
+        let mut by_model: BTreeMap<String, windows::Cell> = BTreeMap::new();
+        // Per minute, as the stored series is, whatever the window's width.
+        let mut minutes: BTreeMap<i64, windows::Cell> = BTreeMap::new();
+        for w in s.windows.iter() {
+            let Some(cell) = pick(w) else { continue };
+            total.merge(&cell);
+            for (m, c) in &w.models {
+                if model.is_none_or(|want| want == m) {
+                    by_model.entry(m.clone()).or_default().merge(c);
+                }
+            }
+            if cell.requests > 0 {
+                let minute = w.start_ms - w.start_ms.rem_euclid(60_000);
+                minutes.entry(minute).or_default().merge(&cell);
+            }
+        }
+        let series: Vec<serde_json::Value> = minutes
+            .iter()
+            .map(|(minute, cell)| {
+                let mut point = figures(cell);
+                point["minute"] = json!(Timestamp(*minute).to_string());
+                point
+            })
+            .collect();
+        let mut body = figures(&total);
+        body["by_model"] = json!(by_model
+            .iter()
+            .map(|(m, c)| {
+                let mut v = figures(c);
+                v["model"] = json!(m);
+                v
+            })
+            .collect::<Vec<_>>());
+        body["series"] = json!(series);
+        body["window_ms"] = json!(width);
+        body["from_memory"] = json!(true);
+        body
+    }
+
     /// The alerts firing now.
     pub fn firing(&self) -> Vec<AlertRecord> {
         self.lock().firing.clone()

@@ -3,8 +3,11 @@
 //! Two ways to watch. An [`Observer`] is called synchronously by the writer for every stored batch;
 //! it must be quick (the monitor adds the batch to its in-memory windows). The live feed is a lossy
 //! broadcast for streams to browsers: a reader that falls behind is cut off with a count of what it
-//! missed, so a slow client never slows ingest or grows memory.
+//! missed, so a slow client never slows ingest or grows memory. And the last few stored log batches
+//! stay in memory (bounded in events and bytes), for a page whose store cannot answer: its live
+//! tail still opens with the newest entries the daemon holds.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
@@ -44,7 +47,42 @@ pub struct Tap {
     /// Per collection. Batches are written concurrently: numbering and sending under one lock
     /// keeps the live feed in sequence order, so a reader's gap is exactly what it missed.
     marks: Arc<Mutex<[Mark; Collection::COUNT]>>,
+    /// The latest log batches, newest last, within [`RECENT_EVENTS`] and [`RECENT_BYTES`].
+    recent: Arc<Mutex<Recent>>,
 }
+
+/// The newest stored log batches, with what they add up to.
+#[derive(Default)]
+struct Recent {
+    batches: VecDeque<Arc<Stored>>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Recent {
+    fn size(batch: &Stored) -> (usize, usize) {
+        (batch.events.len(), batch.events.iter().map(|e| e.cost as usize).sum())
+    }
+
+    /// Adds the newest batch, which stays whatever its size; older ones go while over either bound.
+    fn keep(&mut self, batch: Arc<Stored>) {
+        let (n, b) = Recent::size(&batch);
+        self.events += n;
+        self.bytes += b;
+        self.batches.push_back(batch);
+        while self.batches.len() > 1 && (self.events > RECENT_EVENTS || self.bytes > RECENT_BYTES) {
+            if let Some(old) = self.batches.pop_front() {
+                let (n, b) = Recent::size(&old);
+                self.events -= n;
+                self.bytes -= b;
+            }
+        }
+    }
+}
+
+/// The recent log events kept in memory: a page's worth, and never more than a few of the largest.
+pub const RECENT_EVENTS: usize = 500;
+pub const RECENT_BYTES: usize = 1 << 20;
 
 impl Tap {
     /// `live_batches`: how many stored batches the live feed keeps for readers that are behind.
@@ -54,6 +92,7 @@ impl Tap {
             observers: observers.into(),
             live,
             marks: Arc::default(),
+            recent: Arc::default(),
         }
     }
 
@@ -72,6 +111,17 @@ impl Tap {
         self.marks.lock().unwrap_or_else(|p| p.into_inner())[collection.index()]
     }
 
+    /// The newest stored log batches the daemon still holds, oldest first.
+    pub fn recent_logs(&self) -> Vec<Arc<Stored>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .batches
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     pub fn live_readers(&self) -> usize {
         self.live.receiver_count()
     }
@@ -87,13 +137,24 @@ impl Tap {
         let seq = mark.stored;
         mark.stored += events.len() as u64;
         mark.newest = mark.newest.max(newest);
-        // Without readers, nothing is kept.
-        if self.live.receiver_count() > 0 {
-            let _ = self.live.send(Arc::new(Stored {
+        // Without readers, nothing is kept (but the recent logs).
+        let readers = self.live.receiver_count() > 0;
+        if readers || collection == Collection::Logs {
+            let batch = Arc::new(Stored {
                 collection,
                 seq,
                 events,
-            }));
+            });
+            if collection == Collection::Logs {
+                self.keep_recent(batch.clone());
+            }
+            if readers {
+                let _ = self.live.send(batch);
+            }
         }
+    }
+
+    fn keep_recent(&self, batch: Arc<Stored>) {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner()).keep(batch);
     }
 }

@@ -77,6 +77,8 @@ struct Inner {
     inserts: Vec<String>,
     /// Whether the last write succeeded.
     writable: AtomicBool,
+    /// Since when writes have failed (the file locked or full), and the last error.
+    failing: Mutex<Option<(Timestamp, String)>>,
     _checkpointer: Checkpointer,
 }
 
@@ -158,6 +160,7 @@ impl EmbeddedStore {
                 host: document::hostname().into(),
                 inserts,
                 writable: AtomicBool::new(true),
+                failing: Mutex::new(None),
                 _checkpointer: checkpointer,
             }),
         })
@@ -461,6 +464,15 @@ impl Store for EmbeddedStore {
         async move {
             let result = insert?.await;
             inner.writable.store(result.is_ok(), Ordering::Relaxed);
+            let mut failing = inner.failing.lock().unwrap_or_else(|p| p.into_inner());
+            *failing = match &result {
+                Ok(_) => None,
+                Err(e) => Some((
+                    failing.as_ref().map_or_else(Timestamp::now, |(since, _)| *since),
+                    e.to_string(),
+                )),
+            };
+            drop(failing);
             result
         }
     }
@@ -829,9 +841,13 @@ impl Query for EmbeddedStore {
     }
 
     fn health(&self) -> StoreHealth {
+        let failing = self.inner.failing.lock().unwrap_or_else(|p| p.into_inner()).clone();
         StoreHealth {
             kind: "sqlite",
             reachable: self.inner.writable.load(Ordering::Relaxed),
+            address: self.inner.path.display().to_string(),
+            unreachable_since: failing.as_ref().map(|(since, _)| *since),
+            last_error: failing.map(|(_, e)| e),
             ..StoreHealth::default()
         }
     }

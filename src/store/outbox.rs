@@ -30,6 +30,8 @@ struct Inner {
     events: [AtomicU64; Collection::COUNT],
     dropped: AtomicU64,
     pushed: Notify,
+    /// When the oldest batch waiting was queued (ms; 0: none), for the page and `/readyz`.
+    oldest_ms: std::sync::atomic::AtomicI64,
 }
 
 /// The oldest batch of a collection waiting.
@@ -65,6 +67,14 @@ impl Outbox {
              CREATE INDEX IF NOT EXISTS outbox_collection_seq ON outbox (collection, seq);",
             synchronous.pragma()
         ))?;
+        // When each batch was queued (files of earlier versions gain the column; their rows show none).
+        let has_queued_at: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'queued_at_ms'")?
+            .exists([])?;
+        if !has_queued_at {
+            conn.execute_batch("ALTER TABLE outbox ADD COLUMN queued_at_ms INTEGER")?;
+        }
+        let oldest_ms = oldest_queued(&conn)?;
         let events: [AtomicU64; Collection::COUNT] = Default::default();
         let mut bytes = 0u64;
         {
@@ -90,6 +100,7 @@ impl Outbox {
                 events,
                 dropped: AtomicU64::new(0),
                 pushed: Notify::new(),
+                oldest_ms: std::sync::atomic::AtomicI64::new(oldest_ms),
             }),
         })
     }
@@ -106,6 +117,14 @@ impl Outbox {
 
     pub fn bytes(&self) -> u64 {
         self.inner.bytes.load(Relaxed)
+    }
+
+    /// When the oldest batch waiting was queued; None when the outbox is empty.
+    pub fn oldest_queued(&self) -> Option<crate::event::Timestamp> {
+        match self.inner.oldest_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(crate::event::Timestamp(ms)),
+        }
     }
 
     /// Events dropped by the cap since start.
@@ -132,11 +151,19 @@ impl Outbox {
             // One transaction: the cap holds on disk at every moment, and totals change only on commit.
             let tx = conn.transaction()?;
             tx.execute(
-                "INSERT INTO outbox (collection, events, bytes, docs) VALUES (?1, ?2, ?3, ?4)",
-                params![collection.name(), events as i64, bytes as i64, blob],
+                "INSERT INTO outbox (collection, events, bytes, docs, queued_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    collection.name(),
+                    events as i64,
+                    bytes as i64,
+                    blob,
+                    crate::event::Timestamp::now().as_millis()
+                ],
             )?;
             let dropped = inner.enforce_cap(&tx, inner.bytes.load(Relaxed) + bytes)?;
+            let oldest = oldest_queued(&tx)?;
             tx.commit()?;
+            inner.oldest_ms.store(oldest, Relaxed);
             inner.events[collection.index()].fetch_add(events, Relaxed);
             inner.bytes.fetch_add(bytes, Relaxed);
             let mut dropped_events = 0;
@@ -221,6 +248,7 @@ impl Outbox {
             if let Some(row) = delete(&conn, seq)? {
                 inner.forget(&row);
             }
+            inner.oldest_ms.store(oldest_queued(&conn)?, Relaxed);
             Ok(())
         })
         .await
@@ -235,6 +263,7 @@ impl Outbox {
                 inner.forget(&row);
                 inner.dropped.fetch_add(row.events, Relaxed);
             }
+            inner.oldest_ms.store(oldest_queued(&conn)?, Relaxed);
             Ok(())
         })
         .await
@@ -281,6 +310,15 @@ impl Inner {
         }
         Ok(dropped)
     }
+}
+
+/// When the oldest row still here (the first by `seq`) was queued; 0 when there is none, or it
+/// was queued by an earlier version, which kept no time.
+fn oldest_queued(conn: &Connection) -> Result<i64, StoreError> {
+    let ms: Option<Option<i64>> = conn
+        .query_row("SELECT queued_at_ms FROM outbox ORDER BY seq LIMIT 1", [], |r| r.get(0))
+        .optional()?;
+    Ok(ms.flatten().unwrap_or(0))
 }
 
 fn collection_named(name: &str) -> Option<Collection> {

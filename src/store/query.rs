@@ -210,6 +210,14 @@ pub struct StoreHealth {
     pub outbox_dropped: u64,
     /// Collections whose writes fail for a reason retrying will not fix (e.g. not authorized).
     pub failing_collections: Vec<String>,
+    /// Where the store is: MongoDB's address (password masked) or the SQLite file.
+    pub address: String,
+    /// Since when writes have failed (MongoDB unreachable, the file locked or full), and the last
+    /// error as the driver or SQLite said it (for a "details" view; the page words its own).
+    pub unreachable_since: Option<crate::event::Timestamp>,
+    pub last_error: Option<String>,
+    /// When the oldest batch waiting in the outbox was queued (MongoDB only).
+    pub outbox_oldest: Option<crate::event::Timestamp>,
 }
 
 /// Reads of the stored collections. Cloning is cheap; queries run concurrently with writes.

@@ -90,6 +90,14 @@ impl Feed {
     /// sends at most `api.max_replay`, the newest, and counts the rest in the same bounds, so
     /// whatever is stored meanwhile, each event is either replayed, counted, or sent live.
     async fn replay(&mut self, replay: Replay, through: Option<Position>, sent: &mut Replayed) -> Result<(), Ended> {
+        // A store known to be unreachable would only make the client wait for its timeouts.
+        let health = self.api.store().health();
+        if !health.reachable && health.kind == "mongodb" {
+            let e = ApiError::from(crate::store::StoreError::transient(
+                health.last_error.unwrap_or_else(|| "MongoDB is unreachable".into()),
+            ));
+            return self.replay_failed(e, replay, through, sent).await;
+        }
         let waiting = self.outbox_drained().await?;
         if waiting > 0 {
             let data = json!({"error": format!(
@@ -116,7 +124,7 @@ impl Feed {
         let more = loop {
             let page = match self.find(q.clone()).await {
                 Ok(page) => page,
-                Err(e) => return self.replay_failed(e).await,
+                Err(e) => return self.replay_failed(e, replay, through, sent).await,
             };
             newer.extend(
                 page.docs
@@ -145,7 +153,7 @@ impl Feed {
             }
             let total = match self.find(count).await {
                 Ok(found) => found.total.map_or(0, |t| t.n),
-                Err(e) => return self.replay_failed(e).await,
+                Err(e) => return self.replay_failed(e, replay, through, sent).await,
             };
             newer.truncate(cap);
             let skipped = total.saturating_sub(cap as u64);
@@ -198,10 +206,57 @@ impl Feed {
         })
     }
 
-    async fn replay_failed(&mut self, e: ApiError) -> Result<(), Ended> {
-        let data = json!({"error": format!("cannot replay from Last-Event-ID: {}", e.message)});
+    /// The store cannot answer: say so (its own words under `details`), then send what the daemon
+    /// still holds in memory of what was asked — the newest log entries, after the resume point —
+    /// so that a page opened during an outage is not empty. `sent` then covers them.
+    async fn replay_failed(
+        &mut self,
+        e: ApiError,
+        replay: Replay,
+        through: Option<Position>,
+        sent: &mut Replayed,
+    ) -> Result<(), Ended> {
+        let held = self.held_in_memory(replay, through);
+        let data = json!({
+            "error": format!("cannot read the stored events: {}", e.message),
+            "code": e.code,
+            "details": e.details,
+            "from_memory": held.len(),
+        });
         self.push("error", None, &data.to_string());
+        sent.newest = held.last().map(|(p, _)| *p);
+        for (position, block) in held {
+            self.push_block(&block);
+            sent.ids.insert(position.id);
+            self.flush_if_full().await?;
+        }
         self.flush().await
+    }
+
+    /// The recent log events the tap holds that this replay asked for, oldest first, as SSE.
+    fn held_in_memory(&self, replay: Replay, through: Option<Position>) -> Vec<(Position, Vec<u8>)> {
+        if self.stream.collection != crate::event::Collection::Logs {
+            return Vec::new();
+        }
+        let (after, cap) = match replay {
+            Replay::Resume(after) => (Some(after), self.api.config().max_replay),
+            Replay::Tail(n) => (None, n),
+        };
+        let host = self.api.inner.host.clone();
+        let mut held: Vec<(Position, Vec<u8>)> = Vec::new();
+        for batch in self.api.inner.tap.recent_logs() {
+            let formatted = super::hub::Formatted::of(batch.seq, &batch.events, &host);
+            for line in &formatted.lines {
+                let inside = after.is_none_or(|a| line.position > a) && through.is_none_or(|t| line.position <= t);
+                if inside && self.filter.matches(line) {
+                    held.push((line.position, formatted.sse[line.block.clone()].to_vec()));
+                }
+            }
+        }
+        held.sort_by_key(|(p, _)| *p);
+        let skip = held.len().saturating_sub(cap);
+        held.drain(..skip);
+        held
     }
 
     /// Sends the live batches from `from_seq` on (earlier ones were shown before the stream
@@ -274,6 +329,11 @@ impl Feed {
         }
         self.flush().await?;
         self.send(sse.clone()).await
+    }
+
+    /// Adds one event already framed as SSE.
+    fn push_block(&mut self, block: &[u8]) {
+        self.chunk.extend_from_slice(block);
     }
 
     /// Adds one event to the chunk (the data is compact JSON, so one line).

@@ -172,10 +172,32 @@ pub fn mask_uri_password(uri: &str) -> String {
     }
 }
 
+/// `mongodb://user:secret@db1:27017,db2/novel?tls=true` → `db1:27017,db2`: where MongoDB is, for
+/// a person reading the page, without credentials or options.
+pub fn uri_hosts(uri: &str) -> String {
+    let rest = uri.find("://").map_or(uri, |i| &uri[i + 3..]);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority.rsplit('@').next().unwrap_or(authority).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn the_hosts_of_a_uri_carry_no_credentials_or_options() {
+        assert_eq!(
+            uri_hosts("mongodb://app:s3cret@db1:27017,db2/novel?tls=true"),
+            "db1:27017,db2"
+        );
+        assert_eq!(
+            uri_hosts("mongodb+srv://cluster0.example.net/?retryWrites=true"),
+            "cluster0.example.net"
+        );
+        assert_eq!(uri_hosts("mongodb://127.0.0.1:27017"), "127.0.0.1:27017");
+        assert_eq!(uri_hosts("mongodb://u:p@w@h:1/"), "h:1");
+    }
 
     #[test]
     fn mongodb_section_env_names_and_masking() {

@@ -67,6 +67,10 @@ struct Inner {
     outbox: Outbox,
     /// Whether MongoDB answered the last request. False sends live batches to the outbox.
     reachable: AtomicBool,
+    /// Since when MongoDB has been unreachable, and the driver's last word on it.
+    down: Mutex<Option<(Timestamp, String)>>,
+    /// The hosts of the URI (no credentials, no options), for the page and `/readyz`.
+    address: String,
     /// Collections MongoDB refuses for a reason a retry will not fix, and when to try again.
     failing: Mutex<[Option<Failing>; Collection::COUNT]>,
     host: String,
@@ -141,6 +145,8 @@ impl MongoStore {
                 names: cfg.collections.clone(),
                 outbox,
                 reachable: AtomicBool::new(true),
+                down: Mutex::new(None),
+                address: config::uri_hosts(&cfg.uri),
                 failing: Mutex::new(Default::default()),
                 host: document::hostname(),
                 describe: format!("MongoDB {masked}, database {}", cfg.database),
@@ -381,6 +387,11 @@ impl MongoStore {
     }
 
     fn mark_down(&self, e: &dyn std::fmt::Display) {
+        {
+            let mut down = self.inner.down.lock().unwrap_or_else(|p| p.into_inner());
+            let since = down.as_ref().map_or_else(Timestamp::now, |(since, _)| *since);
+            *down = Some((since, e.to_string()));
+        }
         if self.inner.reachable.swap(false, Relaxed) {
             tracing::warn!(
                 "MongoDB is unreachable ({e}); batches wait in the outbox until it answers again ({} events there now)",
@@ -390,6 +401,7 @@ impl MongoStore {
     }
 
     fn mark_up(&self) {
+        *self.inner.down.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if !self.inner.reachable.swap(true, Relaxed) {
             tracing::info!(
                 "MongoDB answers again; draining {} events from the outbox",
@@ -715,6 +727,7 @@ impl Query for MongoStore {
             .iter()
             .filter_map(|f| f.as_ref().map(|f| f.message.clone()))
             .collect();
+        let down = self.inner.down.lock().unwrap_or_else(|p| p.into_inner()).clone();
         StoreHealth {
             kind: "mongodb",
             reachable: self.inner.reachable.load(Relaxed),
@@ -722,6 +735,10 @@ impl Query for MongoStore {
             outbox_bytes: self.inner.outbox.bytes(),
             outbox_dropped: self.inner.outbox.dropped(),
             failing_collections,
+            address: self.inner.address.clone(),
+            unreachable_since: down.as_ref().map(|(since, _)| *since),
+            last_error: down.map(|(_, e)| e),
+            outbox_oldest: self.inner.outbox.oldest_queued(),
         }
     }
 

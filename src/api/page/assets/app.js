@@ -85,6 +85,7 @@
     'c.dayLimit': ['每日上限', 'the daily limit'],
     'c.projIdle': ['最近没有费用。', 'No spend recently.'],
     'c.models': ['按模型', 'By model'],
+    'c.since': ['（{0} 至今）', '(since {0})'],
     'c.model': ['模型', 'Model'],
     'c.calls': ['调用次数', 'Calls'],
     'c.in': ['输入 tokens', 'Input tokens'],
@@ -100,12 +101,14 @@
     'h.rpm': ['每分钟请求数', 'Requests per minute'],
     'h.err': ['错误率（%）', 'Error rate (%)'],
     'h.p95': ['p95 响应时间（秒）', 'p95 response time (s)'],
-    'h.summary': ['{0} 次调用 · 错误率 {1}% · p95 {2} 秒', '{0} calls · {1}% errors · p95 {2} s'],
+    'h.summary': ['{3}：{0} 次调用 · 错误率 {1}% · p95 {2} 秒', '{3}: {0} calls · {1}% errors · p95 {2} s'],
+    'h.last': ['最近 {0} 小时', 'Last {0} h'],
+    'h.memoryPeriod': ['内存中最近 {0}', 'Last {0} in memory'],
     'h.threshold': ['阈值 {0}', 'threshold {0}'],
     'h.offchart': ['阈值 {0}（远高于图中数值）', 'threshold {0} (far above)'],
     'h.nodata': ['这段时间没有数据', 'No data in this period'],
     'a.active': ['正在告警', 'Firing now'],
-    'a.resolved': ['最近已恢复', 'Recently resolved'],
+    'a.resolved': ['已恢复（最近 7 天内开始，最新 15 条）', 'Resolved (started in the last 7 days, newest 15)'],
     'a.severity': ['级别', 'Severity'],
     'a.title': ['告警', 'Alert'],
     'a.value': ['当前值', 'Value'],
@@ -117,7 +120,7 @@
     'a.silence2h': ['静音 2 小时', 'Silence 2 h'],
     'a.silencedUntil': ['已静音至 {0}', 'Silenced until {0}'],
     'a.unsilence': ['取消静音', 'Unsilence'],
-    'a.noResolved': ['最近没有已恢复的告警。', 'Nothing resolved recently.'],
+    'a.noResolved': ['最近 7 天没有已恢复的告警。', 'Nothing resolved in the last 7 days.'],
     'a.comment': ['从日志页面静音', 'silenced from the log viewer'],
     'sev.critical': ['紧急', 'critical'],
     'sev.high': ['严重', 'high'],
@@ -131,20 +134,35 @@
     'st.outbox': ['发件箱', 'Outbox'],
     'st.dropped': ['发件箱丢弃', 'Dropped by the outbox'],
     'st.rate': ['事件/秒', 'Events per second'],
-    'st.stored': ['已存储事件', 'Events stored'],
-    'st.rejected': ['拒收行数', 'Rejected lines'],
+    'st.stored': ['已存储事件（自启动）', 'Events stored (since start)'],
+    'st.rejected': ['拒收行数（24 小时）', 'Rejected lines (24 h)'],
     'st.stream': ['实时流', 'Live stream'],
-    'st.rejects': ['最近拒收', 'Recent rejects'],
+    'st.rejects': ['拒收（最近 24 小时，最新 10 条）', 'Rejected (last 24 h, newest 10)'],
     'st.all': ['全部（/api/rejects）', 'all (/api/rejects)'],
     'st.time': ['时间', 'Time'],
     'st.source': ['来源', 'Source'],
     'st.reason': ['原因', 'Reason'],
-    'st.noRejects': ['没有拒收的行。', 'No rejected lines.'],
+    'st.noRejects': ['最近 24 小时没有拒收的行。', 'No rejected lines in the last 24 h.'],
     'st.events': ['{0} 条（{1}）', '{0} events ({1})'],
     'st.failing': ['写入失败：{0}', 'writes fail: {0}'],
+    'st.address': ['地址', 'Address'],
+    'st.downSince': ['否，自 {0} 起', 'no, since {0}'],
+    'st.oldest': ['最早 {0}', 'oldest {0}'],
     yes: ['是', 'yes'],
     no: ['否', 'no'],
     'err.network': ['无法连接采集器', 'Cannot reach the collector'],
+    'dg.mongo': ['MongoDB（{0}）自 {1} 起无法访问。事件仍在接收，先存入本地发件箱（{2} 条，{3}，最早 {4}），MongoDB 恢复后会自动补写，不会丢失。',
+      'MongoDB ({0}) has been unreachable since {1}. Events are still taken and wait in the local outbox ({2} events, {3}, the oldest from {4}); they are written to MongoDB as soon as it answers, none lost.'],
+    'dg.sqlite': ['本地存储（{0}）自 {1} 起无法写入；已收到的事件留在内存中并重试，直到能写入为止。',
+      'The local store ({0}) cannot be written since {1}; accepted events stay in memory and are retried until it can be.'],
+    'dg.unknown': ['存储暂时无法应答。', 'The store cannot answer right now.'],
+    'dg.timeout': ['查询超过了 api.query_timeout，已取消；请缩短时间范围或增加筛选条件。', 'The query ran past api.query_timeout and was cancelled; narrow the time range or add filters.'],
+    'dg.panel': ['此面板需要查询存储，存储恢复后会自动刷新。', 'This panel needs the store; it refreshes by itself once the store answers.'],
+    'dg.details': ['详细信息', 'Details'],
+    'dg.memoryAlerts': ['存储无法应答：以下是本采集器内存中正在告警的条目。', 'The store cannot answer: these are the alerts this collector knows are firing.'],
+    'dg.memoryHealth': ['存储无法应答：以下为内存中最近 {0} 的窗口。', 'The store cannot answer: these are the windows of the last {0} held in memory.'],
+    'dg.memoryBudget': ['预算来自内存：上次从存储读取于 {0}，此后的费用按收到的事件累计。', 'The budget comes from memory: last read from the store at {0}; spend since then is added up from the events as they arrive.'],
+    'dg.memoryTail': ['存储无法应答，显示内存中最近的 {0} 条', 'the store cannot answer; showing the {0} newest held in memory'],
     'err.token': ['需要 API 令牌', 'The API token is needed'],
     loading: ['加载中……', 'Loading…'],
   };
@@ -244,6 +262,8 @@
   // ---------------------------------------------------------------- numbers
   const nf = (d) => new Intl.NumberFormat(lang === 'en' ? 'en-US' : 'zh-CN', { minimumFractionDigits: d, maximumFractionDigits: d });
   const money = (v) => '¥' + nf(2).format(v || 0);
+  // One style for yuan: the app writes the full-width ￥, the page shows ¥ everywhere.
+  const currency = (sym) => (sym === '￥' ? '¥' : sym || '');
   const int = (v) => nf(0).format(v || 0);
   function num(v) {
     if (v === null || v === undefined || !Number.isFinite(+v)) return '—';
@@ -270,8 +290,11 @@
 
   // ---------------------------------------------------------------- API
   class HttpError extends Error {
-    constructor(status, message) { super(message); this.status = status; }
+    constructor(status, message, code, details) { super(message); this.status = status; this.code = code || ''; this.details = details || ''; }
   }
+  // Errors that mean "the store cannot answer": the page then shows what the daemon still knows.
+  const STORE_CODES = ['store_unavailable', 'store_failed', 'query_timeout'];
+  const isStoreError = (e) => e && STORE_CODES.includes(e.code);
   function headers(extra) {
     const h = Object.assign({}, extra || {});
     const token = sessionStorage.getItem(TOKEN_KEY);
@@ -294,7 +317,7 @@
     }
     const body = opts.text ? await r.text() : await r.json().catch(() => null);
     if (!r.ok && !(opts.allow || []).includes(r.status)) {
-      throw new HttpError(r.status, (body && body.error) || r.status + ' ' + r.statusText);
+      throw new HttpError(r.status, (body && body.error) || r.status + ' ' + r.statusText, body && body.code, body && body.details);
     }
     return body;
   }
@@ -303,17 +326,53 @@
     g.textContent = msg;
     g.hidden = !msg;
   }
+  // The store as /readyz last described it: kind, reachable, address, unreachable_since, outbox…
+  let storeSeen = null;
+  async function readStore() {
+    try {
+      const r = await api('/readyz', { allow: [503] });
+      storeSeen = r.store || null;
+    } catch (e) { /* the global banner says the collector is away */ }
+    return storeSeen;
+  }
+  // One plain sentence on the store's state and what happens next, in the page's language.
+  function storeSentence(s) {
+    if (!s) return t('dg.unknown');
+    const since = s.unreachable_since ? fmtIso(s.unreachable_since).slice(5, 16) : '?';
+    if (s.kind === 'mongodb') {
+      const oldest = s.outbox_oldest ? fmtIso(s.outbox_oldest).slice(5, 16) : '—';
+      return t('dg.mongo', s.address || 'MongoDB', since, int(s.outbox_events), bytes(s.outbox_bytes || 0), oldest);
+    }
+    return t('dg.sqlite', s.address || 'SQLite', since);
+  }
   function panelError(panel, e) {
     if (e && e.status === 401) return;
     let p = document.querySelector('#p-' + panel + ' > .error');
     if (!p) {
-      p = document.createElement('p');
+      p = document.createElement('div');
       p.className = 'error';
       p.setAttribute('role', 'alert');
       $('p-' + panel).querySelector('h2').after(p);
     }
-    p.textContent = e ? e.message : '';
+    p.textContent = '';
     p.hidden = !e;
+    if (!e) return;
+    if (!isStoreError(e)) {
+      p.textContent = e.message;
+      return;
+    }
+    // What the daemon knows of the outage, in words; the store's own text behind a toggle.
+    p.classList.add('degraded');
+    const text = document.createElement('p');
+    text.textContent = (e.code === 'query_timeout' ? t('dg.timeout') : storeSentence(storeSeen)) + ' ' + t('dg.panel');
+    p.append(text);
+    if (e.details || e.message) {
+      const d = document.createElement('details');
+      const sum = document.createElement('summary'); sum.textContent = t('dg.details');
+      const pre = document.createElement('pre'); pre.textContent = e.details || e.message;
+      d.append(sum, pre);
+      p.append(d);
+    }
   }
 
   // ---------------------------------------------------------------- token
@@ -537,7 +596,7 @@
       // in MongoDB's outbox): said until the next replay.
       let e = {};
       try { e = JSON.parse(data) || {}; } catch (x) { /* keep going */ }
-      live.replayError = e.error || data;
+      live.replayError = STORE_CODES.includes(e.code) ? t('dg.memoryTail', int(e.from_memory || 0)) : (e.error || data);
       liveStatus(true);
       return false;
     }
@@ -774,13 +833,26 @@
     if (thr && Number.isFinite(thr.value)) {
       if (max === 0 || thr.value <= max * 4) { drawThr = true; max = Math.max(max, thr.value); } else note = t('h.offchart', thr.label);
     }
-    max = max > 0 ? max * 1.1 : 1;
+    // A 1-2-5 step for about four gridlines, the axis ending on a step just above the data (a
+    // percentage never above 100).
+    const niceStep = (v) => {
+      const mag = 10 ** Math.floor(Math.log10(v));
+      const n = v / mag;
+      return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * mag;
+    };
+    if (!(max > 0)) max = opts.cap ? Math.min(1, opts.cap) : 1;
+    if (opts.cap) max = Math.min(max, opts.cap);
+    const tick = niceStep(max / 4);
+    max = Math.ceil(max / tick - 1e-9) * tick;
+    if (opts.cap) max = Math.min(max, opts.cap);
     const X = (ms) => left + ((ms - x0) / Math.max(1, x1 - x0)) * (W - left - right);
-    const Y = (v) => top + (1 - v / max) * (H - top - bottom);
+    const Y = (v) => top + (1 - Math.min(v, max) / max) * (H - top - bottom);
     let svg = '';
-    for (let i = 0; i <= 4; i++) {
-      const v = (max / 4) * i; const y = Y(v).toFixed(1);
-      svg += `<line class="grid" x1="${left}" x2="${W - right}" y1="${y}" y2="${y}"/><text x="${left - 6}" y="${+y + 4}" text-anchor="end">${esc(num(v))}</text>`;
+    const ticks = [];
+    for (let v = 0; v <= max + tick * 1e-6; v += tick) {
+      const y = Y(v).toFixed(1);
+      ticks.push(+v.toPrecision(12));
+      svg += `<line class="grid" x1="${left}" x2="${W - right}" y1="${y}" y2="${y}"/><text x="${left - 6}" y="${+y + 4}" text-anchor="end">${esc(num(+v.toPrecision(12)))}</text>`;
     }
     const width = x1 - x0;
     const step = width <= 2 * 3600e3 ? 15 * 60e3 : width <= 6 * 3600e3 ? 3600e3 : width <= 24 * 3600e3 ? 3 * 3600e3 : 6 * 3600e3;
@@ -822,6 +894,7 @@
     if (!any) svg += `<text class="empty" x="${W / 2}" y="${H / 2}" text-anchor="middle">${esc(opts.empty || t('h.nodata'))}</text>`;
     el.innerHTML = `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="${esc(opts.label)}">${svg}</svg>`;
     el.dataset.threshold = drawThr ? String(thr.value) : '';
+    el.dataset.ticks = ticks.join(',');
   }
 
   // ---------------------------------------------------------------- cost
@@ -891,22 +964,46 @@
     $('c-projection').textContent = pr.rate_rmb_per_hour > 0 || lines.length
       ? t('c.projRate', rate) + ' ' + lines.join(' ')
       : t('c.projIdle');
+    // When the store's last reading failed, the figures are memory's: say since when.
+    let note = $('c-memory');
+    if (!note) {
+      note = document.createElement('p');
+      note.id = 'c-memory';
+      note.className = 'muted';
+      $('c-projection').after(note);
+    }
+    note.hidden = !b.store_error;
+    note.textContent = b.store_error ? t('dg.memoryBudget', b.as_of ? fmtIso(b.as_of).slice(5, 16) : '—') : '';
     const now = Date.now();
     const hourOff = offsetMs(now);
     const lastHour = Math.floor((now + hourOff) / 3600e3) * 3600e3 - hourOff;
     const firstHour = lastHour - 47 * 3600e3;
-    const [models, hourly] = await Promise.all([
-      api('/api/stats/cost?group_by=model&start_time=' + encodeURIComponent(b.day.window_start) + '&end_time=' + encodeURIComponent(b.day.window_end)),
-      api('/api/stats/cost?group_by=hour&start_time=' + encodeURIComponent(iso(firstHour)) + '&end_time=' + encodeURIComponent(iso(now))),
-    ]);
+    $('c-models-period').textContent = t('c.since', fmtIso(b.day.window_start).slice(5, 16));
     const tb = $('c-table').tBodies[0];
+    let models; let hourly;
+    try {
+      [models, hourly] = await Promise.all([
+        api('/api/stats/cost?group_by=model&start_time=' + encodeURIComponent(b.day.window_start) + '&end_time=' + encodeURIComponent(b.day.window_end)),
+        api('/api/stats/cost?group_by=hour&start_time=' + encodeURIComponent(iso(firstHour)) + '&end_time=' + encodeURIComponent(iso(now))),
+      ]);
+    } catch (e) {
+      if (isStoreError(e)) {
+        // The meters above come from memory; the table and the chart need the store.
+        tb.textContent = '';
+        $('c-table').tFoot.textContent = '';
+        const td = tb.insertRow().insertCell();
+        td.colSpan = 7; td.className = 'muted'; td.textContent = t('dg.panel');
+        chart($('c-chart'), { label: t('c.hourly'), x: [firstHour, lastHour + 3600e3], series: [], empty: t('dg.panel') });
+      }
+      throw e;
+    }
     tb.textContent = '';
     const sums = { calls: 0, input: 0, output: 0, total: 0, orig: {} };
     for (const s of models.stats) {
       const tr = tb.insertRow();
       tr.dataset.model = s.model;
       const cells = [s.model, int(s.call_count), int(s.input_tokens), int(s.output_tokens), int(s.total_tokens),
-        s.currency_symbol + nf(4).format(s.total_cost), money(s.total_rmb)];
+        currency(s.currency_symbol) + nf(4).format(s.total_cost), money(s.total_rmb)];
       cells.forEach((c, i) => { const td = tr.insertCell(); td.textContent = c; if (i) td.className = 'num'; });
       tr.cells[6].classList.add('rmb');
       sums.calls += s.call_count; sums.input += s.input_tokens; sums.output += s.output_tokens; sums.total += s.total_tokens;
@@ -915,7 +1012,7 @@
     const tf = $('c-table').tFoot;
     tf.textContent = '';
     const tr = tf.insertRow();
-    const orig = Object.entries(sums.orig).map(([k, v]) => k + nf(4).format(v)).join(' + ');
+    const orig = Object.entries(sums.orig).map(([k, v]) => currency(k) + nf(4).format(v)).join(' + ');
     [t('c.total'), int(sums.calls), int(sums.input), int(sums.output), int(sums.total), orig, money(models.total_rmb)]
       .forEach((c, i) => { const td = tr.insertCell(); td.textContent = c; if (i) td.className = 'num'; });
     tr.cells[6].classList.add('rmb');
@@ -945,7 +1042,21 @@
     const from = Math.floor((now - hours * 3600e3) / 60e3) * 60e3;
     const q = new URLSearchParams({ start_time: iso(from), end_time: iso(now) });
     if (model) q.set('model', model);
-    const r = await api('/api/stats/performance?' + q.toString());
+    let r;
+    let period = t('h.last', hours);
+    try {
+      r = await api('/api/stats/performance?' + q.toString());
+      $('h-memory').hidden = true;
+    } catch (e) {
+      if (!isStoreError(e)) throw e;
+      // The store cannot answer: the monitor's windows held in memory (its `keep`).
+      r = await api('/api/stats/recent' + (model ? '?model=' + encodeURIComponent(model) : ''));
+      await readStore();
+      $('h-memory').hidden = false;
+      const keep = (cfg && cfg.monitor && cfg.monitor.keep) || '1h';
+      period = t('h.memoryPeriod', keep);
+      $('h-memory').textContent = t('dg.memoryHealth', keep) + ' ' + storeSentence(storeSeen);
+    }
     if (!model) {
       const names = (r.by_model || []).map((m) => m.model).filter(Boolean).sort();
       const key = names.join('\n');
@@ -959,7 +1070,7 @@
       }
     }
     const calls = r.calls || 0;
-    $('h-summary').textContent = t('h.summary', int(calls), calls ? nf(1).format((r.error_calls / calls) * 100) : '0', num(r.p95_response_time));
+    $('h-summary').textContent = t('h.summary', int(calls), calls ? nf(1).format((r.error_calls / calls) * 100) : '0', num(r.p95_response_time), period);
     const byMin = new Map((r.series || []).map((s) => [Date.parse(s.minute), s]));
     const rpm = []; const err = []; const p95 = [];
     for (let m = from; m <= now; m += 60e3) {
@@ -976,7 +1087,7 @@
     const pr = rules.p95_duration;
     const x = [from, now];
     chart($('h-rpm'), { label: t('h.rpm'), x, series: [{ points: rpm }], threshold: on(rc) ? { value: rc.threshold * perMinute, label: num(rc.threshold * perMinute) + '/min' } : null });
-    chart($('h-err'), { label: t('h.err'), x, series: [{ points: err, cls: 'err' }], threshold: on(er) ? { value: er.threshold, label: num(er.threshold) + '%' } : null });
+    chart($('h-err'), { label: t('h.err'), x, cap: 100, series: [{ points: err, cls: 'err' }], threshold: on(er) ? { value: er.threshold, label: num(er.threshold) + '%' } : null });
     chart($('h-p95'), { label: t('h.p95'), x, series: [{ points: p95 }], threshold: on(pr) ? { value: pr.threshold, label: num(pr.threshold) + ' s' } : null });
   }
   $('h-hours').addEventListener('change', () => refresh('health'));
@@ -1013,7 +1124,12 @@
     tr.insertCell().textContent = last;
   }
   async function loadAlerts() {
-    const [act, res] = await Promise.all([api('/api/alerts/active'), api('/api/alerts?state=resolved&per_page=15')]);
+    const act = await api('/api/alerts/active');
+    let res = { alerts: [] }; let resError = null;
+    try { res = await api('/api/alerts?state=resolved&per_page=15&start_time=' + encodeURIComponent(iso(Date.now() - 7 * 86400e3))); } catch (e) { if (!isStoreError(e)) throw e; resError = e; }
+    if (act.from_memory || resError) await readStore();
+    $('a-memory').hidden = !act.from_memory;
+    $('a-memory').textContent = act.from_memory ? t('dg.memoryAlerts') + ' ' + storeSentence(storeSeen) : '';
     setBadge(act.alerts);
     const tb = $('a-active').tBodies[0];
     tb.textContent = '';
@@ -1049,7 +1165,7 @@
     }
     if (!res.alerts.length) {
       const td = rb.insertRow().insertCell();
-      td.colSpan = 6; td.className = 'muted'; td.textContent = t('a.noResolved');
+      td.colSpan = 6; td.className = 'muted'; td.textContent = resError ? t('dg.panel') : t('a.noResolved');
     }
   }
   async function silence(key, id) {
@@ -1077,7 +1193,11 @@
   async function loadStatus() {
     const [ready, rej, metrics] = await Promise.all([
       api('/readyz', { allow: [503] }),
-      api('/api/rejects?per_page=10'),
+      // Rejects are stored: while the store cannot answer, the rest of the panel still can.
+      api('/api/rejects?per_page=10&start_time=' + encodeURIComponent(iso(Date.now() - 86400e3))).catch((e) => {
+        if (!isStoreError(e)) throw e;
+        return { rejects: [], pagination: { total: 0 }, error: e };
+      }),
       api('/metrics', { text: true }),
     ]);
     const s = ready.store || {};
@@ -1087,18 +1207,30 @@
     if (lastStored && now - lastStored.at > 500) rate = nf(1).format(Math.max(0, stored - lastStored.n) / ((now - lastStored.at) / 1000));
     else if (lastStored) rate = lastStored.rate;
     lastStored = { n: stored, at: now, rate };
+    storeSeen = s;
+    const mongo = s.kind === 'mongodb';
     const items = [
-      ['store', s.kind === 'mongodb' ? 'MongoDB' : s.kind === 'sqlite' ? 'SQLite' : s.kind || '—', ''],
-      ['reachable', t(s.reachable ? 'yes' : 'no'), s.reachable ? 'good' : 'bad'],
+      ['store', mongo ? 'MongoDB' : s.kind === 'sqlite' ? 'SQLite' : s.kind || '—', ''],
+      ['address', s.address || '—', ''],
+      ['reachable', s.reachable ? t('yes') : t('st.downSince', s.unreachable_since ? fmtIso(s.unreachable_since).slice(5, 16) : '?'), s.reachable ? 'good' : 'bad'],
       ['ready', ready.ready ? t('yes') : t('no') + (ready.error ? ' — ' + ready.error : ''), ready.ready ? 'good' : 'bad'],
-      ['outbox', t('st.events', int(s.outbox_events), bytes(s.outbox_bytes || 0)), s.outbox_events ? 'bad' : ''],
-      ['dropped', int(s.outbox_dropped), s.outbox_dropped ? 'bad' : ''],
+    ];
+    // The outbox exists only with MongoDB.
+    if (mongo) {
+      items.push(['outbox', t('st.events', int(s.outbox_events), bytes(s.outbox_bytes || 0))
+        + (s.outbox_oldest ? ' · ' + t('st.oldest', fmtIso(s.outbox_oldest).slice(5, 16)) : ''), s.outbox_events ? 'bad' : '']);
+      items.push(['dropped', int(s.outbox_dropped), s.outbox_dropped ? 'bad' : '']);
+    }
+    items.push(
       ['rate', rate, ''],
       ['stored', int(stored), ''],
-      ['rejected', int(rej.pagination.total) + (rej.pagination.total_is_lower_bound ? '+' : ''), rej.pagination.total ? 'bad' : ''],
+      ['rejected', rej.error ? '—' : int(rej.pagination.total) + (rej.pagination.total_is_lower_bound ? '+' : ''), rej.pagination.total ? 'bad' : ''],
       ['stream', liveStateText(), live.state === 'live' ? 'good' : 'bad'],
-    ];
+    );
     if (s.failing_collections && s.failing_collections.length) items.push(['ready', t('st.failing', s.failing_collections.join('; ')), 'bad']);
+    // What happens next, in a sentence, while the store cannot be written.
+    $('st-next').hidden = s.reachable !== false;
+    $('st-next').textContent = s.reachable === false ? storeSentence(s) : '';
     const grid = $('st-grid');
     grid.textContent = '';
     for (const [k, v, cls] of items) {
@@ -1119,7 +1251,7 @@
     }
     if (!rej.rejects.length) {
       const td = tb.insertRow().insertCell();
-      td.colSpan = 3; td.className = 'muted'; td.textContent = t('st.noRejects');
+      td.colSpan = 3; td.className = 'muted'; td.textContent = rej.error ? t('dg.panel') : t('st.noRejects');
     }
   }
 
@@ -1136,6 +1268,7 @@
       panelError(panel, null);
       $('p-' + panel).dataset.loaded = String(Date.now());
     } catch (e) {
+      if (isStoreError(e)) await readStore();
       panelError(panel, e);
     } finally {
       busy[panel] = false;
