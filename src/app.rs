@@ -545,6 +545,7 @@ impl Running {
             checkpoints,
             counters,
             config,
+            store,
             ..
         } = self;
         if let Err(late) = sources.shutdown_by(deadline).await {
@@ -593,13 +594,20 @@ impl Running {
         report.not_stored = report.not_stored.max(totals.accepted_not_stored());
         if report.clean() {
             // Duplicates count as stored: a retry whose first attempt landed, or a line read twice.
+            // What still waits now, not what was ever deferred (all of it may have been delivered).
+            let outbox = match &store {
+                AnyStore::Mongo(_) => format!(
+                    ", {} events wait in the outbox for MongoDB",
+                    crate::store::query::Query::health(&store).outbox_events
+                ),
+                AnyStore::Embedded(_) => String::new(),
+            };
             tracing::info!(
-                "stopped: {} events and {} rejects accepted since start, {} documents stored ({} of them were there already), {} in the outbox",
+                "stopped: {} events and {} rejects accepted since start, {} documents stored ({} of them were there already){outbox}",
                 totals.events,
                 totals.rejected,
                 totals.stored.iter().sum::<u64>() + totals.duplicates,
                 totals.duplicates,
-                totals.deferred,
             );
         } else {
             tracing::error!(

@@ -138,7 +138,7 @@ fn a_ten_second_partition_during_50000_events_loses_and_duplicates_nothing() {
     let server = MongoServer::start();
     let proxy = Proxy::start(server.tcp_port());
     let db = unique_db("partition");
-    let d = Daemon::start(&mongodb_section(
+    let mut d = Daemon::start(&mongodb_section(
         &format!("mongodb://127.0.0.1:{}", proxy.port),
         &db,
         "",
@@ -193,6 +193,17 @@ fn a_ten_second_partition_during_50000_events_loses_and_duplicates_nothing() {
         "said once, not per batch:\n{log}"
     );
     assert_eq!(log.matches("MongoDB answers again").count(), 1, "said once:\n{log}");
+    // The stop line says what still waits (nothing, after the drain), not what was ever deferred.
+    assert!(d.stop().success(), "{}", d.log());
+    let log = d.log();
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("stopped: "))
+        .unwrap_or_else(|| panic!("no stop line:\n{log}"));
+    assert!(
+        stopped.contains(", 0 events wait in the outbox for MongoDB"),
+        "{stopped}"
+    );
 }
 
 #[test]

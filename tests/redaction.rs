@@ -136,6 +136,13 @@ const SHAPES: &[(&str, &str, &str)] = &[
     ("key=value", "accessToken=Mn7Bv6Cx5Zl4Kj3H", "Mn7Bv6Cx5Zl4Kj3H"),
     ("key=value", "clientSecret: 'Pl9Ok8Ij7Uh6Yg5T'", "Pl9Ok8Ij7Uh6Yg5T"),
     ("key=value", "{'password': 'two words here'}", "two words here"),
+    // A bare `key` (an API's error quoting the request): issue 20 found it in a `error` field.
+    (
+        "key=value",
+        "upstream refused key=Xc4Vb5Nm6Qw7Er8T: quota",
+        "Xc4Vb5Nm6Qw7Er8T",
+    ),
+    ("key=value", "retry with key: Lp0Ok9Ij8Uh7Yg6T", "Lp0Ok9Ij8Uh7Yg6T"),
     ("full-width colon", "api_key：Wd3Fg4Hj5Kl6Zx7C", "Wd3Fg4Hj5Kl6Zx7C"),
     ("chinese name", "数据库密码=Qa1Ws2Ed3Rf4Tg5Y", "Qa1Ws2Ed3Rf4Tg5Y"),
     ("chinese name", "密码：Yh6Uj7Ik8Ol9Pz0X", "Yh6Uj7Ik8Ol9Pz0X"),
@@ -167,6 +174,24 @@ fn secrets_are_masked_by_the_shape_of_the_value() {
         let out = redactor().text(input);
         assert_masked(category, input, &out, secret);
         assert_eq!(redactor().text(&out), out, "[{category}] masking twice changes nothing");
+    }
+}
+
+/// Every shape, in every kind's string fields: a performance record's `error` as a log's `message`.
+#[test]
+fn every_shape_is_masked_in_every_stored_string_field() {
+    for (category, input, secret) in SHAPES {
+        let lines = [
+            json!({"message": input, "module": input, "extra": {"note": input}}),
+            json!({"type": "performance", "response_time": 1.5, "status": "error", "error": input, "provider": input}),
+            json!({"type": "cost", "model": "gpt-4o", "cost": 1, "request_id": input}),
+        ];
+        for line in lines {
+            let line = line.to_string();
+            assert!(!parse(&line).is_reject(), "[{category}] {line}");
+            let doc = stored(&line);
+            assert_masked(category, &line, &doc, secret);
+        }
     }
 }
 
@@ -392,6 +417,7 @@ fn what_is_not_a_secret_stays_intact() {
         "the password is incorrect",
         "password is required",
         "hey Jude, eyJ",
+        "monkey=banana sort_key=time keyword: ai",
     ];
     for t in texts {
         assert_eq!(redactor().text(t), t, "changed");

@@ -421,3 +421,161 @@ fn rejects_keep_being_logged_when_the_summary_is_off() {
     let logged = d.log().matches("rejected a line").count();
     assert_eq!(logged, 10, "ten a minute, one by one:\n{}", d.log());
 }
+
+/// `lines` log lines of `client`, from `first` on, then a sync line whose id is the chunk's number.
+fn chunk_with_sync(client: usize, chunk: usize, first: usize, lines: usize) -> String {
+    let mut out: String = (first..first + lines).map(|i| log_line(client, i)).collect();
+    out.push_str(&format!("{{\"type\":\"sync\",\"id\":{chunk}}}\n"));
+    out
+}
+
+/// Reads answer lines until the connection's close, each parsed; a read that waits `PATIENCE` fails.
+fn answer_lines(s: &UnixStream) -> Vec<Value> {
+    s.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let reader = std::io::BufReader::new(s.try_clone().unwrap());
+    std::io::BufRead::lines(reader)
+        .map(|line| {
+            let line = line.expect("an answer line before the read timed out");
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("answer {line:?}: {e}"))
+        })
+        .collect()
+}
+
+/// The daemon reads on past a sync line that waits for its answer (issue 20, item 5). Every chunk
+/// is half a batch and batches wait an hour to fill: a daemon that stopped reading at each sync line
+/// until its batch was written would wait that hour at the first one, with the client blocked on
+/// its writes. Here the client writes all its chunks before it reads a single answer.
+#[test]
+fn many_sync_lines_sent_without_reading_answers_are_all_answered_in_order() {
+    const CHUNKS: usize = 200;
+    const LINES: usize = 50;
+    let d = Daemon::start("[pipeline]\nmax_batch = 100\nmax_wait = \"1h\"\n[monitor]\ngrace = \"1h\"\n");
+    let s = UnixStream::connect(&d.socket).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let writing = std::thread::spawn(move || {
+        for chunk in 0..CHUNKS {
+            writer
+                .write_all(chunk_with_sync(0, chunk, chunk * LINES, LINES).as_bytes())
+                .unwrap();
+        }
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    common::wait_until(
+        "the client to have written every chunk",
+        || writing.is_finished().then_some(()),
+        || d.log(),
+    );
+    writing.join().unwrap();
+    let answers = answer_lines(&s);
+    let mut expected: Vec<Value> = (0..CHUNKS)
+        .map(|c| serde_json::json!({"sync": c, "events": (c + 1) * LINES, "rejected": 0}))
+        .collect();
+    expected.push(serde_json::json!({"events": CHUNKS * LINES, "rejected": 0}));
+    assert_eq!(
+        answers, expected,
+        "every sync line answered, in order, with what came before it"
+    );
+    // Every answer meant durable: all there without waiting, each line once.
+    let db = d.db();
+    let (rows, distinct): (i64, i64) = db
+        .query_row(
+            "SELECT count(*), count(DISTINCT json_extract(doc, '$.extra.seq')) FROM api_logs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows as usize, distinct as usize), (CHUNKS * LINES, CHUNKS * LINES));
+}
+
+/// A client that pipelines chunks and reads answers as they come, while the daemon is stopped: by
+/// SIGKILL, every answer it got is on disk; by SIGTERM, every sync line the daemon read is answered
+/// (it read past sync line `c` if it took more than `c`'s lines), then the close's answer, whose
+/// count is exactly what is stored.
+#[test]
+fn pipelined_sync_answers_keep_their_promises_through_kill_and_stop() {
+    const LINES: usize = 200;
+    for signal in [nix::sys::signal::Signal::SIGKILL, nix::sys::signal::Signal::SIGTERM] {
+        let mut d = Daemon::start("[pipeline]\nmax_batch = 300\nmax_wait = \"20ms\"\n");
+        let s = UnixStream::connect(&d.socket).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        // Writes until the daemon is gone or stops reading (its close ends the writes).
+        std::thread::spawn(move || {
+            for chunk in 0.. {
+                if writer
+                    .write_all(chunk_with_sync(1, chunk, chunk * LINES, LINES).as_bytes())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let (got, answers) = std::sync::mpsc::channel();
+        let reading = s.try_clone().unwrap();
+        let reader = std::thread::spawn(move || {
+            let reader = std::io::BufReader::new(reading);
+            for line in std::io::BufRead::lines(reader) {
+                let Ok(line) = line else { return };
+                let answer: Value = serde_json::from_str(&line).unwrap();
+                if got.send(answer).is_err() {
+                    return;
+                }
+            }
+        });
+        // Some answers first, so that the stop comes with sync lines in flight.
+        let mut received: Vec<Value> = Vec::new();
+        while received.len() < 20 {
+            received.push(
+                answers
+                    .recv_timeout(common::PATIENCE)
+                    .expect("answers while the client writes"),
+            );
+        }
+        d.signal(signal);
+        let status = d.wait_exit();
+        reader.join().unwrap();
+        received.extend(answers.try_iter());
+        let synced: Vec<&Value> = received.iter().filter(|a| a.get("sync").is_some()).collect();
+        for (c, answer) in synced.iter().enumerate() {
+            assert_eq!(
+                **answer,
+                serde_json::json!({"sync": c, "events": (c + 1) * LINES, "rejected": 0}),
+                "{signal}: answers in order, each counting the lines before its sync line"
+            );
+        }
+        let db = d.db();
+        let prefix = |n: usize| -> u64 {
+            db.query_row(
+                "SELECT count(DISTINCT json_extract(doc, '$.extra.seq')) FROM api_logs WHERE json_extract(doc, '$.extra.seq') < ?1",
+                [n as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as u64
+        };
+        let answered = synced.len() * LINES;
+        assert_eq!(
+            prefix(answered),
+            answered as u64,
+            "{signal}: every answer meant durable"
+        );
+        if signal == nix::sys::signal::Signal::SIGTERM {
+            assert!(status.success(), "{}", d.log());
+            let last = received.last().unwrap();
+            assert!(last.get("sync").is_none(), "the close's answer comes last: {last}");
+            let accepted = last["events"].as_u64().unwrap() as usize;
+            assert_eq!(
+                d.count("api_logs"),
+                accepted as u64,
+                "what the close's answer counts is stored"
+            );
+            assert_eq!(prefix(accepted), accepted as u64, "a prefix, nothing skipped");
+            // Sync line c follows line (c + 1) * LINES: read if more lines were taken, and maybe
+            // when the stop came right after it.
+            let read_past = accepted / LINES;
+            assert!(
+                synced.len() == read_past || (accepted % LINES == 0 && synced.len() + 1 == read_past),
+                "every sync line read is answered: {} answered, {accepted} lines taken",
+                synced.len()
+            );
+        }
+    }
+}

@@ -380,20 +380,43 @@ impl Config {
         self.mongodb.as_ref().filter(|m| m.enabled)
     }
 
-    /// A warning when the file holds a secret and other users may read it.
+    /// A warning when the file holds a secret and other users may read it. The file's own values
+    /// are read, not the effective ones: a secret passed in the environment (as the warning
+    /// advises) is not in the file.
     pub fn secrets_readable_warning(&self, path: &Path) -> Option<String> {
         use std::os::unix::fs::PermissionsExt;
-        let has_secret = self.mongo().is_some_and(|m| mask_uri_password(&m.uri) != m.uri)
-            || self.webhook.iter().any(WebhookConfig::holds_secret);
         let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        (has_secret && mode & 0o004 != 0).then(|| {
+        if mode & 0o004 == 0 {
+            return None;
+        }
+        let table: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+        file_holds_secret(&table).then(|| {
             format!(
-                "{} holds a password or a webhook key and is readable by every user (mode {:04o}); run chmod 640 on it, or pass secrets in the environment (MONGODB_URI, LNGPT_COLLECTOR_WEBHOOK_<NAME>_URL or _SECRET)",
+                "{} holds a password, a token or a webhook key and is readable by every user (mode {:04o}); run chmod 640 on it, or pass secrets in the environment (MONGODB_URI, LNGPT_COLLECTOR_API_TOKEN, LNGPT_COLLECTOR_WEBHOOK_<NAME>_URL or _SECRET)",
                 path.display(),
                 mode & 0o777
             )
         })
     }
+}
+
+/// Whether a configuration file's text holds a secret: a password in `mongodb.uri`, `api.token`,
+/// a webhook's `secret` or a key in its `url` (a URL printed with a trailing `/` holds none).
+fn file_holds_secret(table: &toml::Table) -> bool {
+    fn text(v: Option<&toml::Value>) -> Option<&str> {
+        v.and_then(toml::Value::as_str).filter(|s| !s.is_empty())
+    }
+    let uri = text(table.get("mongodb").and_then(|m| m.get("uri"))).is_some_and(|u| mask_uri_password(u) != u);
+    let token = text(table.get("api").and_then(|a| a.get("token"))).is_some();
+    let webhooks = table
+        .get("webhook")
+        .and_then(toml::Value::as_array)
+        .is_some_and(|hooks| {
+            hooks.iter().any(|w| {
+                text(w.get("secret")).is_some() || text(w.get("url")).is_some_and(crate::notify::mask::holds_key)
+            })
+        });
+    uri || token || webhooks
 }
 
 /// The `.env` to read, and what to blame if it cannot be: `--env-file`, else

@@ -330,3 +330,33 @@ fn enumerations_refuse_unknown_names_with_a_suggestion() {
     assert_eq!(e.key, "log.format");
     assert!(e.problem.contains("did you mean `json`?"), "{e}");
 }
+
+#[test]
+fn the_readable_file_warning_is_only_for_a_file_that_holds_a_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    // Secrets in the environment (as the warning advises), none in the file.
+    let env = [
+        ("MONGODB_URI", "mongodb://collector:S3cret@db1:27017"),
+        ("LNGPT_COLLECTOR_API_TOKEN", "0123456789abcdef"),
+    ];
+    let warning = |text: &str, mode: u32| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        load_env(text, &env).unwrap().secrets_readable_warning(&path)
+    };
+    let clean = "[mongodb]\nenabled = true\ndatabase = \"llm_api\"\n\n[[webhook]]\nname = \"am\"\nformat = \"alertmanager\"\nurl = \"http://alertmanager:9093\"\n\n[[webhook]]\nname = \"local\"\nurl = \"http://127.0.0.1:9000/hooks/alerts\"\n";
+    assert_eq!(warning(clean, 0o644), None, "no secret in the file");
+    for secret in [
+        "[mongodb]\nuri = \"mongodb://collector:S3cret@db1:27017\"\n",
+        "[api]\ntoken = \"0123456789abcdef\"\n",
+        "[[webhook]]\nname = \"ops\"\nurl = \"https://oapi.dingtalk.com/robot/send?access_token=0123456789abcdef\"\n",
+        "[[webhook]]\nname = \"ops\"\nurl = \"https://0123456789abcdefXYZW@hooks.example.com/notify\"\n",
+        "[[webhook]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9000/hooks/alerts\"\nsecret = \"whsec_MDEyMzQ1Njc4OWFiY2RlZg==\"\n",
+    ] {
+        let w = warning(secret, 0o644).unwrap_or_else(|| panic!("a warning for {secret}"));
+        assert!(w.contains("readable by every user (mode 0644); run chmod 640"), "{w}");
+        assert_eq!(warning(secret, 0o640), None, "not readable by others: {secret}");
+    }
+}

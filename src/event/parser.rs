@@ -102,7 +102,7 @@ impl Parser {
             },
         }
         let kind = event_kind(&self.redactor, &mut map)?;
-        let time = take_time(&self.redactor, &self.naive, &mut map)?.unwrap_or(received);
+        let time = take_time(&self.redactor, &self.naive, &mut map, received)?.unwrap_or(received);
         let body = match kind {
             Kind::Log => Body::Log(self.log(&mut map)?),
             Kind::Cost => Body::Cost(self.cost(&mut map)?),
@@ -350,8 +350,24 @@ fn event_kind(r: &Redactor, m: &mut Fields) -> Result<Kind, String> {
     }
 }
 
-/// The first of `timestamp`, `created_at`, `created` present; the others stay for `extra`.
-fn take_time(r: &Redactor, naive: &NaiveZone, m: &mut Fields) -> Result<Option<Timestamp>, String> {
+/// How far ahead of its arrival an event's time may be: a century. Further ahead, no record of an
+/// LLM call can be meant (a year 9999 from a bad default, epoch milliseconds read as seconds), and
+/// the event would sit at the top of every listing for ever, out of retention's reach. A year 2099
+/// from a clock set wrong is within it: stored as it is, flagged and counted at arrival
+/// (`max_clock_skew`, see [`crate::event::Event::check_clock`]).
+pub const MAX_AHEAD_MS: i64 = 100 * YEAR_MS;
+
+/// 365.25 days.
+const YEAR_MS: i64 = 36_525 * 86_400_000 / 100;
+
+/// The first of `timestamp`, `created_at`, `created` present; the others stay for `extra`. A time
+/// more than [`MAX_AHEAD_MS`] after `received` is refused.
+fn take_time(
+    r: &Redactor,
+    naive: &NaiveZone,
+    m: &mut Fields,
+    received: Timestamp,
+) -> Result<Option<Timestamp>, String> {
     let Some(name) = ["timestamp", "created_at", "created"]
         .into_iter()
         .find(|k| m.get(k).is_some_and(|v| !v.is_null()))
@@ -373,6 +389,14 @@ fn take_time(r: &Redactor, naive: &NaiveZone, m: &mut Fields) -> Result<Option<T
         }
         None => return Ok(None),
     };
+    let ahead = parsed.as_millis().saturating_sub(received.as_millis());
+    if ahead > MAX_AHEAD_MS {
+        return Err(format!(
+            "`{name}` {} is {} years ahead of the collector's clock; times more than 100 years ahead are refused (they would top every listing for ever, past retention). Check the sender's clock, or the field's unit (epoch seconds, not milliseconds)",
+            parsed,
+            ahead / YEAR_MS,
+        ));
+    }
     Ok(Some(parsed))
 }
 
@@ -527,6 +551,36 @@ mod tests {
             (c.model.as_str(), c.currency, c.total_tokens),
             ("m", Currency::Cny, None)
         );
+    }
+
+    #[test]
+    fn a_time_more_than_a_century_ahead_of_arrival_is_refused_and_2099_is_not() {
+        let parser = Parser::new(Arc::new(Redactor::disabled()));
+        // Arrival: 2026-12-01.
+        let received = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let at = |line: &str| parser.parse(line.as_bytes(), &Source::from("t"), received, EventId::new());
+        let far = at(r#"{"message": "m", "timestamp": "9999-12-31T23:59:59Z"}"#);
+        let Body::Reject(r) = &far.body else {
+            panic!("year 9999 is refused: {far:?}")
+        };
+        assert!(
+            r.reason.contains("`timestamp` 9999-12-31T23:59:59")
+                && r.reason.contains("7972 years ahead")
+                && r.reason.contains("more than 100 years ahead are refused"),
+            "{}",
+            r.reason
+        );
+        // Epoch seconds too, and just past the century.
+        assert!(
+            at(r#"{"message": "m", "created": 32503680000}"#).is_reject(),
+            "year 3000"
+        );
+        assert!(at(r#"{"message": "m", "timestamp": "2127-01-01T00:00:00Z"}"#).is_reject());
+        // A clock set wrong stays an event, its time as sent (flagged later by check_clock).
+        let wrong = at(r#"{"message": "m", "timestamp": "2099-01-01T00:00:00Z"}"#);
+        assert!(!wrong.is_reject());
+        assert_eq!(wrong.time, Timestamp::parse_rfc3339("2099-01-01T00:00:00Z").unwrap());
+        assert!(!at(r#"{"message": "m", "timestamp": "2126-11-30T00:00:00Z"}"#).is_reject());
     }
 
     #[test]

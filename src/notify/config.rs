@@ -144,7 +144,7 @@ impl WebhookConfig {
 
     /// Whether the file holding this entry holds a secret (for the readable-file warning).
     pub fn holds_secret(&self) -> bool {
-        !self.secret.is_empty() || self.masked_url() != self.url
+        !self.secret.is_empty() || super::mask::holds_key(&self.url)
     }
 
     pub fn validate(&self, key: &str, p: &mut Problems) {

@@ -7,9 +7,10 @@
 //! last event of the chunk is acknowledged, the chunk's callback runs. Dropping events without
 //! acknowledging them (a crash, a shutdown timeout) never runs it.
 
+use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub struct Ack(Arc<Chunk>);
@@ -52,31 +53,64 @@ impl fmt::Debug for Ack {
     }
 }
 
-/// The durability of a connection's events: how many it queued, how many are durable, and a way to
-/// wait until the second catches up with the first. One per socket connection or HTTP request.
+/// The durability of a connection's chunks, in the order it queued them. One per socket connection
+/// or HTTP request.
+///
+/// Chunks become durable out of order (two batches are written at once, and a chunk's events may sit
+/// in another collection's batch than the next chunk's), so a count of durable events says nothing
+/// about *which* ones are: a sync line is owed its answer only once every chunk before it is durable,
+/// while chunks after it may already be. So this keeps the prefix of chunks that are all durable.
 #[derive(Default)]
 pub struct Delivery {
-    durable: AtomicUsize,
+    queued: AtomicU64,
+    done: Mutex<Done>,
     changed: tokio::sync::Notify,
 }
 
+/// Which chunks are durable: all before `prefix`, and `early` ones after it.
+#[derive(Default)]
+struct Done {
+    prefix: u64,
+    early: BTreeSet<u64>,
+}
+
 impl Delivery {
-    /// An [`Ack`] for a chunk of `events` events that counts them here once durable.
+    /// An [`Ack`] for the connection's next chunk, of `events` events; it marks the chunk durable.
     pub fn ack(self: &Arc<Self>, events: usize) -> Ack {
         let this = self.clone();
-        Ack::new(events, move || {
-            this.durable.fetch_add(events, Ordering::AcqRel);
-            this.changed.notify_waiters();
-        })
+        let chunk = self.queued.fetch_add(1, Ordering::AcqRel);
+        Ack::new(events, move || this.chunk_durable(chunk))
     }
 
-    /// Waits until at least `events` events are durable.
-    pub async fn durable(&self, events: usize) {
+    /// Chunks handed out so far: [`Delivery::durable`] of this waits for all of them.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    fn chunk_durable(&self, chunk: u64) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        done.early.insert(chunk);
+        while let Some(next) = done.early.first().copied().filter(|&c| c == done.prefix) {
+            done.early.remove(&next);
+            done.prefix += 1;
+        }
+        drop(done);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the first `chunks` chunks are all durable.
+    pub fn is_durable(&self, chunks: u64) -> bool {
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).prefix >= chunks
+    }
+
+    /// Waits until the first `chunks` chunks are all durable.
+    pub async fn durable(&self, chunks: u64) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
+            // Registered before the check, so a chunk made durable in between is not missed.
             changed.as_mut().enable();
-            if self.durable.load(Ordering::Acquire) >= events {
+            if self.is_durable(chunks) {
                 return;
             }
             changed.await;
@@ -100,5 +134,23 @@ mod tests {
         assert!(!done.load(Ordering::SeqCst));
         copies[1].acknowledge();
         assert!(done.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_is_durable_only_once_every_chunk_before_it_is() {
+        let delivery = Arc::new(Delivery::default());
+        let (first, second, third) = (delivery.ack(2), delivery.ack(5), delivery.ack(1));
+        assert_eq!(delivery.queued(), 3);
+        // The later chunks are stored first: more events are durable than the first chunk holds,
+        // but not the first chunk's.
+        second.acknowledge_n(5);
+        third.acknowledge();
+        let through_first = delivery.durable(1);
+        tokio::pin!(through_first);
+        assert!(futures_util::FutureExt::now_or_never(through_first.as_mut()).is_none());
+        first.acknowledge_n(2);
+        through_first.await;
+        delivery.durable(3).await;
+        delivery.durable(0).await;
     }
 }

@@ -19,6 +19,8 @@ const SHAPE_LITERALS: &[&str] = &[
     "akia",
     "asia",
     "key=",
+    "key:",
+    "key：",
     "sig=",
     "signature=",
 ];
@@ -163,6 +165,14 @@ impl Rules {
             // api_key=…, password: '…', Authorization: Basic …, api_key：… (full-width colon).
             (
                 format!(r#"(?i){name}['"]?\s*[:=：]\s*['"]?(?:(?:bearer|basic|token|digest)\s+)?([^\s"',;}}]{{4,}})"#),
+                None,
+            ),
+            // A bare `key=…` / `key: …` (an API's error quoting the request's key): `key` alone is
+            // too common a word to be a secret field name, so only as a whole word followed by a
+            // value of 8 or more characters.
+            // A colon ends it unless more of the value follows (`key=abc:def`, not `key=abc: quota`).
+            (
+                r#"(?i)(?-u:\b)key[=:：]\s*['"]?([^\s"',;}:]{8,}(?::[^\s"',;}:]+)*)"#.into(),
                 None,
             ),
             // password is …

@@ -18,8 +18,29 @@ pub struct ClientLines {
     delivery: Arc<Delivery>,
     /// Lines taken: events and rejects.
     tally: Tally,
-    /// Events queued so far (`tally` counts lines; this counts what the delivery waits for).
-    queued: usize,
+}
+
+/// Everything a client had queued at some point (a sync line, its close): resolves once all of it
+/// is durable, whatever was queued after it.
+pub struct Mark {
+    delivery: Arc<Delivery>,
+    chunks: u64,
+}
+
+impl Mark {
+    /// The first `chunks` chunks of `delivery`.
+    #[cfg(test)]
+    pub(crate) fn new(delivery: Arc<Delivery>, chunks: u64) -> Mark {
+        Mark { delivery, chunks }
+    }
+
+    pub fn is_durable(&self) -> bool {
+        self.delivery.is_durable(self.chunks)
+    }
+
+    pub async fn durable(&self) {
+        self.delivery.durable(self.chunks).await;
+    }
 }
 
 impl ClientLines {
@@ -30,7 +51,6 @@ impl ClientLines {
             ingest,
             delivery: Arc::new(Delivery::default()),
             tally: Tally::default(),
-            queued: 0,
         }
     }
 
@@ -102,29 +122,56 @@ impl ClientLines {
         }
         let n = events.len();
         let ack = self.delivery.ack(n);
-        self.ingest
-            .submit(events, Some(ack), reservation, &mut self.tally)
-            .await
-            .map_err(|_| ())?;
-        self.queued += n;
+        let queued = self
+            .ingest
+            .submit(events, Some(ack.clone()), reservation, &mut self.tally)
+            .await;
+        if queued.is_err() {
+            // Never accepted, so never owed (the tally leaves it out too): a mark taken after it
+            // must not wait for it for ever.
+            ack.acknowledge_n(n);
+            return Err(());
+        }
         Ok(())
     }
 
     /// A last line without a newline still counts (a client wrote and closed, or went idle).
     pub async fn finish_partial_line(&mut self) {
-        let received = Timestamp::now();
-        let mut events = Vec::new();
-        let ingest = &self.ingest;
-        self.decoder
-            .finish(&mut |frame| ingest.push(&mut events, frame, received, EventId::new()));
-        self.partial.resize(0);
+        let mut events = self.decode_rest(None);
         let cost = events.iter().map(|e| e.cost as usize).sum();
         let reservation = self.ingest.budget().force(cost);
         let _ = self.submit(&mut events, reservation).await;
     }
 
+    /// Decodes the partial line as if it had ended (the client closed, or went idle), as
+    /// [`ClientLines::decode`] does a read; its memory comes back, and the events hold their own.
+    pub fn decode_rest(&mut self, mut syncs: Option<&mut Vec<(usize, SyncRequest)>>) -> Vec<Event> {
+        let received = Timestamp::now();
+        let mut events = Vec::new();
+        let ingest = &self.ingest;
+        self.decoder.finish(&mut |frame| {
+            if let (Some(syncs), Frame::Line(line)) = (syncs.as_deref_mut(), &frame) {
+                if let Some(sync) = SyncRequest::parse(line) {
+                    syncs.push((events.len(), sync));
+                    return;
+                }
+            }
+            ingest.push(&mut events, frame, received, EventId::new())
+        });
+        self.partial.resize(0);
+        events
+    }
+
+    /// What is queued so far, to wait for its durability while more is queued.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            delivery: self.delivery.clone(),
+            chunks: self.delivery.queued(),
+        }
+    }
+
     /// Returns once everything queued so far is durable.
     pub async fn durable(&self) {
-        self.delivery.durable(self.queued).await;
+        self.mark().durable().await;
     }
 }

@@ -1,6 +1,7 @@
 //! Sources turn bytes from outside into events and queue them. They only produce: they never
 //! look at the store, and the pipeline's budget is the only thing that slows them.
 
+mod answers;
 pub mod client;
 pub mod file;
 pub mod lines;

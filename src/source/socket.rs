@@ -25,6 +25,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 
 use std::sync::Arc;
@@ -33,8 +34,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::answers::{self, Answers};
 use super::client::ClientLines;
 use super::{Ingest, SyncRequest};
+use crate::event::Event;
+use crate::pipeline::budget::Reservation;
 use crate::problems::Problems;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RateLimited;
@@ -252,10 +256,10 @@ impl SocketSource {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            let connection = Connection::new(stream, ingest.clone(), limits);
                             let child = shutdown.child("socket connection");
+                            let ingest = ingest.clone();
                             tokio::spawn(async move {
-                                connection.serve(child).await;
+                                Connection::serve(stream, ingest, limits, child).await;
                                 drop(slot);
                             });
                         }
@@ -353,40 +357,54 @@ pub(crate) const LANE_PATIENCE: Duration = Duration::from_millis(100);
 const CUT_STALLED: &str =
     "the client sent no more of it for socket.line_timeout while other clients waited for the memory it held";
 
-/// One client: reads lines, queues them, and answers once they are durable.
+/// One client: reads lines and queues them; its [`answers::Answerer`] answers each sync line, and the close,
+/// once what came before is durable.
 struct Connection {
-    stream: UnixStream,
+    read: OwnedReadHalf,
     limits: Limits,
     lines: ClientLines,
+    answers: Answers,
 }
 
 impl Connection {
-    fn new(stream: UnixStream, ingest: Ingest, limits: Limits) -> Connection {
-        Connection {
-            stream,
+    /// Serves `stream` until the client closes, idles, goes away or shutdown; answers last.
+    async fn serve(stream: UnixStream, ingest: Ingest, limits: Limits, mut shutdown: Shutdown) {
+        let (read, write) = stream.into_split();
+        let (answers, answerer) = answers::answers(write, limits.idle_timeout);
+        let answering = tokio::spawn(answerer.run());
+        let mut this = Connection {
+            read,
             limits,
             lines: ClientLines::new(ingest),
-        }
-    }
-
-    async fn serve(mut self, mut shutdown: Shutdown) {
-        let end = self.read_until_end(&mut shutdown).await;
+            answers,
+        };
+        let end = this.read_until_end(&mut shutdown).await;
         if end == End::Idle {
             tracing::debug!(
                 "closing a socket client idle for {}",
-                HumanDuration(self.limits.idle_timeout)
+                HumanDuration(this.limits.idle_timeout)
             );
         }
         if end != End::Gone {
-            self.lines.finish_partial_line().await;
+            // A last line without a newline counts, a sync line too.
+            let mut syncs = Vec::new();
+            let events = this.lines.decode_rest(Some(&mut syncs));
+            let cost = events.iter().map(|e| e.cost as usize).sum();
+            let reservation = this.lines.ingest().budget().force(cost);
+            let _ = this.queue_decoded(events, syncs, reservation).await;
         }
-        // Answer only for what is durable; if shutdown's deadline comes first, the process ends and
-        // the client sees no answer, which `send` reports as "not confirmed".
-        self.lines.durable().await;
-        let tally = self.lines.tally();
+        // Answered after every sync line, only once everything is durable; if shutdown's deadline
+        // comes first, the process ends and the client sees no answer, which `send` reports as
+        // "not confirmed".
+        let tally = *this.lines.tally();
         let answer = format!("{{\"events\":{},\"rejected\":{}}}\n", tally.events, tally.rejected);
-        let _ = self.stream.write_all(answer.as_bytes()).await;
-        let _ = self.stream.shutdown().await;
+        let mut memory = this.lines.ingest().budget().empty();
+        let _ = this.answers.owe(this.lines.mark(), answer, &mut memory);
+        let Connection { mut read, answers, .. } = this;
+        drop(answers);
+        if let Ok(Some(mut write)) = answering.await {
+            let _ = write.shutdown().await;
+        }
         if end == End::Idle {
             // Closing with unread bytes would reset the connection, and the client could lose the
             // answer before reading it: what it still sends is read and dropped for a moment
@@ -395,7 +413,7 @@ impl Connection {
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 let mut left = 1usize << 20;
                 while left > 0 {
-                    match tokio::io::AsyncReadExt::read(&mut self.stream, &mut sink).await {
+                    match tokio::io::AsyncReadExt::read(&mut read, &mut sink).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => left = left.saturating_sub(n),
                     }
@@ -411,6 +429,21 @@ impl Connection {
         // Held while this connection reads past the budget to finish its partial line.
         let mut lane: Option<crate::pipeline::budget::LanePermit> = None;
         loop {
+            if !self.answers.has_room() {
+                // As many answers wait as one connection may owe: read on once one is written.
+                // Their durability needs nobody's memory, so the lane goes to the next connection.
+                lane = None;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.recv() => return End::Stopping,
+                    _ = self.answers.room() => {}
+                    _ = patience(self.limits.idle_timeout) => return End::Idle,
+                }
+                if self.answers.is_gone() {
+                    return End::Gone;
+                }
+                continue;
+            }
             match self.wait_readable(shutdown, lane.is_some()).await {
                 Wait::Ready => {}
                 Wait::End(end) => return end,
@@ -450,7 +483,7 @@ impl Connection {
             if buf.is_empty() {
                 buf = vec![0; READ_BUFFER];
             }
-            let n = match self.stream.try_read(&mut buf) {
+            let n = match self.read.try_read(&mut buf) {
                 Ok(0) => return End::Closed,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -493,8 +526,8 @@ impl Connection {
             };
             let readable = async {
                 match slice {
-                    Some(d) => tokio::time::timeout(d, self.stream.readable()).await.ok(),
-                    None => Some(self.stream.readable().await),
+                    Some(d) => tokio::time::timeout(d, self.read.readable()).await.ok(),
+                    None => Some(self.read.readable().await),
                 }
             };
             let ready = tokio::select! {
@@ -523,28 +556,46 @@ impl Connection {
         }
     }
 
-    /// Parses `bytes` and queues the events; answers sync lines once what came before is durable.
-    async fn queue(&mut self, bytes: &[u8], mut reservation: crate::pipeline::budget::Reservation) -> Result<(), ()> {
+    /// Parses `bytes` and queues the events; each sync line's answer is owed once what came before
+    /// it is durable, and the connection reads on meanwhile.
+    async fn queue(&mut self, bytes: &[u8], reservation: Reservation) -> Result<(), ()> {
         // (events before it, the request) for each sync line, in order.
         let mut syncs: Vec<(usize, SyncRequest)> = Vec::new();
-        let mut events = self.lines.decode(bytes, Some(&mut syncs));
+        let events = self.lines.decode(bytes, Some(&mut syncs));
+        self.queue_decoded(events, syncs, reservation).await
+    }
+
+    /// Queues what one read brought: `events`, with `syncs` (events before each, the request).
+    async fn queue_decoded(
+        &mut self,
+        events: Vec<Event>,
+        syncs: Vec<(usize, SyncRequest)>,
+        mut reservation: Reservation,
+    ) -> Result<(), ()> {
+        if syncs.is_empty() {
+            let mut events = events;
+            return self.lines.submit(&mut events, reservation).await;
+        }
+        let mut events = events.into_iter();
         let mut done = 0;
         for (before, sync) in syncs {
-            let mut part: Vec<_> = events.drain(..before - done).collect();
+            let mut part: Vec<_> = events.by_ref().take(before - done).collect();
             done = before;
             let mut share = self.lines.ingest().budget().empty();
             share.take_from(&mut reservation, part.iter().map(|e| e.cost as usize).sum());
             self.lines.submit(&mut part, share).await?;
-            self.lines.durable().await;
+            let tally = self.lines.tally();
             let answer = serde_json::json!({
                 "sync": sync.id,
-                "events": self.lines.tally().events,
-                "rejected": self.lines.tally().rejected,
+                "events": tally.events,
+                "rejected": tally.rejected,
             });
             let mut line = answer.to_string();
             line.push('\n');
-            self.stream.write_all(line.as_bytes()).await.map_err(|_| ())?;
+            self.answers
+                .owe(self.lines.mark(), line, &mut reservation)
+                .map_err(|_| ())?;
         }
-        self.lines.submit(&mut events, reservation).await
+        self.lines.submit(&mut events.collect(), reservation).await
     }
 }

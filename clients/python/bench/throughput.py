@@ -13,6 +13,10 @@ durable; the figure is records × their encoded size ÷ that time. Drops, the mo
 means the collector could not keep up and records went through the disk) and the most bytes held in
 memory are printed with it.
 
+The CPU time each side used per record is printed too (this process: the app's thread and the client's worker;
+the collector's, read from ``/proc`` when the benchmark started it): on a machine shared with other work, a side
+that does not get the CPU it needs at the pace asked for is what limits the figure.
+
 ``--daemon BIN`` starts the collector with its defaults on a temporary directory (a config with
 ``state_dir``, ``[socket] path`` and ``[api] listen`` on a free loopback port) and checks the store's
 count at the end. ``--standin DELAY`` measures the client alone: a second process reads everything and
@@ -103,6 +107,16 @@ def standin(path, delay):
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
+def cpu_seconds(pid=None):
+    """User + system CPU time of this process, or of process ``pid`` (from /proc), in seconds."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -175,6 +189,7 @@ def main():
             c.flush(30)
             first = sent + 1
             per_slice = max(1, int(args.rate * 1e6 / size / 100)) if args.rate else args.records
+            cpu_start = cpu_seconds(), cpu_seconds(process.pid) if args.daemon else 0.0
             start = time.perf_counter()
             for n, i in enumerate(range(first, first + args.records)):
                 c.send(event(i))
@@ -187,6 +202,7 @@ def main():
             confirmed = c.flush(600)
             elapsed = time.perf_counter() - start
             sent = first + args.records
+            cpu = cpu_seconds() - cpu_start[0], (cpu_seconds(process.pid) - cpu_start[1]) if args.daemon else None
             stats = c.close(timeout=5)
             dropped = stats["dropped_queue"] + stats["dropped_spool"]
             delivered = args.records - dropped
@@ -197,6 +213,10 @@ def main():
                       delivered * size / elapsed / 1e6, delivered / elapsed, queued,
                       elapsed, "" if confirmed else ": NOT ALL CONFIRMED", dropped, stats["mode"],
                       stats["held_bytes_peak"] / 1048576))
+            print("CPU per record: client %.1f µs%s; load average %.1f" % (
+                cpu[0] / args.records * 1e6,
+                "" if cpu[1] is None else ", collector %.1f µs" % (cpu[1] / args.records * 1e6),
+                os.getloadavg()[0]))
             sys.stdout.flush()
         if args.daemon:
             db = os.path.join(work, "state", "collector.db")
@@ -204,6 +224,9 @@ def main():
                 "SELECT count(*) FROM api_logs WHERE json_extract(doc, '$.extra.req') IS NOT NULL").fetchone()[0]
             wait_for(lambda: count() >= delivered_all, "the store's count", timeout=120)
             print("stored: %d of the records (all that were not dropped)" % count())
+            with open("/proc/%d/status" % process.pid) as f:
+                peak = [line.split()[1] for line in f if line.startswith("VmHWM:")]
+            print("collector's peak RSS: %.1f MiB" % (int(peak[0]) / 1024 if peak else float("nan")))
     finally:
         if process is not None:
             process.terminate()
