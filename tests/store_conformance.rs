@@ -520,3 +520,58 @@ fn an_alert_fires_repeats_escalates_resolves_and_fires_again_the_same_on_both_st
         });
     }
 }
+
+/// Heartbeats: one document per collector whose counter moves at every beat; a clean stop is
+/// recorded and the next start clears it; every collector is listed, the same on both stores.
+#[test]
+fn heartbeats_count_beats_and_record_a_clean_stop_the_same_on_both_stores() {
+    use lngpt_collector::store::heartbeats::{Beat, Heartbeat, Heartbeats};
+    let s = stores();
+    let beat = |collector: &str, at: i64, stopping: bool| Beat {
+        collector: collector.into(),
+        host: format!("host-{collector}"),
+        pid: 42,
+        version: "1.2.3".into(),
+        started_at: Timestamp(1_000),
+        at: Timestamp(at),
+        every_ms: 30_000,
+        stopping,
+    };
+    let mut seen: Vec<Vec<Heartbeat>> = Vec::new();
+    for store in [&s.sqlite, &s.mongo] {
+        block_on(async {
+            assert_eq!(store.heartbeats().await.unwrap(), vec![], "none yet");
+            store.beat(beat("b", 2_000, false)).await.unwrap();
+            store.beat(beat("a", 2_000, false)).await.unwrap();
+            store.beat(beat("a", 32_000, false)).await.unwrap();
+            store.beat(beat("b", 32_000, true)).await.unwrap();
+        });
+        let beats = block_on(store.heartbeats()).unwrap();
+        let view: Vec<(&str, u64, i64, Option<i64>)> = beats
+            .iter()
+            .map(|h| {
+                (
+                    h.collector.as_str(),
+                    h.beats,
+                    h.beat_at.as_millis(),
+                    h.stopped_at.map(|t| t.as_millis()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            view,
+            [("a", 2, 32_000, None), ("b", 2, 32_000, Some(32_000))],
+            "counted, stopped, in order"
+        );
+        assert_eq!(
+            (beats[0].host.as_str(), beats[0].pid, beats[0].version.as_str(), beats[0].every_ms),
+            ("host-a", 42, "1.2.3", 30_000)
+        );
+        // The next start clears the stop.
+        block_on(store.beat(beat("b", 62_000, false))).unwrap();
+        let b = block_on(store.heartbeats()).unwrap().remove(1);
+        assert_eq!((b.beats, b.stopped_at), (3, None));
+        seen.push(block_on(store.heartbeats()).unwrap());
+    }
+    assert_eq!(seen[0], seen[1], "the same on both stores");
+}

@@ -85,6 +85,22 @@ pub async fn active(State(api): State<Api>, query: RawQuery) -> Result<Json<Valu
     Ok(Json(body))
 }
 
+/// `GET /api/collectors`: the collectors writing to this store (several share one MongoDB), this
+/// one first, each with its latest heartbeat and how it looks from here (`standing`: `this`,
+/// `beating`, `watching`, `silent`, `stopped`, or `unknown` while the beats cannot be read).
+pub async fn collectors(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
+    Params::new(query, &[])?;
+    let (cfg, _) = api.inner.monitor.config();
+    let collectors = api.inner.monitor.collectors();
+    Ok(Json(json!({
+        "success": true,
+        "heartbeat_every_ms": cfg.heartbeat_every.0.as_millis() as u64,
+        "silent_after_seconds": cfg.rules.collector_silent.threshold,
+        "watching": api.inner.monitor_running,
+        "collectors": collectors,
+    })))
+}
+
 /// `GET /api/stats/recent[?model=]`: the monitor's windows held in memory (`monitor.keep`), in the
 /// shape of `/api/stats/performance`: what the page shows when the store cannot answer.
 pub async fn recent(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {

@@ -112,7 +112,7 @@ pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {}; the API serves the page at /, /api/logs, /api/cost, /api/performance, /api/rejects, /api/alerts, /api/metrics/minutes (and /stream of the first three), /api/stats/cost, /api/stats/errors, /api/stats/performance, /api/budget, /api/alerts/active, /api/alerts/silences, /api/config/monitor, POST /api/events, /healthz, /readyz and /metrics",
+            "no route {}; the API serves the page at /, /api/logs, /api/cost, /api/performance, /api/rejects, /api/alerts, /api/metrics/minutes (and /stream of the first three), /api/stats/cost, /api/stats/errors, /api/stats/performance, /api/stats/recent, /api/budget, /api/alerts/active, /api/collectors, /api/alerts/silences, /api/config/monitor, POST /api/events, /healthz, /readyz and /metrics",
             uri.path()
         ),
     )

@@ -617,6 +617,7 @@ fn router(api: Api, access: access::Access) -> Router {
         .route("/api/stats/errors", get(stats::errors))
         .route("/api/stats/performance", get(stats::performance))
         .route("/api/stats/recent", get(alerts::recent))
+        .route("/api/collectors", get(alerts::collectors))
         .route("/api/events", post(ingest::post_events))
         .route("/api/budget", get(alerts::budget))
         .route("/api/alerts/active", get(alerts::active))

@@ -92,6 +92,17 @@ impl Text<'_> {
         )
     }
 
+    pub fn collector_silent(&self, host: &str, collector: &str, seconds: f64, threshold: f64) -> (String, String) {
+        let short: String = collector.chars().take(6).collect();
+        (
+            self.title(&format!("采集器 {host} 已失联"), &format!("Collector {host} is silent")),
+            self.pick(
+                format!("采集器 {host}（{short}）已 {seconds:.0} 秒没有心跳（阈值 {threshold:.0} 秒）：可能已崩溃、卡住，或无法连接 MongoDB。请检查该主机上的服务。"),
+                format!("Collector {host} ({short}) has not beaten for {seconds:.0} s (threshold {threshold:.0} s): it may have crashed, hung, or lost MongoDB. Check the service on that host."),
+            ),
+        )
+    }
+
     pub fn store_unreachable(&self, seconds: f64, threshold: f64, outbox: u64) -> (String, String) {
         (
             self.title("MongoDB 不可达", "MongoDB unreachable"),

@@ -13,6 +13,7 @@
 
 pub mod alerts;
 pub mod budget;
+pub mod liveness;
 mod messages;
 pub mod rules;
 pub mod silences;
@@ -28,10 +29,12 @@ use crate::pipeline::tap::Observer;
 use crate::pipeline::{Chunk, PipelineSender};
 use crate::shutdown::Shutdown;
 use crate::store::alerts::{AlertRecord, AlertStore};
+use crate::store::heartbeats::{Beat, Heartbeats};
 use crate::store::query::{budget_buckets, Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
 use crate::units::HumanDuration;
 use alerts::{AlertSink, Lifecycle};
 use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period, Reading};
+use liveness::{CollectorView, Liveness};
 use messages::Text;
 use rules::{Condition, MonitorConfig, RuleConfig};
 use vocabulary::Severity;
@@ -62,6 +65,8 @@ struct State {
     unreachable_since: Option<i64>,
     outbox_dropped_seen: u64,
     firing: Vec<AlertRecord>,
+    /// The collectors sharing the store, from their heartbeats.
+    liveness: Liveness,
 }
 
 impl Observer for Monitor {
@@ -89,6 +94,7 @@ impl Monitor {
                     unreachable_since: None,
                     outbox_dropped_seen: 0,
                     firing: Vec::new(),
+                    liveness: Liveness::default(),
                 }),
                 host,
             }),
@@ -187,6 +193,28 @@ impl Monitor {
         body
     }
 
+    /// The collectors sharing the store, this one first, as their heartbeats show them.
+    pub fn collectors(&self) -> Vec<CollectorView> {
+        let s = self.lock();
+        s.liveness.collectors(s.cfg.rules.collector_silent.threshold, Timestamp::now())
+    }
+
+    /// Writes this collector's heartbeat and reads everyone's (see [`liveness`]).
+    async fn heartbeat<S: Heartbeats>(&self, store: &S, beat: Beat) {
+        let every = self.lock().cfg.heartbeat_every.0;
+        // A beat or read that hangs must not outlast the next one.
+        let beat_and_read = async {
+            store.beat(beat).await?;
+            store.heartbeats().await
+        };
+        let read = tokio::time::timeout(every.max(Duration::from_secs(1)), beat_and_read).await;
+        let mut s = self.lock();
+        match read {
+            Ok(Ok(beats)) => s.liveness.observe(beats, Timestamp::now()),
+            Ok(Err(_)) | Err(_) => s.liveness.unreadable(),
+        }
+    }
+
     /// The alerts firing now.
     pub fn firing(&self) -> Vec<AlertRecord> {
         self.lock().firing.clone()
@@ -213,7 +241,7 @@ impl Monitor {
 
     /// Evaluates until shutdown: writes finished windows, refreshes the budget from the store,
     /// and runs the rules through the alert lifecycle.
-    pub async fn run<S: Query + AlertStore>(
+    pub async fn run<S: Query + AlertStore + Heartbeats>(
         self,
         store: S,
         metrics: PipelineSender,
@@ -222,6 +250,22 @@ impl Monitor {
         mut shutdown: Shutdown,
     ) {
         let repeat = self.lock().cfg.repeat_interval.0;
+        self.lock().liveness = Liveness::new(installation.clone());
+        let beat = {
+            let started_at = Timestamp::now();
+            let every_ms = self.lock().cfg.heartbeat_every.0.as_millis() as u64;
+            let (collector, host) = (installation.clone(), self.shared.host.clone());
+            move |stopping: bool| Beat {
+                collector: collector.clone(),
+                host: host.clone(),
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at,
+                at: Timestamp::now(),
+                every_ms,
+                stopping,
+            }
+        };
         let mut lifecycle = Lifecycle::new(store.clone(), sink, repeat, installation);
         // A store that hangs at start must not keep the daemon from stopping.
         let started = async {
@@ -277,11 +321,22 @@ impl Monitor {
                 self.lock().firing = lifecycle.firing();
             }
         };
+        let heartbeats = async {
+            loop {
+                self.heartbeat(&store, beat(false)).await;
+                let every = self.lock().cfg.heartbeat_every.0;
+                tokio::time::sleep(every).await;
+            }
+        };
         // The evaluations end at shutdown (or when the pipeline is gone), and the readings with them.
         tokio::select! {
             _ = budget_readings => {}
+            _ = heartbeats => {}
             _ = evaluations => {}
         }
+        // A clean stop, said so that the others do not take it for silence (at most a second: a
+        // store that does not answer must not hold the stop up; they will then alert, rightly).
+        let _ = tokio::time::timeout(Duration::from_secs(1), store.beat(beat(true))).await;
     }
 
     /// One evaluation at `now`, from memory: the documents of windows whose grace has passed
@@ -603,6 +658,9 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
     }
     if on(&rules.budget) {
         out.extend(budget_conditions(&s.budget, &rules.budget, &cfg, now));
+    }
+    if on(&rules.collector_silent) {
+        out.extend(s.liveness.conditions(&rules.collector_silent, &text(), now));
     }
     out
 }

@@ -35,7 +35,7 @@ pub struct RuleConfig {
 }
 
 impl RuleConfig {
-    fn new(threshold: f64, severity: Severity) -> RuleConfig {
+    pub(crate) fn new(threshold: f64, severity: Severity) -> RuleConfig {
         RuleConfig {
             enabled: true,
             threshold,
@@ -102,6 +102,8 @@ pub struct RulesConfig {
     pub budget: RuleConfig,
     /// Cost records in the last window whose model has no price in `[prices]` (stored at 0).
     pub unpriced: RuleConfig,
+    /// Seconds another collector sharing the store has not beaten (see `monitor.heartbeat_every`).
+    pub collector_silent: RuleConfig,
 }
 
 impl Default for RulesConfig {
@@ -118,6 +120,7 @@ impl Default for RulesConfig {
             rejects: RuleConfig::new(100.0, Severity::Warning),
             budget: RuleConfig::new(1.0, Severity::Critical),
             unpriced: RuleConfig::new(0.0, Severity::Warning),
+            collector_silent: RuleConfig::new(180.0, Severity::High),
         }
     }
 }
@@ -155,7 +158,7 @@ impl<'de> Deserialize<'de> for RulesConfig {
 }
 
 /// Every rule's name, as `[monitor.rules.<name>]`, alerts' `rule` and webhooks' `rules` spell it.
-pub const RULE_NAMES: [&str; 11] = [
+pub const RULE_NAMES: [&str; 12] = [
     "error_rate",
     "avg_duration",
     "request_count",
@@ -167,6 +170,7 @@ pub const RULE_NAMES: [&str; 11] = [
     "rejects",
     "budget",
     "unpriced",
+    "collector_silent",
 ];
 
 impl RulesConfig {
@@ -183,6 +187,7 @@ impl RulesConfig {
             "rejects" => &mut self.rejects,
             "budget" => &mut self.budget,
             "unpriced" => &mut self.unpriced,
+            "collector_silent" => &mut self.collector_silent,
             _ => return None,
         })
     }
@@ -193,7 +198,7 @@ impl RulesConfig {
         }
     }
 
-    pub fn all(&self) -> [(&'static str, &RuleConfig); 11] {
+    pub fn all(&self) -> [(&'static str, &RuleConfig); 12] {
         [
             ("error_rate", &self.error_rate),
             ("avg_duration", &self.avg_duration),
@@ -206,6 +211,7 @@ impl RulesConfig {
             ("rejects", &self.rejects),
             ("budget", &self.budget),
             ("unpriced", &self.unpriced),
+            ("collector_silent", &self.collector_silent),
         ]
     }
 }
@@ -265,7 +271,7 @@ impl Condition {
 pub fn unit_of(rule: &str) -> Unit {
     match rule {
         "error_rate" | "model_error_rate" => Unit::Percent,
-        "avg_duration" | "p95_duration" | "no_events" | "store_unreachable" => Unit::Seconds,
+        "avg_duration" | "p95_duration" | "no_events" | "store_unreachable" | "collector_silent" => Unit::Seconds,
         "budget" => Unit::Rmb,
         _ => Unit::Count,
     }
@@ -295,6 +301,8 @@ pub struct MonitorConfig {
     pub evaluate_every: HumanDuration,
     /// While an alert lasts, it is sent again this often.
     pub repeat_interval: HumanDuration,
+    /// How often this collector writes its heartbeat and reads the others' (`collector_silent`).
+    pub heartbeat_every: HumanDuration,
     pub language: Language,
     pub rules: RulesConfig,
 }
@@ -308,6 +316,7 @@ impl Default for MonitorConfig {
             grace: HumanDuration(Duration::from_secs(5)),
             evaluate_every: HumanDuration(Duration::from_secs(10)),
             repeat_interval: HumanDuration(Duration::from_secs(4 * 3600)),
+            heartbeat_every: HumanDuration(Duration::from_secs(30)),
             language: Language::Zh,
             rules: RulesConfig::default(),
         }
@@ -351,6 +360,22 @@ impl MonitorConfig {
             Duration::from_secs(3600),
         );
         p.duration_in("monitor.repeat_interval", self.repeat_interval, ms, 7 * day);
+        p.duration_in(
+            "monitor.heartbeat_every",
+            self.heartbeat_every,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        let silent = &self.rules.collector_silent;
+        if silent.enabled && silent.threshold < 2.0 * self.heartbeat_every.0.as_secs_f64() {
+            p.add(
+                "monitor.rules.collector_silent.threshold",
+                format!(
+                    "is {} s; expected at least twice monitor.heartbeat_every ({}), or a collector between two beats looks silent",
+                    silent.threshold, self.heartbeat_every
+                ),
+            );
+        }
         self.rules.validate(p);
     }
 }

@@ -343,6 +343,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             tracing::info!("embedded store: dropped the index {name}, which this release does not use");
         }
     }
+    tx.execute_batch(super::heartbeats::CREATE_TABLE)?;
     if version != SCHEMA_VERSION {
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
         if version > 0 {

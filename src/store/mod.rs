@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod collections;
 pub mod document;
 pub mod embedded;
+pub mod heartbeats;
 pub mod mongo;
 pub mod outbox;
 pub mod query;

@@ -186,6 +186,11 @@ impl MongoStore {
         self.inner.db.collection(self.name(c))
     }
 
+    /// `collector_state`: the daemon's own state (adoption marks, heartbeats), not events.
+    pub(crate) fn state_documents(&self) -> mongodb::Collection<Document> {
+        self.inner.db.collection(adopt::STATE_COLLECTION)
+    }
+
     pub(crate) fn host(&self) -> &str {
         &self.inner.host
     }

@@ -146,6 +146,21 @@
     'st.events': ['{0} 条（{1}）', '{0} events ({1})'],
     'st.failing': ['写入失败：{0}', 'writes fail: {0}'],
     'st.address': ['地址', 'Address'],
+    'st.collectors': ['共用此存储的采集器', 'Collectors sharing this store'],
+    'st.host': ['主机', 'Host'],
+    'st.id': ['编号', 'Id'],
+    'st.version': ['版本', 'Version'],
+    'st.started': ['启动于', 'Started'],
+    'st.lastBeat': ['最后心跳', 'Last heartbeat'],
+    'st.standing': ['状态', 'State'],
+    'st.ago': ['{0}（{1} 秒前）', '{0} ({1} s ago)'],
+    'cs.this': ['本机', 'this one'],
+    'cs.beating': ['正常', 'beating'],
+    'cs.watching': ['观察中', 'watching'],
+    'cs.silent': ['失联 {0} 秒', 'silent for {0} s'],
+    'cs.stopped': ['已停止（{0}）', 'stopped ({0})'],
+    'cs.unknown': ['未知：存储无法应答', 'unknown: the store cannot answer'],
+    'cs.none': ['还没有心跳（监控关闭，或刚启动）。', 'No heartbeats yet (the monitor is off, or just started).'],
     'st.downSince': ['否，自 {0} 起', 'no, since {0}'],
     'st.oldest': ['最早 {0}', 'oldest {0}'],
     yes: ['是', 'yes'],
@@ -1190,8 +1205,33 @@
     for (const m of text.matchAll(/^lngpt_collector_events_stored_total(?:\{[^}]*\})? ([0-9.e+]+)/gm)) sum += +m[1];
     return sum;
   }
+  // The collectors writing to this store, from their heartbeats: this one first.
+  function collectorRows(peers) {
+    const tb = $('st-collectors').tBodies[0];
+    tb.textContent = '';
+    const list = (peers && peers.collectors) || [];
+    for (const c of list) {
+      const tr = tb.insertRow();
+      tr.dataset.collector = c.collector;
+      tr.dataset.standing = c.standing;
+      const last = c.standing === 'this' ? c.beat_at : c.last_seen || c.beat_at;
+      const ago = Math.max(0, Math.round((Date.now() - Date.parse(last)) / 1000));
+      const standing = {
+        this: t('cs.this'), beating: t('cs.beating'), watching: t('cs.watching'),
+        silent: t('cs.silent', int(c.silent_seconds)), stopped: t('cs.stopped', c.stopped_at ? fmtIso(c.stopped_at).slice(5, 16) : ''),
+        unknown: t('cs.unknown'),
+      }[c.standing] || c.standing;
+      const cls = { silent: 'bad', beating: 'good', this: 'good' }[c.standing] || 'muted';
+      [c.host, c.collector.slice(0, 6), c.version, fmtIso(c.started_at).slice(5, 16), t('st.ago', fmtIso(last).slice(5, 19), int(ago)), standing]
+        .forEach((v, i) => { const td = tr.insertCell(); td.textContent = v; if (i === 5) td.className = cls; });
+    }
+    if (!list.length) {
+      const td = tb.insertRow().insertCell();
+      td.colSpan = 6; td.className = 'muted'; td.textContent = t('cs.none');
+    }
+  }
   async function loadStatus() {
-    const [ready, rej, metrics] = await Promise.all([
+    const [ready, rej, metrics, peers] = await Promise.all([
       api('/readyz', { allow: [503] }),
       // Rejects are stored: while the store cannot answer, the rest of the panel still can.
       api('/api/rejects?per_page=10&start_time=' + encodeURIComponent(iso(Date.now() - 86400e3))).catch((e) => {
@@ -1199,6 +1239,7 @@
         return { rejects: [], pagination: { total: 0 }, error: e };
       }),
       api('/metrics', { text: true }),
+      api('/api/collectors').catch(() => null),
     ]);
     const s = ready.store || {};
     const stored = storedTotal(metrics);
@@ -1241,6 +1282,7 @@
       div.append(dt, dd);
       grid.append(div);
     }
+    collectorRows(peers);
     const tb = $('st-rejects').tBodies[0];
     tb.textContent = '';
     for (const r of rej.rejects) {
