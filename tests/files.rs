@@ -1279,3 +1279,40 @@ fn asctime_is_read_in_naive_timezone_like_naive_json_times_either_side_of_midnig
         "a configured zone wins over the host's"
     );
 }
+
+/// Issue 20, item 4: a text record keeps its lines up to `max_line_bytes` in all, a record of one
+/// line longer than that too (it kept only the first 64 KiB, the length a rejected line keeps),
+/// and a continuation line that crosses the limit keeps the part that fits. What is not kept is
+/// counted in `extra.cut_bytes`.
+#[test]
+fn a_text_record_keeps_up_to_max_line_bytes_even_as_one_long_line() {
+    const MAX: usize = 256 * 1024;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let header = |seq: u64| format!("2026-11-26 12:00:00,000 - lngpt - INFO - record {seq} ");
+    // Record 1: one line of 1 MiB. Record 2: a short header, then a traceback whose second line
+    // crosses the limit. Record 3 completes record 2.
+    let long = "x".repeat(1 << 20);
+    let first = format!("{}{long}\n", header(1));
+    let tb_head = "Traceback (most recent call last):";
+    let second = format!("{}boom\n{tb_head}\n{long}\n", header(2));
+    append(&log, &(first.clone() + &second + &header(3) + "end\n"));
+    let d = Daemon::start(&file_section(&log, &format!("{TEXT}\nmax_line_bytes = {MAX}")));
+    d.wait_for_count("api_logs", 3);
+    let docs = text_docs(&d);
+    let one = &docs[&1];
+    let message = one["message"].as_str().unwrap();
+    let kept = header(1).len() - "record 1 ".len() + message.len();
+    assert_eq!(kept, MAX, "the line's first max_line_bytes are kept");
+    assert_eq!(one["extra"]["cut_bytes"].as_u64(), Some((first.len() - 1 - MAX) as u64));
+    let two = &docs[&2];
+    let traceback = two["traceback"].as_str().unwrap();
+    let kept = header(2).len() + "boom".len() + 1 + traceback.len();
+    assert_eq!(kept, MAX, "the record's lines fill max_line_bytes");
+    assert_eq!(
+        kept as u64 + two["extra"]["cut_bytes"].as_u64().unwrap(),
+        (second.len() - 1) as u64,
+        "every byte is kept or counted"
+    );
+    assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}

@@ -350,7 +350,7 @@ impl Tailer {
             Format::Auto => !identity.json_head,
         });
         let decoder = if text.is_some() {
-            decoder.keeping_blank_lines()
+            decoder.keeping_blank_lines().keeping_long_line_heads()
         } else {
             decoder
         };
