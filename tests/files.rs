@@ -1316,3 +1316,28 @@ fn a_text_record_keeps_up_to_max_line_bytes_even_as_one_long_line() {
     );
     assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
 }
+
+/// Issue 20, item 4: Python's handlers rotate between records, so the last record of a text log
+/// is complete once its file is rotated away, and is stored at once, not `multiline_timeout` later
+/// (here 10 minutes). A kill -9 in that wait, then `backupCount` deleting the rotated file before
+/// the restart, lost the record: the checkpoint stood at its first line, in a file that was gone.
+#[test]
+fn the_last_record_of_a_rotated_text_log_is_stored_at_once_and_survives_a_kill_9_and_deletion() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let mut d = Daemon::start(&file_section(&log, "format = \"python\"\nmultiline_timeout = \"10m\""));
+    append(&log, &(0..6).map(text_record).collect::<String>());
+    // Record 5, the file's last, is open: nothing after it says it is complete.
+    wait_for_exactly(&d, &(0..5).collect());
+    // RotatingFileHandler's rollover, then the next records in the new file.
+    std::fs::rename(&log, logs.path().join("app.log.1")).unwrap();
+    append(&log, &(6..8).map(text_record).collect::<String>());
+    wait_for_exactly(&d, &(0..7).collect());
+    d.signal(Signal::SIGKILL);
+    d.wait_exit();
+    std::fs::remove_file(logs.path().join("app.log.1")).unwrap();
+    d.restart();
+    append(&log, &text_record(8));
+    wait_for_exactly(&d, &(0..8).collect());
+    assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}

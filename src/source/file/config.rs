@@ -35,8 +35,9 @@ pub struct FileConfig {
     /// The `datefmt` of that formatter; unset, logging's own `2026-11-26 12:00:00,123`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datefmt: Option<String>,
-    /// A text record is complete when the next one starts, or after this long without new data in
-    /// the file (Python writes a record, traceback included, at once).
+    /// A text record is complete when the next one starts, after this long without new data in
+    /// the file (Python writes a record, traceback included, at once), or when its file is rotated
+    /// away (Python's handlers rotate between records).
     pub multiline_timeout: HumanDuration,
 }
 

@@ -56,19 +56,25 @@ impl Pattern {
         is_glob(&self.path)
     }
 
+    /// Whether `p` is where the app writes now: the plain path itself, or a match of the glob.
+    /// A file found under another name (a rotated sibling, a name the glob's matches are rotated
+    /// into) has been rotated away: its writer has moved on to a new file.
+    pub fn is_current(&self, p: &Path) -> bool {
+        match &self.glob {
+            Some(g) => g.matches_path_with(p, match_options()) && !is_archive(&p.to_string_lossy()),
+            None => p.as_os_str() == self.path.as_str(),
+        }
+    }
+
     /// Whether `p` is a plain (uncompressed) file of the pattern: those are what a fast rotation
     /// may delete unread, so the notification thread opens them at once.
     pub fn matches(&self, p: &Path) -> bool {
         let name = p.to_string_lossy();
-        if ARCHIVES.iter().any(|ext| name.ends_with(ext)) {
+        if is_archive(&name) {
             return false;
         }
-        let options = glob::MatchOptions {
-            require_literal_separator: true,
-            ..glob::MatchOptions::new()
-        };
         match &self.glob {
-            Some(g) => g.matches_path_with(p, options),
+            Some(g) => g.matches_path_with(p, match_options()),
             None => {
                 name == self.path
                     || name
@@ -81,6 +87,18 @@ impl Pattern {
 
 fn is_glob(path: &str) -> bool {
     path.contains(['*', '?', '['])
+}
+
+fn is_archive(name: &str) -> bool {
+    ARCHIVES.iter().any(|ext| name.ends_with(ext))
+}
+
+/// A `*` never matches across a `/`, as in the shell.
+fn match_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        require_literal_separator: true,
+        ..glob::MatchOptions::new()
+    }
 }
 
 /// A path found by a scan, with its one `stat`.
@@ -171,6 +189,10 @@ impl Discovery {
             wake_tx,
             warnings: Warnings::default(),
         }
+    }
+
+    pub fn pattern(&self) -> &Pattern {
+        &self.pattern
     }
 
     /// Watches the pattern's directory for changes; while it is missing, its nearest existing
@@ -289,7 +311,7 @@ impl Discovery {
         for (paths, current) in [(siblings, false), (main, true)] {
             let mut group = Vec::with_capacity(paths.len());
             for path in paths {
-                if !is_gz(&path) && ARCHIVES.iter().any(|ext| path.to_string_lossy().ends_with(ext)) {
+                if !is_gz(&path) && is_archive(&path.to_string_lossy()) {
                     continue;
                 }
                 match std::fs::metadata(&path) {

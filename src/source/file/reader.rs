@@ -97,6 +97,9 @@ pub(super) struct Tracked {
     pub partial: Reservation,
     /// Found by the last scan (under some scanned path); else deleted or renamed out of reach.
     pub visible: bool,
+    /// Found by the last scan where the app writes now (the plain path, a match of the glob);
+    /// else rotated away, so its text has ended between two records.
+    pub current: bool,
     /// When the file was last found at its end.
     pub idle_since: Option<Instant>,
     /// A compressed file read to its end, and its size and mtime from before that last read.
@@ -367,6 +370,7 @@ impl Tailer {
             ingest: self.ingest.with_source(Source::from(path.display().to_string())),
             partial: self.ingest.budget().empty(),
             visible: true,
+            current: self.discovery.pattern().is_current(path),
             idle_since: None,
             finished: None,
             nul_skipped,
@@ -387,6 +391,7 @@ impl Tailer {
             Reader::Plain(_) => None,
         };
         let began = Instant::now();
+        let mut at_end = false;
         while total < FAIR_SHARE && began.elapsed() < TIME_SHARE {
             if self.stopping() {
                 return Err(Stopped);
@@ -399,6 +404,7 @@ impl Tailer {
                     if t.reader.compressed() {
                         t.finished = before;
                     }
+                    at_end = true;
                     break;
                 }
                 Ok(n) => n,
@@ -478,8 +484,10 @@ impl Tailer {
                 return Err(Stopped);
             }
         }
-        if total == 0 {
-            self.complete_due_record(i)?;
+        if at_end && !self.files.tracked[i].current {
+            self.complete_record(i, Completion::RotatedAway)?;
+        } else if total == 0 {
+            self.complete_record(i, Completion::IfDue)?;
         }
         let t = &mut self.files.tracked[i];
         if total > 0 {
@@ -490,9 +498,9 @@ impl Tailer {
         Ok(Some(total))
     }
 
-    /// Queues file `i`'s open record if it has waited `multiline_timeout` for more lines, as a
-    /// chunk of its own; its checkpoint then moves past it.
-    fn complete_due_record(&mut self, i: usize) -> Result<(), Stopped> {
+    /// Queues file `i`'s open record, if `why` says it is complete, as a chunk of its own; its
+    /// checkpoint then moves past it once the chunk is durable.
+    fn complete_record(&mut self, i: usize, why: Completion) -> Result<(), Stopped> {
         let t = &mut self.files.tracked[i];
         let Some(records) = t.records.as_mut() else {
             return Ok(());
@@ -505,8 +513,15 @@ impl Tailer {
             received: Timestamp::now(),
             fingerprint: t.identity.fingerprint,
         };
-        if !records.complete_if_due(Instant::now(), &mut out) {
+        let completed = match why {
+            Completion::IfDue => records.complete_if_due(Instant::now(), &mut out),
+            Completion::RotatedAway => records.complete_open(&mut out),
+        };
+        if !completed {
             return Ok(());
+        }
+        if let Completion::RotatedAway = why {
+            tracing::debug!("{}: rotated away, so its last record is complete", t.path.display());
         }
         // The record's memory moves from what the file holds to the chunk that carries it.
         let mut reservation = self.ingest.budget().empty();
@@ -519,6 +534,17 @@ impl Tailer {
             .block_on(ingest.submit(&mut events, Some(ack), reservation, &mut Tally::default()))
             .map_err(|_| Stopped)
     }
+}
+
+/// Why an open text record may be complete.
+enum Completion {
+    /// It has waited `multiline_timeout` without new data.
+    IfDue,
+    /// Its file was rotated away (renamed, replaced or deleted) and read to its end. Python's
+    /// handlers rotate only between records, so what the file holds is whole: waiting
+    /// `multiline_timeout` would only widen the window in which a crash, and `backupCount`
+    /// deleting the file before the restart, loses the record.
+    RotatedAway,
 }
 
 pub(super) fn lock(p: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {

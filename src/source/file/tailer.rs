@@ -173,8 +173,10 @@ impl Tailer {
             self.consider(c);
         }
         self.take_early(&seen);
+        let pattern = self.discovery.pattern();
         for t in &mut self.files.tracked {
             t.visible = seen.contains(&t.id());
+            t.current = t.visible && pattern.is_current(&t.path);
         }
         // Closed files no longer found are gone (deleted, or renamed out of reach): forget them.
         let before = self.files.parked.len();

@@ -1,6 +1,7 @@
 //! Lines → records: a header line starts a record, the lines after it that are not headers (a
 //! traceback, a message with newlines) belong to it, and the record is complete when the next
-//! header comes or the file has had no new data for `multiline_timeout`.
+//! header comes, when the file has had no new data for `multiline_timeout`, or when the file was
+//! rotated away and read to its end (the tailer says so: [`Records::complete_open`]).
 //!
 //! **Exactly once.** A record's id is derived from the offset of its first line, and while a record
 //! is open the offset the tailer may checkpoint is that first line's ([`Records::committed`]): a
@@ -184,6 +185,14 @@ impl Records {
             return true;
         }
         false
+    }
+
+    /// Completes the open record, if any, whatever the time: its file ended between two records
+    /// (rotated away). Returns whether there was one.
+    pub fn complete_open(&mut self, out: &mut Out<'_>) -> bool {
+        let open = self.open.is_some();
+        self.complete(out);
+        open
     }
 
     /// Turns the open record, if any, into its event (or reject) in `out`.
