@@ -1341,3 +1341,36 @@ fn the_last_record_of_a_rotated_text_log_is_stored_at_once_and_survives_a_kill_9
     wait_for_exactly(&d, &(0..8).collect());
     assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
 }
+
+/// Issue 20, item 4: a glob follows the files its matches were rotated into, also while the daemon
+/// was down. `*.log` matches neither `app.log.1` nor `worker.log.1.gz`; the lines written to them
+/// before the rotation, while the daemon was stopped, were silently lost. They are read from
+/// their checkpoints now (the compressed one too, and with no new `worker.log` beside it), once.
+#[test]
+fn a_glob_finishes_rotations_that_happened_while_the_daemon_was_down_compressed_or_not() {
+    use flate2::{write::GzEncoder, Compression};
+    let logs = tempfile::tempdir().unwrap();
+    let (app, worker) = (logs.path().join("app.log"), logs.path().join("worker.log"));
+    append(&app, &(0..100).map(line).collect::<String>());
+    append(&worker, &(1000..1100).map(line).collect::<String>());
+    let mut d = Daemon::start(&file_section(&logs.path().join("*.log"), ""));
+    let mut expected: BTreeSet<u64> = (0..100).chain(1000..1100).collect();
+    wait_for_exactly(&d, &expected);
+    assert!(d.stop().success());
+    // While stopped: more lines, then a rename rotation of app.log, and worker.log rotated and
+    // compressed (logrotate's compress without delaycompress) with no new worker.log yet.
+    append(&app, &(100..200).map(line).collect::<String>());
+    std::fs::rename(&app, logs.path().join("app.log.1")).unwrap();
+    append(&app, &(200..210).map(line).collect::<String>());
+    append(&worker, &(1100..1200).map(line).collect::<String>());
+    let mut gz = GzEncoder::new(
+        std::fs::File::create(logs.path().join("worker.log.1.gz")).unwrap(),
+        Compression::default(),
+    );
+    gz.write_all(&std::fs::read(&worker).unwrap()).unwrap();
+    gz.finish().unwrap();
+    std::fs::remove_file(&worker).unwrap();
+    expected.extend((100..210).chain(1100..1200));
+    d.restart();
+    wait_for_exactly(&d, &expected);
+}

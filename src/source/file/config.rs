@@ -10,8 +10,8 @@ use crate::units::HumanDuration;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
-    /// A path or a glob (`/var/log/lngpt/*.log`). For a plain path, rotated siblings (`app.log.1`,
-    /// `app.log.2026-11-26`) are followed too.
+    /// A path or a glob (`/var/log/lngpt/*.log`). The names its files are rotated into are followed
+    /// too: a plain path's siblings (`app.log.1`, `app.log.2026-11-26`), a glob followed by `.*`.
     pub path: String,
     /// Where to start in a file never seen before.
     pub start_at: StartAt,

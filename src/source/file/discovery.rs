@@ -1,12 +1,16 @@
 //! Discovery: which paths belong to a `[[file]]` entry, and knowing promptly when they change.
 //!
-//! **Candidates.** A scan lists the entry's paths and `stat`s each once: the glob's matches, or the
-//! plain path, and the rotated siblings of a plain path (`app.log.1`, `app.log.2026-11-26`,
-//! `app.log.1.gz`), oldest first, so that rotations that happened while the daemon was stopped are
-//! finished in the order they were written. Siblings are found by one directory listing rather
-//! than a glob: this runs on every poll. Compressed archives other than `.gz` are never
-//! candidates; a `.gz` is one, and the tailer reads it only if it is a checkpointed file
-//! compressed (its fingerprint says so).
+//! **Candidates.** A scan lists the entry's paths and `stat`s each once: the plain path or the
+//! glob's matches, and the names they are rotated into, oldest first, so that rotations that
+//! happened while the daemon was stopped are finished in the order they were written. For a plain
+//! path those are its siblings (`app.log.1`, `app.log.2026-11-26`, `app.log.1.gz`), found by one
+//! directory listing rather than a glob, since this runs on every poll; for a glob, the matches of
+//! the glob with `.*` after it (`*.log.*` for `*.log`): a glob's matches rotate as a plain path
+//! does, and a line written just before a rotation while the daemon was down is only in the
+//! rotated file, which the glob itself no longer matches. Whether a rotated file is read, and from
+//! where, is the fingerprint's and the checkpoint's to say, as for any file. Compressed archives
+//! other than `.gz` are never candidates; a `.gz` is one, and the tailer reads it only if it is a
+//! checkpointed file compressed (its fingerprint says so).
 //!
 //! **Notifications.** `notify` watches the entry's directory (or, while it is missing, its nearest
 //! existing ancestor, so its creation is seen) and wakes the tailer on events that mean a change.
@@ -21,7 +25,7 @@
 //! matching file the moment it appears ([`Early`]), within `max_open_files`; the tailer takes
 //! those descriptors in at its next scan and reads through them what no path reaches any more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -36,19 +40,23 @@ use crate::units::HumanDuration;
 /// the others never.
 const ARCHIVES: &[&str] = &[".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4"];
 
-/// Which paths belong to a `[[file]]` entry: the glob's matches, or a plain path and its rotated
-/// siblings.
+/// Which paths belong to a `[[file]]` entry: a plain path or the glob's matches, and the names
+/// they are rotated into.
 #[derive(Clone)]
 pub(super) struct Pattern {
     path: String,
     glob: Option<glob::Pattern>,
+    /// For a glob, the names its matches are rotated into: the glob followed by `.*`.
+    rotated: Option<glob::Pattern>,
 }
 
 impl Pattern {
     pub fn new(path: &str) -> Pattern {
+        let compile = |p: &str| is_glob(path).then(|| glob::Pattern::new(p).ok()).flatten();
         Pattern {
             path: path.to_string(),
-            glob: is_glob(path).then(|| glob::Pattern::new(path).ok()).flatten(),
+            glob: compile(path),
+            rotated: compile(&rotated_glob(path)),
         }
     }
 
@@ -74,7 +82,13 @@ impl Pattern {
             return false;
         }
         match &self.glob {
-            Some(g) => g.matches_path_with(p, match_options()),
+            Some(g) => {
+                g.matches_path_with(p, match_options())
+                    || self
+                        .rotated
+                        .as_ref()
+                        .is_some_and(|r| r.matches_path_with(p, match_options()))
+            }
             None => {
                 name == self.path
                     || name
@@ -87,6 +101,11 @@ impl Pattern {
 
 fn is_glob(path: &str) -> bool {
     path.contains(['*', '?', '['])
+}
+
+/// The glob of the names a glob's matches are rotated into.
+fn rotated_glob(glob: &str) -> String {
+    format!("{glob}.*")
 }
 
 fn is_archive(name: &str) -> bool {
@@ -303,7 +322,12 @@ impl Discovery {
             vec![PathBuf::from(path)]
         };
         let siblings: Vec<PathBuf> = if self.pattern.is_glob() {
-            Vec::new()
+            // A catch-all glob matches its rotated names itself: those are taken once, as matches.
+            let main: HashSet<&PathBuf> = main.iter().collect();
+            matches(&rotated_glob(path))
+                .into_iter()
+                .filter(|p| !main.contains(p))
+                .collect()
         } else {
             siblings_of(Path::new(path))
         };
@@ -360,4 +384,41 @@ fn siblings_of(path: &Path) -> Vec<PathBuf> {
 
 pub(super) fn is_gz(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "gz")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_takes_its_rotated_names_and_tells_them_from_where_the_app_writes() {
+        let plain = Pattern::new("/logs/app.log");
+        let glob = Pattern::new("/logs/*.log");
+        for p in [&plain, &glob] {
+            assert!(p.is_current(Path::new("/logs/app.log")));
+            for rotated in ["/logs/app.log.1", "/logs/app.log.2026-11-26"] {
+                assert!(p.matches(Path::new(rotated)), "{rotated}");
+                assert!(!p.is_current(Path::new(rotated)), "{rotated}");
+            }
+            assert!(
+                !p.matches(Path::new("/logs/app.log.1.gz")),
+                "read by a scan, not opened early"
+            );
+            assert!(!p.is_current(Path::new("/logs/app.log.1.gz")));
+        }
+        assert!(glob.is_current(Path::new("/logs/worker.log")));
+        assert!(glob.matches(Path::new("/logs/worker.log.1")));
+        assert!(!glob.matches(Path::new("/logs/worker.txt")));
+        assert!(!glob.matches(Path::new("/logs/sub/app.log.1")), "a * never crosses a /");
+        assert!(!plain.matches(Path::new("/logs/app.logx")));
+        let all = Pattern::new("/logs/*");
+        assert!(
+            all.is_current(Path::new("/logs/app.log.1")),
+            "a catch-all glob cannot tell"
+        );
+        assert!(
+            !all.is_current(Path::new("/logs/app.log.1.gz")),
+            "an archive never is current"
+        );
+    }
 }
