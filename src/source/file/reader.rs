@@ -22,7 +22,8 @@
 //! **Text logs.** With `format = "python"` (or `"auto"` and a first line that is not JSON) lines
 //! are assembled into records by [`Records`]: a record's id comes from its first line's offset and
 //! the checkpoint never stops inside a record, so the above holds for records too. A record is
-//! complete when the next begins, or after `multiline_timeout` without new data.
+//! complete when the next begins, after `multiline_timeout` without new data, or as soon as its
+//! file, rotated away, has been read to its end ([`Completion`]).
 //!
 //! **Fairness.** A file is read up to 8 MiB or 100 ms at a time before the others get their turn
 //! and the next scan comes: a fast writer may rotate a file through all its backups and delete it
