@@ -40,7 +40,7 @@ mod common;
 use common::{cpu_seconds, env_usize, line as event};
 use lngpt_collector::event::{Collection, Event, EventId, Parser, Source, Timestamp};
 use lngpt_collector::redact::{RedactConfig, Redactor};
-use lngpt_collector::store::embedded::Synchronous;
+use lngpt_collector::store::sqlite::Synchronous;
 use lngpt_collector::store::{Batch, EmbeddedStore, Store};
 
 const DAY_MS: i64 = 86_400_000;

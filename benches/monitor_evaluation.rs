@@ -17,8 +17,8 @@ use lngpt_collector::monitor::rules::MonitorConfig;
 use lngpt_collector::monitor::Monitor;
 use lngpt_collector::pipeline::tap::Observer;
 use lngpt_collector::redact::Redactor;
-use lngpt_collector::store::embedded::Synchronous;
 use lngpt_collector::store::query::Query;
+use lngpt_collector::store::sqlite::Synchronous;
 use lngpt_collector::store::{Batch, EmbeddedStore, Store};
 
 mod common;

@@ -64,6 +64,8 @@ pub struct Running {
     notifier: Notifier,
     redactor: Arc<Redactor>,
     prices: Arc<arc_swap::ArcSwap<crate::event::prices::PriceTable>>,
+    /// The API's access rules (token, hosts, origins), swapped on SIGHUP; None with the API off.
+    access: Option<crate::api::Access>,
     _state: StateDir,
 }
 
@@ -113,7 +115,11 @@ impl App {
             &config.database_path(),
             &config.webhook,
             NotifyOptions {
-                language: config.monitor.language,
+                speech: crate::notify::render::Speech {
+                    lang: config.monitor.language,
+                    // Checked by the configuration's validation.
+                    zone: crate::monitor::budget::time_zone(&config.budget.timezone).unwrap_or(jiff::tz::TimeZone::UTC),
+                },
                 synchronous: config.embedded.synchronous,
             },
         )?;
@@ -138,6 +144,20 @@ impl App {
 
         let sources = Coordinator::new();
         let mut activated = systemd::Activated::take();
+        // Socket and HTTP connections share the open-files limit: both caps fit under it together.
+        let caps = cap_connections(
+            if config.socket.enabled {
+                config.socket.max_connections
+            } else {
+                0
+            },
+            if config.api.enabled {
+                config.api.max_connections
+            } else {
+                0
+            },
+            fd_limit,
+        );
         if config.socket.enabled {
             let path = config.socket_path();
             let mode = config.socket.mode_bits().unwrap_or(0o660);
@@ -146,17 +166,20 @@ impl App {
                 None => SocketSource::bind(&path, mode, config.socket.group.as_deref())?,
             };
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                Parser::new(redactor.clone())
+                    .with_naive_timezone(naive.clone())
+                    .with_max_clock_skew(config.max_clock_skew.as_millis_i64()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),
                 Source::from("socket"),
                 config.socket.max_line_bytes,
             );
-            let max_connections = cap_connections(config.socket.max_connections, fd_limit);
+            let max_connections = caps.socket;
             let limits = Limits {
                 max_connections,
                 idle_timeout: config.socket.idle_timeout.0,
+                line_timeout: config.socket.line_timeout.0,
             };
             tracing::info!(
                 "listening on unix socket {} ({}, at most {max_connections} clients)",
@@ -175,7 +198,9 @@ impl App {
         let checkpoints = Arc::new(Checkpoints::load(&config.state_dir));
         for entry in &config.file {
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                Parser::new(redactor.clone())
+                    .with_naive_timezone(naive.clone())
+                    .with_max_clock_skew(config.max_clock_skew.as_millis_i64()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),
@@ -204,7 +229,10 @@ impl App {
                 silences: silences.clone(),
                 inner: notifier.clone(),
             };
-            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![Arc::new(LogSink), Arc::new(webhooks)]));
+            let sink: Arc<dyn AlertSink> = Arc::new(Fanout(vec![
+                Arc::new(LogSink(config.monitor.language)),
+                Arc::new(webhooks),
+            ]));
             supervisor.spawn(
                 "monitor",
                 monitor.clone().run(
@@ -216,13 +244,20 @@ impl App {
                 ),
             );
         }
+        let mut access = None;
         if config.api.enabled {
             let server = match activated.listener(systemd::API_NAME)? {
                 Some(passed) => crate::api::Server::activated(passed)?,
-                None => crate::api::Server::bind(&config.api)?,
+                None => crate::api::Server::bind(
+                    &config.api,
+                    config.socket.mode_bits().unwrap_or(0o660),
+                    config.socket.group.as_deref(),
+                )?,
             };
             let ingest = Ingest::new(
-                Parser::new(redactor.clone()).with_naive_timezone(naive.clone()),
+                Parser::new(redactor.clone())
+                    .with_naive_timezone(naive.clone())
+                    .with_max_clock_skew(config.max_clock_skew.as_millis_i64()),
                 prices.clone(),
                 sender.clone(),
                 counters.clone(),
@@ -241,8 +276,11 @@ impl App {
                 silences: silences.clone(),
                 notifier: notifier.clone(),
                 naive: (*naive).clone(),
+                line_timeout: config.socket.line_timeout.0,
             };
-            start_api(&config, server, parts, &sources, &mut supervisor);
+            let rules = crate::api::Access::new(&config.api, &server.local());
+            access = Some(rules.clone());
+            start_api(&config, server, parts, rules, caps.api, &sources, &mut supervisor);
         }
         // The sources hold the only senders now: when they are gone, the pipeline drains and ends.
         drop(sender);
@@ -329,6 +367,7 @@ impl App {
             notifier,
             redactor,
             prices,
+            access,
             _state: state,
         })
     }
@@ -396,6 +435,42 @@ impl Running {
             Ok(()) => applied.push("[[webhook]]"),
             Err(e) => tracing::error!("SIGHUP: keeping the previous webhooks: {e}"),
         }
+        // [api]: the access rules apply at once (a leaked token is rotated by a reload); the rest
+        // is bound into listeners and connections, and is named as needing a restart.
+        let mut api_restart: Vec<String> = Vec::new();
+        if section(&self.config, "api") != section(&new, "api") {
+            if let Some(access) = &self.access {
+                access.reload(&new.api);
+                applied.push("api.token, api.allowed_hosts, api.cors_origins, api.max_query_bytes");
+            }
+            let live = |c: &Config| -> serde_json::Value {
+                let mut v = serde_json::to_value(&c.api).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    for key in ["token", "allowed_hosts", "cors_origins", "max_query_bytes"] {
+                        o.remove(key);
+                    }
+                }
+                v
+            };
+            let (old, fresh) = (live(&self.config), live(&new));
+            if let (Some(old), Some(fresh)) = (old.as_object(), fresh.as_object()) {
+                api_restart = fresh
+                    .iter()
+                    .filter(|(k, v)| old.get(*k) != Some(*v))
+                    .map(|(k, _)| format!("api.{k}"))
+                    .collect();
+            }
+            if self.access.is_some() {
+                let keep = self.config.api.clone();
+                self.config.api = crate::api::ApiConfig {
+                    token: new.api.token.clone(),
+                    allowed_hosts: new.api.allowed_hosts.clone(),
+                    cors_origins: new.api.cors_origins.clone(),
+                    max_query_bytes: new.api.max_query_bytes,
+                    ..keep
+                };
+            }
+        }
         let needs_restart: Vec<&str> = [
             "state_dir",
             "socket",
@@ -417,11 +492,12 @@ impl Running {
         self.config.prices = new.prices;
         self.config.log.level = new.log.level;
         tracing::info!("SIGHUP: reloaded {}", applied.join(", "));
-        if !needs_restart.is_empty() || log_format_changed {
+        if !needs_restart.is_empty() || log_format_changed || !api_restart.is_empty() {
             let mut names: Vec<String> = needs_restart.iter().map(|n| format!("[{n}]")).collect();
             if log_format_changed {
                 names.push("log.format".into());
             }
+            names.extend(api_restart);
             tracing::warn!("SIGHUP: changes to {} take effect after a restart", names.join(", "));
         }
     }
@@ -598,23 +674,28 @@ fn start_api(
     config: &Config,
     server: crate::api::Server,
     parts: crate::api::Parts,
+    access: crate::api::Access,
+    max_connections: usize,
     sources: &Coordinator,
     supervisor: &mut Supervisor,
 ) {
+    let on: Vec<String> = server.local().iter().map(ToString::to_string).collect();
     tracing::info!(
-        "HTTP API listening on {} ({})",
-        server.local(),
+        "HTTP API listening on {} ({}, at most {max_connections} connections)",
+        on.join(" and "),
         if config.api.token().is_some() {
             "token required"
         } else {
             "no token"
         }
     );
+    let mut api_config = config.api.clone();
+    api_config.max_connections = max_connections;
     // In-flight requests get a third of the shutdown deadline; storing what was accepted, the rest.
     let grace = config.pipeline.shutdown_timeout.0 / 3;
     supervisor.spawn(
         "HTTP API",
-        server.run(config.api.clone(), parts, sources.listener("HTTP API"), grace),
+        server.run(api_config, parts, access, sources.listener("HTTP API"), grace),
     );
 }
 
@@ -687,17 +768,47 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
-/// `socket.max_connections`, lowered to leave descriptors for everything else.
-fn cap_connections(configured: usize, fd_limit: u64) -> usize {
+/// Connection caps that fit under the open-files limit together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Caps {
+    socket: usize,
+    api: usize,
+}
+
+/// `socket.max_connections` and `api.max_connections`, lowered (in proportion) so that both
+/// together leave descriptors for everything else: 1,100 idle HTTP connections once took every
+/// descriptor and the socket's clients got "Too many open files".
+fn cap_connections(socket: usize, api: usize, fd_limit: u64) -> Caps {
     let room = usize::try_from(fd_limit.saturating_sub(RESERVED_FDS))
         .unwrap_or(usize::MAX)
-        .max(1);
-    if configured > room {
-        tracing::warn!(
-            "socket.max_connections is {configured}, but the open-files limit is {fd_limit}: allowing {room} clients"
-        );
-        room
-    } else {
-        configured
+        .max(2);
+    let total = socket.saturating_add(api);
+    if total <= room {
+        return Caps { socket, api };
+    }
+    let share = |n: usize| ((n as u128 * room as u128 / total.max(1) as u128) as usize).max(usize::from(n > 0));
+    let caps = Caps {
+        socket: share(socket),
+        api: share(api),
+    };
+    tracing::warn!(
+        "socket.max_connections ({socket}) and api.max_connections ({api}) together pass the open-files limit ({fd_limit}, {RESERVED_FDS} kept for files and the store): allowing {} socket clients and {} HTTP connections; raise LimitNOFILE= (or ulimit -n) to allow more",
+        caps.socket,
+        caps.api
+    );
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_caps_fit_under_the_descriptor_limit_together() {
+        assert_eq!(cap_connections(1024, 512, 65536), Caps { socket: 1024, api: 512 });
+        let caps = cap_connections(1024, 512, 1024);
+        assert!(caps.socket + caps.api <= 1024 - 128, "{caps:?}");
+        assert!(caps.socket > caps.api && caps.api > 0, "{caps:?}");
+        assert_eq!(cap_connections(1024, 0, 256).api, 0);
     }
 }

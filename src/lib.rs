@@ -38,3 +38,6 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod units;
+
+#[cfg(test)]
+mod invariants;

@@ -160,7 +160,11 @@ fn alert_test(config: &Config, receiver: Option<&str>) -> ExitCode {
     let outcomes = runtime.block_on(notify::send_test_alerts(
         &config.webhook,
         receiver,
-        notify::Language::default(),
+        lngpt_collector::notify::render::Speech {
+            lang: config.monitor.language,
+            zone: lngpt_collector::monitor::budget::time_zone(&config.budget.timezone)
+                .unwrap_or(jiff::tz::TimeZone::UTC),
+        },
     ));
     let outcomes = match outcomes {
         Ok(o) => o,

@@ -221,6 +221,8 @@ pub struct Counters {
     rejects_unlogged: AtomicU64,
     /// Events accepted per (source, collection), rejects under `api_rejects`; for `/metrics`.
     by_source: Mutex<BTreeMap<(Arc<str>, Collection), u64>>,
+    /// Events whose time could not be believed, per source: (ahead, behind).
+    clock: Mutex<BTreeMap<Arc<str>, (u64, u64)>>,
     /// How long successful batch writes took.
     pub write_latency: LatencyHistogram,
 }
@@ -305,6 +307,17 @@ impl Snapshot {
     }
 }
 
+/// A time span as people say it: `8 h 0 min`, `12 min 5 s`, `73 days`.
+fn span(ms: i64) -> String {
+    let s = ms.unsigned_abs() / 1000;
+    match s {
+        _ if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        _ if s >= 3600 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ if s >= 60 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{s} s"),
+    }
+}
+
 impl Counters {
     pub fn accepted(&self, events: u64, rejects: u64) {
         self.events.fetch_add(events, Relaxed);
@@ -325,6 +338,48 @@ impl Counters {
                 *map.entry((source.clone(), c)).or_default() += per[c.index()];
             }
         }
+    }
+
+    /// Counts an event whose time is far from its arrival; the first of each kind per source is
+    /// logged, with the likely cause.
+    pub fn clock(&self, source: &Arc<str>, check: crate::event::ClockCheck) {
+        use crate::event::ClockCheck;
+        if check == ClockCheck::Believable {
+            return;
+        }
+        let Ok(mut map) = self.clock.lock() else { return };
+        let (ahead, behind) = map.entry(source.clone()).or_default();
+        match check {
+            ClockCheck::Ahead(ms) => {
+                *ahead += 1;
+                if *ahead == 1 {
+                    tracing::warn!(
+                        source = &**source,
+                        "events from {source} are timestamped {} ahead of the collector's clock: a naive time read as UTC? set naive_timezone (or fix the sender's clock). They are stored with their own time, flagged with extra.clock_skew_ms, and counted at arrival by the monitor and the budget",
+                        span(ms)
+                    );
+                }
+            }
+            ClockCheck::Behind(ms) => {
+                *behind += 1;
+                if *behind == 1 {
+                    tracing::warn!(
+                        source = &**source,
+                        "events from {source} arrive {} after their own time: a replayed spool or a file read late, or a naive time read as UTC (set naive_timezone)? They are stored and counted in their own time",
+                        span(ms)
+                    );
+                }
+            }
+            ClockCheck::Believable => {}
+        }
+    }
+
+    /// Events whose time was not believed, per source: (ahead, behind).
+    pub fn clock_by_source(&self) -> Vec<(Arc<str>, u64, u64)> {
+        self.clock
+            .lock()
+            .map(|m| m.iter().map(|(s, (a, b))| (s.clone(), *a, *b)).collect())
+            .unwrap_or_default()
     }
 
     /// Events accepted so far per (source, collection).

@@ -396,7 +396,7 @@ fn metrics_show_the_budget_the_alerts_and_the_webhooks() {
         "lngpt_collector_budget_limit_rmb{period=\"hour\"} 10",
         "lngpt_collector_budget_limit_rmb{period=\"day\"} 50",
         "lngpt_collector_budget_allowed 0",
-        "lngpt_collector_alerts_firing{rule=\"budget\",severity=\"high\"} 1",
+        "lngpt_collector_alerts_firing{rule=\"budget\",severity=\"critical\"} 1",
         "lngpt_collector_webhook_pending{receiver=\"ops\"} 0",
     ] {
         assert!(text.lines().any(|l| l.starts_with(line)), "{line} in\n{text}");
@@ -472,4 +472,109 @@ fn alerts_and_minutes_are_listed_alike_with_mongodb() {
         || d.log(),
     );
     assert_eq!(minutes["metrics"][0]["window_ms"], 300, "{minutes}");
+}
+
+/// One budget alert per period that escalates: 50 % → warning, 80 % → high, 100 % → critical, the
+/// same occurrence (one document, one `alert_key`) whose webhook notifications are a firing and
+/// two escalations; its current value follows the spend in the API; it resolves once when the spend
+/// falls back under the lowest step (here: the costs age out of the sliding hour).
+#[test]
+fn the_budget_alert_escalates_through_its_steps_as_one_alert_and_resolves_once() {
+    use common::webhook::{Receiver, Reply};
+    let rx = Receiver::start(|_, _| Reply::status(204, ""));
+    let d = Daemon::start(&fast_budget(&format!(
+        "hourly_limit_rmb = 10\ndaily_limit_rmb = 0\nwarn_at = [0.5, 0.8, 1.0]\n\
+         [[webhook]]\nname = \"ops\"\nurl = {:?}\nformat = \"generic\"\ngroup_wait = \"10ms\"\n",
+        rx.url("/hooks")
+    )));
+    let api = d.api();
+    // Costs that leave the sliding hour a few seconds from now.
+    let leaves_at = Timestamp::now().as_millis() + 6_000;
+    let at = leaves_at - HOUR_MS;
+    let active_budget = |severity: &str| {
+        wait_until(
+            &format!("the budget alert at {severity}"),
+            || {
+                let a = get_ok(&api, "/api/alerts/active");
+                a["alerts"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["rule"] == "budget" && x["severity"] == severity)
+                    .cloned()
+            },
+            || format!("{}\n{}", get_ok(&api, "/api/alerts/active"), d.log()),
+        )
+    };
+    d.send(cost_line(at, "glm-4", 5.5, "￥").as_bytes());
+    let warning = active_budget("warning");
+    assert_eq!(
+        (warning["value"].as_f64(), warning["unit"].as_str()),
+        (Some(5.5), Some("rmb")),
+        "{warning}"
+    );
+    d.send(cost_line(at + 1, "glm-4", 3.0, "￥").as_bytes());
+    let high = active_budget("high");
+    d.send(cost_line(at + 2, "glm-4", 2.0, "￥").as_bytes());
+    let critical = active_budget("critical");
+    for a in [&high, &critical] {
+        assert_eq!(a["key"], warning["key"], "one alert: {a}");
+        assert_eq!(a["started_at"], warning["started_at"], "one occurrence: {a}");
+    }
+    assert_eq!(critical["value"], 5.5, "the value at firing stays: {critical}");
+    assert_eq!(
+        critical["current"], 10.5,
+        "the current value follows the spend: {critical}"
+    );
+    assert!(critical["message"].as_str().unwrap().contains("￥10.50"), "{critical}");
+    // Back under the lowest step: resolved once.
+    let resolved = wait_until(
+        "the budget alert resolved",
+        || {
+            let a = get_ok(&api, "/api/alerts?state=resolved");
+            a["alerts"].as_array()?.iter().find(|x| x["rule"] == "budget").cloned()
+        },
+        || d.log(),
+    );
+    assert_eq!(resolved["started_at"], warning["started_at"]);
+    let all = get_ok(&api, "/api/alerts?rule=budget");
+    assert_eq!(all["alerts"].as_array().unwrap().len(), 1, "one document: {all}");
+    // The webhook saw one alert: fired, escalated twice, resolved — each once, all one key.
+    let notes = wait_until(
+        "four notifications",
+        || {
+            let notes: Vec<serde_json::Value> = rx
+                .received()
+                .iter()
+                .flat_map(|r| {
+                    r.json()["data"]["notifications"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .filter(|n| n["rule"] == "budget")
+                .collect();
+            (notes.len() >= 4).then_some(notes)
+        },
+        || format!("{:?}", rx.received().iter().map(|r| r.json()).collect::<Vec<_>>()),
+    );
+    let steps: Vec<(String, String, String)> = notes
+        .iter()
+        .map(|n| {
+            (
+                n["state"].as_str().unwrap().to_string(),
+                n["severity"].as_str().unwrap().to_string(),
+                n["escalated_from"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("firing".to_string(), "warning".to_string(), String::new()),
+            ("firing".into(), "high".into(), "warning".into()),
+            ("firing".into(), "critical".into(), "high".into()),
+            ("resolved".into(), "critical".into(), String::new()),
+        ]
+    );
+    assert!(notes.iter().all(|n| n["alert_key"] == notes[0]["alert_key"]));
 }

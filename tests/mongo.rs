@@ -515,6 +515,19 @@ fn one_collection_refused_by_the_server_waits_in_the_outbox_without_a_retry_stor
         "said once:\n{log}"
     );
     assert!(!log.contains("unreachable"), "a refusal is not an outage:\n{log}");
+    // The reason reads as the server's message: no raw reply dumped as hex (issue 20).
+    let ready = common::http::get(&d.api(), "/readyz").text();
+    for said in [log.as_str(), ready.as_str()] {
+        let line = said
+            .lines()
+            .find(|l| l.contains("refuses writes to api_cost"))
+            .unwrap_or_default();
+        assert!(!line.is_empty(), "no refusal in {said}");
+        assert!(
+            !line.contains("RawDocumentBuf") && !line.contains("server response"),
+            "a raw dump in: {line}"
+        );
+    }
     // Once the privilege is granted, the waiting events are delivered without a restart.
     proxy.accept_inserts();
     wait_for_mongo_count(&client, &db, "api_cost", 500, &d);

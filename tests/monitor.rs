@@ -106,7 +106,7 @@ fn an_error_rate_alert_fires_once_is_stored_and_resolves() {
         alert["key"].as_str().unwrap().starts_with("error_rate{host="),
         "{alert}"
     );
-    d.wait_for_log("告警 alert: [高] 错误率过高");
+    d.wait_for_log("告警 alert: [严重] 错误率过高");
     // Healthy traffic: the alert resolves, and the resolution is logged once.
     let healthy: String = (0..10).map(|_| perf("glm-4", 0.5, true)).collect();
     d.send(healthy.as_bytes());
@@ -119,14 +119,14 @@ fn an_error_rate_alert_fires_once_is_stored_and_resolves() {
         },
         || d.log(),
     );
-    d.wait_for_log("alert resolved: [高] 错误率过高");
+    d.wait_for_log("alert resolved: [严重] 错误率过高");
     assert_eq!(
-        d.log().matches("告警 alert: [高] 错误率过高").count(),
+        d.log().matches("告警 alert: [严重] 错误率过高").count(),
         1,
         "fired once:\n{}",
         d.log()
     );
-    assert_eq!(d.log().matches("alert resolved: [高] 错误率过高").count(), 1);
+    assert_eq!(d.log().matches("alert resolved: [严重] 错误率过高").count(), 1);
 }
 
 #[test]
@@ -365,5 +365,201 @@ fn tokens_without_an_amount_are_priced_from_the_table_and_unknown_models_alert()
             .unwrap()
             .contains("[prices.\"mystery-model\"]"),
         "{alert}"
+    );
+}
+
+/// `line` (a performance or cost record) timed at `at`.
+fn timed(at: &str, line: &str) -> String {
+    let field = if line.contains("\"type\":\"cost\"") {
+        "created_at"
+    } else {
+        "timestamp"
+    };
+    line.replacen('{', &format!("{{\"{field}\":\"{at}\","), 1)
+}
+
+fn cost(model: &str, rmb: f64) -> String {
+    format!("{{\"type\":\"cost\",\"model\":\"{model}\",\"cost\":{rmb},\"currency_symbol\":\"￥\"}}\n")
+}
+
+fn budget_hour(api: &str) -> (f64, Option<String>) {
+    let b = common::http::get_ok(api, "/api/budget");
+    (
+        b["hour"]["spent_rmb"].as_f64().unwrap(),
+        b["as_of"].as_str().map(str::to_string),
+    )
+}
+
+/// One record timed far from the collector's clock — 8 hours or 2099 ahead (a naive local time
+/// read as UTC, a clock set wrong), 8 hours or 1970 behind — neither moves the windows nor hides
+/// spend: real traffic after it still fires the error-rate alert; the ones ahead are stored as they
+/// are, flagged with `extra.clock_skew_ms`, and counted at arrival by the budget, from memory and
+/// from the store alike; each source's first of each kind is reported once, with the likely cause.
+#[test]
+fn a_wrong_clock_neither_switches_the_monitor_off_nor_hides_spend_on_both_stores() {
+    let check = |d: &Daemon| {
+        let api = d.api();
+        let ahead_8h = now_iso(8 * 3_600_000);
+        let behind_8h = now_iso(-8 * 3_600_000);
+        let mut wrong = String::new();
+        for at in [
+            ahead_8h.as_str(),
+            "2099-01-01T00:00:00Z",
+            behind_8h.as_str(),
+            "1970-01-01T00:00:01Z",
+        ] {
+            wrong += &timed(at, &perf("glm-4", 0.5, true));
+        }
+        wrong += &timed(&ahead_8h, &cost("glm-4", 10.0));
+        wrong += &timed("2099-01-01T00:00:00Z", &cost("glm-4", 5.0));
+        wrong += &timed(&behind_8h, &cost("glm-4", 100.0));
+        wrong += &timed("1970-01-01T00:00:01Z", &cost("glm-4", 100.0));
+        assert_eq!(d.send(wrong.as_bytes()).events, 8);
+        let sent_at = lngpt_collector::event::Timestamp::now().to_string();
+        // Real traffic at half errors: the alert fires, whatever came before.
+        let burst: String = (0..400).map(|i| perf("glm-4", 0.5, i % 2 == 0)).collect();
+        assert_eq!(d.send(burst.as_bytes()).events, 400);
+        wait_until(
+            "the error-rate alert",
+            || {
+                let active = common::http::get_ok(&api, "/api/alerts/active");
+                active["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["rule"] == "error_rate")
+                    .then_some(())
+            },
+            || d.log(),
+        );
+        // The ahead costs count at arrival (15), the behind ones in their own time (not this hour):
+        // from memory, and after a reading of the store too.
+        assert_eq!(budget_hour(&api).0, 15.0);
+        wait_until(
+            "a reading of the store after the costs",
+            || {
+                let (spent, as_of) = budget_hour(&api);
+                (as_of.is_some_and(|t| t > sent_at) && spent == 15.0).then_some(())
+            },
+            || format!("{:?}\n{}", budget_hour(&api), d.log()),
+        );
+        for _ in 0..5 {
+            assert_eq!(budget_hour(&api).0, 15.0, "the spend stays after each reading");
+            std::thread::sleep(std::time::Duration::from_millis(120));
+        }
+        // Stored as they are, the ahead ones flagged.
+        let perf_docs = common::http::get_ok(&api, "/api/performance?start_time=2099-01-01&per_page=10");
+        let far = &perf_docs["performance"][0];
+        assert_eq!(far["timestamp"], "2099-01-01T00:00:00.000Z", "{perf_docs}");
+        let skew = far["extra"]["clock_skew_ms"].as_f64();
+        assert!(skew.is_some_and(|ms| ms > 70.0 * 365.0 * 86_400_000.0), "{far}");
+        // Counted on /metrics, reported once per kind with the likely cause.
+        let metrics = common::http::get(&api, "/metrics").text();
+        assert!(
+            metrics.contains("lngpt_collector_events_clock_skewed_total{source=\"socket\",direction=\"ahead\"} 4"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("lngpt_collector_events_clock_skewed_total{source=\"socket\",direction=\"behind\"} 4"),
+            "{metrics}"
+        );
+        let log = d.log();
+        assert_eq!(
+            log.matches("ahead of the collector's clock: a naive time read as UTC? set naive_timezone")
+                .count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(log.matches("after their own time").count(), 1, "{log}");
+    };
+    let extra = fast("[budget]\nrefresh = \"100ms\"\nhourly_limit_rmb = 1000.0\ndaily_limit_rmb = 0\n");
+    check(&Daemon::start(&extra));
+    let server = common::mongo::MongoServer::start();
+    check(&Daemon::start(&common::mongo::mongodb_section(
+        &server.uri(),
+        &common::mongo::unique_db("skew"),
+        &extra,
+    )));
+}
+
+/// After traffic stops, a quiet window is clear: the error-rate alert resolves, once, and is not
+/// sent again (it used to repeat the last busy window's figures for ever).
+#[test]
+fn an_alert_resolves_once_when_traffic_stops() {
+    let d = Daemon::start(&fast(""));
+    let burst: String = (0..10).map(|i| perf("glm-4", 0.5, i % 2 == 0)).collect();
+    d.send(burst.as_bytes());
+    d.wait_for_log("告警 alert: [严重] 错误率过高");
+    d.wait_for_log("alert resolved: [严重] 错误率过高");
+    let sent = d.log().matches("告警 alert: [严重] 错误率过高").count();
+    // Ten more windows of quiet: nothing more about it.
+    let until = lngpt_collector::event::Timestamp::now().as_millis() + 3_000;
+    wait_until(
+        "ten quiet windows",
+        || (lngpt_collector::event::Timestamp::now().as_millis() > until).then_some(()),
+        || d.log(),
+    );
+    let log = d.log();
+    assert_eq!(log.matches("alert resolved: [严重] 错误率过高").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("告警 alert: [严重] 错误率过高").count(),
+        sent,
+        "nothing sent after it resolved:\n{log}"
+    );
+    let alerts = docs(&d.db(), "api_alerts");
+    let error_rate: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == "error_rate").collect();
+    assert_eq!(error_rate.len(), 1, "{alerts:?}");
+    assert_eq!(error_rate[0]["state"], "resolved");
+}
+
+/// A restart neither resolves nor fires again an alert that goes on, whatever the window's width
+/// (one that is not a whole minute cannot be refilled from the store).
+#[test]
+fn a_restart_during_an_ongoing_alert_neither_resolves_nor_fires_it_again() {
+    let mut d = Daemon::start(
+        "[pipeline]\nmax_wait = \"10ms\"\n[monitor]\nwindow = \"700ms\"\ngrace = \"100ms\"\nevaluate_every = \"50ms\"\nkeep = \"1m\"\n\
+         [monitor.rules]\nerror_rate = { min_requests = 2 }\nmodel_error_rate = { enabled = false }\n",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (socket, stop) = (d.socket.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let errors: String = (0..6).map(|i| perf("glm-4", 0.2, i % 3 == 0)).collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // The daemon is away during its restart: try again.
+                let _ = lngpt_collector::send::send(&socket, &mut errors.as_bytes());
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        })
+    };
+    let fired = wait_until(
+        "the alert",
+        || {
+            docs(&d.db(), "api_alerts")
+                .into_iter()
+                .find(|a| a["rule"] == "error_rate" && a["state"] == "firing")
+        },
+        || d.log(),
+    );
+    assert!(d.stop().success());
+    d.restart();
+    d.wait_for_log("alerts were firing before the restart");
+    // Five windows after the restart, with the errors going on.
+    let until = lngpt_collector::event::Timestamp::now().as_millis() + 3_500;
+    wait_until(
+        "five windows",
+        || (lngpt_collector::event::Timestamp::now().as_millis() > until).then_some(()),
+        || d.log(),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    let alerts = docs(&d.db(), "api_alerts");
+    assert_eq!(alerts.len(), 1, "one occurrence: {alerts:?}\n{}", d.log());
+    assert_eq!(alerts[0]["started_at"], fired["started_at"]);
+    assert_eq!(alerts[0]["state"], "firing");
+    let log = d.log();
+    assert!(
+        !log.contains("alert resolved:") && !log.contains("告警 alert:"),
+        "{log}"
     );
 }

@@ -20,9 +20,8 @@ use common::webhook::{Received, Receiver, Reply};
 use common::PATIENCE;
 use lngpt_collector::config::HumanDuration;
 use lngpt_collector::event::Timestamp;
-use lngpt_collector::notify::{
-    AlertState, FormatKind, Notification, Notifier, Options, ReceiverStats, Severity, WebhookConfig,
-};
+use lngpt_collector::monitor::vocabulary::{AlertState, Severity, Unit};
+use lngpt_collector::notify::{FormatKind, Notification, Notifier, Options, ReceiverStats, WebhookConfig};
 use lngpt_collector::shutdown::Coordinator;
 
 // ---------- harness ----------
@@ -53,11 +52,14 @@ fn note(id: &str, severity: Severity, state: AlertState) -> Notification {
         alert_key: format!("error_rate:{id}"),
         rule: "error_rate".into(),
         severity,
+        escalated_from: None,
         state,
         title: "错误率过高".into(),
         message: "过去 5 分钟 gpt-4o 的错误率为 23%，超过阈值 10%；请检查 API 密钥与额度。".into(),
-        value: 0.23,
-        threshold: 0.1,
+        value: 23.0,
+        current: 23.0,
+        unit: Unit::Percent,
+        threshold: 10.0,
         labels,
         starts_at: Timestamp(1_795_680_000_000),
         ends_at: (state == AlertState::Resolved).then_some(Timestamp(1_795_680_600_000)),
@@ -206,7 +208,10 @@ async fn generic_deliveries_are_signed_as_standard_webhooks_specify_and_bursts_s
     assert_eq!(n1["starts_at"], "2026-11-26T08:00:00.000Z");
     assert_eq!(n1["ends_at"], "2026-11-26T08:10:00.000Z");
     assert_eq!(n1["labels"]["host"], "web1");
-    assert_eq!(n1["value"], 0.23);
+    assert_eq!(
+        (n1["value"].as_f64(), n1["current"].as_f64(), n1["unit"].as_str()),
+        (Some(23.0), Some(23.0), Some("percent"))
+    );
     wait_for("delivered counted", || (run.stats("ops").delivered == 3).then_some(())).await;
     assert_eq!(run.stats("ops").pending, 0);
     // Alone, a notification's own id is the delivery's id.
@@ -244,7 +249,7 @@ async fn feishu_cards_carry_timestamp_and_sign_in_the_body() {
     );
     let text = body["card"]["elements"][0]["text"]["content"].as_str().unwrap();
     assert!(
-        text.contains("当前值：0.23") && text.contains("阈值：0.1") && text.contains("编号：f1"),
+        text.contains("当前值：23.0%") && text.contains("阈值：10.0%") && text.contains("编号：f1"),
         "{text}"
     );
     wait_for("delivered", || (run.stats("fs").delivered == 1).then_some(())).await;
@@ -594,7 +599,7 @@ async fn severity_and_rule_filters_and_ids_already_queued() {
     cfg.rules = vec!["error_rate".into()];
     let run = Running::start(&dir.path().join("c.db"), &[cfg]);
     run.notifier
-        .enqueue(note("low", Severity::Medium, AlertState::Firing))
+        .enqueue(note("low", Severity::Warning, AlertState::Firing))
         .await
         .unwrap();
     let mut other_rule = firing("budget");

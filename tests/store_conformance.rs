@@ -9,11 +9,11 @@ use std::sync::Arc;
 use lngpt_collector::event::{Collection, Currency, Event, EventId, Level, Parser, Source, Timestamp};
 use lngpt_collector::redact::{RedactConfig, Redactor};
 use lngpt_collector::shutdown::Coordinator;
-use lngpt_collector::store::embedded::Synchronous;
 use lngpt_collector::store::mongo::MongoConfig;
 use lngpt_collector::store::outbox::Outbox;
 use lngpt_collector::store::query::{Cursor, Filter, FindQuery, Position, Query, TimeRange};
 use lngpt_collector::store::retention::RetentionConfig;
+use lngpt_collector::store::sqlite::Synchronous;
 use lngpt_collector::store::{AnyStore, Batch, EmbeddedStore, MongoStore, Store};
 use lngpt_collector::telemetry::Counters;
 use serde_json::Value;
@@ -419,30 +419,46 @@ fn response_times_are_the_same_on_both_stores_oldest_first_and_capped() {
 }
 
 #[test]
-fn an_alert_fires_repeats_resolves_and_fires_again_the_same_on_both_stores() {
-    use lngpt_collector::store::alerts::{AlertRecord, AlertState, AlertStore, Fired};
+fn an_alert_fires_repeats_escalates_resolves_and_fires_again_the_same_on_both_stores() {
+    use lngpt_collector::monitor::vocabulary::{AlertState, Severity, Unit};
+    use lngpt_collector::store::alerts::{AlertRecord, AlertStore, Claim, Fired, Measured};
     let s = stores();
     let started = Timestamp(1_795_680_000_000);
     let record = AlertRecord {
-        key: "error_rate|model=glm-4".into(),
-        rule: "error_rate".into(),
-        severity: "critical".into(),
+        key: "budget{period=hour}".into(),
+        rule: "budget".into(),
+        severity: Severity::Warning,
         state: AlertState::Firing,
         title: "t".into(),
         message: "m".into(),
-        value: 0.3,
-        threshold: 0.1,
+        value: 15.0,
+        current: Some(15.0),
+        unit: Unit::Rmb,
+        threshold: 30.0,
         labels: Default::default(),
         started_at: started,
         ended_at: None,
+        updated_at: Some(started),
         sent_at: Some(started),
         repeats: 0,
         claimed_by: "a".into(),
         queued: false,
     };
+    let measured = |value: f64, severity: Severity| Measured {
+        value,
+        severity,
+        title: format!("t{value}"),
+        message: format!("m{value}"),
+    };
     for store in [&s.sqlite, &s.mongo] {
         block_on(async {
             let key = record.key.clone();
+            let claim = |now: Timestamp, by: &str| Claim {
+                key: key.clone(),
+                started_at: started,
+                now,
+                by: by.into(),
+            };
             assert_eq!(store.fire(record.clone()).await.unwrap(), Fired::Claimed);
             assert!(matches!(
                 store.fire(record.clone()).await.unwrap(),
@@ -451,23 +467,44 @@ fn an_alert_fires_repeats_resolves_and_fires_again_the_same_on_both_stores() {
             let later = Timestamp(started.0 + 60_000);
             // One repeat per count seen: a second collector that saw the same count loses the claim.
             assert!(store
-                .repeat(key.clone(), started, 0, 0.4, later, "a".into())
+                .repeat(claim(later, "a"), 0, measured(18.0, Severity::Warning))
                 .await
                 .unwrap());
             assert!(!store
-                .repeat(key.clone(), started, 0, 0.4, later, "b".into())
+                .repeat(claim(later, "b"), 0, measured(18.0, Severity::Warning))
                 .await
                 .unwrap());
             let firing = store.firing().await.unwrap();
-            assert_eq!((firing.len(), firing[0].repeats, firing[0].value), (1, 1, 0.4));
+            assert_eq!(
+                (firing.len(), firing[0].repeats, firing[0].value, firing[0].current),
+                (1, 1, 15.0, Some(18.0))
+            );
+            // One escalation per step: the second collector, which saw the same severity, loses.
             assert!(store
-                .resolve(key.clone(), started, 0.05, later, "a".into())
+                .escalate(claim(later, "a"), Severity::Warning, measured(25.0, Severity::High))
                 .await
                 .unwrap());
             assert!(!store
-                .resolve(key.clone(), started, 0.05, later, "b".into())
+                .escalate(claim(later, "b"), Severity::Warning, measured(25.0, Severity::High))
                 .await
                 .unwrap());
+            // The latest value, noted without a claim.
+            store
+                .refresh(key.clone(), started, later, measured(26.0, Severity::High))
+                .await
+                .unwrap();
+            let firing = store.firing().await.unwrap();
+            assert_eq!(
+                (
+                    firing[0].severity,
+                    firing[0].current,
+                    firing[0].message.as_str(),
+                    firing[0].value
+                ),
+                (Severity::High, Some(26.0), "m26", 15.0)
+            );
+            assert!(store.resolve(claim(later, "a"), 5.0).await.unwrap());
+            assert!(!store.resolve(claim(later, "b"), 5.0).await.unwrap());
             assert!(store.firing().await.unwrap().is_empty());
             // A new occurrence keeps the old one as history.
             let mut again = record.clone();
@@ -478,6 +515,8 @@ fn an_alert_fires_repeats_resolves_and_fires_again_the_same_on_both_stores() {
             let docs = store.find(q).await.unwrap().docs;
             let states: Vec<&str> = docs.iter().map(|d| d["state"].as_str().unwrap()).collect();
             assert_eq!(states, ["firing", "resolved"], "newest first");
+            assert_eq!(docs[1]["severity"], "high");
+            assert_eq!(docs[1]["current"], 5.0);
         });
     }
 }

@@ -17,6 +17,15 @@ use crate::units::HumanDuration;
 /// Longest silence: a forgotten one should not hide a problem for ever.
 const MAX_SILENCE_MS: i64 = 30 * 86_400_000;
 
+/// Silences in force or pending at once: each is checked against every alert, and kept in memory
+/// and in the state file, so a script gone wrong must not add them without end.
+const MAX_SILENCES: usize = 100;
+/// Largest `POST /api/alerts/silences` body, and the parts of one silence.
+const MAX_SILENCE_BODY: usize = 16 * 1024;
+const MAX_COMMENT_CHARS: usize = 1000;
+const MAX_LABELS: usize = 20;
+const MAX_NAME_BYTES: usize = 200;
+
 /// `GET /api/budget[?model=]`: spend this hour and day against the limits, in RMB, and whether a
 /// new call is allowed. With `model`, that model's own limits count too.
 pub async fn budget(State(api): State<Api>, query: RawQuery) -> Result<Json<Value>, ApiError> {
@@ -53,9 +62,9 @@ pub async fn active(State(api): State<Api>, query: RawQuery) -> Result<Json<Valu
         .map(|a| {
             let mut v = json!({
                 "key": a.key, "rule": a.rule, "severity": a.severity, "state": a.state.as_str(),
-                "title": a.title, "message": a.message, "value": a.value, "threshold": a.threshold,
-                "labels": a.labels, "started_at": a.started_at, "repeats": a.repeats,
-                "last_sent_at": a.sent_at,
+                "title": a.title, "message": a.message, "value": a.value, "current": a.current_value(),
+                "unit": a.unit, "threshold": a.threshold, "labels": a.labels, "started_at": a.started_at,
+                "updated_at": a.updated_at, "repeats": a.repeats, "last_sent_at": a.sent_at,
             });
             v["silenced_by"] = match silences.covering(a, now) {
                 Some(s) => json!({"id": s.id, "ends_at": s.ends_at, "comment": s.comment}),
@@ -106,6 +115,15 @@ pub async fn add_silence(
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let silences = &api.inner.silences;
+    if body.len() > MAX_SILENCE_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the silence is {} bytes; at most {MAX_SILENCE_BODY} bytes (a comment of {MAX_COMMENT_CHARS} characters, {MAX_LABELS} labels)",
+                body.len()
+            ),
+        ));
+    }
     let new: NewSilence = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "the silence cannot be read: {e}; expected a JSON object such as {{\"rule\": \"budget\", \"labels\": {{\"model\": \"gpt-4o\"}}, \"duration\": \"2h\", \"comment\": \"…\"}}"
@@ -116,7 +134,17 @@ pub async fn add_silence(
             "the silence matches nothing; give at least one of `key`, `rule` or `labels`",
         ));
     }
+    check_sizes(&new)?;
     let now = Timestamp::now();
+    let in_force = silences.all().iter().filter(|s| s.ends_at > now).count();
+    if in_force >= MAX_SILENCES {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{in_force} silences are in force or pending, the most there may be ({MAX_SILENCES}); end some first (DELETE /api/alerts/silences/<id>), or silence by `rule` or `labels` to cover more alerts with one"
+            ),
+        ));
+    }
     let time = |name: &str, v: &str| {
         Timestamp::parse_rfc3339_in(v, &api.inner.naive)
             .map_err(|e| ApiError::bad_request(format!("`{name}` {v:?} {e}")))
@@ -152,9 +180,8 @@ pub async fn add_silence(
             "a silence lasts at most 30 days; silence again later, or switch the rule off in [monitor.rules]",
         ));
     }
-    let comment: String = new.comment.chars().take(1000).collect();
     let silence = silences
-        .add(new.matcher, starts_at, ends_at, comment)
+        .add(new.matcher, starts_at, ends_at, new.comment)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     tracing::info!(
@@ -164,6 +191,43 @@ pub async fn add_silence(
         silence.matcher
     );
     Ok((StatusCode::CREATED, Json(json!({"success": true, "silence": silence}))))
+}
+
+/// Refuses a silence whose parts are larger than any real one needs, naming the part.
+fn check_sizes(new: &NewSilence) -> Result<(), ApiError> {
+    let chars = new.comment.chars().count();
+    if chars > MAX_COMMENT_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "`comment` is {chars} characters; at most {MAX_COMMENT_CHARS}"
+        )));
+    }
+    if new.matcher.labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(format!(
+            "`labels` has {} entries; at most {MAX_LABELS}",
+            new.matcher.labels.len()
+        )));
+    }
+    let names = [
+        ("key", new.matcher.key.as_deref()),
+        ("rule", new.matcher.rule.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(what, v)| v.map(|v| (what.to_string(), v)))
+    .chain(new.matcher.labels.iter().flat_map(|(k, v)| {
+        [
+            (format!("a label's name ({k:.40})"), k.as_str()),
+            (format!("label `{k:.40}`"), v.as_str()),
+        ]
+    }));
+    for (what, v) in names {
+        if v.len() > MAX_NAME_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "{what} is {} bytes; at most {MAX_NAME_BYTES}",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `DELETE /api/alerts/silences/{id}`: ends a silence now.

@@ -109,6 +109,9 @@ impl Listing {
                 "status" if value != "success" && value != "error" => {
                     return Err(ApiError::param(field, &value, "success or error"))
                 }
+                "state" if value != "firing" && value != "resolved" => {
+                    return Err(ApiError::param(field, &value, "firing or resolved"))
+                }
                 _ => value,
             };
             out.push(Filter::Eq(field, value));
@@ -127,6 +130,15 @@ impl Listing {
     }
 }
 
+/// Whether `cursor`'s key is one this store makes (SQLite's rowid, MongoDB's ObjectId): a forged
+/// or mangled one is the caller's mistake (400), not the store's failure (500).
+fn cursor_fits(store: &crate::store::AnyStore, cursor: &Cursor) -> bool {
+    match store {
+        crate::store::AnyStore::Embedded(_) => cursor.key.parse::<i64>().is_ok(),
+        crate::store::AnyStore::Mongo(_) => cursor.key.len() == 24 && cursor.key.bytes().all(|b| b.is_ascii_hexdigit()),
+    }
+}
+
 /// The handler of one listing.
 pub fn list(listing: &'static Listing) -> impl Fn(State<Api>, RawQuery) -> ListFuture + Clone + Send + Sync + 'static {
     move |State(api), query| Box::pin(async move { answer(&api, listing, query).await.map(Json) })
@@ -142,6 +154,7 @@ async fn answer(api: &Api, listing: &Listing, query: RawQuery) -> Result<Value, 
         None => None,
         Some(c) => Some(
             Cursor::decode(c)
+                .filter(|cursor| cursor_fits(api.store(), cursor))
                 .ok_or_else(|| ApiError::param("cursor", c, "the `next_cursor` of a previous answer, unchanged"))?,
         ),
     };

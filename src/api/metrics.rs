@@ -119,6 +119,20 @@ impl Collector for DaemonMetrics {
         }
         {
             let mut family = e.encode_descriptor(
+                "lngpt_collector_events_clock_skewed",
+                "Events whose own time was far from the collector's clock at arrival, by source: `ahead` (more than max_clock_skew: counted at arrival) or `behind` (more than an hour: counted in their own time)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (source, ahead, behind) in self.counters.clock_by_source() {
+                for (direction, n) in [("ahead", ahead), ("behind", behind)] {
+                    let labels = [("source", &*source), ("direction", direction)];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = e.encode_descriptor(
                 "lngpt_collector_events_stored",
                 "Events newly stored, by collection",
                 None,
@@ -270,7 +284,7 @@ impl Collector for MonitorMetrics {
         {
             let mut firing: std::collections::BTreeMap<(String, String), i64> = Default::default();
             for a in self.monitor.firing() {
-                *firing.entry((a.rule, a.severity)).or_default() += 1;
+                *firing.entry((a.rule, a.severity.name().to_string())).or_default() += 1;
             }
             let mut family = e.encode_descriptor(
                 "lngpt_collector_alerts_firing",

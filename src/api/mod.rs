@@ -10,7 +10,7 @@
 //! The server is a producer in the lifecycle: at shutdown it stops accepting, ends streams, lets
 //! in-flight requests finish for a short grace, and gives up its pipeline sender.
 
-mod access;
+pub mod access;
 mod alerts;
 mod error;
 mod health;
@@ -46,6 +46,7 @@ use crate::store::AnyStore;
 use crate::telemetry::Counters;
 use crate::units::{ByteSize, HumanDuration};
 
+pub use access::Access;
 pub use error::ApiError;
 
 /// The variable that may hold the token instead of the file.
@@ -56,12 +57,27 @@ pub const TOKEN_ENV: &str = "LNGPT_COLLECTOR_API_TOKEN";
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     pub enabled: bool,
-    /// `host:port` (loopback unless a token is set), or `unix:/path/to/api.sock`.
-    pub listen: String,
+    /// `host:port` (loopback unless a token is set), or `unix:/path/to/api.sock`; or a list of them.
+    pub listen: ListenList,
     /// Bearer token every request must carry; required to listen beyond loopback.
     pub token: Option<String>,
     /// Origins allowed to call the API from a browser; empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Names a request's `Host` may give besides the listen addresses, `localhost`, `127.0.0.1`
+    /// and `[::1]` (a name a proxy or another container uses); anything else is refused, so a
+    /// web page that rebinds its own name to this machine cannot read the API.
+    pub allowed_hosts: Vec<String>,
+    /// HTTP connections open at once (all listen addresses); also kept below the open-files
+    /// limit together with `socket.max_connections`.
+    pub max_connections: usize,
+    /// A request's headers must have arrived this long after the connection opened or its last
+    /// answer (hyper's timer: a keep-alive connection waiting for its next request too).
+    pub header_timeout: HumanDuration,
+    /// An upload that sends nothing for this long is answered 408 and let go.
+    pub body_timeout: HumanDuration,
+    /// A connection with no request being handled and nothing sent or received for this long (an
+    /// answer its client stopped reading) is closed.
+    pub idle_timeout: HumanDuration,
     /// A store query running longer is cancelled and answered with 503; a stream's replay waits
     /// at most this long for the outbox to drain.
     pub query_timeout: HumanDuration,
@@ -86,9 +102,14 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             enabled: true,
-            listen: "127.0.0.1:8787".into(),
+            listen: ListenList(vec!["127.0.0.1:8787".into()]),
             token: None,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_connections: 512,
+            header_timeout: HumanDuration(Duration::from_secs(10)),
+            body_timeout: HumanDuration(Duration::from_secs(30)),
+            idle_timeout: HumanDuration(Duration::from_secs(60)),
             query_timeout: HumanDuration(Duration::from_secs(10)),
             max_query_bytes: 8192,
             max_body_bytes: ByteSize(64 << 20),
@@ -97,6 +118,39 @@ impl Default for ApiConfig {
             count_limit: 10_000,
             max_replay: 10_000,
             stream_nice: 19,
+        }
+    }
+}
+
+/// `api.listen`: one address (a string, as before) or several (a list, or one string with commas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenList(pub Vec<String>);
+
+impl Serialize for ListenList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        match OneOrMany::deserialize(d) {
+            Ok(OneOrMany::One(s)) => Ok(ListenList(
+                s.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect(),
+            )),
+            Ok(OneOrMany::Many(v)) => Ok(ListenList(v)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected an address such as \"127.0.0.1:8787\", or a list such as [\"127.0.0.1:8787\", \"unix:/run/lngpt-collector/api.sock\"]",
+            )),
         }
     }
 }
@@ -123,24 +177,23 @@ impl ApiConfig {
         self.token.as_deref().filter(|t| !t.is_empty())
     }
 
-    pub fn listen_on(&self) -> Result<Listen, String> {
-        let s = self.listen.trim();
-        if let Some(path) = s.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(format!("is {s:?}; expected a path after \"unix:\""));
-            }
-            return Ok(Listen::Unix(PathBuf::from(path)));
+    /// Every address of `api.listen`, or what is wrong with the first bad one.
+    pub fn listen_on(&self) -> Result<Vec<Listen>, String> {
+        if self.listen.0.is_empty() {
+            return Err("is empty; expected an address such as \"127.0.0.1:8787\", or api.enabled = false".into());
         }
-        let addr = match s.strip_prefix("localhost:") {
-            Some(port) => port
-                .parse::<u16>()
-                .ok()
-                .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p)),
-            None => s.parse::<SocketAddr>().ok(),
-        };
-        addr.map(Listen::Tcp).ok_or_else(|| {
-            format!("is {s:?}; expected an address and port such as \"127.0.0.1:8787\" or \"[::1]:8787\", or \"unix:/run/lngpt-collector/api.sock\"")
-        })
+        let all = self
+            .listen
+            .0
+            .iter()
+            .map(|s| parse_listen(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in all.iter().enumerate() {
+            if all[..i].contains(a) {
+                return Err(format!("names {a} twice"));
+            }
+        }
+        Ok(all)
     }
 
     pub fn validate(&self, p: &mut Problems) {
@@ -149,13 +202,50 @@ impl ApiConfig {
         }
         match self.listen_on() {
             Err(problem) => p.add("api.listen", problem),
-            Ok(Listen::Tcp(addr)) if !addr.ip().is_loopback() && self.token().is_none() => p.add(
-                "api.listen",
+            Ok(all) => {
+                for on in all {
+                    if let Listen::Tcp(addr) = on {
+                        if !addr.ip().is_loopback() && self.token().is_none() {
+                            p.add(
+                                "api.listen",
+                                format!(
+                                    "is {addr}, which is not a loopback address, and no api.token is set: anyone who can reach it could read every stored message and send events; set api.token (or {TOKEN_ENV}), or listen on 127.0.0.1"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            let ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']'));
+            if !ok {
+                p.add(
+                    &format!("api.allowed_hosts[{i}]"),
+                    format!("is {host:?}; expected a host name or address without a port, such as \"collector\" or \"10.0.0.5\""),
+                );
+            }
+        }
+        p.in_range("api.max_connections", self.max_connections, 1..=1_000_000);
+        for (key, d) in [
+            ("api.header_timeout", self.header_timeout),
+            ("api.body_timeout", self.body_timeout),
+            ("api.idle_timeout", self.idle_timeout),
+        ] {
+            p.duration_in(key, d, Duration::from_millis(100), Duration::from_secs(86_400));
+        }
+        if self.idle_timeout.0 <= self.keep_alive.0 {
+            p.add(
+                "api.idle_timeout",
                 format!(
-                    "is {addr}, which is not a loopback address, and no api.token is set: anyone who can reach it could read every stored message and send events; set api.token (or {TOKEN_ENV}), or listen on 127.0.0.1"
+                    "is {}, not longer than api.keep_alive ({}): idle streams would be closed between their keep-alive comments; make it longer",
+                    self.idle_timeout, self.keep_alive
                 ),
-            ),
-            Ok(_) => {}
+            );
         }
         if let Some(token) = self.token() {
             if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -198,6 +288,27 @@ impl ApiConfig {
     }
 }
 
+/// One address of `api.listen`.
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let s = s.trim();
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(format!("is {s:?}; expected a path after \"unix:\""));
+        }
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    let addr = match s.strip_prefix("localhost:") {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .map(|p| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p)),
+        None => s.parse::<SocketAddr>().ok(),
+    };
+    addr.map(Listen::Tcp).ok_or_else(|| {
+        format!("is {s:?}; expected an address and port such as \"127.0.0.1:8787\" or \"[::1]:8787\", or \"unix:/run/lngpt-collector/api.sock\"")
+    })
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct Api {
@@ -229,6 +340,8 @@ struct Shared {
     host: String,
     /// The outbox's cap, to tell whether it still takes events (MongoDB only).
     outbox_cap: Option<u64>,
+    budget: Budget,
+    line_timeout: Duration,
 }
 
 /// The HTTP source and a completion guard: shutdown's producer phase waits until every upload
@@ -282,10 +395,16 @@ pub struct Parts {
     /// Webhook delivery counters for `/metrics`.
     pub notifier: Notifier,
     pub naive: NaiveZone,
+    /// `socket.line_timeout`: how long an upload's line may pause while memory is short.
+    pub line_timeout: Duration,
 }
 
-/// A bound listener, ready to serve.
+/// The bound listeners (one per address of `api.listen`), ready to serve.
 pub struct Server {
+    bound: Vec<Bound>,
+}
+
+struct Bound {
     listener: Listener,
     on: Listen,
 }
@@ -293,73 +412,47 @@ pub struct Server {
 enum Listener {
     Tcp(tokio::net::TcpListener),
     /// The file is `None` for a socket systemd passed: systemd owns it, so it outlives the daemon.
-    Unix(tokio::net::UnixListener, Option<UnixSocketFile>),
-}
-
-/// The API's socket file, removed when the server ends.
-struct UnixSocketFile(PathBuf);
-
-impl Drop for UnixSocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+    Unix(tokio::net::UnixListener, Option<crate::source::socket::SocketFile>),
 }
 
 impl Server {
-    /// Binds `api.listen`; errors say what to change.
-    pub fn bind(config: &ApiConfig) -> Result<Server, String> {
-        let on = config.listen_on().map_err(|p| format!("api.listen {p}"))?;
-        let listener = match &on {
-            Listen::Tcp(addr) => {
-                let std = std::net::TcpListener::bind(addr).map_err(|e| {
-                    format!("cannot listen on {addr} for the HTTP API: {e}; set api.listen to a free address, or api.enabled = false")
-                })?;
-                std.set_nonblocking(true).map_err(|e| e.to_string())?;
-                Listener::Tcp(tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?)
-            }
-            Listen::Unix(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("cannot create the API socket's directory {}: {e}", dir.display()))?;
+    /// Binds every address of `api.listen`; a Unix socket gets `unix_mode` and `unix_group` (the
+    /// ingest socket's `socket.mode` and `socket.group`). Errors say what to change.
+    pub fn bind(config: &ApiConfig, unix_mode: u32, unix_group: Option<&str>) -> Result<Server, String> {
+        let all = config.listen_on().map_err(|p| format!("api.listen {p}"))?;
+        let mut bound = Vec::new();
+        for on in all {
+            let listener = match &on {
+                Listen::Tcp(addr) => {
+                    let std = std::net::TcpListener::bind(addr).map_err(|e| {
+                        format!("cannot listen on {addr} for the HTTP API: {e}; set api.listen to a free address, or api.enabled = false")
+                    })?;
+                    std.set_nonblocking(true).map_err(|e| e.to_string())?;
+                    Listener::Tcp(tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?)
                 }
-                if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                    return Err(format!(
-                        "another process is already listening on {} (is another lngpt-collector running?)",
-                        path.display()
-                    ));
+                Listen::Unix(path) => {
+                    let (std, file) = crate::source::socket::bind_unix(path, unix_mode, unix_group, "api.listen")
+                        .map_err(|e| format!("the HTTP API: {e}"))?;
+                    Listener::Unix(
+                        tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?,
+                        Some(file),
+                    )
                 }
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    use std::os::unix::fs::FileTypeExt;
-                    if !meta.file_type().is_socket() {
-                        return Err(format!(
-                            "{} exists and is not a socket; remove it or set api.listen to another path",
-                            path.display()
-                        ));
-                    }
-                    let _ = std::fs::remove_file(path);
-                }
-                let std = std::os::unix::net::UnixListener::bind(path)
-                    .map_err(|e| format!("cannot listen on {} for the HTTP API: {e}", path.display()))?;
-                std.set_nonblocking(true).map_err(|e| e.to_string())?;
-                let file = Some(UnixSocketFile(path.clone()));
-                Listener::Unix(
-                    tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?,
-                    file,
-                )
-            }
-        };
-        Ok(Server { listener, on })
+            };
+            bound.push(Bound { listener, on });
+        }
+        Ok(Server { bound })
     }
 
     /// Serves on a socket systemd passed (TCP or Unix), which is kept, not removed, at exit.
     pub fn activated(passed: crate::systemd::PassedListener) -> Result<Server, String> {
         use crate::systemd::PassedListener;
-        Ok(match passed {
+        let bound = match passed {
             PassedListener::Tcp(std) => {
                 std.set_nonblocking(true).map_err(|e| e.to_string())?;
                 let addr = std.local_addr().map_err(|e| e.to_string())?;
                 let listener = tokio::net::TcpListener::from_std(std).map_err(|e| e.to_string())?;
-                Server {
+                Bound {
                     listener: Listener::Tcp(listener),
                     on: Listen::Tcp(addr),
                 }
@@ -372,25 +465,36 @@ impl Server {
                     .and_then(|a| a.as_pathname().map(PathBuf::from))
                     .unwrap_or_default();
                 let listener = tokio::net::UnixListener::from_std(std).map_err(|e| e.to_string())?;
-                Server {
+                Bound {
                     listener: Listener::Unix(listener, None),
                     on: Listen::Unix(path),
                 }
             }
-        })
+        };
+        Ok(Server { bound: vec![bound] })
     }
 
     /// Where it listens, with the port the system chose for port 0.
-    pub fn local(&self) -> Listen {
-        match &self.listener {
-            Listener::Tcp(l) => l.local_addr().map(Listen::Tcp).unwrap_or_else(|_| self.on.clone()),
-            Listener::Unix(..) => self.on.clone(),
-        }
+    pub fn local(&self) -> Vec<Listen> {
+        self.bound
+            .iter()
+            .map(|b| match &b.listener {
+                Listener::Tcp(l) => l.local_addr().map(Listen::Tcp).unwrap_or_else(|_| b.on.clone()),
+                Listener::Unix(..) => b.on.clone(),
+            })
+            .collect()
     }
 
     /// Serves until `shutdown`; then stops accepting, ends streams and uploads, and returns once
     /// in-flight requests are done or `grace` has passed.
-    pub async fn run(self, config: ApiConfig, parts: Parts, mut shutdown: Shutdown, grace: Duration) {
+    pub async fn run(
+        self,
+        config: ApiConfig,
+        parts: Parts,
+        access: access::Access,
+        mut shutdown: Shutdown,
+        grace: Duration,
+    ) {
         let (stop_tx, stopping) = watch::channel(false);
         let streams = Arc::new(Semaphore::new(config.max_stream_clients));
         let main = tokio::runtime::Handle::current();
@@ -440,10 +544,12 @@ impl Server {
                 main,
                 host: crate::store::document::hostname(),
                 outbox_cap: parts.outbox_cap,
+                budget: parts.budget.clone(),
+                line_timeout: parts.line_timeout,
                 config,
             }),
         };
-        let app = router(api.clone());
+        let app = router(api.clone(), access);
         let stop_signal = {
             let api = api.clone();
             async move {
@@ -457,23 +563,34 @@ impl Server {
                 (shutdown, stop_tx)
             }
         };
-        let (signal_tx, signal_rx) = tokio::sync::oneshot::channel();
-        let graceful = async move {
-            let held = stop_signal.await;
-            let _ = signal_tx.send(held);
-        };
         // Stream connections move to the streams' runtime, if they have one of their own.
         let streams_to = stream_runtime.as_ref().and_then(|r| r.handle());
-        let served = async {
-            match self.listener {
-                Listener::Tcp(l) => serve::serve(l, app, streams_to, graceful).await,
-                Listener::Unix(l, _file) => serve::serve(l, app, streams_to, graceful).await,
-            }
-        };
+        let guard = Arc::new(serve::Guard::new(
+            api.config().max_connections,
+            api.config().header_timeout.0,
+            api.config().idle_timeout.0,
+        ));
+        let mut servers = tokio::task::JoinSet::new();
+        for bound in self.bound {
+            let (app, streams_to, guard, stop) = (
+                app.clone(),
+                streams_to.clone(),
+                guard.clone(),
+                api.inner.stopping.clone(),
+            );
+            match bound.listener {
+                Listener::Tcp(l) => servers.spawn(serve::serve(l, app, streams_to, guard, stop)),
+                Listener::Unix(l, file) => servers.spawn(async move {
+                    serve::serve(l, app, streams_to, guard, stop).await;
+                    drop(file);
+                }),
+            };
+        }
+        let served = async move { while servers.join_next().await.is_some() {} };
         tokio::pin!(served);
         tokio::select! {
             _ = &mut served => {}
-            held = signal_rx => {
+            held = stop_signal => {
                 // Stopping: give in-flight requests `grace` to finish; a stalled client does not
                 // hold up the daemon's shutdown past it.
                 let _ = tokio::time::timeout(grace, &mut served).await;
@@ -484,16 +601,15 @@ impl Server {
     }
 }
 
-fn router(api: Api) -> Router {
+fn router(api: Api, access: access::Access) -> Router {
     let listings = logs::LISTINGS.iter().fold(Router::new(), |r, listing| {
         r.route(listing.path, get(logs::list(listing)))
     });
     let streams = streams::STREAMS.iter().fold(Router::new(), |r, stream| {
         r.route(stream.path, get(streams::subscribe(stream)))
     });
-    let limits = access::Limits::new(api.config());
-    let cors = access::cors(api.config());
-    let router = Router::new()
+    let cors = access::cors(&access);
+    Router::new()
         .merge(listings)
         .merge(streams)
         .route("/api/stats/cost", get(stats::cost))
@@ -514,12 +630,10 @@ fn router(api: Api) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(api)
-        .layer(axum::middleware::from_fn_with_state(limits, access::check))
+        .layer(axum::middleware::from_fn_with_state(access.clone(), access::check))
         // The page holds no data and a browser cannot send the token when it navigates: it is
         // served without it, and asks for the token for its API calls.
-        .merge(page::router());
-    match cors {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+        .merge(page::router())
+        .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(access, access::host))
 }

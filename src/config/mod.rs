@@ -50,6 +50,10 @@ pub struct Config {
     /// How a time without an offset is read: `"local"` (the host's zone, as Python's naive
     /// `datetime.now()` means), `"UTC"`, or an IANA name.
     pub naive_timezone: String,
+    /// An event timestamped further ahead of the collector's clock than this is stored with its
+    /// own time, flagged (`extra.clock_skew_ms`), reported, and counted at its arrival by the
+    /// monitor and the budget, so one wrong clock cannot move their windows.
+    pub max_clock_skew: HumanDuration,
     pub socket: SocketConfig,
     /// Tailed files: `[[file]]`, any number.
     pub file: Vec<FileConfig>,
@@ -115,6 +119,9 @@ impl Default for Config {
             env_file: None,
             state_dir: PathBuf::from("/var/lib/lngpt-collector"),
             naive_timezone: "local".into(),
+            max_clock_skew: HumanDuration(std::time::Duration::from_millis(
+                crate::event::parser::DEFAULT_MAX_CLOCK_SKEW_MS as u64,
+            )),
             socket: SocketConfig::default(),
             file: Vec::new(),
             pipeline: PipelineConfig::default(),
@@ -273,6 +280,12 @@ impl Config {
         if let Err(e) = crate::event::NaiveZone::named(&self.naive_timezone) {
             p.add("naive_timezone", e);
         }
+        p.duration_in(
+            "max_clock_skew",
+            self.max_clock_skew,
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(86_400),
+        );
         self.socket.validate(p);
         for (i, f) in self.file.iter().enumerate() {
             f.validate(&format!("file[{i}]"), p);
@@ -425,6 +438,7 @@ fn deserialize_sections(table: toml::Table, p: &mut Problems) -> Config {
             "env_file" => config.env_file,
             "state_dir" => config.state_dir,
             "naive_timezone" => config.naive_timezone,
+            "max_clock_skew" => config.max_clock_skew,
             "socket" => config.socket,
             "file" => config.file,
             "pipeline" => config.pipeline,

@@ -1,5 +1,7 @@
-//! The alert lifecycle: a condition that holds for `for` evaluations fires; while it lasts it is
-//! sent again every `repeat_interval`; when it is clearly gone (past the hysteresis, for `for`
+//! The alert lifecycle: a condition that holds for `for` evaluations fires; while it lasts its
+//! current value is noted at every evaluation, it is sent again every `repeat_interval`, and if its
+//! severity rises (a budget alert passing its next step) it escalates — the same occurrence, sent
+//! as an update, not a new alert; when it is clearly gone (past the hysteresis, for `for`
 //! evaluations) it resolves, and that is sent once.
 //!
 //! Every step is claimed in the store first ([`AlertStore`]): the collector whose conditional write
@@ -13,9 +15,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::rules::{Condition, Severity};
+use super::rules::Condition;
+use super::vocabulary::Severity;
+use super::vocabulary::{AlertState, Language};
 use crate::event::Timestamp;
-use crate::store::alerts::{AlertRecord, AlertState, AlertStore, Fired};
+use crate::store::alerts::{AlertRecord, AlertStore, Claim, Fired, Measured};
 use crate::telemetry::RateLimited;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum TransitionKind {
     Firing,
     /// The n-th repeat while it lasts.
     Repeat(u32),
+    /// Its severity rose from this one (to the record's): the same occurrence, worse.
+    Escalated(Severity),
     Resolved,
 }
 
@@ -39,6 +45,7 @@ impl Transition {
         let step = match self.kind {
             TransitionKind::Firing => "firing".to_string(),
             TransitionKind::Repeat(n) => format!("repeat-{n}"),
+            TransitionKind::Escalated(_) => format!("escalated-{}", self.record.severity.name()),
             TransitionKind::Resolved => "resolved".to_string(),
         };
         format!("{}@{}:{step}", self.record.key, self.record.started_at.as_millis())
@@ -53,18 +60,24 @@ pub trait AlertSink: Send + Sync + 'static {
     fn deliver(&self, t: Transition) -> Delivering<'_>;
 }
 
-/// Logs every alert, as the original `send_alert` did ("告警: …" on `lngpt.alert`).
-pub struct LogSink;
+/// Logs every alert, as the original `send_alert` did ("告警: …" on `lngpt.alert`), with its
+/// severity's one word.
+pub struct LogSink(pub Language);
 
 impl AlertSink for LogSink {
     fn deliver(&self, t: Transition) -> Delivering<'_> {
         Box::pin(async move {
+            let r = &t.record;
+            let (severity, word) = (r.severity.name(), r.severity.word(self.0));
             match t.kind {
                 TransitionKind::Resolved => tracing::info!(
-                    alert = %t.record.key, severity = %t.record.severity, "alert resolved: {}", t.record.title
+                    alert = %r.key, severity, "alert resolved: [{word}] {}", r.title
+                ),
+                TransitionKind::Escalated(from) => tracing::warn!(
+                    alert = %r.key, severity, "告警 alert escalated from {}: [{word}] {} — {}", from.word(self.0), r.title, r.message
                 ),
                 _ => tracing::warn!(
-                    alert = %t.record.key, severity = %t.record.severity, "告警 alert: {} — {}", t.record.title, t.record.message
+                    alert = %r.key, severity, "告警 alert: [{word}] {} — {}", r.title, r.message
                 ),
             }
             Ok(())
@@ -91,22 +104,24 @@ impl AlertSink for crate::notify::Notifier {
     fn deliver(&self, t: Transition) -> Delivering<'_> {
         Box::pin(async move {
             let id = t.id();
-            let r = t.record;
-            let severity = match r.severity.as_str() {
-                "info" => Severity::Info,
-                "medium" => Severity::Medium,
-                "critical" => Severity::Critical,
-                _ => Severity::High,
+            let escalated_from = match t.kind {
+                TransitionKind::Escalated(from) => Some(from),
+                _ => None,
             };
+            let r = t.record;
+            let current = r.current_value();
             self.enqueue(crate::notify::Notification {
                 id,
                 alert_key: r.key,
                 rule: r.rule,
-                severity,
+                severity: r.severity,
+                escalated_from,
                 state: r.state,
                 title: r.title,
                 message: r.message,
                 value: r.value,
+                current,
+                unit: r.unit,
                 threshold: r.threshold,
                 labels: r.labels,
                 starts_at: r.started_at,
@@ -214,14 +229,16 @@ impl<S: AlertStore> Lifecycle<S> {
         out
     }
 
-    /// One evaluation: every condition measured now. Keys not among them count as clear.
-    pub async fn step(&mut self, conditions: Vec<Condition>, now: Timestamp) {
+    /// One evaluation: every condition measured now. With `complete`, keys not among them count
+    /// as clear (their rule saw nothing to measure: a quiet window); without it (the monitor does
+    /// not have a whole window yet, after a restart) they are left as they are.
+    pub async fn step(&mut self, conditions: Vec<Condition>, complete: bool, now: Timestamp) {
         self.record_unrecorded().await;
         let measured: std::collections::HashSet<String> = conditions.iter().map(|c| c.key.clone()).collect();
         let gone: Vec<String> = self
             .tracked
             .keys()
-            .filter(|k| !measured.contains(*k))
+            .filter(|k| complete && !measured.contains(*k))
             .cloned()
             .collect();
         for key in gone {
@@ -258,13 +275,14 @@ impl<S: AlertStore> Lifecycle<S> {
                     }
                 }
                 Some(ep) if clear >= c.for_evaluations => self.resolve(&c.key, ep, Some(&c), now).await,
+                Some(ep) if c.over && c.severity > ep.record.severity => self.escalate(&c, ep, now).await,
                 Some(ep)
                     if !c.clear
                         && now.as_millis() - ep.last_sent.as_millis() >= self.repeat_interval.as_millis() as i64 =>
                 {
                     self.repeat(&c, ep, now).await
                 }
-                Some(_) => {}
+                Some(ep) => self.refresh(&c, ep, now).await,
             }
         }
     }
@@ -273,15 +291,18 @@ impl<S: AlertStore> Lifecycle<S> {
         let record = AlertRecord {
             key: c.key.clone(),
             rule: c.rule.to_string(),
-            severity: c.severity.name().to_string(),
+            severity: c.severity,
             state: AlertState::Firing,
             title: c.title.clone(),
             message: c.message.clone(),
             value: c.value,
+            current: Some(c.value),
+            unit: c.unit,
             threshold: c.threshold,
             labels: c.labels.clone(),
             started_at: now,
             ended_at: None,
+            updated_at: Some(now),
             sent_at: Some(now),
             repeats: 0,
             claimed_by: self.me.clone(),
@@ -373,10 +394,14 @@ impl<S: AlertStore> Lifecycle<S> {
                 Fired::AlreadyFiring(_) => false,
             };
             if ours {
-                let (value, ended_at) = (ended.value, ended.ended_at.unwrap_or(started_at));
-                self.store
-                    .resolve(key.clone(), started_at, value, ended_at, self.me.clone())
-                    .await?;
+                let (value, ended_at) = (ended.current_value(), ended.ended_at.unwrap_or(started_at));
+                let claim = Claim {
+                    key: key.clone(),
+                    started_at,
+                    now: ended_at,
+                    by: self.me.clone(),
+                };
+                self.store.resolve(claim, value).await?;
                 tracing::info!(
                     "alert {key}, which fired and resolved while the store was unavailable, is recorded now"
                 );
@@ -388,13 +413,22 @@ impl<S: AlertStore> Lifecycle<S> {
         Ok(())
     }
 
+    fn claim(&self, r: &AlertRecord, now: Timestamp) -> Claim {
+        Claim {
+            key: r.key.clone(),
+            started_at: r.started_at,
+            now,
+            by: self.me.clone(),
+        }
+    }
+
     async fn repeat(&mut self, c: &Condition, ep: Episode, now: Timestamp) {
-        let r = &ep.record;
         // Not recorded (the store is still unavailable): nothing to claim against; this
         // collector sent the firing, so it sends the repeat.
         let claimed = if ep.recorded {
+            let claim = self.claim(&ep.record, now);
             self.store
-                .repeat(r.key.clone(), r.started_at, r.repeats, c.value, now, self.me.clone())
+                .repeat(claim, ep.record.repeats, measured(c, ep.record.severity))
                 .await
         } else {
             Ok(true)
@@ -403,9 +437,7 @@ impl<S: AlertStore> Lifecycle<S> {
             Ok(won) => {
                 let mut record = ep.record.clone();
                 record.repeats += 1;
-                record.value = c.value;
-                record.message = c.message.clone();
-                record.title = c.title.clone();
+                note(&mut record, c, now);
                 record.sent_at = Some(now);
                 self.remember(&c.key, record.clone(), now, ep.recorded);
                 if won {
@@ -421,14 +453,56 @@ impl<S: AlertStore> Lifecycle<S> {
         }
     }
 
+    /// The condition is worse than when the occurrence fired (a budget alert past its next
+    /// step): raise its severity and send that, as the same alert.
+    async fn escalate(&mut self, c: &Condition, ep: Episode, now: Timestamp) {
+        let from = ep.record.severity;
+        let claimed = if ep.recorded {
+            let claim = self.claim(&ep.record, now);
+            self.store.escalate(claim, from, measured(c, c.severity)).await
+        } else {
+            Ok(true)
+        };
+        match claimed {
+            Ok(won) => {
+                let mut record = ep.record.clone();
+                record.severity = c.severity;
+                note(&mut record, c, now);
+                record.sent_at = Some(now);
+                self.remember(&c.key, record.clone(), now, ep.recorded);
+                if won {
+                    self.send(Transition {
+                        kind: TransitionKind::Escalated(from),
+                        record,
+                    })
+                    .await;
+                }
+            }
+            Err(e) => self.store_failed("escalate", &c.key, &e),
+        }
+    }
+
+    /// Notes the latest value (and words) of a firing alert, in memory and in the store, so that
+    /// the API, the page and the next repeat show what is true now.
+    async fn refresh(&mut self, c: &Condition, ep: Episode, now: Timestamp) {
+        let changed = ep.record.current != Some(c.value) || ep.record.message != c.message;
+        let mut record = ep.record.clone();
+        note(&mut record, c, now);
+        self.remember(&c.key, record, ep.last_sent, ep.recorded);
+        if changed && ep.recorded {
+            let m = measured(c, ep.record.severity);
+            if let Err(e) = self.store.refresh(c.key.clone(), ep.record.started_at, now, m).await {
+                self.store_failed("note the value of", &c.key, &e);
+            }
+        }
+    }
+
     async fn resolve(&mut self, key: &str, ep: Episode, c: Option<&Condition>, now: Timestamp) {
         let r = &ep.record;
-        let value = c.map_or(r.value, |c| c.value);
+        let value = c.map_or(r.current_value(), |c| c.value);
         // An alert the store never recorded resolves here alone, and goes to its history later.
         let resolved = if ep.recorded {
-            self.store
-                .resolve(r.key.clone(), r.started_at, value, now, self.me.clone())
-                .await
+            self.store.resolve(self.claim(r, now), value).await
         } else {
             Ok(true)
         };
@@ -438,7 +512,8 @@ impl<S: AlertStore> Lifecycle<S> {
                 if won {
                     let mut record = ep.record;
                     record.state = AlertState::Resolved;
-                    record.value = value;
+                    record.current = Some(value);
+                    record.updated_at = Some(now);
                     record.ended_at = Some(now);
                     record.sent_at = Some(now);
                     if !ep.recorded {
@@ -492,10 +567,29 @@ impl<S: AlertStore> Lifecycle<S> {
     }
 }
 
+/// What `c` measured, at `severity` (the occurrence's, unless it escalates).
+fn measured(c: &Condition, severity: Severity) -> Measured {
+    Measured {
+        value: c.value,
+        severity,
+        title: c.title.clone(),
+        message: c.message.clone(),
+    }
+}
+
+/// Notes `c`'s latest value and words in the record.
+fn note(record: &mut AlertRecord, c: &Condition, now: Timestamp) {
+    record.current = Some(c.value);
+    record.title = c.title.clone();
+    record.message = c.message.clone();
+    record.updated_at = Some(now);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::embedded::{EmbeddedStore, Synchronous};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::sqlite::Synchronous;
     use crate::store::StoreError;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
@@ -521,28 +615,27 @@ mod tests {
             self.check()?;
             self.store.fire(record).await
         }
-        async fn repeat(
-            &self,
-            key: String,
-            started_at: Timestamp,
-            repeats_seen: u32,
-            value: f64,
-            now: Timestamp,
-            by: String,
-        ) -> Result<bool, StoreError> {
+        async fn repeat(&self, claim: Claim, repeats_seen: u32, now: Measured) -> Result<bool, StoreError> {
             self.check()?;
-            self.store.repeat(key, started_at, repeats_seen, value, now, by).await
+            self.store.repeat(claim, repeats_seen, now).await
         }
-        async fn resolve(
+        async fn escalate(&self, claim: Claim, from: Severity, to: Measured) -> Result<bool, StoreError> {
+            self.check()?;
+            self.store.escalate(claim, from, to).await
+        }
+        async fn refresh(
             &self,
             key: String,
             started_at: Timestamp,
-            value: f64,
             now: Timestamp,
-            by: String,
-        ) -> Result<bool, StoreError> {
+            measured: Measured,
+        ) -> Result<(), StoreError> {
             self.check()?;
-            self.store.resolve(key, started_at, value, now, by).await
+            self.store.refresh(key, started_at, now, measured).await
+        }
+        async fn resolve(&self, claim: Claim, value: f64) -> Result<bool, StoreError> {
+            self.check()?;
+            self.store.resolve(claim, value).await
         }
         async fn mark_queued(&self, key: String, started_at: Timestamp) -> Result<(), StoreError> {
             self.check()?;
@@ -571,6 +664,7 @@ mod tests {
             labels: Default::default(),
             severity: Severity::High,
             value: if over { 10.0 } else { 0.0 },
+            unit: crate::monitor::vocabulary::Unit::Seconds,
             threshold: 5.0,
             over,
             clear: !over,
@@ -603,9 +697,9 @@ mod tests {
         let hour = Duration::from_secs(3600);
 
         // Down: fired and repeated here alone.
-        lifecycle.step(vec![condition(true)], t(0)).await;
+        lifecycle.step(vec![condition(true)], true, t(0)).await;
         lifecycle.set_repeat_interval(Duration::ZERO);
-        lifecycle.step(vec![condition(true)], t(1)).await;
+        lifecycle.step(vec![condition(true)], true, t(1)).await;
         assert_eq!(
             *sent.0.lock().unwrap(),
             vec![TransitionKind::Firing, TransitionKind::Repeat(1)]
@@ -614,7 +708,7 @@ mod tests {
         // Back: recorded as it stands (queued, nothing sent again), then the store's again.
         store.down.store(false, Ordering::SeqCst);
         lifecycle.set_repeat_interval(hour);
-        lifecycle.step(vec![condition(true)], t(2)).await;
+        lifecycle.step(vec![condition(true)], true, t(2)).await;
         let firing = store.store.firing().await.unwrap();
         assert_eq!(firing.len(), 1);
         assert_eq!(
@@ -622,7 +716,7 @@ mod tests {
             (1, true, t(0))
         );
         assert_eq!(sent.0.lock().unwrap().len(), 2);
-        lifecycle.step(vec![condition(false)], t(3)).await;
+        lifecycle.step(vec![condition(false)], true, t(3)).await;
         assert!(store.store.firing().await.unwrap().is_empty(), "resolved in the store");
         assert_eq!(sent.0.lock().unwrap().last(), Some(&TransitionKind::Resolved));
         assert_eq!(sent.0.lock().unwrap().len(), 3);
@@ -635,15 +729,15 @@ mod tests {
         let (_dir, store, sent, mut lifecycle) = down_store();
 
         // Down: fires, resolves, and fires again.
-        lifecycle.step(vec![condition(true)], t(0)).await;
-        lifecycle.step(vec![condition(false)], t(1)).await;
-        lifecycle.step(vec![condition(true)], t(2)).await;
+        lifecycle.step(vec![condition(true)], true, t(0)).await;
+        lifecycle.step(vec![condition(false)], true, t(1)).await;
+        lifecycle.step(vec![condition(true)], true, t(2)).await;
         let kinds = vec![TransitionKind::Firing, TransitionKind::Resolved, TransitionKind::Firing];
         assert_eq!(*sent.0.lock().unwrap(), kinds);
 
         // Back: the ended occurrence is in the history, the new one fires; nothing is sent again.
         store.down.store(false, Ordering::SeqCst);
-        lifecycle.step(vec![condition(true)], t(3)).await;
+        lifecycle.step(vec![condition(true)], true, t(3)).await;
         let mut q = FindQuery::new(Collection::Alerts);
         q.limit = 10;
         let docs = store.store.find(q).await.unwrap().docs;

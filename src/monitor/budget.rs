@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Body, Currency, Event, Timestamp};
 use crate::problems::Problems;
-use crate::store::query::CostBucket;
+use crate::store::query::{CostBucket, COST_BUCKET_MS};
 use crate::units::HumanDuration;
 
 /// `[budget]`.
@@ -208,15 +208,56 @@ pub struct ModelSpend {
     pub day: Spend,
 }
 
-/// When the daily limit will be reached at the recent rate.
+/// Where the hourly and daily limits are headed at the recent rate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Projection {
     /// RMB per hour over `projection_window`.
     pub rate_rmb_per_hour: f64,
-    /// None when the limit is not reached within the day's window at this rate.
+    pub hour: Reach,
+    pub day: Reach,
+    /// `day.at`, kept for clients of earlier versions.
     pub daily_limit_at: Option<Timestamp>,
-    /// `daily_limit_at` as a local time in the configured zone ("21:40").
     pub daily_limit_at_local: Option<String>,
+}
+
+/// Whether and when one limit is reached if spending goes on at the recent rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reach {
+    pub verdict: Verdict,
+    /// When, for `Verdict::At`.
+    pub at: Option<Timestamp>,
+    /// `at` in the configured zone: "21:40", or "2026-12-08 03:10" on another day.
+    pub at_local: Option<String>,
+    /// Sliding windows: what the window settles at if the rate holds (rate × its length).
+    pub steady_rmb: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// No limit set.
+    NoLimit,
+    /// Already at or over it.
+    Reached,
+    /// Reached at `at`.
+    At,
+    /// Nothing spent recently.
+    NoSpend,
+    /// A calendar window ends first.
+    NotBeforeWindowEnds,
+    /// A sliding window settles under the limit at this rate: spend leaving it keeps pace.
+    NeverAtThisRate,
+}
+
+impl Reach {
+    pub fn verdict(verdict: Verdict) -> Reach {
+        Reach {
+            verdict,
+            at: None,
+            at_local: None,
+            steady_rmb: None,
+        }
+    }
 }
 
 /// Everything `/api/budget` and the budget rules need, computed in memory.
@@ -343,7 +384,7 @@ impl BudgetTracker {
                     Some(s) => s,
                     None => group.sums.entry(c.model.clone()).or_default(),
                 };
-                let time_ms = e.time.as_millis();
+                let time_ms = e.counted_at().as_millis();
                 let sum = seconds.entry(time_ms.div_euclid(1000)).or_default();
                 sum.rmb += rmb;
                 sum.last_ms = sum.last_ms.max(time_ms);
@@ -441,7 +482,7 @@ impl BudgetTracker {
             })
             .collect();
         models.sort_by(|a, b| b.day.spent_rmb.total_cmp(&a.day.spent_rmb));
-        let projection = self.project(now, recent, &day_spend);
+        let projection = self.project(now, recent, &hour_spend, &day_spend);
         BudgetStatus {
             window: self.cfg.window,
             timezone: self.cfg.timezone.clone(),
@@ -477,28 +518,137 @@ impl BudgetTracker {
         status
     }
 
-    fn project(&self, now: Timestamp, recent_rmb: f64, day: &Spend) -> Projection {
+    fn project(&self, now: Timestamp, recent_rmb: f64, hour: &Spend, day: &Spend) -> Projection {
         let window_ms = self.cfg.projection_window.as_millis_i64().max(1) as f64;
-        let per_ms = recent_rmb / window_ms;
-        let rate_rmb_per_hour = round_cents(per_ms * 3_600_000.0);
-        let mut at = None;
-        if per_ms > 0.0 && day.limit_rmb > 0.0 && !day.reached() {
-            let ms = ((day.limit_rmb - day.spent_rmb) / per_ms).ceil();
-            let when = now.as_millis().saturating_add(ms.min(1e15) as i64);
-            // A calendar day's limit is only reached if it happens before the day ends.
-            let day_end = match self.cfg.window {
-                BudgetWindow::Calendar => calendar_end(now.as_millis(), &self.tz),
-                BudgetWindow::Sliding => i64::MAX,
-            };
-            if when < day_end {
-                at = Some(Timestamp(when));
-            }
+        let per_hour = recent_rmb / window_ms * 3_600_000.0;
+        let leaving = |buckets: Option<&[CostBucket]>| -> Vec<(i64, f64)> {
+            // A bucket's spend leaves a sliding window when the bucket's end does: it errs towards
+            // reaching the limit early, by at most a bucket's width.
+            let mut out: Vec<(i64, f64)> = buckets
+                .unwrap_or_default()
+                .iter()
+                .map(|b| (b.start_ms + COST_BUCKET_MS, self.cfg.to_rmb(b.cost, b.currency)))
+                .collect();
+            out.sort_by_key(|(end, _)| *end);
+            out
+        };
+        let reading = self.base.as_ref().map(|(r, _, _)| r);
+        let (hour_w, day_w) = (3_600_000, 86_400_000);
+        let reach = |spend: &Spend, width: i64, buckets: Vec<(i64, f64)>, period: Period| match self.cfg.window {
+            BudgetWindow::Sliding => reach_sliding(now.as_millis(), spend, width, &buckets, per_hour),
+            BudgetWindow::Calendar => reach_calendar(
+                now.as_millis(),
+                spend,
+                calendar_end_of(now.as_millis(), &self.tz, period),
+                per_hour,
+            ),
+        };
+        let mut hour = reach(hour, hour_w, leaving(reading.map(|r| r.hour.as_slice())), Period::Hour);
+        let mut day = reach(day, day_w, leaving(reading.map(|r| r.day.as_slice())), Period::Day);
+        for r in [&mut hour, &mut day] {
+            r.at_local = r.at.map(|t| local_hh_mm(t, &self.tz));
         }
         Projection {
-            rate_rmb_per_hour,
-            daily_limit_at_local: at.map(|t| local_hh_mm(t, &self.tz)),
-            daily_limit_at: at,
+            rate_rmb_per_hour: round_cents(per_hour),
+            daily_limit_at: day.at,
+            daily_limit_at_local: day.at_local.clone(),
+            hour,
+            day,
         }
+    }
+}
+
+/// A sliding window of `width` ms whose spend is `spend` now: at time now + d it holds what is
+/// still in it (`leaving`: (when a part leaves, RMB), in order) plus `per_hour` × d. The first d
+/// where that reaches the limit, if one comes within a window's length; after that the window holds
+/// only new spend, rate × width, which decides for ever after.
+pub fn reach_sliding(now_ms: i64, spend: &Spend, width: i64, leaving: &[(i64, f64)], per_hour: f64) -> Reach {
+    if spend.limit_rmb <= 0.0 {
+        return Reach::verdict(Verdict::NoLimit);
+    }
+    if spend.spent_rmb >= spend.limit_rmb {
+        return Reach::verdict(Verdict::Reached);
+    }
+    if per_hour <= 0.0 {
+        return Reach::verdict(Verdict::NoSpend);
+    }
+    let per_ms = per_hour / 3_600_000.0;
+    let steady = per_ms * width as f64;
+    let mut held = spend.spent_rmb;
+    let mut from = 0i64; // d, in ms after now
+    let mut parts = leaving.iter().map(|(end, rmb)| (end + width - now_ms, *rmb)).peekable();
+    while from < width {
+        // Parts that left by `from`.
+        while let Some((d, rmb)) = parts.peek().copied() {
+            if d > from {
+                break;
+            }
+            held -= rmb;
+            parts.next();
+        }
+        let until = parts.peek().map_or(width, |(d, _)| (*d).min(width));
+        let needed = (spend.limit_rmb - held) / per_ms;
+        let d = from as f64 + needed.max(0.0);
+        if d < until as f64 {
+            let at = Timestamp(now_ms.saturating_add(d.ceil() as i64));
+            return Reach {
+                verdict: Verdict::At,
+                at: Some(at),
+                at_local: None,
+                steady_rmb: Some(round_cents(steady)),
+            };
+        }
+        held += per_ms * (until - from) as f64;
+        from = until;
+    }
+    if steady >= spend.limit_rmb {
+        // Only new spend is left in the window, and it is enough.
+        let at = Timestamp(now_ms.saturating_add(width));
+        return Reach {
+            verdict: Verdict::At,
+            at: Some(at),
+            at_local: None,
+            steady_rmb: Some(round_cents(steady)),
+        };
+    }
+    Reach {
+        verdict: Verdict::NeverAtThisRate,
+        at: None,
+        at_local: None,
+        steady_rmb: Some(round_cents(steady)),
+    }
+}
+
+/// A calendar window that ends at `end_ms`: reached at the rate if before it ends.
+pub fn reach_calendar(now_ms: i64, spend: &Spend, end_ms: i64, per_hour: f64) -> Reach {
+    if spend.limit_rmb <= 0.0 {
+        return Reach::verdict(Verdict::NoLimit);
+    }
+    if spend.spent_rmb >= spend.limit_rmb {
+        return Reach::verdict(Verdict::Reached);
+    }
+    if per_hour <= 0.0 {
+        return Reach::verdict(Verdict::NoSpend);
+    }
+    let ms = ((spend.limit_rmb - spend.spent_rmb) / (per_hour / 3_600_000.0)).ceil();
+    let when = now_ms.saturating_add(ms.min(1e15) as i64);
+    if when < end_ms {
+        Reach {
+            verdict: Verdict::At,
+            at: Some(Timestamp(when)),
+            at_local: None,
+            steady_rmb: None,
+        }
+    } else {
+        Reach::verdict(Verdict::NotBeforeWindowEnds)
+    }
+}
+
+/// Where the calendar hour or day containing `ms` ends, in `tz`.
+fn calendar_end_of(ms: i64, tz: &jiff::tz::TimeZone, period: Period) -> i64 {
+    match period {
+        Period::Day => calendar_end(ms, tz),
+        Period::Hour => calendar_start(ms, tz, Period::Hour) + 3_600_000,
     }
 }
 
@@ -544,9 +694,10 @@ pub fn local_hh_mm(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
 mod tests {
     use super::*;
 
+    /// A bucket of the quarter hour before `1_795_680_000_000` (the tests' now): still in every window.
     fn bucket(model: &str, cost: f64, currency: Currency) -> CostBucket {
         CostBucket {
-            start_ms: 0,
+            start_ms: 1_795_680_000_000 - COST_BUCKET_MS,
             model: model.into(),
             currency,
             cost,
@@ -645,5 +796,69 @@ mod tests {
         assert_eq!(calendar_start(now, &tz, Period::Day), day);
         assert_eq!(calendar_start(now, &tz, Period::Hour), hour);
         assert!(time_zone("Mars/Olympus").is_err());
+    }
+
+    fn spend(spent: f64, limit: f64) -> Spend {
+        Spend::new(spent, limit, (0, 0))
+    }
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn a_sliding_window_is_reached_when_what_stays_plus_the_rate_reaches_the_limit() {
+        let now = 1_795_680_000_000;
+        // ¥300 spent 20 hours ago (it leaves the 24 h window in 4 hours) and ¥10 just now.
+        let leaving = [(now - 20 * H, 300.0), (now, 10.0)];
+        let day = spend(310.0, 500.0);
+        // ¥60 an hour: 190 more before the ¥300 leaves, in 3 h 10 min.
+        let r = reach_sliding(now, &day, 24 * H, &leaving, 60.0);
+        assert_eq!(
+            (r.verdict, r.at),
+            (Verdict::At, Some(Timestamp(now + 3 * H + 10 * 60_000)))
+        );
+        // ¥25 an hour: not before 4 h (¥410); then ¥110 held, 390 more: 15.6 h later, 19 h 36 min.
+        let r = reach_sliding(now, &day, 24 * H, &leaving, 25.0);
+        assert_eq!(
+            (r.verdict, r.at),
+            (Verdict::At, Some(Timestamp(now + 19 * H + 36 * 60_000)))
+        );
+        assert_eq!(r.steady_rmb, Some(600.0));
+        // ¥5 an hour: the window settles at ¥120 and never reaches ¥500 (the "2026-12-23").
+        let r = reach_sliding(now, &day, 24 * H, &leaving, 5.0);
+        assert_eq!(
+            (r.verdict, r.at, r.steady_rmb),
+            (Verdict::NeverAtThisRate, None, Some(120.0))
+        );
+        // The hour: ¥90 of ¥100 with ¥12 an hour, all of it recent: 50 min.
+        let r = reach_sliding(now, &spend(90.0, 100.0), H, &[(now, 90.0)], 12.0);
+        assert_eq!((r.verdict, r.at), (Verdict::At, Some(Timestamp(now + 50 * 60_000))));
+        assert_eq!(
+            reach_sliding(now, &spend(100.0, 100.0), H, &[], 1.0).verdict,
+            Verdict::Reached
+        );
+        assert_eq!(
+            reach_sliding(now, &spend(1.0, 100.0), H, &[], 0.0).verdict,
+            Verdict::NoSpend
+        );
+        assert_eq!(
+            reach_sliding(now, &spend(1.0, 0.0), H, &[], 1.0).verdict,
+            Verdict::NoLimit
+        );
+    }
+
+    #[test]
+    fn a_calendar_window_is_reached_only_before_it_ends() {
+        let now = 1_795_680_000_000;
+        let end = now + 30 * 60_000;
+        let hour = spend(80.0, 100.0);
+        assert_eq!(
+            reach_calendar(now, &hour, end, 60.0).at,
+            Some(Timestamp(now + 20 * 60_000)),
+            "¥20 at ¥60 an hour: 20 minutes, before the hour ends"
+        );
+        assert_eq!(
+            reach_calendar(now, &hour, end, 30.0).verdict,
+            Verdict::NotBeforeWindowEnds
+        );
     }
 }

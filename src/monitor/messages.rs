@@ -1,32 +1,22 @@
 //! What alerts say, in Chinese (the app's language) or English: the value, the threshold, the
 //! window, and what to do. Each function gives (title, message).
 
-use super::budget::Period;
-use super::rules::{Language, Severity};
+use super::budget::{Period, Reach, Verdict};
+use super::vocabulary::Language;
 
 pub struct Text<'a> {
     pub language: Language,
-    pub severity: Severity,
     /// The window in words ("1m", "60s").
     pub window: &'a str,
 }
 
-/// How a title names the severity.
-fn severity_label(severity: Severity, language: Language) -> &'static str {
-    match (language, severity) {
-        (Language::Zh, Severity::Info) => "提示",
-        (Language::Zh, Severity::Medium) => "中",
-        (Language::Zh, Severity::High) => "高",
-        (Language::Zh, Severity::Critical) => "紧急",
-        (Language::En, s) => s.name(),
-    }
-}
-
 impl Text<'_> {
+    /// A title says what is wrong; the severity's word is added once, where it is shown (the
+    /// log line, a chat heading, the page's badge).
     fn title(&self, zh: &str, en: &str) -> String {
         match self.language {
-            Language::Zh => format!("[{}] {zh}", severity_label(self.severity, self.language)),
-            Language::En => format!("[{}] {en}", severity_label(self.severity, self.language)),
+            Language::Zh => zh.to_string(),
+            Language::En => en.to_string(),
         }
     }
 
@@ -154,57 +144,75 @@ impl Text<'_> {
         )
     }
 
+    /// One budget alert per period (and model): its title names the step passed (which changes
+    /// only when it escalates), its message the spend now and where the rate leads.
     #[allow(clippy::too_many_arguments)]
     pub fn budget(
         &self,
         period: Period,
         sliding: bool,
-        fraction: f64,
+        step: f64,
         spent: f64,
         limit: f64,
         model: Option<&str>,
-        reach_at: Option<&str>,
+        rate_per_hour: f64,
+        reach: &Reach,
     ) -> (String, String) {
-        let pct = (fraction * 100.0).round();
+        let pct = (spent / limit * 100.0).round();
+        let step_pct = (step * 100.0).round();
         let (zh_window, en_window) = match (period, sliding) {
             (Period::Hour, true) => ("最近1小时", "the last hour"),
             (Period::Day, true) => ("最近24小时", "the last 24 hours"),
             (Period::Hour, false) => ("本小时", "this hour"),
             (Period::Day, false) => ("今天", "today"),
         };
+        let (zh_limit, en_limit) = match period {
+            Period::Hour => ("每小时上限", "the hourly limit"),
+            Period::Day => ("每日上限", "the daily limit"),
+        };
         let (zh_who, en_who) = match model {
             Some(m) => (format!("模型 {m} 的"), format!("{m}: ")),
             None => (String::new(), String::new()),
         };
-        let reached = fraction >= 1.0;
-        let title = if reached {
+        let title = if step >= 1.0 {
             self.title(
                 &format!("{zh_who}{zh_window}API费用超过限制"),
                 &format!("{en_who}API spend over the limit for {en_window}"),
             )
         } else {
             self.title(
-                &format!("{zh_who}{zh_window}API费用已达 {pct}%"),
-                &format!("{en_who}API spend at {pct} % of the limit for {en_window}"),
+                &format!("{zh_who}{zh_window}API费用已过限制的 {step_pct}%"),
+                &format!("{en_who}API spend past {step_pct} % of the limit for {en_window}"),
             )
         };
-        let (zh_next, en_next) = if reached {
-            (
+        let (zh_next, en_next) = match reach.verdict {
+            Verdict::Reached => (
                 "新的调用将被 /api/budget 拒绝，直到费用回落到限制以下。".to_string(),
                 "New calls are refused by /api/budget until spend falls under the limit.".to_string(),
-            )
-        } else {
-            match reach_at {
-                Some(at) => (
-                    format!("按最近的速度，预计 {at} 达到每日上限。"),
-                    format!("At the recent rate the daily limit is reached at {at}."),
-                ),
-                None => (String::new(), String::new()),
+            ),
+            Verdict::At => {
+                let at = reach.at_local.as_deref().unwrap_or("?");
+                (
+                    format!("按最近的速度（每小时 ￥{rate_per_hour:.2}），预计 {at} 达到{zh_limit}。"),
+                    format!("At the recent rate (¥{rate_per_hour:.2} an hour) {en_limit} is reached at {at}."),
+                )
             }
+            Verdict::NeverAtThisRate => {
+                let steady = reach.steady_rmb.unwrap_or(0.0);
+                (
+                    format!("按最近的速度（每小时 ￥{rate_per_hour:.2}），{zh_window}的费用将稳定在 ￥{steady:.2}，不会达到{zh_limit}。"),
+                    format!("At the recent rate (¥{rate_per_hour:.2} an hour) spend for {en_window} settles at ¥{steady:.2}, under {en_limit}."),
+                )
+            }
+            Verdict::NotBeforeWindowEnds => (
+                format!("按最近的速度（每小时 ￥{rate_per_hour:.2}），{zh_window}结束前不会达到{zh_limit}。"),
+                format!("At the recent rate (¥{rate_per_hour:.2} an hour) {en_limit} is not reached before {en_window} ends."),
+            ),
+            Verdict::NoSpend | Verdict::NoLimit => (String::new(), String::new()),
         };
         let message = self.pick(
-            format!("{zh_who}{zh_window}API费用 ￥{spent:.2}，限制 ￥{limit:.2}（{pct}%）。{zh_next}"),
-            format!("{en_who}API spend for {en_window} is ¥{spent:.2} of a ¥{limit:.2} limit ({pct} %). {en_next}"),
+            format!("{zh_who}{zh_window}API费用 ￥{spent:.2}，限制 ￥{limit:.2}（{pct}%，已过 {step_pct}% 档）。{zh_next}"),
+            format!("{en_who}API spend for {en_window} is ¥{spent:.2} of a ¥{limit:.2} limit ({pct} %, past the {step_pct} % step). {en_next}"),
         );
         (title, message.trim_end().to_string())
     }

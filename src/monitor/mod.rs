@@ -16,6 +16,7 @@ pub mod budget;
 mod messages;
 pub mod rules;
 pub mod silences;
+pub mod vocabulary;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -27,15 +28,14 @@ use crate::pipeline::tap::Observer;
 use crate::pipeline::{Chunk, PipelineSender};
 use crate::shutdown::Shutdown;
 use crate::store::alerts::{AlertRecord, AlertStore};
-use crate::store::query::{Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
+use crate::store::query::{budget_buckets, Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
 use crate::units::HumanDuration;
 use alerts::{AlertSink, Lifecycle};
 use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period, Reading};
 use messages::Text;
-use rules::{Condition, MonitorConfig, RuleConfig, Severity};
+use rules::{Condition, MonitorConfig, RuleConfig};
+use vocabulary::Severity;
 use windows::Windows;
-
-pub use rules::Language;
 
 /// The monitor's state, shared by the observer (writer's task), the evaluation task and the API.
 #[derive(Clone)]
@@ -55,6 +55,9 @@ struct State {
     /// When (wall clock) an event was last stored.
     last_event_ms: i64,
     started_ms: i64,
+    /// Whether the windows were refilled from the store at start (widths of whole minutes): if not,
+    /// the first window is only part of what happened, and no alert may resolve on it.
+    rebuilt: bool,
     /// Since when the store has been unreachable.
     unreachable_since: Option<i64>,
     outbox_dropped_seen: u64,
@@ -82,6 +85,7 @@ impl Monitor {
                     cfg,
                     last_event_ms: Timestamp::now().as_millis(),
                     started_ms: Timestamp::now().as_millis(),
+                    rebuilt: false,
                     unreachable_since: None,
                     outbox_dropped_seen: 0,
                     firing: Vec::new(),
@@ -205,8 +209,9 @@ impl Monitor {
                     }
                 }
                 lifecycle.set_repeat_interval(repeat);
+                let complete = self.measures_completely(now);
                 tokio::select! {
-                    _ = lifecycle.step(conditions, now) => {}
+                    _ = lifecycle.step(conditions, complete, now) => {}
                     _ = shutdown.recv() => return,
                 }
                 self.lock().firing = lifecycle.firing();
@@ -229,6 +234,16 @@ impl Monitor {
         }
     }
 
+    /// Whether this evaluation's window holds everything that happened in it: not yet after a start
+    /// whose windows could not be refilled from the store, until a window that began after the
+    /// start has ended. Until then an alert that fired before the restart is neither resolved nor
+    /// fired again for want of figures.
+    fn measures_completely(&self, now: Timestamp) -> bool {
+        let s = self.lock();
+        let width = s.windows.width_ms();
+        s.rebuilt || s.windows.start_of(now.as_millis()) - width >= s.started_ms
+    }
+
     /// Reads the current windows' cost totals from the store (every `budget.refresh`).
     pub async fn read_budget<S: Query>(&self, store: &S) {
         let now = Timestamp::now();
@@ -242,10 +257,11 @@ impl Monitor {
         };
         let range = |(from, to): (i64, i64)| TimeRange::between(Timestamp(from), Timestamp(to.saturating_add(1)));
         let read = async {
+            // By arrival where a cost's own time was too far ahead, as `stored` counted it.
             Ok::<_, crate::store::StoreError>(Reading {
-                hour: store.cost_buckets(range(windows[0])).await?,
-                day: store.cost_buckets(range(windows[1])).await?,
-                recent: store.cost_buckets(range((proj_from, now.as_millis()))).await?,
+                hour: budget_buckets(store, range(windows[0])).await?,
+                day: budget_buckets(store, range(windows[1])).await?,
+                recent: budget_buckets(store, range((proj_from, now.as_millis()))).await?,
             })
         };
         match tokio::time::timeout(Duration::from_secs(30), read).await {
@@ -283,6 +299,7 @@ impl Monitor {
             }
         };
         let mut s = self.lock();
+        s.rebuilt = true;
         let grace = s.cfg.grace.as_millis_i64();
         for b in &buckets {
             let start = s.windows.start_of(b.start_ms);
@@ -353,6 +370,7 @@ fn finish_windows(s: &mut State, now: Timestamp) -> Vec<Event> {
                 time: Timestamp(w.start_ms),
                 source: source.clone(),
                 body: Body::Metric(Box::new(cell.metrics(width, model))),
+                received: None,
                 cost: 0,
             });
         }
@@ -369,9 +387,8 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
     let cfg = s.cfg.clone();
     let rules = &cfg.rules;
     let window_words = HumanDuration(cfg.window.0).to_string();
-    let text = |severity: Severity| Text {
+    let text = || Text {
         language: cfg.language,
-        severity,
         window: &window_words,
     };
     let mut out = Vec::new();
@@ -383,7 +400,7 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
         let enough = |r: &RuleConfig| c.requests >= r.min_requests.max(1);
         if on(&rules.error_rate) {
             let r = &rules.error_rate;
-            let t = text(r.severity).error_rate(c.error_rate(), r.threshold, c.requests, None);
+            let t = text().error_rate(c.error_rate(), r.threshold, c.requests, None);
             out.push(Condition::measure(
                 "error_rate",
                 r,
@@ -395,7 +412,7 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
         }
         if on(&rules.avg_duration) {
             let r = &rules.avg_duration;
-            let t = text(r.severity).avg_duration(c.avg_duration(), r.threshold);
+            let t = text().avg_duration(c.avg_duration(), r.threshold);
             out.push(Condition::measure(
                 "avg_duration",
                 r,
@@ -408,14 +425,14 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
         if on(&rules.request_count) {
             let r = &rules.request_count;
             let v = c.requests as f64;
-            let t = text(r.severity).request_count(v, r.threshold);
+            let t = text().request_count(v, r.threshold);
             out.push(Condition::measure("request_count", r, host_label.clone(), v, true, t));
         }
         if on(&rules.p95_duration) {
             let r = &rules.p95_duration;
             let p95 = c.quantile(0.95);
             let v = p95.unwrap_or(0.0);
-            let t = text(r.severity).p95_duration(v, r.threshold);
+            let t = text().p95_duration(v, r.threshold);
             out.push(Condition::measure(
                 "p95_duration",
                 r,
@@ -431,7 +448,7 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
                 if m.requests == 0 {
                     continue;
                 }
-                let t = text(r.severity).error_rate(m.error_rate(), r.threshold, m.requests, Some(model));
+                let t = text().error_rate(m.error_rate(), r.threshold, m.requests, Some(model));
                 let enough = m.requests >= r.min_requests.max(1);
                 out.push(Condition::measure(
                     "model_error_rate",
@@ -450,7 +467,7 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
                     continue;
                 }
                 let v = m.unpriced as f64;
-                let t = text(r.severity).unpriced(model, v);
+                let t = text().unpriced(model, v);
                 out.push(Condition::measure(
                     "unpriced",
                     r,
@@ -464,14 +481,14 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
         if on(&rules.rejects) {
             let r = &rules.rejects;
             let v = w.rejects as f64;
-            let t = text(r.severity).rejects(v, r.threshold);
+            let t = text().rejects(v, r.threshold);
             out.push(Condition::measure("rejects", r, host_label.clone(), v, true, t));
         }
     }
     if on(&rules.no_events) {
         let r = &rules.no_events;
         let idle = (now.as_millis() - s.last_event_ms.max(s.started_ms)) as f64 / 1000.0;
-        let t = text(r.severity).no_events(host, idle, r.threshold);
+        let t = text().no_events(host, idle, r.threshold);
         out.push(Condition::measure("no_events", r, host_label.clone(), idle, true, t));
     }
     if health.kind == "mongodb" {
@@ -485,7 +502,7 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
             let down = s
                 .unreachable_since
                 .map_or(0.0, |since| (now.as_millis() - since) as f64 / 1000.0);
-            let t = text(r.severity).store_unreachable(down, r.threshold, health.outbox_events);
+            let t = text().store_unreachable(down, r.threshold, health.outbox_events);
             out.push(Condition::measure(
                 "store_unreachable",
                 r,
@@ -495,7 +512,7 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
                 t,
             ));
             let failing = !health.failing_collections.is_empty();
-            let t = text(r.severity).store_failing(&health.failing_collections.join("; "));
+            let t = text().store_failing(&health.failing_collections.join("; "));
             let mut c = Condition::measure(
                 "store_failing",
                 r,
@@ -513,7 +530,7 @@ fn conditions(s: &mut State, host: &str, health: &StoreHealth, now: Timestamp) -
         let dropped = health.outbox_dropped.saturating_sub(s.outbox_dropped_seen) as f64;
         s.outbox_dropped_seen = health.outbox_dropped;
         if on(r) {
-            let t = text(r.severity).outbox_dropping(dropped);
+            let t = text().outbox_dropping(dropped);
             out.push(Condition::measure(
                 "outbox_dropping",
                 r,
@@ -541,68 +558,77 @@ fn budget_conditions(
     let status = tracker.status(now);
     let budget = tracker.config();
     let sliding = budget.window == BudgetWindow::Sliding;
-    let reach_at = status.projection.daily_limit_at_local.clone();
+    let rate = status.projection.rate_rmb_per_hour;
+    let mut steps: Vec<f64> = budget.warn_at.clone();
+    steps.sort_by(f64::total_cmp);
+    let Some(&lowest) = steps.first() else {
+        return Vec::new();
+    };
+    // The top step is the rule's severity; the one under it high; the rest a warning (never above
+    // the rule's own).
+    let severity_of = |i: usize| match steps.len() - 1 - i {
+        0 => rule.severity,
+        1 => Severity::High.min(rule.severity),
+        _ => Severity::Warning.min(rule.severity),
+    };
     let mut spends = vec![
-        (None, Period::Hour, status.hour.clone()),
-        (None, Period::Day, status.day.clone()),
+        (None, Period::Hour, status.hour.clone(), Some(&status.projection.hour)),
+        (None, Period::Day, status.day.clone(), Some(&status.projection.day)),
     ];
     for m in &status.models {
-        spends.push((Some(m.model.clone()), Period::Hour, m.hour.clone()));
-        spends.push((Some(m.model.clone()), Period::Day, m.day.clone()));
+        spends.push((Some(m.model.clone()), Period::Hour, m.hour.clone(), None));
+        spends.push((Some(m.model.clone()), Period::Day, m.day.clone(), None));
     }
     let mut out = Vec::new();
-    for (model, period, spend) in spends {
+    for (model, period, spend, reach) in spends {
         if spend.limit_rmb <= 0.0 {
             continue;
         }
-        for &fraction in &budget.warn_at {
-            let pct = format!("{}%", (fraction * 100.0).round());
-            let mut label_pairs = vec![("period", period.as_str()), ("at", pct.as_str())];
-            let window_label;
-            if !sliding {
-                window_label = budget::local_hh_mm(spend.window_start, tracker.time_zone());
-                label_pairs.push(("window", window_label.as_str()));
-            }
-            if let Some(m) = &model {
-                label_pairs.push(("model", m));
-            }
-            let severity = if fraction >= 1.0 {
-                rule.severity
-            } else {
-                Severity::Medium.min(rule.severity)
-            };
-            let threshold = spend.limit_rmb * fraction;
-            let text = Text {
-                language: cfg.language,
-                severity,
-                window: "",
-            }
-            .budget(
-                period,
-                sliding,
-                spend.spent_rmb / spend.limit_rmb,
-                spend.spent_rmb,
-                spend.limit_rmb,
-                model.as_deref(),
-                reach_at.as_deref(),
-            );
-            let per_fraction = RuleConfig {
-                threshold,
-                severity,
-                ..rule.clone()
-            };
-            let mut c = Condition::measure(
-                "budget",
-                &per_fraction,
-                labels(&label_pairs),
-                spend.spent_rmb,
-                true,
-                text,
-            );
-            // A limit is reached at equality, as the original had it.
-            c.over = spend.spent_rmb >= threshold;
-            out.push(c);
+        let fraction = spend.spent_rmb / spend.limit_rmb;
+        // The highest step passed (a limit is reached at equality, as the original had it).
+        let passed = steps.iter().rposition(|&s| fraction >= s);
+        let step = passed.map_or(lowest, |i| steps[i]);
+        let severity = passed.map_or(severity_of(0), severity_of);
+        let mut label_pairs = vec![("period", period.as_str())];
+        let window_label;
+        if !sliding {
+            // A calendar window's alert is its own: the next hour or day starts afresh.
+            window_label = budget::local_hh_mm(spend.window_start, tracker.time_zone());
+            label_pairs.push(("window", window_label.as_str()));
         }
+        if let Some(m) = &model {
+            label_pairs.push(("model", m));
+        }
+        // Where the rate leads (for all models; a model's own limits get no projection).
+        let reach = match (fraction >= 1.0, reach) {
+            (true, _) => budget::Reach::verdict(budget::Verdict::Reached),
+            (false, Some(r)) => r.clone(),
+            (false, None) => budget::Reach::verdict(budget::Verdict::NoSpend),
+        };
+        let text = Text {
+            language: cfg.language,
+            window: "",
+        }
+        .budget(
+            period,
+            sliding,
+            step,
+            spend.spent_rmb,
+            spend.limit_rmb,
+            model.as_deref(),
+            rate,
+            &reach,
+        );
+        let cfg_now = RuleConfig {
+            threshold: spend.limit_rmb * lowest,
+            severity,
+            ..rule.clone()
+        };
+        let mut c = Condition::measure("budget", &cfg_now, labels(&label_pairs), spend.spent_rmb, true, text);
+        // Fires at the lowest step, at equality; the threshold shown is the limit itself.
+        c.over = passed.is_some();
+        c.threshold = spend.limit_rmb;
+        out.push(c);
     }
     out
 }

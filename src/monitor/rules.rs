@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::problems::Problems;
 use crate::units::HumanDuration;
 
-pub use crate::notify::{Language, Severity};
+use super::vocabulary::{Language, Severity, Unit};
 
 /// One rule's switch and thresholds. Which unit `threshold` has depends on the rule (see
 /// `config.example.toml`). Keys left out of the file keep the rule's own defaults.
@@ -108,16 +108,16 @@ impl Default for RulesConfig {
     fn default() -> Self {
         RulesConfig {
             error_rate: RuleConfig::new(10.0, Severity::High).min_requests(5),
-            avg_duration: RuleConfig::new(5.0, Severity::Medium).min_requests(3),
-            request_count: RuleConfig::new(1000.0, Severity::Medium),
-            p95_duration: RuleConfig::new(15.0, Severity::Medium).min_requests(20),
+            avg_duration: RuleConfig::new(5.0, Severity::Warning).min_requests(3),
+            request_count: RuleConfig::new(1000.0, Severity::Warning),
+            p95_duration: RuleConfig::new(15.0, Severity::Warning).min_requests(20),
             model_error_rate: RuleConfig::new(20.0, Severity::High).min_requests(10),
             no_events: RuleConfig::new(600.0, Severity::High).off(),
             store_unreachable: RuleConfig::new(300.0, Severity::High),
             outbox_dropping: RuleConfig::new(0.0, Severity::Critical),
-            rejects: RuleConfig::new(100.0, Severity::Medium),
-            budget: RuleConfig::new(1.0, Severity::High),
-            unpriced: RuleConfig::new(0.0, Severity::Medium),
+            rejects: RuleConfig::new(100.0, Severity::Warning),
+            budget: RuleConfig::new(1.0, Severity::Critical),
+            unpriced: RuleConfig::new(0.0, Severity::Warning),
         }
     }
 }
@@ -219,6 +219,7 @@ pub struct Condition {
     pub labels: BTreeMap<String, String>,
     pub severity: Severity,
     pub value: f64,
+    pub unit: Unit,
     pub threshold: f64,
     /// Over the threshold now.
     pub over: bool,
@@ -249,6 +250,7 @@ impl Condition {
             labels,
             severity: cfg.severity,
             value,
+            unit: unit_of(rule),
             threshold: cfg.threshold,
             over,
             clear,
@@ -256,6 +258,16 @@ impl Condition {
             title: text.0,
             message: text.1,
         }
+    }
+}
+
+/// What a rule's values count.
+pub fn unit_of(rule: &str) -> Unit {
+    match rule {
+        "error_rate" | "model_error_rate" => Unit::Percent,
+        "avg_duration" | "p95_duration" | "no_events" | "store_unreachable" => Unit::Seconds,
+        "budget" => Unit::Rmb,
+        _ => Unit::Count,
     }
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::alerts::{AlertSink, Delivering, Transition};
 use crate::event::Timestamp;
 use crate::store::alerts::AlertRecord;
-use crate::store::embedded::Synchronous;
+use crate::store::sqlite::Synchronous;
 
 /// Silences that ended this long ago are forgotten at the next start.
 const HISTORY_MS: i64 = 7 * 86_400_000;
@@ -81,7 +81,7 @@ impl Silences {
     /// Opens (creating if needed) the `alert_silences` table in the SQLite file at `path`.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Silences, String> {
         crate::state_dir::refuse_symlink(path)?;
-        let conn = crate::store::embedded::open_connection(
+        let conn = crate::store::sqlite::open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )
@@ -235,21 +235,24 @@ impl<S: AlertSink> AlertSink for Silenced<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::alerts::AlertState;
+    use crate::monitor::vocabulary::{AlertState, Severity};
 
     fn alert(rule: &str, labels: &[(&str, &str)]) -> AlertRecord {
         AlertRecord {
             key: format!("{rule}-key"),
             rule: rule.into(),
-            severity: "high".into(),
+            severity: Severity::High,
             state: AlertState::Firing,
             title: String::new(),
             message: String::new(),
             value: 1.0,
+            current: None,
+            unit: Default::default(),
             threshold: 1.0,
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             started_at: Timestamp(0),
             ended_at: None,
+            updated_at: None,
             sent_at: None,
             repeats: 0,
             claimed_by: String::new(),

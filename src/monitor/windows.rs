@@ -233,7 +233,9 @@ impl Windows {
     /// Adds stored events; `rmb` converts a cost to RMB.
     pub fn add(&mut self, events: &[Event], rmb: impl Fn(f64, Currency) -> f64) {
         for e in events {
-            let start = self.start_of(e.time.as_millis());
+            // An event whose own time was too far ahead counts at its arrival: one wrong clock
+            // must not move the windows (see `Event::check_clock`).
+            let start = self.start_of(e.counted_at().as_millis());
             match &e.body {
                 Body::Performance(p) => {
                     let Some(w) = self.window_mut(start) else {
@@ -276,9 +278,12 @@ impl Windows {
             .collect()
     }
 
-    /// The last window that has ended by `now_ms`: what rules look at.
+    /// The window that ended last by the clock at `now_ms`: what rules look at. None when it saw no
+    /// event (a quiet window): a rule measured on it would repeat an older window's figures, so
+    /// nothing is measured and its alerts resolve.
     pub fn last_finished(&self, now_ms: i64) -> Option<&Window> {
-        self.windows.iter().rev().find(|w| w.start_ms + self.width_ms <= now_ms)
+        let start = self.start_of(now_ms) - self.width_ms;
+        self.windows.iter().rev().find(|w| w.start_ms == start)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Window> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{signing, Severity};
+use super::signing;
+use crate::monitor::vocabulary::Severity;
 use crate::problems::Problems;
 use crate::units::HumanDuration;
 

@@ -30,7 +30,7 @@ mod http;
 mod limiter;
 pub mod mask;
 mod queue;
-mod render;
+pub mod render;
 mod signing;
 mod test_alert;
 
@@ -46,29 +46,8 @@ pub use config::{validate_all, FormatKind, WebhookConfig};
 pub use test_alert::{send_test_alerts, TestOutcome};
 
 use crate::event::Timestamp;
-pub use crate::store::alerts::AlertState;
-use crate::store::embedded::Synchronous;
-
-/// How urgent an alert is; ordered, so that `min_severity` filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn name(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
+use crate::monitor::vocabulary::{AlertState, Severity, Unit};
+use crate::store::sqlite::Synchronous;
 
 /// One change of an alert (fired, repeated, resolved), as the monitor hands it over.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,12 +59,20 @@ pub struct Notification {
     /// E.g. `error_rate`, `budget`.
     pub rule: String,
     pub severity: Severity,
+    /// Set on an escalation: the severity it rose from (the same alert, worse).
+    #[serde(default)]
+    pub escalated_from: Option<Severity>,
     pub state: AlertState,
     /// Already rendered in the configured language.
     pub title: String,
     /// What happened: value, threshold, window, what to do.
     pub message: String,
+    /// The value when it fired, and now (at the end, for a resolution).
     pub value: f64,
+    #[serde(default)]
+    pub current: f64,
+    #[serde(default)]
+    pub unit: Unit,
     pub threshold: f64,
     pub labels: BTreeMap<String, String>,
     pub starts_at: Timestamp,
@@ -93,19 +80,11 @@ pub struct Notification {
     pub ends_at: Option<Timestamp>,
 }
 
-/// The language of the words the formats add around `title` and `message` ("值", "阈值", …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    #[default]
-    Zh,
-    En,
-}
-
 /// What the notifier takes besides its receivers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
-    pub language: Language,
+    /// The language and display time zone of the words around each alert.
+    pub speech: render::Speech,
     /// The SQLite file's `synchronous` (`[embedded] synchronous`).
     pub synchronous: Synchronous,
 }
@@ -113,7 +92,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            language: Language::Zh,
+            speech: render::Speech::default(),
             synchronous: Synchronous::Normal,
         }
     }
@@ -261,7 +240,7 @@ impl Notifier {
     pub fn reload(&self, receivers: &[WebhookConfig]) -> Result<(), String> {
         let mut built = BTreeMap::new();
         for cfg in receivers {
-            let format = formats::build(cfg, self.shared.options.language)
+            let format = formats::build(cfg, self.shared.options.speech.clone())
                 .map_err(|e| format!("webhook {:?}: {e}", cfg.name))?;
             built.insert(cfg.name.clone(), (cfg.clone(), format));
         }

@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use super::{AlertState, Notification};
+use super::Notification;
 use crate::event::Timestamp;
-use crate::store::embedded::{open_connection, Synchronous};
+use crate::monitor::vocabulary::AlertState;
+use crate::store::sqlite::{open_connection, Synchronous};
 
 /// How long delivered and given-up rows are kept: 7 days.
 pub const HISTORY_MS: i64 = 7 * 86_400_000;
@@ -357,9 +358,9 @@ fn select_rows(conn: &Connection, filter: &str, params: impl rusqlite::Params) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::notify::Severity;
+    use crate::monitor::vocabulary::Severity;
 
     pub fn note(id: &str, state: AlertState) -> Notification {
         Notification {
@@ -367,10 +368,13 @@ mod tests {
             alert_key: "k".into(),
             rule: "error_rate".into(),
             severity: Severity::High,
+            escalated_from: None,
             state,
             title: "t".into(),
             message: "m".into(),
             value: 1.0,
+            current: 1.0,
+            unit: Default::default(),
             threshold: 0.5,
             labels: Default::default(),
             starts_at: Timestamp(1_795_680_000_000),

@@ -2,8 +2,9 @@
 //! and one notification laid out as lines. `title` and `message` come rendered from the monitor;
 //! only the words around them are chosen here, by [`Language`].
 
-use super::{AlertState, Language, Notification, Severity};
+use super::Notification;
 use crate::event::Timestamp;
+use crate::monitor::vocabulary::{AlertState, Language, Severity};
 
 /// Longest title and message kept per notification, in characters: a group of them must fit the
 /// vendors' message limits (WeCom: 4096 bytes).
@@ -12,10 +13,27 @@ pub const MESSAGE_CHARS: usize = 600;
 const LABELS_SHOWN: usize = 10;
 const LABEL_CHARS: usize = 64;
 
+/// How notifications speak: the language of the words around title and message, and the time
+/// zone their times are shown in (`budget.timezone`, the page's too).
+#[derive(Debug, Clone)]
+pub struct Speech {
+    pub lang: Language,
+    pub zone: jiff::tz::TimeZone,
+}
+
+impl Default for Speech {
+    fn default() -> Self {
+        Speech {
+            lang: Language::Zh,
+            zone: jiff::tz::TimeZone::UTC,
+        }
+    }
+}
+
 pub struct Words {
-    pub firing: &'static str,
-    pub resolved: &'static str,
+    pub escalated: &'static str,
     pub value: &'static str,
+    pub at_firing: &'static str,
     pub threshold: &'static str,
     pub labels: &'static str,
     pub started: &'static str,
@@ -26,9 +44,9 @@ pub struct Words {
 pub fn words(lang: Language) -> &'static Words {
     match lang {
         Language::Zh => &Words {
-            firing: "告警",
-            resolved: "已恢复",
+            escalated: "升级",
             value: "当前值",
+            at_firing: "触发时",
             threshold: "阈值",
             labels: "标签",
             started: "开始",
@@ -36,9 +54,9 @@ pub fn words(lang: Language) -> &'static Words {
             id: "编号",
         },
         Language::En => &Words {
-            firing: "FIRING",
-            resolved: "RESOLVED",
-            value: "Value",
+            escalated: "ESCALATED",
+            value: "Now",
+            at_firing: "at firing",
             threshold: "Threshold",
             labels: "Labels",
             started: "Started",
@@ -48,41 +66,26 @@ pub fn words(lang: Language) -> &'static Words {
     }
 }
 
-pub fn severity(s: Severity, lang: Language) -> &'static str {
-    match (lang, s) {
-        (Language::Zh, Severity::Info) => "提示",
-        (Language::Zh, Severity::Medium) => "一般",
-        (Language::Zh, Severity::High) => "严重",
-        (Language::Zh, Severity::Critical) => "紧急",
-        (Language::En, Severity::Info) => "info",
-        (Language::En, Severity::Medium) => "medium",
-        (Language::En, Severity::High) => "high",
-        (Language::En, Severity::Critical) => "critical",
-    }
-}
-
-pub fn state(s: AlertState, lang: Language) -> &'static str {
-    match s {
-        AlertState::Firing => words(lang).firing,
-        AlertState::Resolved => words(lang).resolved,
-    }
-}
-
-/// `[紧急·告警] 日预算超支` — the line that heads one notification.
-pub fn heading(n: &Notification, lang: Language) -> String {
+/// `[紧急·告警] 日预算超支` — the line that heads one notification: the severity's one word, and
+/// the state (or `升级` for an escalation).
+pub fn heading(n: &Notification, speech: &Speech) -> String {
+    let state = match n.escalated_from {
+        Some(_) => words(speech.lang).escalated,
+        None => n.state.word(speech.lang),
+    };
     format!(
-        "[{}·{}] {}",
-        severity(n.severity, lang),
-        state(n.state, lang),
+        "[{}·{state}] {}",
+        n.severity.word(speech.lang),
         truncate_chars(&n.title, TITLE_CHARS)
     )
 }
 
 /// The title of a whole message: the one notification's heading, or a count. Starts with
 /// `lngpt`, so that a robot with keyword security can be given that keyword.
-pub fn message_title(items: &[Notification], lang: Language) -> String {
+pub fn message_title(items: &[Notification], speech: &Speech) -> String {
+    let lang = speech.lang;
     match items {
-        [one] => format!("lngpt {}", heading(one, lang)),
+        [one] => format!("lngpt {}", heading(one, speech)),
         _ => {
             let firing = items.iter().filter(|n| n.state == AlertState::Firing).count();
             let resolved = items.len() - firing;
@@ -100,16 +103,20 @@ pub fn top_severity(items: &[Notification]) -> Severity {
 }
 
 /// The facts under a heading, one per line: value and threshold, labels, times, id.
-pub fn facts(n: &Notification, lang: Language) -> Vec<String> {
+pub fn facts(n: &Notification, speech: &Speech) -> Vec<String> {
+    let lang = speech.lang;
     let w = words(lang);
     let sep = if lang == Language::Zh { "：" } else { ": " };
-    let mut lines = vec![format!(
-        "{}{sep}{}  {}{sep}{}",
-        w.value,
-        number(n.value),
-        w.threshold,
-        number(n.threshold)
-    )];
+    let (open, close) = if lang == Language::Zh {
+        ("（", "）")
+    } else {
+        (" (", ")")
+    };
+    let mut value = format!("{}{sep}{}", w.value, n.unit.format(n.current));
+    if n.current != n.value {
+        value.push_str(&format!("{open}{} {}{close}", w.at_firing, n.unit.format(n.value)));
+    }
+    let mut lines = vec![format!("{value}  {}{sep}{}", w.threshold, n.unit.format(n.threshold))];
     if !n.labels.is_empty() {
         let mut shown: Vec<String> = n
             .labels
@@ -122,9 +129,9 @@ pub fn facts(n: &Notification, lang: Language) -> Vec<String> {
         }
         lines.push(format!("{}{sep}{}", w.labels, shown.join(", ")));
     }
-    lines.push(format!("{}{sep}{}", w.started, local_time(n.starts_at)));
+    lines.push(format!("{}{sep}{}", w.started, local_time(n.starts_at, &speech.zone)));
     if let Some(end) = n.ends_at {
-        lines.push(format!("{}{sep}{}", w.ended, local_time(end)));
+        lines.push(format!("{}{sep}{}", w.ended, local_time(end, &speech.zone)));
     }
     lines.push(format!("{}{sep}{}", w.id, n.id));
     lines
@@ -149,29 +156,11 @@ pub fn number(v: f64) -> String {
     }
 }
 
-/// `2026-11-26 16:00:00 +08:00`, in the machine's time zone (`TZ`, `/etc/localtime`).
-pub fn local_time(t: Timestamp) -> String {
-    let secs = t.as_millis().div_euclid(1000);
-    let offset = utc_offset_secs(secs);
-    let local = Timestamp((secs + offset) * 1000).to_string();
-    // `YYYY-MM-DDTHH:MM:SS.mmmZ` → `YYYY-MM-DD HH:MM:SS`
-    let (date, time) = (&local[..10], &local[11..19]);
-    let sign = if offset < 0 { '-' } else { '+' };
-    let off = offset.abs();
-    format!("{date} {time} {sign}{:02}:{:02}", off / 3600, off % 3600 / 60)
-}
-
-fn utc_offset_secs(epoch_secs: i64) -> i64 {
-    let t: nix::libc::time_t = epoch_secs as nix::libc::time_t;
-    // SAFETY: `localtime_r` writes only into the `tm` we pass, which lives for the call; a zeroed
-    // `tm` is a valid value of that plain C struct.
-    unsafe {
-        let mut tm: nix::libc::tm = std::mem::zeroed();
-        if nix::libc::localtime_r(&t, &mut tm).is_null() {
-            0
-        } else {
-            tm.tm_gmtoff as i64
-        }
+/// `2026-11-26 16:00:00 +08:00`, in `zone` (the display zone the page uses too).
+pub fn local_time(t: Timestamp, zone: &jiff::tz::TimeZone) -> String {
+    match jiff::Timestamp::from_millisecond(t.as_millis()) {
+        Ok(ts) => ts.to_zoned(zone.clone()).strftime("%Y-%m-%d %H:%M:%S %:z").to_string(),
+        Err(_) => t.to_string(),
     }
 }
 
@@ -207,6 +196,38 @@ mod tests {
         assert_eq!(truncate_chars("预算超支了", 2), "预算…");
         let cut = truncate_bytes("预算超支了", 8);
         assert!(cut.len() <= 8 && cut.starts_with('预'), "{cut}");
-        assert_eq!(local_time(Timestamp(0)).len(), "1970-01-01 00:00:00 +00:00".len());
+        assert_eq!(
+            local_time(Timestamp(0), &jiff::tz::TimeZone::UTC),
+            "1970-01-01 00:00:00 +00:00"
+        );
+        let shanghai = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        assert_eq!(
+            local_time(Timestamp(1_795_680_000_000), &shanghai),
+            "2026-11-26 16:00:00 +08:00"
+        );
+    }
+
+    #[test]
+    fn one_severity_word_and_values_with_their_unit_now_and_at_firing() {
+        let mut n = crate::notify::queue::tests::note("n1", AlertState::Firing);
+        n.title = "最近1小时API费用超过限制".into();
+        n.severity = Severity::Critical;
+        n.escalated_from = Some(Severity::High);
+        n.unit = crate::monitor::vocabulary::Unit::Rmb;
+        (n.value, n.current, n.threshold) = (20.0, 39.0, 30.0);
+        let speech = Speech {
+            lang: Language::Zh,
+            zone: jiff::tz::TimeZone::get("Asia/Shanghai").unwrap(),
+        };
+        assert_eq!(heading(&n, &speech), "[紧急·升级] 最近1小时API费用超过限制");
+        let facts = facts(&n, &speech);
+        assert_eq!(facts[0], "当前值：¥39.00（触发时 ¥20.00）  阈值：¥30.00");
+        assert!(
+            facts.iter().any(|f| f == "开始：2026-11-26 16:00:00 +08:00"),
+            "{facts:?}"
+        );
+        n.escalated_from = None;
+        n.severity = Severity::Warning;
+        assert_eq!(heading(&n, &speech), "[警告·告警] 最近1小时API费用超过限制");
     }
 }

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{formats, http, AlertState, FormatKind, Language, Notification, Severity, WebhookConfig};
+use super::{formats, http, FormatKind, Notification, WebhookConfig};
 use crate::event::Timestamp;
+use crate::monitor::vocabulary::{AlertState, Language, Severity};
 
 /// What one receiver answered to the test alert.
 #[derive(Debug, Clone)]
@@ -26,7 +27,7 @@ pub struct TestOutcome {
 pub async fn send_test_alerts(
     receivers: &[WebhookConfig],
     only: Option<&str>,
-    lang: Language,
+    speech: crate::notify::render::Speech,
 ) -> Result<Vec<TestOutcome>, String> {
     if receivers.is_empty() {
         return Err("the configuration has no [[webhook]] entry; add one (see config.example.toml)".into());
@@ -48,8 +49,8 @@ pub async fn send_test_alerts(
     let client = http::client()?;
     let mut outcomes = Vec::new();
     for cfg in chosen {
-        let format = formats::build(cfg, lang)?;
-        let note = test_notification(cfg, lang);
+        let format = formats::build(cfg, speech.clone())?;
+        let note = test_notification(cfg, speech.lang);
         let out = format.build(&note.id, std::slice::from_ref(&note), &[], Timestamp::now());
         let answer = http::send(&client, out, cfg.timeout.0).await;
         let verdict = http::judge(format.as_ref(), &answer, cfg.rate_window.0);
@@ -114,10 +115,13 @@ fn test_notification(cfg: &WebhookConfig, lang: Language) -> Notification {
         alert_key: format!("alert_test:{}", cfg.name),
         rule: "alert_test".to_string(),
         severity: Severity::Info,
+        escalated_from: None,
         state,
         title,
         message,
         value: 1.0,
+        current: 1.0,
+        unit: crate::monitor::vocabulary::Unit::Count,
         threshold: 1.0,
         labels,
         starts_at: now,

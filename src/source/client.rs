@@ -26,7 +26,7 @@ impl ClientLines {
     pub fn new(ingest: Ingest) -> ClientLines {
         ClientLines {
             decoder: LineDecoder::new(ingest.max_line()),
-            partial: ingest.budget().empty(),
+            partial: ingest.budget().partial(),
             ingest,
             delivery: Arc::new(Delivery::default()),
             tally: Tally::default(),
@@ -57,8 +57,42 @@ impl ClientLines {
             }
             ingest.push(&mut events, frame, received, EventId::new())
         });
-        self.partial.resize(self.decoder.pending_len());
+        self.partial.resize(self.decoder.held_bytes());
         events
+    }
+
+    /// Bytes of memory the partial line holds.
+    pub fn partial_bytes(&self) -> usize {
+        self.decoder.held_bytes()
+    }
+
+    /// Whether a partial line is held that grows as more of it comes.
+    pub fn line_growing(&self) -> bool {
+        self.decoder.line_growing()
+    }
+
+    /// Gives up the partial line now, while others wait for the memory it holds and its client
+    /// sends no more of it: it is kept as a reject (its first 64 KiB, with `why`), its memory comes
+    /// back, and the rest of it is skipped when it comes. Nothing is lost silently: the client's
+    /// answer counts it as rejected.
+    pub async fn cut_partial(&mut self, why: &str) {
+        let Some((head, len)) = self.decoder.cut() else {
+            return;
+        };
+        self.partial.resize(0);
+        let event = crate::event::Event::reject(
+            EventId::new(),
+            self.ingest.source().clone(),
+            Timestamp::now(),
+            format!("the line was cut after {len} bytes: {why}; its first 64 KiB are kept and the rest of the line is skipped. Send each line whole"),
+            &head,
+            len,
+            self.ingest.redactor(),
+        );
+        let mut events = Vec::new();
+        self.ingest.push_event(&mut events, event, head.len());
+        let reservation = self.ingest.budget().force(events.iter().map(|e| e.cost as usize).sum());
+        let _ = self.submit(&mut events, reservation).await;
     }
 
     /// Queues `events` (draining it) under `reservation`; Err when the pipeline is gone.

@@ -43,6 +43,8 @@ pub struct LineDecoder {
     keep_blank: bool,
     /// The last line ended in `\r`: an empty line ended by `\n` right after it is that `\r\n`.
     after_cr: bool,
+    /// Set after [`LineDecoder::cut`]: the rest of the cut line is skipped up to its line end.
+    skip_rest: bool,
 }
 
 struct Overlong {
@@ -92,6 +94,7 @@ impl LineDecoder {
             nul_skipped: 0,
             keep_blank: false,
             after_cr: false,
+            skip_rest: false,
         }
     }
 
@@ -136,6 +139,36 @@ impl LineDecoder {
         self.overlong.as_ref().map_or(self.pending.len(), |o| o.len)
     }
 
+    /// Bytes of memory the held-back line takes: all of a pending line, the kept head of an
+    /// over-long one (what the budget must be charged, not the line's length).
+    pub fn held_bytes(&self) -> usize {
+        self.overlong.as_ref().map_or(self.pending.len(), |o| o.head.len())
+    }
+
+    /// Whether a line is held back that still grows as bytes come (not an over-long one, whose
+    /// kept head is full, nor one being skipped).
+    pub fn line_growing(&self) -> bool {
+        self.overlong.is_none() && !self.pending.is_empty()
+    }
+
+    /// Gives up the held-back line now: returns its beginning (at most [`MAX_RAW_BYTES`]) and its
+    /// length so far, frees its memory, and skips the rest of it up to its line end. None when
+    /// nothing is held.
+    pub fn cut(&mut self) -> Option<(Vec<u8>, usize)> {
+        let cut = if let Some(o) = self.overlong.take() {
+            (o.head, o.len)
+        } else if !self.pending.is_empty() {
+            let len = self.pending.len();
+            let head = self.pending[..len.min(MAX_RAW_BYTES)].to_vec();
+            self.pending = Vec::new();
+            (head, len)
+        } else {
+            return None;
+        };
+        self.skip_rest = true;
+        Some(cut)
+    }
+
     /// Stream offset just past the last newline seen: where reading would resume without losing or
     /// repeating a line.
     pub fn committed_offset(&self) -> u64 {
@@ -166,6 +199,12 @@ impl LineDecoder {
             let part = &input[..nl];
             let ended_by_cr = input[nl] == b'\r';
             input = &input[nl + 1..];
+            if std::mem::take(&mut self.skip_rest) {
+                // The rest of a cut line: already reported.
+                self.pos += nl as u64 + 1;
+                self.after_cr = ended_by_cr;
+                continue;
+            }
             let at_start = self.at_line_start();
             let line_start = if at_start { self.pos } else { self.held_start };
             self.pos += nl as u64 + 1;
@@ -218,6 +257,10 @@ impl LineDecoder {
             return;
         }
         self.after_cr = false;
+        if self.skip_rest {
+            self.pos += input.len() as u64;
+            return;
+        }
         if self.at_line_start() {
             self.held_start = self.pos;
         }
@@ -234,6 +277,7 @@ impl LineDecoder {
 
     /// End of stream: a last line without a newline still counts (a client wrote and closed).
     pub fn finish(&mut self, emit: &mut impl FnMut(Frame<'_>)) {
+        self.skip_rest = false;
         let start = self.held_start;
         if let Some(o) = self.overlong.take() {
             emit(Frame::TooLong {
@@ -415,6 +459,26 @@ mod tests {
             );
             assert_eq!(heads(LineDecoder::new(max), &chunks), [(MAX_RAW_BYTES, big.len())]);
         }
+    }
+
+    #[test]
+    fn a_cut_line_frees_its_memory_and_its_rest_is_skipped_to_the_line_end() {
+        let mut d = LineDecoder::new(100);
+        let mut out = Vec::new();
+        d.feed(b"ok\npart", &mut |f| out.push(format!("{f:?}")));
+        assert_eq!((d.held_bytes(), d.line_growing()), (4, true));
+        assert_eq!(d.cut(), Some((b"part".to_vec(), 4)));
+        assert_eq!((d.held_bytes(), d.line_growing()), (0, false));
+        assert_eq!(d.cut(), None, "nothing left to cut");
+        d.feed(b"rest of it", &mut |f| out.push(format!("{f:?}")));
+        d.feed(b" still\nnext\n", &mut |f| out.push(format!("{f:?}")));
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(out[1].contains("[110, 101, 120, 116]"), "{out:?}");
+        assert_eq!(d.committed_offset(), 29);
+        // An over-long line holds only its kept head.
+        let mut d = LineDecoder::new(1024);
+        d.feed(&vec![b'x'; MAX_RAW_BYTES * 2], &mut |_| {});
+        assert_eq!((d.held_bytes(), d.pending_len()), (MAX_RAW_BYTES, MAX_RAW_BYTES * 2));
     }
 
     #[test]

@@ -111,7 +111,11 @@ impl Ingest {
     /// Parses one frame into `out`: an event, or a reject that says why.
     pub fn push(&self, out: &mut Vec<Event>, frame: Frame<'_>, received: Timestamp, id: EventId) {
         let (event, len) = match frame {
-            Frame::Line(line) => (self.parser.parse(line, &self.source, received, id), line.len()),
+            Frame::Line(line) => {
+                let mut event = self.parser.parse(line, &self.source, received, id);
+                self.check_clock(&mut event, received);
+                (event, line.len())
+            }
             Frame::TooLong { head, len } => (
                 Event::reject(
                     id,
@@ -129,6 +133,13 @@ impl Ingest {
             ),
         };
         self.push_event(out, event, len);
+    }
+
+    /// Checks an event's time against its arrival (see [`Event::check_clock`]), counting and
+    /// reporting (once per source) the ones that cannot be believed.
+    pub fn check_clock(&self, event: &mut Event, received: Timestamp) {
+        let check = event.check_clock(received, self.parser.max_clock_skew_ms());
+        self.counters.clock(&self.source, check);
     }
 
     /// Adds an event made from `len` bytes of input (a text record, for one) to `out`, as `push`

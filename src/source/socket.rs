@@ -11,6 +11,14 @@
 //! Each connection is admitted to the memory budget before every read, so a full budget stops
 //! reading (the client's writes block). Connections are capped and closed after `idle_timeout`
 //! without data, so idle or stuck clients cannot exhaust file descriptors or memory.
+//!
+//! A connection part-way through a line holds that line's bytes, so it must never wait for memory
+//! while others wait for what it holds (issue 20: 40 clients writing 900 KB lines deadlocked, and
+//! 600 clients that stopped mid-line wedged intake for good). Two rules keep that from happening:
+//! one connection at a time that holds a partial line and has data waiting may read past the
+//! budget until that line ends (the budget's line lane), and a client that sends no more of a
+//! started line for `line_timeout` while others wait for memory has that line cut: kept as a
+//! reject, its memory given back. `idle_timeout` bounds every wait, for data or for memory.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -49,6 +57,9 @@ pub struct SocketConfig {
     pub max_connections: usize,
     /// A connection that sends nothing for this long is answered and closed; `"0"` never.
     pub idle_timeout: HumanDuration,
+    /// A client that stops in the middle of a line for this long while other clients wait for
+    /// memory has that line cut (kept as a reject); also the longest an upload's line may pause.
+    pub line_timeout: HumanDuration,
 }
 
 impl Default for SocketConfig {
@@ -61,6 +72,7 @@ impl Default for SocketConfig {
             max_line_bytes: 1 << 20,
             max_connections: 1024,
             idle_timeout: HumanDuration(Duration::from_secs(600)),
+            line_timeout: HumanDuration(Duration::from_secs(5)),
         }
     }
 }
@@ -83,6 +95,12 @@ impl SocketConfig {
                 crate::units::MAX_DURATION,
             );
         }
+        p.duration_in(
+            "socket.line_timeout",
+            self.line_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        );
         if self.mode_bits().is_none() {
             p.add(
                 "socket.mode",
@@ -116,8 +134,65 @@ pub struct SocketSource {
     _file: Option<SocketFile>,
 }
 
+/// Binds a Unix socket at `path` the way both the ingest socket and the API's do: a stale file
+/// left by a dead process is replaced, a socket another process still answers on is refused, a
+/// file that is not a socket is never deleted; the file gets `mode` and `group`. `key` names the
+/// setting to change in errors. Returns a non-blocking listener and the file, removed on drop.
+pub(crate) fn bind_unix(
+    path: &Path,
+    mode: u32,
+    group: Option<&str>,
+    key: &str,
+) -> Result<(std::os::unix::net::UnixListener, SocketFile), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the socket's directory {}: {e}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(format!(
+                "{} exists and is not a socket; remove it or set {key} to another file",
+                path.display()
+            ));
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "another process is already listening on {} (is another lngpt-collector running?); stop it or set {key} to another file",
+                    path.display()
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove the stale socket file {}: {e}", path.display()))?;
+                tracing::info!("removed the stale socket file {} left by a process that is gone", path.display());
+            }
+            Err(e) => return Err(format!("{} exists and cannot be checked: {e}", path.display())),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    }
+    let std_listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
+    if let Some(name) = group {
+        let gid = group_id(name).map_err(|problem| format!("socket.group {problem}"))?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| format!("cannot give {} to group {name}: {e}", path.display()))?;
+    }
+    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok((std_listener, file))
+}
+
 /// The socket's path, removed on drop if it is still the file this process created.
-struct SocketFile {
+pub(crate) struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
@@ -137,46 +212,7 @@ impl SocketSource {
     /// Binds the socket: replaces a stale file left by a dead process, refuses to take over a
     /// socket another process still answers on, sets the file's mode and group.
     pub fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<SocketSource, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create the socket's directory {}: {e}", dir.display()))?;
-        }
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if !meta.file_type().is_socket() => {
-                return Err(format!("{} exists and is not a socket; remove it or set socket.path to another file", path.display()));
-            }
-            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(format!(
-                        "another process is already listening on {} (is another lngpt-collector running?); stop it or set socket.path to another file",
-                        path.display()
-                    ))
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket file {}: {e}", path.display()))?;
-                    tracing::info!("removed the stale socket file {} left by a process that is gone", path.display());
-                }
-                Err(e) => return Err(format!("{} exists and cannot be checked: {e}", path.display())),
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
-        }
-        let std_listener = std::os::unix::net::UnixListener::bind(path)
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
-        let file = SocketFile {
-            path: path.to_path_buf(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))?;
-        if let Some(name) = group {
-            let gid = group_id(name).map_err(|problem| format!("socket.group {problem}"))?;
-            std::os::unix::fs::chown(path, None, Some(gid))
-                .map_err(|e| format!("cannot give {} to group {name}: {e}", path.display()))?;
-        }
-        std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (std_listener, file) = bind_unix(path, mode, group, "socket.path")?;
         let listener = UnixListener::from_std(std_listener).map_err(|e| e.to_string())?;
         Ok(SocketSource {
             listener,
@@ -216,7 +252,7 @@ impl SocketSource {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => match slots.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            let connection = Connection::new(stream, ingest.clone(), limits.idle_timeout);
+                            let connection = Connection::new(stream, ingest.clone(), limits);
                             let child = shutdown.child("socket connection");
                             tokio::spawn(async move {
                                 connection.serve(child).await;
@@ -262,6 +298,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Zero: never.
     pub idle_timeout: Duration,
+    /// How long a client may pause mid-line while others wait for memory.
+    pub line_timeout: Duration,
 }
 
 /// Tells a client over the connection cap why it is turned away, so it can retry or spool.
@@ -274,6 +312,14 @@ async fn refuse(mut stream: UnixStream, max: usize) {
 
 const READ_BUFFER: usize = 64 * 1024;
 
+/// Waits `d`; zero: for ever.
+async fn patience(d: Duration) {
+    if d.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(d).await;
+}
+
 /// Why a connection stopped reading.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
@@ -281,24 +327,44 @@ enum End {
     Closed,
     /// Shutdown.
     Stopping,
-    /// Nothing arrived for `idle_timeout`.
+    /// Nothing arrived, or no memory could be had, for `idle_timeout`.
     Idle,
     /// The client went away, or the pipeline did.
     Gone,
 }
 
+/// What waiting for the client's next bytes came to.
+enum Wait {
+    Ready,
+    /// The client stopped mid-line for `line_timeout` while others wait for memory.
+    Stalled,
+    /// The lane's holder has no more bytes for [`LANE_PATIENCE`]: its client is not blocked on us,
+    /// so the lane goes to the next connection.
+    LanePause,
+    End(End),
+}
+
+/// How long the line lane's holder may wait for its client's next bytes. A client writing a long
+/// line is blocked on the daemon's reading, so its next bytes are there at once; a longer pause
+/// means it is not, and someone else should have the lane.
+pub(crate) const LANE_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Why a line is cut, for the reject's reason.
+const CUT_STALLED: &str =
+    "the client sent no more of it for socket.line_timeout while other clients waited for the memory it held";
+
 /// One client: reads lines, queues them, and answers once they are durable.
 struct Connection {
     stream: UnixStream,
-    idle_timeout: Duration,
+    limits: Limits,
     lines: ClientLines,
 }
 
 impl Connection {
-    fn new(stream: UnixStream, ingest: Ingest, idle_timeout: Duration) -> Connection {
+    fn new(stream: UnixStream, ingest: Ingest, limits: Limits) -> Connection {
         Connection {
             stream,
-            idle_timeout,
+            limits,
             lines: ClientLines::new(ingest),
         }
     }
@@ -306,7 +372,10 @@ impl Connection {
     async fn serve(mut self, mut shutdown: Shutdown) {
         let end = self.read_until_end(&mut shutdown).await;
         if end == End::Idle {
-            tracing::debug!("closing a socket client idle for {}", HumanDuration(self.idle_timeout));
+            tracing::debug!(
+                "closing a socket client idle for {}",
+                HumanDuration(self.limits.idle_timeout)
+            );
         }
         if end != End::Gone {
             self.lines.finish_partial_line().await;
@@ -318,38 +387,65 @@ impl Connection {
         let answer = format!("{{\"events\":{},\"rejected\":{}}}\n", tally.events, tally.rejected);
         let _ = self.stream.write_all(answer.as_bytes()).await;
         let _ = self.stream.shutdown().await;
+        if end == End::Idle {
+            // Closing with unread bytes would reset the connection, and the client could lose the
+            // answer before reading it: what it still sends is read and dropped for a moment
+            // (it was not accepted; the answer's counts say what was).
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let mut left = 1usize << 20;
+                while left > 0 {
+                    match tokio::io::AsyncReadExt::read(&mut self.stream, &mut sink).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            })
+            .await;
+        }
     }
 
     async fn read_until_end(&mut self, shutdown: &mut Shutdown) -> End {
+        let budget = self.lines.ingest().budget().clone();
         let mut buf: Vec<u8> = Vec::new();
+        // Held while this connection reads past the budget to finish its partial line.
+        let mut lane: Option<crate::pipeline::budget::LanePermit> = None;
         loop {
-            let readable = async {
-                if self.idle_timeout.is_zero() {
-                    self.stream.readable().await.map(|_| true)
-                } else {
-                    match tokio::time::timeout(self.idle_timeout, self.stream.readable()).await {
-                        Ok(r) => r.map(|_| true),
-                        Err(_) => Ok(false),
-                    }
+            match self.wait_readable(shutdown, lane.is_some()).await {
+                Wait::Ready => {}
+                Wait::End(end) => return end,
+                Wait::LanePause => {
+                    lane = None;
+                    continue;
                 }
-            };
-            let ready = tokio::select! {
-                biased;
-                _ = shutdown.recv() => return End::Stopping,
-                ready = readable => ready,
-            };
-            match ready {
-                Ok(true) => {}
-                Ok(false) => return End::Idle,
-                Err(e) => {
-                    tracing::debug!("socket client went away: {e}");
-                    return End::Gone;
+                Wait::Stalled => {
+                    tracing::debug!("cutting the partial line of a socket client that stalled mid-line");
+                    self.lines.cut_partial(CUT_STALLED).await;
+                    continue;
                 }
             }
-            let reservation = tokio::select! {
-                biased;
-                _ = shutdown.recv() => return End::Stopping,
-                r = self.lines.ingest().budget().admit(READ_BUFFER) => r,
+            let reservation = if lane.is_some() {
+                budget.force(READ_BUFFER)
+            } else if self.lines.line_growing() {
+                // Waiting here while holding a partial line would be hold-and-wait: take the lane
+                // if memory does not come first.
+                tokio::select! {
+                    biased;
+                    _ = shutdown.recv() => return End::Stopping,
+                    r = budget.admit(READ_BUFFER) => r,
+                    permit = budget.line_lane() => {
+                        lane = Some(permit);
+                        budget.force(READ_BUFFER)
+                    }
+                    _ = patience(self.limits.idle_timeout) => return End::Idle,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.recv() => return End::Stopping,
+                    r = budget.admit(READ_BUFFER) => r,
+                    _ = patience(self.limits.idle_timeout) => return End::Idle,
+                }
             };
             if buf.is_empty() {
                 buf = vec![0; READ_BUFFER];
@@ -369,6 +465,60 @@ impl Connection {
             };
             if self.queue(&buf[..n], reservation).await.is_err() {
                 return End::Gone;
+            }
+            if lane.is_some() && !self.lines.line_growing() {
+                // The line ended (or is over-long, and holds no more): the next one's turn.
+                lane = None;
+            }
+        }
+    }
+
+    /// Waits until the client's next bytes (or its close) can be read: at most `idle_timeout`,
+    /// and at most `line_timeout` while it holds part of a line that others wait for memory for.
+    async fn wait_readable(&self, shutdown: &mut Shutdown, in_lane: bool) -> Wait {
+        let started = tokio::time::Instant::now();
+        let idle = self.limits.idle_timeout;
+        loop {
+            let holding = self.lines.partial_bytes() > 0;
+            let idle_left = (!idle.is_zero()).then(|| idle.saturating_sub(started.elapsed()));
+            let line = if in_lane {
+                LANE_PATIENCE
+            } else {
+                self.limits.line_timeout
+            };
+            let slice = match (holding, idle_left) {
+                (true, Some(left)) => Some(left.min(line)),
+                (true, None) => Some(line),
+                (false, left) => left,
+            };
+            let readable = async {
+                match slice {
+                    Some(d) => tokio::time::timeout(d, self.stream.readable()).await.ok(),
+                    None => Some(self.stream.readable().await),
+                }
+            };
+            let ready = tokio::select! {
+                biased;
+                _ = shutdown.recv() => return Wait::End(End::Stopping),
+                ready = readable => ready,
+            };
+            match ready {
+                Some(Ok(())) => return Wait::Ready,
+                Some(Err(e)) => {
+                    tracing::debug!("socket client went away: {e}");
+                    return Wait::End(End::Gone);
+                }
+                None => {}
+            }
+            if in_lane {
+                return Wait::LanePause;
+            }
+            let budget = self.lines.ingest().budget();
+            if holding && started.elapsed() >= self.limits.line_timeout && budget.has_waiters() {
+                return Wait::Stalled;
+            }
+            if !idle.is_zero() && started.elapsed() >= idle {
+                return Wait::End(End::Idle);
             }
         }
     }

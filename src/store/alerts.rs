@@ -13,22 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::event::{EventId, Timestamp};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    Firing,
-    Resolved,
-}
-
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Firing => "firing",
-            AlertState::Resolved => "resolved",
-        }
-    }
-}
+use crate::monitor::vocabulary::{AlertState, Severity, Unit};
 
 /// One occurrence of an alert, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,17 +21,27 @@ pub struct AlertRecord {
     /// The fingerprint of the rule and its labels.
     pub key: String,
     pub rule: String,
-    pub severity: String,
+    /// It may rise while the occurrence lasts (a budget alert escalates through its steps).
+    pub severity: Severity,
     pub state: AlertState,
     pub title: String,
     pub message: String,
+    /// The value when it fired.
     pub value: f64,
+    /// The value at the latest evaluation (at the end, for a resolved one); absent until then.
+    #[serde(default)]
+    pub current: Option<f64>,
+    #[serde(default)]
+    pub unit: Unit,
     pub threshold: f64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub started_at: Timestamp,
     #[serde(default)]
     pub ended_at: Option<Timestamp>,
+    /// When `current` was measured.
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
     /// When the last notification for it was claimed.
     #[serde(default)]
     pub sent_at: Option<Timestamp>,
@@ -61,6 +56,13 @@ pub struct AlertRecord {
     pub queued: bool,
 }
 
+impl AlertRecord {
+    /// The latest value measured.
+    pub fn current_value(&self) -> f64 {
+        self.current.unwrap_or(self.value)
+    }
+}
+
 /// The outcome of trying to start an occurrence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fired {
@@ -68,6 +70,25 @@ pub enum Fired {
     Claimed,
     /// It already fires (another collector, or an earlier run): adopt it, send nothing.
     AlreadyFiring(Box<AlertRecord>),
+}
+
+/// One step of one occurrence that a collector tries to take: the occurrence (its alert's key and
+/// when it started), when, and who.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub key: String,
+    pub started_at: Timestamp,
+    pub now: Timestamp,
+    pub by: String,
+}
+
+/// What the latest evaluation says of a firing alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    pub value: f64,
+    pub severity: Severity,
+    pub title: String,
+    pub message: String,
 }
 
 /// Conditional writes of alert state. Every method is one atomic step in the store.
@@ -79,29 +100,47 @@ pub trait AlertStore: Clone + Send + Sync + 'static {
     /// this call did (and so sends the repeat).
     fn repeat(
         &self,
-        key: String,
-        started_at: Timestamp,
+        claim: Claim,
         repeats_seen: u32,
-        value: f64,
-        now: Timestamp,
-        by: String,
+        now: Measured,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Ends the occurrence if it still fires; true when this call did.
-    fn resolve(
+    /// Raises the occurrence's severity to `to.severity` if it still fires at `from`; true when
+    /// this call did (and so sends the escalation).
+    fn escalate(
+        &self,
+        claim: Claim,
+        from: Severity,
+        to: Measured,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Notes the latest measurement of a firing occurrence (its value and words); claims nothing.
+    fn refresh(
         &self,
         key: String,
         started_at: Timestamp,
-        value: f64,
         now: Timestamp,
-        by: String,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        measured: Measured,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Ends the occurrence if it still fires, at `value`; true when this call did.
+    fn resolve(&self, claim: Claim, value: f64) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Records that the claimed notification is in the delivery queues.
     fn mark_queued(&self, key: String, started_at: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Occurrences that fire now.
     fn firing(&self) -> impl Future<Output = Result<Vec<AlertRecord>, StoreError>> + Send;
+}
+
+/// The names a severity may be stored under (`medium` by earlier versions).
+fn stored_names(s: Severity) -> &'static [&'static str] {
+    match s {
+        Severity::Warning => &["warning", "medium"],
+        Severity::Info => &["info"],
+        Severity::High => &["high"],
+        Severity::Critical => &["critical"],
+    }
 }
 
 /// The `_id` of an alert's latest occurrence: an ObjectId made from its fingerprint (both stores
@@ -189,25 +228,24 @@ mod embedded_impl {
 
         fn repeat(
             &self,
-            key: String,
-            started_at: Timestamp,
+            claim: Claim,
             repeats_seen: u32,
-            value: f64,
-            now: Timestamp,
-            by: String,
+            now: Measured,
         ) -> impl Future<Output = Result<bool, StoreError>> + Send {
             self.with_write(move |conn, _| {
                 let n = conn.execute(
-                    "UPDATE api_alerts SET doc = json_set(doc, '$.repeats', ?3, '$.value', ?4, '$.sent_at', ?5,
-                         '$.claimed_by', ?6, '$.queued', json('false'))
-                     WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2 AND json_extract(doc, '$.repeats') = ?7",
+                    "UPDATE api_alerts SET doc = json_set(doc, '$.repeats', ?3, '$.current', ?4, '$.title', ?5,
+                         '$.message', ?6, '$.sent_at', ?7, '$.updated_at', ?7, '$.claimed_by', ?8, '$.queued', json('false'))
+                     WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2 AND json_extract(doc, '$.repeats') = ?9",
                     params![
-                        &current_id(&key).bytes()[..],
-                        started_at.as_millis(),
+                        &current_id(&claim.key).bytes()[..],
+                        claim.started_at.as_millis(),
                         repeats_seen + 1,
-                        value,
-                        now.to_string(),
-                        by,
+                        now.value,
+                        now.title,
+                        now.message,
+                        claim.now.to_string(),
+                        claim.by,
                         repeats_seen
                     ],
                 )?;
@@ -215,20 +253,74 @@ mod embedded_impl {
             })
         }
 
-        fn resolve(
+        fn escalate(
+            &self,
+            claim: Claim,
+            from: Severity,
+            to: Measured,
+        ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            self.with_write(move |conn, _| {
+                let names = stored_names(from);
+                let n = conn.execute(
+                    "UPDATE api_alerts SET severity = ?3, doc = json_set(doc, '$.severity', ?3, '$.current', ?4,
+                         '$.title', ?5, '$.message', ?6, '$.sent_at', ?7, '$.updated_at', ?7, '$.claimed_by', ?8,
+                         '$.queued', json('false'))
+                     WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2 AND severity IN (?9, ?10)",
+                    params![
+                        &current_id(&claim.key).bytes()[..],
+                        claim.started_at.as_millis(),
+                        to.severity.name(),
+                        to.value,
+                        to.title,
+                        to.message,
+                        claim.now.to_string(),
+                        claim.by,
+                        names[0],
+                        names.get(1).copied().unwrap_or(names[0]),
+                    ],
+                )?;
+                Ok(n == 1)
+            })
+        }
+
+        fn refresh(
             &self,
             key: String,
             started_at: Timestamp,
-            value: f64,
             now: Timestamp,
-            by: String,
-        ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            measured: Measured,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            self.with_write(move |conn, _| {
+                conn.execute(
+                    "UPDATE api_alerts SET doc = json_set(doc, '$.current', ?3, '$.title', ?4, '$.message', ?5,
+                         '$.updated_at', ?6)
+                     WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2",
+                    params![
+                        &current_id(&key).bytes()[..],
+                        started_at.as_millis(),
+                        measured.value,
+                        measured.title,
+                        measured.message,
+                        now.to_string()
+                    ],
+                )?;
+                Ok(())
+            })
+        }
+
+        fn resolve(&self, claim: Claim, value: f64) -> impl Future<Output = Result<bool, StoreError>> + Send {
             self.with_write(move |conn, _| {
                 let n = conn.execute(
-                    "UPDATE api_alerts SET state = 'resolved', doc = json_set(doc, '$.state', 'resolved', '$.value', ?3,
-                         '$.ended_at', ?4, '$.sent_at', ?4, '$.claimed_by', ?5, '$.queued', json('false'))
+                    "UPDATE api_alerts SET state = 'resolved', doc = json_set(doc, '$.state', 'resolved', '$.current', ?3,
+                         '$.ended_at', ?4, '$.sent_at', ?4, '$.updated_at', ?4, '$.claimed_by', ?5, '$.queued', json('false'))
                      WHERE id = ?1 AND state = 'firing' AND started_at_ms = ?2",
-                    params![&current_id(&key).bytes()[..], started_at.as_millis(), value, now.to_string(), by],
+                    params![
+                        &current_id(&claim.key).bytes()[..],
+                        claim.started_at.as_millis(),
+                        value,
+                        claim.now.to_string(),
+                        claim.by
+                    ],
                 )?;
                 Ok(n == 1)
             })
@@ -271,7 +363,7 @@ mod embedded_impl {
                 r.key,
                 r.state.as_str(),
                 r.rule,
-                r.severity,
+                r.severity.name(),
                 r.to_json(id, host).to_string()
             ],
         )?;
@@ -291,10 +383,11 @@ mod mongo_impl {
     fn to_bson(r: &AlertRecord, id: EventId, host: &str) -> Document {
         let mut d = bson::to_document(&r.to_json(id, host)).unwrap_or_default();
         d.insert("_id", oid(id));
-        for field in ["started_at", "ended_at", "sent_at"] {
+        for field in ["started_at", "ended_at", "sent_at", "updated_at"] {
             let t = match field {
                 "started_at" => Some(r.started_at),
                 "ended_at" => r.ended_at,
+                "updated_at" => r.updated_at,
                 _ => r.sent_at,
             };
             if let Some(t) = t {
@@ -390,12 +483,9 @@ mod mongo_impl {
 
         fn repeat(
             &self,
-            key: String,
-            started_at: Timestamp,
+            claim: Claim,
             repeats_seen: u32,
-            value: f64,
-            now: Timestamp,
-            by: String,
+            now: Measured,
         ) -> impl Future<Output = Result<bool, StoreError>> + Send {
             let this = self.clone();
             let limit = this.write_timeout();
@@ -403,8 +493,12 @@ mod mongo_impl {
                 let r = this
                     .documents(crate::event::Collection::Alerts)
                     .update_one(
-                        doc! { "_id": oid(current_id(&key)), "state": "firing", "started_at": date(started_at), "repeats": i64::from(repeats_seen) },
-                        doc! { "$set": { "repeats": i64::from(repeats_seen) + 1, "value": value, "sent_at": date(now), "claimed_by": by, "queued": false } },
+                        doc! { "_id": oid(current_id(&claim.key)), "state": "firing", "started_at": date(claim.started_at), "repeats": i64::from(repeats_seen) },
+                        doc! { "$set": {
+                            "repeats": i64::from(repeats_seen) + 1, "current": now.value, "title": now.title,
+                            "message": now.message, "sent_at": date(claim.now), "updated_at": date(claim.now),
+                            "claimed_by": claim.by, "queued": false,
+                        } },
                     )
                     .await
                     .map_err(error)?;
@@ -412,13 +506,11 @@ mod mongo_impl {
             })
         }
 
-        fn resolve(
+        fn escalate(
             &self,
-            key: String,
-            started_at: Timestamp,
-            value: f64,
-            now: Timestamp,
-            by: String,
+            claim: Claim,
+            from: Severity,
+            to: Measured,
         ) -> impl Future<Output = Result<bool, StoreError>> + Send {
             let this = self.clone();
             let limit = this.write_timeout();
@@ -426,8 +518,58 @@ mod mongo_impl {
                 let r = this
                     .documents(crate::event::Collection::Alerts)
                     .update_one(
+                        doc! {
+                            "_id": oid(current_id(&claim.key)), "state": "firing", "started_at": date(claim.started_at),
+                            "severity": { "$in": stored_names(from).to_vec() },
+                        },
+                        doc! { "$set": {
+                            "severity": to.severity.name(), "current": to.value, "title": to.title,
+                            "message": to.message, "sent_at": date(claim.now), "updated_at": date(claim.now),
+                            "claimed_by": claim.by, "queued": false,
+                        } },
+                    )
+                    .await
+                    .map_err(error)?;
+                Ok(r.modified_count == 1)
+            })
+        }
+
+        fn refresh(
+            &self,
+            key: String,
+            started_at: Timestamp,
+            now: Timestamp,
+            measured: Measured,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            let this = self.clone();
+            let limit = this.write_timeout();
+            within(limit, async move {
+                this.documents(crate::event::Collection::Alerts)
+                    .update_one(
                         doc! { "_id": oid(current_id(&key)), "state": "firing", "started_at": date(started_at) },
-                        doc! { "$set": { "state": "resolved", "value": value, "ended_at": date(now), "sent_at": date(now), "claimed_by": by, "queued": false } },
+                        doc! { "$set": {
+                            "current": measured.value, "title": measured.title, "message": measured.message,
+                            "updated_at": date(now),
+                        } },
+                    )
+                    .await
+                    .map_err(error)?;
+                Ok(())
+            })
+        }
+
+        fn resolve(&self, claim: Claim, value: f64) -> impl Future<Output = Result<bool, StoreError>> + Send {
+            let this = self.clone();
+            let limit = this.write_timeout();
+            within(limit, async move {
+                let r = this
+                    .documents(crate::event::Collection::Alerts)
+                    .update_one(
+                        doc! { "_id": oid(current_id(&claim.key)), "state": "firing", "started_at": date(claim.started_at) },
+                        doc! { "$set": {
+                            "state": "resolved", "current": value, "ended_at": date(claim.now), "sent_at": date(claim.now),
+                            "updated_at": date(claim.now), "claimed_by": claim.by, "queued": false,
+                        } },
                     )
                     .await
                     .map_err(error)?;
@@ -489,35 +631,56 @@ impl AlertStore for super::AnyStore {
 
     fn repeat(
         &self,
-        key: String,
-        started_at: Timestamp,
+        claim: Claim,
         repeats_seen: u32,
-        value: f64,
-        now: Timestamp,
-        by: String,
+        now: Measured,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let this = self.clone();
         async move {
             match this {
-                super::AnyStore::Embedded(s) => s.repeat(key, started_at, repeats_seen, value, now, by).await,
-                super::AnyStore::Mongo(s) => s.repeat(key, started_at, repeats_seen, value, now, by).await,
+                super::AnyStore::Embedded(s) => s.repeat(claim, repeats_seen, now).await,
+                super::AnyStore::Mongo(s) => s.repeat(claim, repeats_seen, now).await,
             }
         }
     }
 
-    fn resolve(
+    fn escalate(
         &self,
-        key: String,
-        started_at: Timestamp,
-        value: f64,
-        now: Timestamp,
-        by: String,
+        claim: Claim,
+        from: Severity,
+        to: Measured,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let this = self.clone();
         async move {
             match this {
-                super::AnyStore::Embedded(s) => s.resolve(key, started_at, value, now, by).await,
-                super::AnyStore::Mongo(s) => s.resolve(key, started_at, value, now, by).await,
+                super::AnyStore::Embedded(s) => s.escalate(claim, from, to).await,
+                super::AnyStore::Mongo(s) => s.escalate(claim, from, to).await,
+            }
+        }
+    }
+
+    fn refresh(
+        &self,
+        key: String,
+        started_at: Timestamp,
+        now: Timestamp,
+        measured: Measured,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                super::AnyStore::Embedded(s) => s.refresh(key, started_at, now, measured).await,
+                super::AnyStore::Mongo(s) => s.refresh(key, started_at, now, measured).await,
+            }
+        }
+    }
+
+    fn resolve(&self, claim: Claim, value: f64) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let this = self.clone();
+        async move {
+            match this {
+                super::AnyStore::Embedded(s) => s.resolve(claim, value).await,
+                super::AnyStore::Mongo(s) => s.resolve(claim, value).await,
             }
         }
     }

@@ -66,9 +66,11 @@ pub const COST: Spec = Spec {
         col("output_tokens", "INTEGER", "$.output_tokens"),
         col("total_tokens", "INTEGER", "$.total_tokens"),
         col("request_id", "TEXT", "$.request_id"),
+        // Only an event whose own time was too far ahead has one: the budget counts it at arrival.
+        col("received_at_ms", "INTEGER", "$.received_at"),
     ],
     indexed: &["model"],
-    sparse_indexed: &[],
+    sparse_indexed: &["received_at_ms"],
     covering: &[
         "model",
         "currency",

@@ -67,6 +67,10 @@ impl Serialize for Doc<'_> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("_id", &Id(e.id, self.bson))?;
         m.serialize_entry(e.collection().time_field(), &Time(e.time, self.bson))?;
+        if let Some(received) = e.received {
+            // Only for an event whose own time was too far ahead: it counts at arrival.
+            m.serialize_entry("received_at", &Time(received, self.bson))?;
+        }
         macro_rules! opt {
             ($name:literal, $v:expr) => {
                 if let Some(v) = &$v {

@@ -20,17 +20,21 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub use super::sqlite::Synchronous;
+use super::sqlite::{open_connection, open_error};
+
 use super::collections::{self, Spec};
 use super::query::{
     CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, Query, RequestBucket, ResponseTime, ResponseTimes,
-    StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
+    SkewedCost, StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use super::{document, Batch, Store, StoreError, WriteOutcome};
 use crate::event::{Body, Collection, Currency, Level, Timestamp};
 
 /// The schema this release writes. 1: the first release's tables; 2: filter and sum columns;
-/// 3: no plain time index where the statistics' covering index starts with the time.
-pub const SCHEMA_VERSION: i64 = 3;
+/// 3: no plain time index where the statistics' covering index starts with the time; 4: `api_cost.received_at_ms`,
+/// the arrival of a cost whose own time was too far ahead (the budget counts it then).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `[embedded]`: the SQLite file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,25 +43,6 @@ pub struct EmbeddedConfig {
     /// SQLite file name, relative to `state_dir`.
     pub file: PathBuf,
     pub synchronous: Synchronous,
-}
-
-/// SQLite's `synchronous`: what a commit survives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Synchronous {
-    /// A crash of the daemon.
-    Normal,
-    /// Also a power loss, at a cost in speed.
-    Full,
-}
-
-impl Synchronous {
-    pub fn pragma(self) -> &'static str {
-        match self {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
-        }
-    }
 }
 
 impl Default for EmbeddedConfig {
@@ -124,53 +109,6 @@ impl Checkpointer {
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Opens a connection that never follows a symlink and keeps the WAL's files when it closes.
-pub(crate) fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
-    let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    persist_wal(&conn);
-    Ok(conn)
-}
-
-/// Turns SQLite's terse open errors into what happened and what to do.
-fn open_error(path: &Path, e: rusqlite::Error) -> StoreError {
-    let file = path.display();
-    let dir = path.parent().map_or_else(|| ".".into(), |d| d.display().to_string());
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::permanent(format!(
-            "{file} is not an SQLite database (or it is damaged): {e}; move it aside (the daemon then \
-             creates a new one) or point embedded.file elsewhere"
-        )),
-        Some(rusqlite::ErrorCode::CannotOpen) => StoreError::permanent(format!(
-            "cannot open {file}: {e}; check that {dir} exists and that this user (uid {}) may write in it",
-            nix::unistd::geteuid()
-        )),
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) => StoreError::permanent(format!(
-            "{file} is damaged: {e}; stop the daemon, move it aside (keep it for recovery with `sqlite3 .recover`), and start again"
-        )),
-        _ => StoreError::permanent(format!("cannot open the embedded store {file}: {e}")),
-    }
-}
-
-/// Keeps `-wal` and `-shm` when the last connection closes (see the module documentation).
-fn persist_wal(conn: &Connection) {
-    let mut on: std::ffi::c_int = 1;
-    // SAFETY: the handle is a live connection owned by `conn`; the file control reads and writes
-    // one int, and "main" is a NUL-terminated name of the main database.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
-            (&mut on as *mut std::ffi::c_int).cast(),
-        )
-    };
-    if rc != rusqlite::ffi::SQLITE_OK {
-        tracing::debug!("cannot make the WAL persistent (SQLite code {rc})");
     }
 }
 
@@ -472,6 +410,7 @@ fn bind_columns(stmt: &mut rusqlite::Statement<'_>, e: &crate::event::Event) -> 
             bind(&c.output_tokens.and_then(|n| i64::try_from(n).ok()))?;
             bind(&c.total_tokens.and_then(|n| i64::try_from(n).ok()))?;
             bind(&c.request_id)?;
+            bind(&e.received.map(|t| t.as_millis()))?;
         }
         Body::Performance(p) => {
             bind(&p.status.as_str())?;
@@ -772,6 +711,33 @@ fn cost_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<CostBucket>, 
     Ok(out)
 }
 
+fn skewed_costs(conn: &Connection, range: TimeRange) -> Result<Vec<SkewedCost>, StoreError> {
+    // The partial index holds only the (rare) costs counted at arrival.
+    let (from, to) = (
+        range.from.map_or(i64::MIN, |t| t.as_millis()),
+        range.to.map_or(i64::MAX, |t| t.as_millis()),
+    );
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at_ms, received_at_ms, model, currency, cost FROM api_cost
+         WHERE received_at_ms IS NOT NULL
+           AND ((created_at_ms >= ?1 AND created_at_ms < ?2) OR (received_at_ms >= ?1 AND received_at_ms < ?2))",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![from, to], |r| {
+        Ok(SkewedCost {
+            time_ms: r.get(0)?,
+            received_ms: r.get(1)?,
+            model: r.get(2)?,
+            currency: r
+                .get::<_, Option<String>>(3)?
+                .as_deref()
+                .and_then(Currency::parse)
+                .unwrap_or(Currency::Usd),
+            cost: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn request_buckets(conn: &Connection, range: TimeRange) -> Result<Vec<RequestBucket>, StoreError> {
     let mut w = Where::default();
     w.range("timestamp_ms", range);
@@ -837,6 +803,13 @@ impl Query for EmbeddedStore {
         range: TimeRange,
     ) -> impl std::future::Future<Output = Result<Vec<CostBucket>, StoreError>> + Send {
         self.with_reader(move |conn| cost_buckets(conn, range))
+    }
+
+    fn skewed_costs(
+        &self,
+        range: TimeRange,
+    ) -> impl std::future::Future<Output = Result<Vec<SkewedCost>, StoreError>> + Send {
+        self.with_reader(move |conn| skewed_costs(conn, range))
     }
 
     fn request_buckets(

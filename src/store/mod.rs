@@ -14,6 +14,7 @@ pub mod mongo;
 pub mod outbox;
 pub mod query;
 pub mod retention;
+pub mod sqlite;
 
 use std::fmt;
 use std::future::Future;
@@ -23,7 +24,7 @@ use crate::event::{Collection, Event, Timestamp};
 
 pub use embedded::EmbeddedStore;
 pub use mongo::MongoStore;
-use query::{CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, StoreHealth, TimeRange};
+use query::{CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, SkewedCost, StoreHealth, TimeRange};
 
 /// Events of one collection, written together (one transaction, one `insert_many`).
 #[derive(Debug)]
@@ -165,6 +166,10 @@ impl Query for AnyStore {
 
     fn cost_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<CostBucket>, StoreError>> + Send {
         either!(self, s => s.cost_buckets(range))
+    }
+
+    fn skewed_costs(&self, range: TimeRange) -> impl Future<Output = Result<Vec<SkewedCost>, StoreError>> + Send {
+        either!(self, s => s.skewed_costs(range))
     }
 
     fn request_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send {

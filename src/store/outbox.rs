@@ -13,7 +13,7 @@ use bson::RawDocumentBuf;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Notify;
 
-use super::embedded::{open_connection, Synchronous};
+use super::sqlite::{open_connection, Synchronous};
 use super::StoreError;
 use crate::event::Collection;
 

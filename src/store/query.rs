@@ -220,6 +220,11 @@ pub trait Query: Clone + Send + Sync + 'static {
     /// outbox counts too: spend does not vanish during an outage.
     fn cost_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<CostBucket>, StoreError>> + Send;
 
+    /// The costs whose own time was too far ahead to be believed (rare: see `max_clock_skew`) and
+    /// whose own time or arrival lies in `range`. The budget counts them at arrival: see
+    /// [`budget_buckets`].
+    fn skewed_costs(&self, range: TimeRange) -> impl Future<Output = Result<Vec<SkewedCost>, StoreError>> + Send;
+
     /// Requests per (minute, model) in `range`.
     fn request_buckets(&self, range: TimeRange) -> impl Future<Output = Result<Vec<RequestBucket>, StoreError>> + Send;
 
@@ -237,6 +242,64 @@ pub trait Query: Clone + Send + Sync + 'static {
     /// Events of `collection` that are stored but not found by queries yet: with MongoDB, those
     /// waiting in the outbox for it.
     fn waiting(&self, collection: Collection) -> u64;
+}
+
+/// A cost counted at its arrival rather than its own time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkewedCost {
+    pub time_ms: i64,
+    pub received_ms: i64,
+    pub model: String,
+    pub currency: Currency,
+    pub cost: f64,
+}
+
+/// [`Query::cost_buckets`] as the budget counts: each cost in the bucket of its arrival where its
+/// own time was too far ahead (taken out of its own time's bucket, put into its arrival's), so
+/// that the store's totals agree with what the monitor counted in memory.
+pub async fn budget_buckets<Q: Query>(store: &Q, range: TimeRange) -> Result<Vec<CostBucket>, StoreError> {
+    let mut buckets = store.cost_buckets(range).await?;
+    let skewed = store.skewed_costs(range).await?;
+    for s in &skewed {
+        let inside =
+            |t: i64| range.from.is_none_or(|f| t >= f.as_millis()) && range.to.is_none_or(|to| t < to.as_millis());
+        for (time, sign) in [(s.time_ms, -1.0), (s.received_ms, 1.0)] {
+            if !inside(time) {
+                continue;
+            }
+            let start_ms = bucket_start(time, COST_BUCKET_MS);
+            let found = buckets
+                .iter_mut()
+                .find(|b| b.start_ms == start_ms && b.model == s.model && b.currency == s.currency);
+            let b = match found {
+                Some(b) => b,
+                None => {
+                    buckets.push(CostBucket {
+                        start_ms,
+                        model: s.model.clone(),
+                        currency: s.currency,
+                        cost: 0.0,
+                        input_tokens: 0,
+                        output_tokens: 0,
+                        total_tokens: 0,
+                        calls: 0,
+                    });
+                    let last = buckets.len() - 1;
+                    &mut buckets[last]
+                }
+            };
+            b.cost += sign * s.cost;
+            if sign > 0.0 {
+                b.calls += 1;
+            } else {
+                b.calls = b.calls.saturating_sub(1);
+            }
+        }
+    }
+    buckets.retain(|b| b.calls > 0 || b.cost.abs() > 1e-12);
+    buckets
+        .sort_by(|a, b| (a.start_ms, &a.model, a.currency.symbol()).cmp(&(b.start_ms, &b.model, b.currency.symbol())));
+    Ok(buckets)
 }
 
 /// The bucket `time_ms` falls in.

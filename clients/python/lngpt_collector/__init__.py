@@ -5,17 +5,19 @@
 
     logging.getLogger("lngpt").addHandler(CollectorHandler())   # socket and spool from LNGPT_COLLECTOR_*
     check_cost_limits()                                          # raises CostLimitExceeded over budget
-    record_api_cost("gpt-4o", 0.0123, "$", 1200, 300)
+    record_api_cost("gpt-4o", 0.0123, "$", 1200, 300)                 # or record_api_cost(messages)
 
 Records are queued in memory and sent by a background thread; while the collector is down or stalled
-they wait in a spool file on disk, and are replayed once it answers. See the README's section
-"From the novel app".
+they wait in a spool file on disk, and are replayed once it answers. ``lngpt_collector.mongodb_cost``
+and ``lngpt_collector.mongodb_cache`` are drop-ins for the app's modules of those names. See the
+README's section "From the novel app".
 """
 
 __version__ = "0.1.0"
 
 from ._budget import BudgetUnavailable, CostLimitExceeded, check_cost_limits, get_budget
 from ._collector import Collector
+from ._costs import get_model_cost_stats, print_cost_report
 from ._defaults import configure, get_collector
 from ._events import log_api_call, log_performance, record_api_cost
 from ._handler import CollectorHandler, record_to_event
@@ -43,8 +45,10 @@ __all__ = [
     "flush",
     "get_budget",
     "get_collector",
+    "get_model_cost_stats",
     "log_api_call",
     "log_performance",
+    "print_cost_report",
     "record_api_cost",
     "record_to_event",
     "stats",

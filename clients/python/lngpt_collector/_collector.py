@@ -6,12 +6,27 @@ Why it is built this way:
   deque under a lock, nothing else: no system call except a one-byte write to a pipe that wakes the
   worker when it sleeps idle or the queue runs long. A full queue drops its oldest record and counts it.
   So the app never waits for the collector, whether it runs, is stopped or is stalled.
+- Memory is bounded in bytes too (``max_queue_bytes``): ``send()`` estimates what a record will take as
+  JSON (strings by their length, never much less than their UTF-8 size; a walk of at most a few hundred
+  values) and drops it, counted, when it would take what the process holds for sending past the bound —
+  records queued, encoded lines waiting, chunks sent and not confirmed. A count alone let 10,000 records
+  of 100 KB hold a gigabyte while the collector was away and the spool could not be written.
 - The worker, not ``send()``, encodes events as JSON: that halves what ``emit()`` costs the app's thread
   (measured: p99 from about 25 to 12 µs on a loaded two-core machine). The worker takes the queue every
   ``GATHER_INTERVAL``, so it takes the GIL from the app's threads a few times a second, not per record.
 - One worker thread per process does every I/O: it writes records to the daemon's socket in chunks,
   each followed by a sync line (``{"type":"sync","id":…}``), and forgets a chunk only when the daemon
   has answered that sync line — which it does once everything before it is durable.
+- Chunks are pipelined: lines are written as soon as the window has room (half of ``max_queue_bytes``,
+  at most 8 MiB sent and not confirmed), and each chunk is confirmed by its own answer, in order. A
+  chunk's sync line goes out when no earlier one waits for its answer, or when the chunk is full; until
+  then the chunk stays open and takes the lines that come, so at a trickle each record is confirmed
+  within a round trip. "Full" adapts to the daemon (``_adapt``): a 32nd of the window while it reads on
+  past sync lines that wait for their answers (many small chunks in flight, memory released early),
+  doubling up to half the window while it stops reading at each sync line until that line's batch is
+  durable (up to its ``max_wait``, 200 ms): then every sync line costs a wait, and a fixed 64 KiB per
+  sync line had capped one process at about 300 KB/s. The lines are written with ``sendmsg()`` straight
+  from the encoded records: no joined copy is held beside them.
 - When the daemon cannot be reached, or stops answering (``stall_timeout``), records go to a spool
   file (``_spool.py``) instead, and the chunks already sent but not confirmed are written there first.
   Once the daemon answers again, the spool is sent from its last confirmed byte, chunk by chunk, and
@@ -30,6 +45,7 @@ exited — is sent again: stored twice rather than lost.
 
 import atexit
 import collections
+import itertools
 import json
 import math
 import os
@@ -44,10 +60,19 @@ from ._report import report
 from ._settings import Settings
 from ._spool import Spool, SpoolError
 
-#: Bytes of records sent before each sync line.
-CHUNK_BYTES = 64 * 1024
-#: Bytes sent and not yet confirmed, at most, per connection.
-WINDOW_BYTES = 1 << 20
+#: Bytes of records a chunk takes at most before its sync line: a 32nd of the window to begin with (and
+#: at least this), up to half of it against a daemon that stops reading at each sync line.
+CHUNK_MIN = 64 * 1024
+#: Bytes sent and not yet confirmed, at most, per connection: half of max_queue_bytes, within these.
+WINDOW_MIN = 256 * 1024
+WINDOW_MAX = 8 << 20
+#: More than a Unix socket's buffers hold (about 200 KiB each way): a daemon that took this much past a
+#: sync line before answering it was reading on.
+SOCKET_SLACK = 1 << 20
+#: Bytes of the spool read ahead of what the socket has taken.
+SPOOL_READ_AHEAD = 256 * 1024
+#: Buffers handed to one sendmsg() call (IOV_MAX is 1024 on Linux).
+SENDMSG_PIECES = 512
 #: Seconds the worker lets records gather before it takes them (unless the queue fills faster).
 #: Waking it for every record would make it take the GIL from the app's threads hundreds of times a
 #: second; this way it takes it ten times a second, for a batch.
@@ -126,6 +151,54 @@ def encode(event):
     return text.encode("utf-8", "replace") + b"\n"
 
 
+def estimate(item):
+    """Bytes ``item`` (an event dict, or a line) will take, for ``max_queue_bytes``: on the app's thread,
+    so cheap rather than exact, and rather more than less.
+
+    A string counts its length if it is ASCII (``isascii()`` reads a flag), else three bytes a character
+    (what UTF-8 takes at most for the text an app logs); containers are walked to
+    ``ESTIMATE_DEPTH`` and their first ``ESTIMATE_ITEMS`` values, the rest extrapolated; any other
+    value counts ``ESTIMATE_OTHER`` bytes. The worker counts the encoded lines exactly once it has them."""
+    if type(item) is bytes:
+        return len(item)
+    n = ESTIMATE_OTHER
+    for v in item.values():
+        t = type(v)
+        if t is str:
+            n += len(v) if v.isascii() else 3 * len(v)
+        elif t is dict or t is list or t is tuple:
+            n += _estimate(v, 1)
+        else:
+            n += ESTIMATE_OTHER
+    return n
+
+
+ESTIMATE_DEPTH = 16
+ESTIMATE_ITEMS = 256
+ESTIMATE_OTHER = 24
+
+
+def _estimate(value, depth):
+    """``estimate()`` of a value inside an event."""
+    t = type(value)
+    if t is str:
+        return len(value) if value.isascii() else 3 * len(value)
+    if depth >= ESTIMATE_DEPTH or not (t is dict or t is list or t is tuple):
+        return len(value) + 2 if t is bytes or t is bytearray else ESTIMATE_OTHER
+    n = ESTIMATE_OTHER
+    for i, v in enumerate(value.values() if t is dict else value):
+        if i >= ESTIMATE_ITEMS:
+            return n * len(value) // ESTIMATE_ITEMS
+        tv = type(v)
+        if tv is str:
+            n += len(v) if v.isascii() else 3 * len(v)
+        elif tv is dict or tv is list or tv is tuple:
+            n += _estimate(v, depth + 1)
+        else:
+            n += ESTIMATE_OTHER
+    return n
+
+
 # -- the client ------------------------------------------------------------------------------------
 
 
@@ -140,6 +213,15 @@ class Collector:
         self._init_process_state()
         _live.add(self)
         atexit.register(_close_at_exit, weakref.ref(self))
+        # A spool left by a process that is gone is replayed now, not when this one first sends
+        # something: a process that only configures the client (or logs rarely) must not leave
+        # another's records waiting.
+        try:
+            if (self.settings.spool_dir is not None and self.settings.target_file() is None
+                    and Spool.adoptable(self.settings.spool_dir)):
+                self._start()
+        except Exception as e:
+            report("adopt", "cannot look for spool files to replay in %s: %r" % (self.settings.spool_dir, e))
 
     def _init_process_state(self):
         """Everything that belongs to one process (a forked child starts again from here)."""
@@ -147,7 +229,11 @@ class Collector:
         self._lock = threading.Lock()
         self._queue = collections.deque()
         self._enqueued = 0  # records accepted by send(), ever: the seq of the newest
-        self._dropped_queue = 0  # records the full queue dropped, ever
+        self._dropped_queue = 0  # records the full queue dropped, ever (max_queue)
+        self._dropped_bytes = 0  # records dropped at max_queue_bytes, ever
+        self._queue_bytes = 0  # estimated bytes of the records in _queue
+        self._worker_bytes = 0  # bytes the worker holds for sending (its own count, published)
+        self._peak_bytes = 0  # the most held at once: _queue_bytes + _worker_bytes
         self._errors = 0  # errors swallowed on the app's threads, ever
         self._after_close = 0  # records sent after close()
         self._closing = None  # monotonic deadline once close() has begun
@@ -159,6 +245,7 @@ class Collector:
         self._signalled = False
         self._idle = False  # the worker sleeps IDLE_INTERVAL: the next record wakes it
         self._wake_at = max(1, min(1000, self.settings.max_queue // 2))
+        self._wake_bytes = self.settings.max_queue_bytes // 8
         self._done = threading.Condition(threading.Lock())
         self._done_seq = 0  # every record up to this seq is confirmed, or dropped
         self._worker = None
@@ -182,17 +269,32 @@ class Collector:
         if self._closed:
             self._after_close += 1
             return
+        try:
+            nbytes = estimate(item)
+        except Exception:
+            nbytes = CHUNK_MIN  # a dict changed while it was read: any fair guess
         with self._lock:
-            queue = self._queue
-            size = len(queue)
-            if size >= self.settings.max_queue:
-                queue.popleft()
-                self._dropped_queue += 1
-            queue.append(item)
-            self._enqueued += 1
+            queued = self._queue_bytes + nbytes
+            held = queued + self._worker_bytes
+            if held > self.settings.max_queue_bytes:
+                self._dropped_bytes += 1
+                size = -1
+            else:
+                queue = self._queue
+                size = len(queue)
+                if size >= self.settings.max_queue:
+                    dropped = queue.popleft()[0]
+                    queued -= dropped
+                    held -= dropped
+                    self._dropped_queue += 1
+                queue.append((nbytes, item))
+                self._queue_bytes = queued
+                if held > self._peak_bytes:
+                    self._peak_bytes = held
+                self._enqueued += 1
         if self._thread is None:
             self._start()
-        elif (size >= self._wake_at or self._idle) and not self._signalled:
+        elif (size >= self._wake_at or self._queue_bytes >= self._wake_bytes or self._idle) and not self._signalled:
             # Filling faster than GATHER_INTERVAL drains it: wake the worker now.
             self._signalled = True
             try:
@@ -246,12 +348,14 @@ class Collector:
         conn = w.conn if w else None
         out = {
             "queued": len(self._queue),
+            "held_bytes": self._queue_bytes + self._worker_bytes,
+            "held_bytes_peak": self._peak_bytes,
             "enqueued": self._enqueued,
             "confirmed": w.confirmed_lines if w else 0,
             "events": w.events if w else 0,
             "rejected": w.rejected if w else 0,
             "spooled_bytes": spool.unconfirmed if spool is not None else 0,
-            "dropped_queue": self._dropped_queue + (w.dropped_memory if w else 0),
+            "dropped_queue": self._dropped_queue + self._dropped_bytes + (w.dropped_memory if w else 0),
             "dropped_spool": w.dropped_spool if w else 0,
             "errors": self._errors + (w.errors if w else 0),
             "connected": conn is not None,
@@ -318,9 +422,10 @@ class Collector:
 
 
 class _Chunk:
-    """Lines sent on a connection, up to and including one sync line."""
+    """Lines sent on a connection, up to and including one sync line (once it is closed)."""
 
-    __slots__ = ("sync_id", "first_line", "nlines", "nbytes", "mem", "last_seq", "start", "end", "queued_at")
+    __slots__ = ("sync_id", "first_line", "nlines", "nbytes", "mem", "last_seq", "start", "end", "queued_at",
+                 "closed", "sync_at")
 
     def __init__(self, sync_id, first_line, nlines, nbytes, queued_at):
         self.sync_id = sync_id
@@ -331,7 +436,11 @@ class _Chunk:
         self.last_seq = None
         self.start = None  # the spool byte range, for records sent from the spool
         self.end = None
-        self.queued_at = queued_at
+        self.queued_at = queued_at  # when its sync line was queued
+        # Its sync line is queued: lines go into the last chunk, left open while an earlier sync line
+        # waits for its answer, and closed when that answer comes or the chunk is full.
+        self.closed = False
+        self.sync_at = None  # bytes of the connection up to and including its sync line
 
 
 class _Conn:
@@ -342,7 +451,10 @@ class _Conn:
         self.path = path
         self.token = token
         self.rbuf = b""
-        self.wbuf = bytearray()
+        # What is still to be written, in order: the lines of chunks (the very objects a memory
+        # chunk holds), spool data and sync lines. Written with sendmsg(), consumed from the left.
+        self.wbuf = collections.deque()
+        self.wbuf_bytes = 0
         self.lines = 0
         self.syncs = 0
         self.inflight = collections.deque()
@@ -351,6 +463,14 @@ class _Conn:
         self.rejected = 0
         self.spool_next = None
         self.stalled = False
+        self.answered_at = 0.0  # monotonic time of the last sync answer
+        self.written = 0  # bytes written to the socket
+
+    def waiting_since(self):
+        """Since when the daemon owes an answer: the oldest chunk's sending, or the last answer if
+        later. A pipeline of many chunks is stalled only when nothing at all is confirmed for
+        stall_timeout, not when its oldest chunk has waited that long behind the others."""
+        return max(self.inflight[0].queued_at, self.answered_at)
 
     def next_sync_id(self):
         self.syncs += 1
@@ -365,6 +485,16 @@ class _Worker:
         self.settings = collector.settings
         self.mode = _DIRECT
         self.outq = collections.deque()  # (seq, line) taken from the queue, not yet sent (direct mode)
+        self.outq_bytes = 0  # the bytes of the lines in outq
+        self.window = window_for(self.settings.max_queue_bytes)
+        # Where a chunk is closed by its size: small while the daemon reads on past sync lines that wait
+        # for their answers, doubled each time it is seen to stop at one (see _adapt).
+        self.chunk_min, self.chunk_top = chunk_max_for(self.window), max(CHUNK_MIN, self.window // 2)
+        self.chunk_max = self.chunk_min
+        # Past these the records go to the spool (the daemon is slower than the app), leaving the app's
+        # queue a quarter of max_queue_bytes before anything is dropped.
+        self.spill_bytes = self.settings.max_queue_bytes // 8
+        self.spill_total = self.settings.max_queue_bytes * 3 // 4
         self.conn = None
         self.spool = None
         self.retry_at = 0.0
@@ -397,6 +527,7 @@ class _Worker:
                     if self.conn is not None:
                         self._io()
                     self._pump()
+                    self._publish()
                     if self._closing_done():
                         break
                 except Exception as e:
@@ -429,7 +560,7 @@ class _Worker:
                 t = IDLE_INTERVAL
         conn = self.conn
         if conn is not None and conn.inflight and not conn.stalled:
-            t = min(t, max(0.01, conn.inflight[0].queued_at + self.settings.stall_timeout - now))
+            t = min(t, max(0.01, conn.waiting_since() + self.settings.stall_timeout - now))
         if conn is None and (self.outq or (self.spool is not None and not self.spool.drained)):
             t = min(t, max(0.0, self.retry_at - now))
         return t
@@ -461,12 +592,42 @@ class _Worker:
             batch = c._queue
             c._queue = collections.deque()
             last = c._enqueued
+            # Still held, now by the worker, until its encoded lines are counted instead.
+            c._worker_bytes += c._queue_bytes
+            c._queue_bytes = 0
         first = last - len(batch) + 1
-        entries = list(zip(range(first, last + 1), map(self._line, batch)))
+        try:
+            lines = [item if type(item) is bytes else encode(item) for _, item in batch]
+        except Exception:
+            lines = [self._line(item) for _, item in batch]  # one of them fails: each on its own
+        del batch
+        entries = list(zip(range(first, last + 1), lines))
         if self.mode == _SPOOL:
             self._spool_entries(entries)
         else:
             self.outq.extend(entries)
+            self.outq_bytes += sum(map(len, lines))
+
+    def _held(self):
+        """Bytes this worker holds for sending: lines waiting, and lines of chunks not confirmed (the
+        unsent part of wbuf is made of those same lines, or of spool data: whichever is more)."""
+        conn = self.conn
+        if conn is None:
+            return self.outq_bytes
+        sent = 0
+        for chunk in conn.inflight:
+            if chunk.mem is not None:
+                sent += chunk.nbytes
+        return self.outq_bytes + max(sent, conn.wbuf_bytes)
+
+    def _publish(self):
+        """Tells the app's threads (``_put``) what the worker holds, and notes the peak."""
+        c = self.c
+        held = self._held()
+        with c._lock:
+            c._worker_bytes = held
+            if held + c._queue_bytes > c._peak_bytes:
+                c._peak_bytes = held + c._queue_bytes
 
     def _line(self, item):
         """A queued item as a JSON line: events are encoded here, off the app's threads."""
@@ -495,19 +656,39 @@ class _Worker:
 
     def _io(self):
         conn = self.conn
-        if conn.wbuf:
+        if self._write(conn):
+            self._read_answers(conn)
+
+    def _write(self, conn):
+        """Writes what the socket takes now; False if the connection broke (and was dropped)."""
+        wbuf = conn.wbuf
+        while wbuf:
+            pieces = list(itertools.islice(wbuf, SENDMSG_PIECES))
             try:
-                n = conn.sock.send(conn.wbuf)
-                del conn.wbuf[:n]
+                n = conn.sock.sendmsg(pieces)
             except (BlockingIOError, InterruptedError):
-                pass
+                break
             except OSError as e:
                 # The daemon closed: read what it answered before deciding what is confirmed.
                 self._read_answers(conn)
                 if self.conn is conn:
                     self._drop_conn("the connection to %s broke: %s" % (conn.path, e))
-                return
-        self._read_answers(conn)
+                return False
+            conn.wbuf_bytes -= n
+            conn.written += n
+            full = True
+            for piece in pieces:
+                size = len(piece)
+                if n >= size:
+                    wbuf.popleft()
+                    n -= size
+                else:
+                    wbuf[0] = memoryview(piece)[n:]
+                    full = False
+                    break
+            if not full:
+                break  # the socket's buffer is full: poll() says when it takes more
+        return True
 
     def _read_answers(self, conn):
         for _ in range(64):
@@ -558,15 +739,19 @@ class _Worker:
 
     def _on_sync(self, conn, msg):
         sync_id = msg.get("sync")
-        if not any(ch.sync_id == sync_id for ch in conn.inflight):
+        if not any(ch.sync_id == sync_id and ch.closed for ch in conn.inflight):
             return
         self._count_answer(conn, msg)
+        conn.answered_at = time.monotonic()
         while conn.inflight:
             chunk = conn.inflight.popleft()
             conn.inflight_bytes -= chunk.nbytes
             self._confirmed(chunk)
             if chunk.sync_id == sync_id:
+                self._adapt(conn, chunk)
                 break
+        if conn.inflight and not conn.inflight[0].closed:
+            self._close_chunk(conn, conn.inflight[0], conn.answered_at)  # the open one: nothing else is owed
         self.backoff = RETRY_MIN
         if conn.stalled and not conn.inflight:
             conn.stalled = False
@@ -593,6 +778,7 @@ class _Worker:
                 self.confirmed_lines += k
                 if chunk.mem is not None:
                     self.c._mark_done(_last_seq(chunk.mem[:k]))
+                    chunk.nbytes -= sum(len(line) for _, line in chunk.mem[:k])
                     chunk.mem = chunk.mem[k:]
                 else:
                     offset = self.spool.offset_after_lines(chunk.start, k)
@@ -628,6 +814,7 @@ class _Worker:
                 back.extend(chunk.mem)
         if back:
             self.outq.extendleft(reversed(back))
+            self.outq_bytes += sum(len(line) for _, line in back)
         self.retry_at = time.monotonic() + self.backoff
         self.backoff = min(RETRY_MAX, self.backoff * 2)
 
@@ -667,7 +854,7 @@ class _Worker:
             return
         conn = self.conn
         if conn is not None and conn.inflight and not conn.stalled:
-            if now - conn.inflight[0].queued_at > self.settings.stall_timeout:
+            if now - conn.waiting_since() > self.settings.stall_timeout:
                 conn.stalled = True
                 report("stalled", "the collector at %s has not confirmed anything for %.1f s; records go to the spool"
                        % (conn.path, self.settings.stall_timeout))
@@ -678,12 +865,12 @@ class _Worker:
                 self._connect(now)
             if self.conn is None and self.mode == _DIRECT and self.outq:
                 self._to_spool(now)
-        if self.mode == _DIRECT and len(self.outq) > self.settings.max_queue:
-            # The daemon answers, but more slowly than the app logs.
+        if self.mode == _DIRECT and (self.outq_bytes > self.spill_bytes
+                                     or self._held() + self.c._queue_bytes > self.spill_total):
+            # The daemon answers, but more slowly than the app logs: the spool takes them.
             self._to_spool(now)
-            while len(self.outq) > self.settings.max_queue:
-                self.outq.popleft()
-                self.dropped_memory += 1
+        if self.mode == _DIRECT:
+            self._trim()
         conn = self.conn
         if conn is not None and not conn.stalled:
             if self.mode == _DIRECT:
@@ -700,44 +887,114 @@ class _Worker:
                 and (self.conn is None or (not self.conn.inflight and not self.conn.stalled))):
             self._scan_orphans(now)
 
+    def _trim(self):
+        """Without a spool to take them, the oldest records waiting go (counted) past max_queue_bytes."""
+        outq = self.outq
+        over = self._held() + self.c._queue_bytes - self.settings.max_queue_bytes
+        while outq and over > 0:
+            size = len(outq.popleft()[1])
+            self.outq_bytes -= size
+            over -= size
+            self.dropped_memory += 1
+
+    def _open_chunk(self, conn, now, kind):
+        """The connection's open chunk of this kind (``"mem"`` or ``"spool"``), made if there is none."""
+        chunk = conn.inflight[-1] if conn.inflight else None
+        if chunk is not None and not chunk.closed:
+            if (chunk.mem is not None) == (kind == "mem") and (kind == "mem" or chunk.end == conn.spool_next):
+                return chunk
+            self._close_chunk(conn, chunk, now)
+        chunk = _Chunk(conn.next_sync_id(), conn.lines, 0, 0, now)
+        if kind == "mem":
+            chunk.mem = []
+        else:
+            chunk.start = chunk.end = conn.spool_next
+        conn.inflight.append(chunk)
+        return chunk
+
+    def _close_chunk(self, conn, chunk, now):
+        """Ends the chunk with its sync line: from now on the daemon owes its answer."""
+        sync = b'{"type":"sync","id":"%s"}\n' % chunk.sync_id.encode("ascii")
+        conn.wbuf.append(sync)
+        conn.wbuf_bytes += len(sync)
+        chunk.closed = True
+        chunk.queued_at = now
+        chunk.sync_at = conn.written + conn.wbuf_bytes  # where the sync line ends in the stream
+
+    def _adapt(self, conn, chunk):
+        """Sizes the next chunks from how the daemon took this one's sync line.
+
+        A daemon that reads on while a sync line waits for its answer took more than the socket's
+        buffer past it: small chunks keep many in flight and memory is released early. One that
+        stops reading at each sync line until it can answer (until its batch is written, up to its
+        max_wait) took no more than what the kernel buffers, though more was waiting to be written:
+        each sync line then costs a wait, so chunks double, up to half the window."""
+        past = conn.written - chunk.sync_at
+        if past >= SOCKET_SLACK:
+            self.chunk_max = max(self.chunk_min, self.chunk_max // 2)
+        elif conn.wbuf_bytes > 0 and past >= 0:
+            self.chunk_max = min(self.chunk_top, self.chunk_max * 2)
+
+    def _added(self, conn, chunk, now, nlines, nbytes):
+        """Counts lines just added to the open chunk, and closes it when it is full or when no answer
+        is owed: a sync line while another waits would only make the daemon wait twice."""
+        chunk.nlines += nlines
+        chunk.nbytes += nbytes
+        conn.lines += nlines
+        conn.inflight_bytes += nbytes
+        if chunk.nbytes >= self.chunk_max or conn.inflight[0] is chunk:
+            self._close_chunk(conn, chunk, now)
+
     def _send_memory(self, conn, now):
-        while self.outq and conn.inflight_bytes < WINDOW_BYTES:
-            lines = []
+        outq = self.outq
+        wbuf = conn.wbuf
+        while outq and conn.inflight_bytes < self.window:
+            chunk = self._open_chunk(conn, now, "mem")
+            room = min(self.chunk_max - chunk.nbytes, self.window - conn.inflight_bytes)
+            lines = chunk.mem
+            before = len(lines)
             size = 0
-            while self.outq and (size == 0 or size + len(self.outq[0][1]) <= CHUNK_BYTES):
-                entry = self.outq.popleft()
+            while outq:
+                n = len(outq[0][1])
+                if size and size + n > room:
+                    break
+                entry = outq.popleft()
                 lines.append(entry)
-                size += len(entry[1])
-            chunk = _Chunk(conn.next_sync_id(), conn.lines, len(lines), size, now)
-            chunk.mem = lines
-            chunk.last_seq = _last_seq(lines)
-            self._queue_chunk(conn, chunk, b"".join(line for _, line in lines))
+                wbuf.append(entry[1])
+                size += n
+            self.outq_bytes -= size
+            conn.wbuf_bytes += size
+            last = _last_seq(lines[before:])
+            if last is not None:
+                chunk.last_seq = last
+            self._added(conn, chunk, now, len(lines) - before, size)
 
     def _send_spool(self, conn, now):
         spool = self.spool
         if conn.spool_next is None:
             conn.spool_next = spool.confirmed
-        while conn.spool_next < spool.end and conn.inflight_bytes < WINDOW_BYTES:
+        # The spool's lines are on disk: read only what the socket is about to take, not a window's worth.
+        while (conn.spool_next < spool.end and conn.inflight_bytes < self.window
+               and conn.wbuf_bytes < SPOOL_READ_AHEAD):
+            chunk = self._open_chunk(conn, now, "spool")
             try:
-                data = spool.read(conn.spool_next, CHUNK_BYTES)
+                data = spool.read(conn.spool_next, min(SPOOL_READ_AHEAD, self.chunk_max - chunk.nbytes,
+                                                       self.window - conn.inflight_bytes))
             except OSError as e:
                 self.errors += 1
                 report("spool_read", "cannot read the spool file %s: %s" % (spool.path, e))
                 return
             if not data:
                 return
-            chunk = _Chunk(conn.next_sync_id(), conn.lines, data.count(b"\n"), len(data), now)
-            chunk.start = conn.spool_next
-            chunk.end = conn.spool_next + len(data)
+            chunk.end += len(data)
             conn.spool_next = chunk.end
-            self._queue_chunk(conn, chunk, data)
-
-    def _queue_chunk(self, conn, chunk, data):
-        conn.wbuf += data
-        conn.wbuf += b'{"type":"sync","id":"%s"}\n' % chunk.sync_id.encode("ascii")
-        conn.lines += chunk.nlines
-        conn.inflight.append(chunk)
-        conn.inflight_bytes += chunk.nbytes
+            conn.wbuf.append(data)
+            conn.wbuf_bytes += len(data)
+            self._added(conn, chunk, now, data.count(b"\n"), len(data))
+            # Write it now and read on while the socket takes it: a read-ahead per wake-up would
+            # drain the spool more slowly than a busy app fills it.
+            if not self._write(conn) or self.conn is not conn:
+                return
 
     def _to_spool(self, now):
         """Switches to the spool: chunks sent and not confirmed first, then everything waiting."""
@@ -748,7 +1005,8 @@ class _Worker:
         except SpoolError as e:
             self.errors += 1
             self.spool_retry_at = now + SPOOL_RETRY
-            report("spool_create", "%s; records wait in memory (at most max_queue=%d)" % (e, self.settings.max_queue))
+            report("spool_create", "%s; records wait in memory (at most max_queue_bytes=%d)"
+                   % (e, self.settings.max_queue_bytes))
             return
         conn = self.conn
         sent = [chunk for chunk in conn.inflight if chunk.mem is not None] if conn is not None else []
@@ -776,6 +1034,7 @@ class _Worker:
         self.mode = _SPOOL
         entries = list(self.outq)
         self.outq.clear()
+        self.outq_bytes = 0
         self._spool_entries(entries)
 
     def _spool_entries(self, entries):
@@ -812,7 +1071,7 @@ class _Worker:
 
     def _report_drops(self):
         """Once the collector answers, tells it (as a WARNING record) how many records were dropped."""
-        dropped_queue = self.c._dropped_queue + self.dropped_memory
+        dropped_queue = self.c._dropped_queue + self.c._dropped_bytes + self.dropped_memory
         total = dropped_queue + self.dropped_spool
         if total <= self.reported_drops:
             return
@@ -825,6 +1084,7 @@ class _Worker:
                 pass
         else:
             self.outq.append((None, line))
+            self.outq_bytes += len(line)
 
     def _drop_warning(self, new, dropped_queue, dropped_spool):
         s = self.settings
@@ -834,8 +1094,10 @@ class _Worker:
             "level": "WARNING",
             "logger": "lngpt_collector",
             "message": "lngpt-collector client dropped %d records (in all since start: %d because the spool %s was "
-                       "full at max_spool_bytes=%d, %d because the memory queue was full at max_queue=%d)"
-                       % (new, dropped_spool, s.spool_dir, s.max_spool_bytes, dropped_queue, s.max_queue),
+                       "full at max_spool_bytes=%d, %d because the memory queue was full at max_queue=%d or "
+                       "max_queue_bytes=%d)"
+                       % (new, dropped_spool, s.spool_dir, s.max_spool_bytes, dropped_queue, s.max_queue,
+                          s.max_queue_bytes),
             "extra": {"dropped": new, "dropped_spool_total": dropped_spool, "dropped_queue_total": dropped_queue,
                       "pid": os.getpid()},
         })
@@ -892,12 +1154,11 @@ class _Worker:
             report("file", "cannot write to %s: %s" % (self.target_file, e))
             self.retry_at = now + self.backoff
             self.backoff = min(RETRY_MAX, self.backoff * 2)
-            while len(self.outq) > self.settings.max_queue:
-                self.outq.popleft()
-                self.dropped_memory += 1
+            self._trim()
             return
         self.backoff = RETRY_MIN
         self.outq.clear()
+        self.outq_bytes = 0
         self.confirmed_lines += len(entries)
         self.c._mark_done(_last_seq(entries))
 
@@ -914,15 +1175,17 @@ class _Worker:
                     left.extend(chunk.mem)
         left.extend(self.outq)
         self.outq.clear()
+        self.outq_bytes = 0
         if self.target_file is not None:
             if left:
                 self.outq.extend(left)
+                self.outq_bytes = sum(len(line) for _, line in left)
                 self._write_file(time.monotonic())
             if self.file_fd is not None:
                 os.close(self.file_fd)
                 self.file_fd = None
             return
-        dropped_queue = self.c._dropped_queue + self.dropped_memory
+        dropped_queue = self.c._dropped_queue + self.c._dropped_bytes + self.dropped_memory
         total = dropped_queue + self.dropped_spool
         if left or total > self.reported_drops:
             if self.mode == _DIRECT:
@@ -970,6 +1233,16 @@ class _Worker:
             except OSError:
                 pass
             self.file_fd = None
+
+
+def window_for(max_queue_bytes):
+    """Bytes sent and not confirmed, at most, for a client bounded at ``max_queue_bytes``."""
+    return min(WINDOW_MAX, max(WINDOW_MIN, max_queue_bytes // 2))
+
+
+def chunk_max_for(window):
+    """Bytes of lines a chunk takes at most before its sync line, to begin with."""
+    return max(CHUNK_MIN, window // 32)
 
 
 def _last_seq(entries):

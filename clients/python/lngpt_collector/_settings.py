@@ -21,12 +21,15 @@ from ._report import report
 DEFAULT_SOCKETS = ("/run/lngpt-collector/collector.sock", "./data/collector.sock")
 DEFAULT_API = "http://127.0.0.1:8787"
 DEFAULT_SPOOL_DIR = "./collector-spool"
+#: The smallest max_queue_bytes taken (a smaller one is raised to it): room for a few records.
+MIN_QUEUE_BYTES = 64 * 1024
 
 # name: (environment variable, parser, default)
 _OPTIONS = {
     "socket": ("LNGPT_COLLECTOR_SOCKET", str, None),
     "spool_dir": ("LNGPT_COLLECTOR_CLIENT_SPOOL_DIR", str, DEFAULT_SPOOL_DIR),
     "max_queue": ("LNGPT_COLLECTOR_CLIENT_MAX_QUEUE", int, 10000),
+    "max_queue_bytes": ("LNGPT_COLLECTOR_CLIENT_MAX_QUEUE_BYTES", int, 16 << 20),
     "max_spool_bytes": ("LNGPT_COLLECTOR_CLIENT_MAX_SPOOL_BYTES", int, 64 << 20),
     "exit_timeout": ("LNGPT_COLLECTOR_CLIENT_EXIT_TIMEOUT", float, 2.0),
     "stall_timeout": ("LNGPT_COLLECTOR_CLIENT_STALL_TIMEOUT", float, 5.0),
@@ -62,12 +65,17 @@ class Settings:
     - ``spool_dir``: where records wait on disk while the collector is unreachable or stalled;
       ``""`` or ``"off"`` turns spooling off (records are then kept in memory only, up to ``max_queue``).
     - ``max_queue``: records held in memory; past it the oldest is dropped (and counted).
+    - ``max_queue_bytes``: bytes held in memory for sending — records queued, encoded lines waiting,
+      chunks sent and not yet confirmed; a record that would take it past this is dropped (and
+      counted). Half of it, at most 8 MiB, may be in flight unconfirmed on the connection.
     - ``max_spool_bytes``: the spool file's size cap; past it new records are dropped (and counted).
     - ``exit_timeout``: seconds ``atexit`` waits for the collector to confirm what is queued; the
       rest stays in the spool for the next start.
     - ``stall_timeout``: seconds without a confirmation after which the collector counts as stalled
       and records go to the spool.
-    - ``api``, ``api_token``, ``api_timeout``, ``fail_open``: the budget API for ``check_cost_limits()``.
+    - ``api``, ``api_token``, ``api_timeout``, ``fail_open``: the daemon's HTTP API, for
+      ``check_cost_limits()`` and ``get_model_cost_stats()``: ``http://host:port`` or
+      ``unix:/path/api.sock`` (the daemon's ``[api] listen = "unix:…"``).
     """
 
     __slots__ = tuple(_OPTIONS)
@@ -93,7 +101,10 @@ class Settings:
             self.spool_dir = os.path.abspath(self.spool_dir)
         if self.socket and not self.socket.startswith("file:"):
             self.socket = os.path.abspath(self.socket)
+        if isinstance(self.api, str) and self.api.startswith("unix:") and len(self.api) > len("unix:"):
+            self.api = "unix:" + os.path.abspath(self.api[len("unix:"):])
         self.max_queue = max(1, int(self.max_queue))
+        self.max_queue_bytes = max(MIN_QUEUE_BYTES, int(self.max_queue_bytes))
 
     def sockets(self):
         """The socket paths to try, in order."""

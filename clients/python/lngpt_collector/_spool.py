@@ -97,6 +97,28 @@ class Spool:
             os.close(fd)
         return None
 
+    @staticmethod
+    def adoptable(directory):
+        """Whether ``directory`` holds a spool file that no live process holds (a quick look, for
+        starting the worker at configuration time: ``adopt`` decides for real)."""
+        try:
+            names = [n for n in os.listdir(directory) if n.endswith(SUFFIX)]
+        except OSError:
+            return False
+        for name in names:
+            try:
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                continue  # its owner is alive
+            finally:
+                os.close(fd)  # closing lets go of the lock, if it was taken
+        return False
+
     @classmethod
     def _take_over(cls, path, fd, on_problem):
         st = os.fstat(fd)

@@ -42,29 +42,62 @@ def needs_daemon(test):
     return unittest.skipUnless(BIN, "LNGPT_TEST_DAEMON_BIN is not set (run through cargo test)")(test)
 
 
+def free_port():
+    """A loopback TCP port nobody listens on right now."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
 class Daemon:
     """lngpt-collector on ``directory``: ``start()``, ``stop()`` (SIGTERM), and reads of its store."""
 
-    def __init__(self, directory, extra="", socket_extra=""):
-        """``extra``: TOML sections to add; ``socket_extra``: keys for the ``[socket]`` section."""
+    def __init__(self, directory, extra="", socket_extra="", api="tcp", args=(), env=None):
+        """``extra``: TOML sections to add; ``socket_extra``: keys for the ``[socket]`` section;
+        ``api``: where the HTTP API listens, ``"tcp"`` (a free loopback port) or ``"unix"`` (a socket
+        in ``directory``), then in ``self.api`` as the client's ``api`` setting; ``args``: more
+        arguments of ``run``; ``env``: more environment variables for the daemon."""
         self.dir = directory
         self.state = os.path.join(directory, "state")
         self.socket = os.path.join(directory, "collector.sock")
         self.config = os.path.join(directory, "config.toml")
         self.log_path = os.path.join(directory, "daemon.log")
+        self.args = list(args)
+        self.env = dict(env or {})
+        if api == "unix":
+            self.api = "unix:" + os.path.join(directory, "api.sock")
+            listen = self.api
+        else:
+            listen = "127.0.0.1:%d" % free_port()
+            self.api = "http://" + listen
         with open(self.config, "w") as f:
-            f.write('state_dir = %s\n[socket]\npath = %s\n%s[log]\nsummary_interval = "0"\n%s\n'
-                    % (json.dumps(self.state), json.dumps(self.socket), socket_extra, extra))
+            f.write('state_dir = %s\n[socket]\npath = %s\n%s[log]\nsummary_interval = "0"\n[api]\nlisten = %s\n%s\n'
+                    % (json.dumps(self.state), json.dumps(self.socket), socket_extra, json.dumps(listen), extra))
         self.process = None
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("LNGPT_") and k != "LOG_LEVEL"}
+        env.update(self.env)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([BIN, "run", "--config", self.config], stdin=subprocess.DEVNULL,
+        self.process = subprocess.Popen([BIN, "run", "--config", self.config] + self.args, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.DEVNULL, stderr=log, env=env)
         log.close()
         wait_until("the daemon's socket", self._answers)
+        wait_until("the daemon's API", self._api_answers)
         return self
+
+    def _api_answers(self):
+        from lngpt_collector._http import get_json
+
+        try:
+            return get_json(self.api, "/healthz", timeout=5)
+        except (OSError, ValueError):
+            if self.process.poll() is not None:
+                raise AssertionError("the daemon exited with %s:\n%s" % (self.process.returncode, self.log()))
+            return False
 
     def _answers(self):
         if self.process.poll() is not None:

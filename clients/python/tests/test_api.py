@@ -1,10 +1,19 @@
-"""The original's API against the real daemon: the handler, record_api_cost, log_performance, log_api_call."""
+"""The original's API against the real daemon: the handler, record_api_cost (with the app's
+ChatMessages too), log_performance, log_api_call, the cost report and the drop-in modules; none of
+them raises into the app whatever it is given."""
 
+import contextlib
+import datetime
 import gc
+import inspect
+import io
 import json
 import logging
+import os
+import time
 import unittest
 
+from app_lookalike import ChatMessages, conversation
 from support import DaemonTest, needs_daemon, wait_until
 
 import lngpt_collector
@@ -16,7 +25,7 @@ class ApiTest(DaemonTest):
     def setUp(self):
         super().setUp()
         self.daemon.start()
-        self.c = lngpt_collector.configure(socket=self.daemon.socket, spool_dir=self.spool_dir)
+        self.c = lngpt_collector.configure(socket=self.daemon.socket, spool_dir=self.spool_dir, api=self.daemon.api)
         self.log = logging.getLogger("lngpt")
         self.log.handlers[:] = [lngpt_collector.CollectorHandler()]
         self.log.setLevel(1)  # custom levels below DEBUG too
@@ -100,6 +109,13 @@ class ApiTest(DaemonTest):
         self.assertEqual((bad["status"], bad["model"], bad["error"]), ("error", "doubao-lite-32k", "quota"))
         messages = [r[0] for r in self.daemon.query("SELECT json_extract(doc, '$.message') FROM api_logs ORDER BY rowid")]
         self.assertEqual(messages, ["API调用开始: chat", "API调用成功: chat", "API调用开始: failing", "API调用失败: failing"])
+        # The records say where the call is: the decorated function, not the client's internals.
+        located = self.daemon.query("SELECT module, json_extract(doc, '$.function'), json_extract(doc, '$.line') "
+                                    "FROM api_logs ORDER BY rowid")
+        chat_at = inspect.unwrap(chat).__code__.co_firstlineno
+        failing_at = inspect.unwrap(failing).__code__.co_firstlineno
+        self.assertEqual(located, [("test_api", "chat", chat_at)] * 2 + [("test_api", "failing", failing_at)] * 2)
+        self.assertEqual(inspect.getsourcelines(inspect.unwrap(chat))[0][0].strip(), "@log_api_call")
         # The log lines and the performance record share a request id.
         ids = {r[0] for r in self.daemon.query("SELECT request_id FROM api_logs WHERE json_extract(doc, '$.extra.function') = 'chat'")}
         self.assertEqual(ids, {ok["request_id"]})
@@ -157,6 +173,258 @@ class ApiTest(DaemonTest):
         rec, = self.perf("stream_via_function")
         self.assertEqual((rec["status"], rec["error"], rec["chunk_count"], rec["extra"]["completed"]),
                          ("error", "stream cut", 2, False))
+
+
+    # -- record_api_cost with the app's ChatMessages -------------------------------------------------
+
+    def costs(self):
+        return [json.loads(r[0]) for r in self.daemon.query("SELECT doc FROM api_cost ORDER BY rowid")]
+
+    def rejects(self):
+        return [json.loads(r[0]) for r in self.daemon.query("SELECT doc FROM api_rejects ORDER BY rowid")]
+
+    def test_record_api_cost_takes_the_apps_chat_messages_as_the_original_did(self):
+        from lngpt_collector import mongodb_cost
+
+        yuan = conversation("ERNIE-Novel-8K", "写一段开头：" + "雨夜" * 40, "夜色如墨，" * 60)
+        dollars = conversation("gpt-4o-mini", "Write the opening line. " * 10, "It was a dark and stormy night. " * 20)
+        record_api_cost(yuan)
+        mongodb_cost.record_api_cost(dollars)  # the drop-in's signature: record_api_cost(messages)
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        stored = self.costs()
+        self.assertEqual(len(stored), 2, self.rejects())
+        for doc, messages in zip(stored, (yuan, dollars)):
+            with self.subTest(model=messages.model):
+                self.assertEqual((doc["model"], doc["currency_symbol"]), (messages.model, messages.currency_symbol))
+                self.assertAlmostEqual(doc["cost"], messages.cost, places=12)
+                self.assertGreater(doc["cost"], 0)
+                self.assertEqual((doc["input_tokens"], doc["output_tokens"], doc["total_tokens"]),
+                                 (messages[:-1].count_message_tokens(), messages[-1:].count_message_tokens(),
+                                  messages.count_message_tokens()))
+                self.assertEqual(doc["cost_source"], "reported")
+                self.assertNotIn("extra", doc)
+
+    def test_a_look_alike_missing_an_attribute_still_records_what_it_can(self):
+        class NoCost(ChatMessages):
+            @property
+            def cost(self):
+                raise ZeroDivisionError("no price")
+
+        class NoSymbol(list):
+            model = "glm-4-air"
+            cost = 0.25
+
+        broken = NoCost([{"role": "user", "content": "一二三四"}, {"role": "assistant", "content": "五六"}], model="glm-4-air")
+        record_api_cost(broken)
+        record_api_cost(NoSymbol([{"role": "user", "content": "x"}]))
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        first, second = self.costs()
+        # No cost, but tokens: the daemon prices it (no price here: cost 0, flagged unpriced).
+        self.assertEqual((first["model"], first["cost_source"], first["input_tokens"], first["output_tokens"]),
+                         ("glm-4-air", "unpriced", broken[:-1].count_message_tokens(), broken[-1:].count_message_tokens()))
+        self.assertEqual(first["extra"]["read_errors"], {"cost": "ZeroDivisionError: no price"})
+        # No currency_symbol: the original's default, dollars; no count_message_tokens: no tokens.
+        self.assertEqual((second["model"], second["cost"], second["currency_symbol"]), ("glm-4-air", 0.25, "$"))
+        self.assertNotIn("input_tokens", second)
+        self.assertEqual(sorted(second["extra"]["read_errors"]),
+                         ["count_message_tokens", "count_message_tokens[-1:]", "count_message_tokens[:-1]",
+                          "currency_symbol"])
+        self.assertEqual(self.rejects(), [])
+
+    def test_record_api_cost_and_log_performance_never_raise_whatever_they_are_given(self):
+        class Raising:
+            @property
+            def model(self):
+                raise RuntimeError("model")
+
+            def __str__(self):
+                raise RuntimeError("str")
+
+            __repr__ = __str__
+
+        class BadTokens(ChatMessages):
+            def count_message_tokens(self):
+                return float("nan")
+
+        recursive = {}
+        recursive["self"] = recursive
+        none_content = ChatMessages([{"role": "user", "content": None}], model="glm-4-air")
+        cost_calls = [
+            (None,), ([],), ([{"role": "user", "content": "x"}],), ({},), ({"model": "x", "cost": 1},), (Raising(),),
+            (3.5,), (b"model",), ({1, 2},), (iter([1]),), (none_content,),
+            (BadTokens([{"role": "user", "content": "x"}], model="glm-4-air"),),
+            (ChatMessages([], model=None),),
+            ("m", 10 ** 400), ("m", float("nan")), ("m", float("inf")), ("m", "abc"), ("m", -1.0), ("m", Raising()),
+            ("m", 0.1, "$", 10 ** 30, 1), ("m", 0.1, "$", float("nan"), 1), ("m", 0.1, "$", 1.5, 2),
+            ("m", 0.1, "$", -3, 2), ("m", 0.1, 5), ("m", 0.1, None), ("m", 0.1, Raising()), (Raising(), 0.1),
+        ]
+        cost_kwargs = [dict(model="m", cost=0.1, extra_obj=Raising(), loop=recursive, when=datetime.datetime.now())]
+        perf_calls = [
+            (None,), ("fast",), (float("nan"),), (-1,), (10 ** 400,), (Raising(),), (1.0, 5), (1.0, None),
+            (1.0, "error", Raising()), (1.0, "error", ValueError(Raising())), (1.0, "success", None, Raising()),
+        ]
+        perf_kwargs = [dict(response_time=1.0, chunk_count=float("nan"), first_chunk_time="x"),
+                       dict(response_time=1.0, chunk_count=10 ** 30, loop=recursive)]
+        for args in cost_calls:
+            with self.subTest(record_api_cost=len(args)):
+                record_api_cost(*args)
+        for kwargs in cost_kwargs:
+            record_api_cost(**kwargs)
+        for args in perf_calls:
+            with self.subTest(log_performance=len(args)):
+                log_performance(*args)
+        for kwargs in perf_kwargs:
+            log_performance(**kwargs)
+        sent = len(cost_calls) + len(cost_kwargs) + len(perf_calls) + len(perf_kwargs)
+        self.assertTrue(lngpt_collector.flush(timeout=60), lngpt_collector.stats())
+        # Each call became one record: stored, or a reject with its reason; none was lost to an exception.
+        stats = lngpt_collector.stats()
+        self.assertEqual((stats["confirmed"], stats["events"] + stats["rejected"], stats["errors"]), (sent, sent, 0))
+        tables = ("api_cost", "api_performance", "api_rejects")
+        wait_until("every record stored or rejected", lambda: sum(self.daemon.count(t) for t in tables) == sent)
+        self.assertGreater(self.daemon.count("api_rejects"), 10)
+        reasons = " | ".join(r["reason"] for r in self.rejects())
+        self.assertIn("model", reasons)
+
+    # -- the cost report ----------------------------------------------------------------------------
+
+    def send_cost(self, model, cost, currency, inputs, outputs, created_at):
+        self.c.send({"type": "cost", "created_at": created_at, "model": model, "cost": cost,
+                     "currency_symbol": currency, "input_tokens": inputs, "output_tokens": outputs})
+
+    def test_get_model_cost_stats_answers_the_originals_rows_for_naive_local_times(self):
+        # The app's local zone is not the daemon's (UTC here): naive times must be read as the app's.
+        old_tz = os.environ.get("TZ")
+        os.environ["TZ"] = "Asia/Shanghai"
+        time.tzset()
+        self.addCleanup(time.tzset)
+        self.addCleanup(lambda: os.environ.__setitem__("TZ", old_tz) if old_tz else os.environ.pop("TZ", None))
+        now = time.time()
+        self.send_cost("gpt-4o", 0.123456, "$", 1000, 100, now - 600)
+        self.send_cost("gpt-4o", 0.1, "$", 500, 50, now - 300)
+        self.send_cost("gpt-4o", 2.0, "￥", 10, 20, now - 200)  # the same model in yuan: a row of its own
+        self.send_cost("glm-4-air", 1.0, "￥", 30, 40, now - 100)
+        self.send_cost("glm-4-air", 9.0, "￥", 30, 40, now - 7200)  # two hours ago: outside the last hour
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        end = datetime.datetime.now()  # naive, Shanghai time
+        stats = lngpt_collector.get_model_cost_stats(end - datetime.timedelta(hours=1), end)
+        self.assertEqual(stats, [
+            {"model": "gpt-4o", "total_cost": 2.0, "total_calls": 1, "total_input_tokens": 10,
+             "total_output_tokens": 20, "total_tokens": 30, "avg_cost_per_call": 2.0, "currency_symbol": "￥"},
+            {"model": "glm-4-air", "total_cost": 1.0, "total_calls": 1, "total_input_tokens": 30,
+             "total_output_tokens": 40, "total_tokens": 70, "avg_cost_per_call": 1.0, "currency_symbol": "￥"},
+            {"model": "gpt-4o", "total_cost": 0.2235, "total_calls": 2, "total_input_tokens": 1500,
+             "total_output_tokens": 150, "total_tokens": 1650, "avg_cost_per_call": 0.1117, "currency_symbol": "$"},
+        ])
+        # Inclusive bounds, as in the original: a range of exactly one record's time finds it.
+        one = datetime.datetime.fromtimestamp(now - 7200)
+        self.assertEqual([(r["model"], r["total_cost"]) for r in lngpt_collector.get_model_cost_stats(one, one)],
+                         [("glm-4-air", 9.0)])
+        # Aware datetimes mean what they say.
+        utc_end = datetime.datetime.now(datetime.timezone.utc)
+        three_hours = lngpt_collector.get_model_cost_stats(utc_end - datetime.timedelta(hours=3), utc_end)
+        self.assertEqual(three_hours[0]["total_cost"], 10.0)
+        self.assertEqual(lngpt_collector.get_model_cost_stats(end, end - datetime.timedelta(hours=1)), [])
+
+    def test_print_cost_report_prints_the_originals_format(self):
+        now = time.time()
+        self.send_cost("ERNIE-Novel-8K", 12345.678901, "￥", 1234567, 1000, now - 60)
+        self.send_cost("gpt-4o-mini", 0.5, "$", 10, 20, now - 60)
+        self.send_cost("gpt-4o-mini", 0.25, "$", 10, 20, now - 60)
+        self.send_cost("old", 1.0, "$", 1, 1, now - 3 * 86400)
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            lngpt_collector.print_cost_report(days=1)
+        end = datetime.datetime.now()
+        start = end - datetime.timedelta(days=1)
+        self.assertEqual(printed.getvalue(), (
+            "\n=== API Cost Report (%s to %s) ===\n"
+            "\nModel: ERNIE-Novel-8K\nTotal Cost: ￥12345.6789\nTotal Calls: 1\nTotal Tokens: 1,235,567\n"
+            "Avg Cost/Call: ￥12345.6789\n"
+            "\nModel: gpt-4o-mini\nTotal Cost: $0.7500\nTotal Calls: 2\nTotal Tokens: 60\nAvg Cost/Call: $0.3750\n"
+        ) % (start.date(), end.date()))
+        from lngpt_collector import mongodb_cost
+
+        with contextlib.redirect_stdout(io.StringIO()) as hours:
+            mongodb_cost.print_cost_report(days=0, hours=96)
+        self.assertIn("Model: old", hours.getvalue())
+
+    def test_the_cost_report_never_raises_and_says_once_when_it_cannot_ask(self):
+        from lngpt_collector import _report
+
+        now = datetime.datetime.now()
+        for args in [(None, None), ("x", 5), (now, "soon"), (datetime.date.today(), now), (datetime.datetime.min, now),
+                     (now, datetime.datetime.max), (float("nan"), now), (-1, 10 ** 30)]:
+            with self.subTest(args=args):
+                self.assertIsInstance(lngpt_collector.get_model_cost_stats(*args), list)
+        for kwargs in [dict(days="x"), dict(days=10 ** 12), dict(days=-1), dict(hours=None), dict(days=1.5)]:
+            with self.subTest(kwargs=kwargs), contextlib.redirect_stdout(io.StringIO()):
+                self.assertIsNone(lngpt_collector.print_cost_report(**kwargs))
+        _report._last.clear()
+        self.daemon.stop()
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertEqual(lngpt_collector.get_model_cost_stats(now - datetime.timedelta(days=1), now), [])
+            self.assertEqual(lngpt_collector.get_model_cost_stats(now - datetime.timedelta(days=1), now), [])
+        self.assertEqual(err.getvalue().count("get_model_cost_stats() could not ask the collector"), 1, err.getvalue())
+
+
+    # -- the drop-in llm_api_cache --------------------------------------------------------------------
+
+    def test_llm_api_cache_checks_first_passes_the_stream_through_and_records_its_return_value(self):
+        from lngpt_collector import mongodb_cache
+
+        calls = []
+        real_check, real_record = mongodb_cache.check_cost_limits, mongodb_cache.record_api_cost
+        self.addCleanup(setattr, mongodb_cache, "check_cost_limits", real_check)
+        self.addCleanup(setattr, mongodb_cache, "record_api_cost", real_record)
+        mongodb_cache.check_cost_limits = lambda: calls.append("check") or True
+        mongodb_cache.record_api_cost = lambda value: calls.append(("record", value))
+
+        @mongodb_cache.llm_api_cache()
+        def stream_chat(model_config, messages, response_json=False):
+            """The app's stream_chat."""
+            calls.append(("called", model_config, messages, response_json))
+            got = yield "partial"
+            calls.append(("sent", got))
+            yield "more"
+            return "the whole reply"
+
+        self.assertEqual((stream_chat.__name__, stream_chat.__doc__), ("stream_chat", "The app's stream_chat."))
+        gen = stream_chat({"model": "glm-4-air"}, ["hi"], use_cache=False)
+        self.assertEqual(calls, [])  # nothing runs before the stream is read, as in the original
+        self.assertEqual(next(gen), "partial")
+        self.assertEqual(gen.send("ack"), "more")
+        with self.assertRaises(StopIteration) as stop:
+            next(gen)
+        self.assertEqual(stop.exception.value, "the whole reply")
+        self.assertEqual(calls, ["check", ("called", {"model": "glm-4-air"}, ["hi"], False), ("sent", "ack"),
+                                 ("record", "the whole reply")])
+
+        # A stream that fails, or that the app stops reading, records no cost (as in the original).
+        @mongodb_cache.llm_api_cache()
+        def failing():
+            yield 1
+            raise ConnectionError("cut")
+
+        calls.clear()
+        with self.assertRaises(ConnectionError):
+            list(failing())
+        closed = stream_chat({}, [])
+        next(closed)
+        closed.close()
+        self.assertEqual([c for c in calls if c[0] == "record"], [])
+
+        # Over budget: the check raises at the first next(), and the API is never called.
+        def over():
+            raise lngpt_collector.CostLimitExceeded("最近1小时内API调用费用超过设定上限！")
+
+        mongodb_cache.check_cost_limits = over
+        calls.clear()
+        with self.assertRaises(lngpt_collector.CostLimitExceeded):
+            next(stream_chat({}, []))
+        self.assertEqual(calls, [])
 
 
 if __name__ == "__main__":

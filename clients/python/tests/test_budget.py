@@ -1,14 +1,17 @@
-"""check_cost_limits() against a stand-in for the daemon's GET /api/budget (same answer shape), and
-against nothing at all (fail open or closed)."""
+"""check_cost_limits() against a stand-in for the daemon's GET /api/budget (same answer shape), against
+nothing at all (fail open or closed), with arguments of every wrong type, and against the real daemon
+whose API listens on a Unix socket."""
 
+import contextlib
 import http.server
+import io
 import json
 import logging
 import socket
 import threading
 import unittest
 
-from support import wait_until
+from support import DaemonTest, Daemon, needs_daemon, wait_until
 
 import lngpt_collector
 from lngpt_collector import BudgetUnavailable, CostLimitExceeded, check_cost_limits
@@ -102,28 +105,35 @@ class BudgetTest(unittest.TestCase):
         self.assertIs(check_cost_limits(), True)
         self.assertEqual(self.server.requests, ["/api/budget"])
 
-    def test_over_the_hourly_limit_raises_the_originals_message(self):
+    def test_over_the_hourly_limit_raises_and_prints_the_originals_messages(self):
         self.server.answer = budget(hour=(100.0, 100.0), day=(120.0, 1000.0))
-        with self.assertRaises(CostLimitExceeded) as raised:
+        printed = io.StringIO()
+        with self.assertRaises(CostLimitExceeded) as raised, contextlib.redirect_stdout(printed):
             check_cost_limits()
-        self.assertEqual(str(raised.exception), "最近1小时内API调用费用超过设定上限")
+        self.assertEqual(str(raised.exception), "最近1小时内API调用费用超过设定上限！")
         self.assertEqual((raised.exception.window, raised.exception.spent_rmb), ("hour", 100.0))
         self.assertIsInstance(raised.exception, Exception)
+        self.assertEqual(printed.getvalue(), "警告：最近1小时API费用（￥100.00）超过限制（￥100.0）\n")
+        # And the same line as a WARNING on lngpt.collector, which the app's handlers send to the collector.
+        self.assertEqual([r.getMessage() for r in self.captured.records if r.levelno == logging.WARNING],
+                         ["警告：最近1小时API费用（￥100.00）超过限制（￥100.0）"])
 
-    def test_over_the_daily_limit_raises_the_originals_message(self):
+    def test_over_the_daily_limit_raises_and_prints_the_originals_messages(self):
         self.server.answer = budget(hour=(20.0, 100.0), day=(1000.5, 1000.0))
-        with self.assertRaises(CostLimitExceeded) as raised:
+        printed = io.StringIO()
+        with self.assertRaises(CostLimitExceeded) as raised, contextlib.redirect_stdout(printed):
             check_cost_limits()
-        self.assertEqual(str(raised.exception), "最近1天内API调用费用超过设定上限")
+        self.assertEqual(str(raised.exception), "最近1天内API调用费用超过设定上限！")
         self.assertEqual(raised.exception.window, "day")
+        self.assertEqual(printed.getvalue(), "警告：最近24小时API费用（￥1000.50）超过限制（￥1000.0）\n")
 
     def test_a_models_own_limit_is_asked_for_and_named(self):
         over = {"model": "gpt-4o", "hour": window(30.0, 30.0), "day": window(40.0, 300.0)}
         self.server.answer = budget(models=[over])
-        with self.assertRaises(CostLimitExceeded) as raised:
+        with self.assertRaises(CostLimitExceeded) as raised, contextlib.redirect_stdout(io.StringIO()):
             check_cost_limits(model="gpt-4o")
         self.assertEqual(self.server.requests, ["/api/budget?model=gpt-4o"])
-        self.assertEqual(str(raised.exception), "模型 gpt-4o 最近1小时内API调用费用超过设定上限")
+        self.assertEqual(str(raised.exception), "模型 gpt-4o 最近1小时内API调用费用超过设定上限！")
         self.assertEqual(raised.exception.model, "gpt-4o")
 
     def test_unreachable_fails_open_by_default_and_says_so_once_per_outage(self):
@@ -163,6 +173,90 @@ class BudgetTest(unittest.TestCase):
         with self.assertRaises(BudgetUnavailable):
             check_cost_limits(api=url, timeout=0.3, fail_open=False)
         self.assertIs(check_cost_limits(api=url, timeout=0.3), True)
+
+    def test_arguments_of_every_wrong_type_raise_nothing_but_the_budgets_own_exceptions(self):
+        class Unprintable:
+            def __str__(self):
+                raise RuntimeError("no str")
+
+            __repr__ = __str__
+
+        class Untrue:
+            def __bool__(self):
+                raise RuntimeError("no bool")
+
+        dead = "http://127.0.0.1:%d" % unused_port()
+        wrong = [dict(model=Unprintable()), dict(model=3.5), dict(model=["a"]), dict(api=5), dict(api=""),
+                 dict(api="ftp://x"), dict(api="unix:"), dict(api="http://127.0.0.1:99999"),
+                 dict(api=Unprintable()), dict(token=7), dict(timeout="soon"), dict(timeout=float("nan")),
+                 dict(timeout=-1), dict(fail_open=Untrue()), dict(fail_open="no"), dict(api=dead, timeout=None)]
+        for kwargs in wrong:
+            with self.subTest(kwargs=sorted(kwargs)):
+                try:
+                    answer = check_cost_limits(**kwargs)
+                except CostLimitExceeded:
+                    pass  # BudgetUnavailable, by design, when the call is refused
+                else:
+                    self.assertIs(answer, True)
+        # The same answers the stand-in's budget when the arguments are merely odd but usable.
+        self.assertIs(check_cost_limits(model=3.5), True)
+        self.assertEqual(self.server.requests[-1], "/api/budget?model=3.5")
+
+    def test_an_answer_that_is_not_a_budget_counts_as_unreachable(self):
+        for answer in ([1, 2], {"success": False, "error": "store", "allowed": True}, "text", {"hour": 1}):
+            with self.subTest(answer=answer):
+                self.server.answer = answer
+                with self.assertRaises(BudgetUnavailable):
+                    check_cost_limits(fail_open=False)
+                self.assertIs(check_cost_limits(), True)
+
+    def test_a_refusal_whose_figures_cannot_be_read_still_refuses(self):
+        self.server.answer = {"success": True, "allowed": False, "hour": "x", "day": None, "models": [7, None]}
+        with self.assertRaises(CostLimitExceeded) as raised:
+            check_cost_limits()
+        self.assertNotIsInstance(raised.exception, BudgetUnavailable)
+        self.assertEqual(str(raised.exception), "最近1天内API调用费用超过设定上限！")
+
+
+@needs_daemon
+class BudgetOverUnixSocketTest(DaemonTest):
+    """The real daemon with ``[api] listen = "unix:…"`` (the compose setup): budget, check and cost stats."""
+
+    def test_check_cost_limits_get_budget_and_cost_stats_over_a_unix_socket(self):
+        import datetime
+
+        self.daemon = Daemon(self.dir, api="unix", extra=(
+            '[pipeline]\nmax_wait = "10ms"\n[budget]\nhourly_limit_rmb = 10\ndaily_limit_rmb = 100\n'
+            'usd_to_rmb_rate = 7.0\nrefresh = "50ms"\n'))
+        self.daemon.start()
+        self.assertTrue(self.daemon.api.startswith("unix:/"))
+        lngpt_collector.configure(socket=self.daemon.socket, spool_dir="off", api=self.daemon.api, fail_open=False)
+        answer = lngpt_collector.get_budget()
+        self.assertEqual((answer["hour"]["limit_rmb"], answer["day"]["limit_rmb"]), (10.0, 100.0))
+        self.assertIs(check_cost_limits(), True)
+        lngpt_collector.record_api_cost("gpt-4o", 1.5, "$", 1000, 200)  # ￥10.50: over the hourly ￥10
+        self.assertTrue(lngpt_collector.flush(timeout=60))
+
+        def refused():
+            try:
+                check_cost_limits()
+            except BudgetUnavailable:
+                raise
+            except CostLimitExceeded as e:
+                return e
+            return None
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            e = wait_until("the hourly limit reached", refused)
+        self.assertEqual((str(e), e.window), ("最近1小时内API调用费用超过设定上限！", "hour"))
+        # At least the spend; exactly once settled (the daemon's spend can read double for a moment).
+        self.assertGreaterEqual(e.spent_rmb, 10.5)
+        wait_until("the hour's spend settled", lambda: lngpt_collector.get_budget()["hour"]["spent_rmb"] == 10.5)
+        now = datetime.datetime.now()
+        stats = lngpt_collector.get_model_cost_stats(now - datetime.timedelta(hours=1), now)
+        self.assertEqual(stats, [{"model": "gpt-4o", "total_cost": 1.5, "total_calls": 1, "total_input_tokens": 1000,
+                                  "total_output_tokens": 200, "total_tokens": 1200, "avg_cost_per_call": 1.5,
+                                  "currency_symbol": "$"}])
 
 
 if __name__ == "__main__":

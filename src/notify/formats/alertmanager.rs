@@ -14,16 +14,18 @@ use serde_json::{json, Value};
 
 use super::{json_body, Format, Outgoing};
 use crate::event::Timestamp;
-use crate::notify::{render, AlertState, Language, Notification};
+use crate::monitor::vocabulary::{AlertState, Language};
+use crate::notify::render::Speech;
+use crate::notify::{render, Notification};
 
 pub struct Alertmanager {
     url: reqwest::Url,
     generator_url: String,
-    lang: Language,
+    speech: Speech,
 }
 
 impl Alertmanager {
-    pub fn new(mut url: reqwest::Url, generator_url: &str, lang: Language) -> Alertmanager {
+    pub fn new(mut url: reqwest::Url, generator_url: &str, speech: Speech) -> Alertmanager {
         if !url.path().ends_with("/api/v2/alerts") {
             let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));
             url.set_path(&path);
@@ -31,7 +33,7 @@ impl Alertmanager {
         Alertmanager {
             url,
             generator_url: generator_url.to_string(),
-            lang,
+            speech,
         }
     }
 
@@ -47,11 +49,12 @@ impl Alertmanager {
             "annotations": {
                 "summary": n.title,
                 "description": render::message(n),
-                "value": render::number(n.value),
-                "threshold": render::number(n.threshold),
+                "value": n.unit.format(n.current),
+                "value_at_firing": n.unit.format(n.value),
+                "threshold": n.unit.format(n.threshold),
                 "notification_id": n.id,
                 "alert_key": n.alert_key,
-                "language": match self.lang { Language::Zh => "zh", Language::En => "en" },
+                "language": match self.speech.lang { Language::Zh => "zh", Language::En => "en" },
             },
             "startsAt": n.starts_at.to_string(),
         });
@@ -80,6 +83,17 @@ fn label_name(k: &str) -> String {
 impl Format for Alertmanager {
     fn build(&self, _delivery_id: &str, items: &[Notification], active: &[Notification], now: Timestamp) -> Outgoing {
         let mut alerts: Vec<Value> = items.iter().map(|n| self.alert(n, now)).collect();
+        // An escalation changes the `severity` label, and a label set is an alert to Alertmanager:
+        // the lower one ends now, so the higher replaces it rather than standing beside it.
+        for n in items {
+            if let Some(from) = n.escalated_from {
+                let mut lower = n.clone();
+                lower.severity = from;
+                lower.state = AlertState::Resolved;
+                lower.ends_at = Some(now);
+                alerts.push(self.alert(&lower, now));
+            }
+        }
         // The other firing alerts, re-stated; one the delivery itself changes is sent as it says.
         alerts.extend(
             active
@@ -105,15 +119,30 @@ mod tests {
 
     #[test]
     fn the_path_is_completed_and_label_names_are_made_valid() {
-        let am = Alertmanager::new(reqwest::Url::parse("http://am:9093/").unwrap(), "", Language::Zh);
+        let am = Alertmanager::new(reqwest::Url::parse("http://am:9093/").unwrap(), "", Speech::default());
         assert_eq!(am.url.as_str(), "http://am:9093/api/v2/alerts");
         let am = Alertmanager::new(
             reqwest::Url::parse("http://h/prefix/api/v2/alerts").unwrap(),
             "",
-            Language::Zh,
+            Speech::default(),
         );
         assert_eq!(am.url.as_str(), "http://h/prefix/api/v2/alerts");
         assert_eq!(label_name("gen_ai.model"), "gen_ai_model");
         assert_eq!(label_name("1x"), "_1x");
+    }
+
+    #[test]
+    fn an_escalation_replaces_the_lower_severity_rather_than_adding_an_alert() {
+        let am = Alertmanager::new(reqwest::Url::parse("http://am:9093/").unwrap(), "", Speech::default());
+        let mut n = crate::notify::queue::tests::note("n1", AlertState::Firing);
+        n.severity = crate::monitor::vocabulary::Severity::Critical;
+        n.escalated_from = Some(crate::monitor::vocabulary::Severity::High);
+        let now = Timestamp(1_795_680_060_000);
+        let out = am.build("d", std::slice::from_ref(&n), &[], now);
+        let alerts: Vec<Value> = serde_json::from_slice(&out.body).unwrap();
+        let by_severity = |s: &str| alerts.iter().find(|a| a["labels"]["severity"] == s).cloned().unwrap();
+        assert_eq!(alerts.len(), 2);
+        assert!(by_severity("critical").get("endsAt").is_none(), "the new one fires");
+        assert_eq!(by_severity("high")["endsAt"], now.to_string(), "the lower one ends now");
     }
 }

@@ -12,26 +12,27 @@ use serde_json::json;
 
 use super::{json_body, json_code, BodyVerdict, Format, Outgoing};
 use crate::event::Timestamp;
-use crate::notify::{render, signing, Language, Notification};
+use crate::notify::render::Speech;
+use crate::notify::{render, signing, Notification};
 
 pub struct Dingtalk {
     pub url: reqwest::Url,
     pub secret: String,
-    pub lang: Language,
+    pub speech: Speech,
 }
 
 impl Format for Dingtalk {
     fn build(&self, _delivery_id: &str, items: &[Notification], _active: &[Notification], now: Timestamp) -> Outgoing {
-        let title = render::message_title(items, self.lang);
+        let title = render::message_title(items, &self.speech);
         // DingTalk's markdown starts a new line only after a blank one.
         let mut text = format!("#### {title}\n\n");
         for n in items {
             if items.len() > 1 {
-                text.push_str(&format!("**{}**\n\n", render::heading(n, self.lang)));
+                text.push_str(&format!("**{}**\n\n", render::heading(n, &self.speech)));
             }
             text.push_str(&render::message(n));
             text.push_str("\n\n");
-            for fact in render::facts(n, self.lang) {
+            for fact in render::facts(n, &self.speech) {
                 text.push_str(&format!("> {fact}\n\n"));
             }
         }

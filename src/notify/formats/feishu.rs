@@ -13,12 +13,14 @@ use serde_json::{json, Value};
 
 use super::{json_body, json_code, BodyVerdict, Format, Outgoing};
 use crate::event::Timestamp;
-use crate::notify::{render, signing, AlertState, Language, Notification, Severity};
+use crate::monitor::vocabulary::{AlertState, Severity};
+use crate::notify::render::Speech;
+use crate::notify::{render, signing, Notification};
 
 pub struct Feishu {
     pub url: reqwest::Url,
     pub secret: String,
-    pub lang: Language,
+    pub speech: Speech,
 }
 
 fn colour(items: &[Notification]) -> &'static str {
@@ -28,7 +30,7 @@ fn colour(items: &[Notification]) -> &'static str {
     match render::top_severity(items) {
         Severity::Critical => "red",
         Severity::High => "orange",
-        Severity::Medium => "yellow",
+        Severity::Warning => "yellow",
         Severity::Info => "blue",
     }
 }
@@ -42,10 +44,10 @@ impl Format for Feishu {
             }
             let mut text = String::new();
             if items.len() > 1 {
-                text.push_str(&format!("**{}**\n", render::heading(n, self.lang)));
+                text.push_str(&format!("**{}**\n", render::heading(n, &self.speech)));
             }
             text.push_str(&render::message(n));
-            for fact in render::facts(n, self.lang) {
+            for fact in render::facts(n, &self.speech) {
                 text.push('\n');
                 text.push_str(&fact);
             }
@@ -56,7 +58,7 @@ impl Format for Feishu {
             "card": {
                 "config": {"wide_screen_mode": true},
                 "header": {
-                    "title": {"tag": "plain_text", "content": render::message_title(items, self.lang)},
+                    "title": {"tag": "plain_text", "content": render::message_title(items, &self.speech)},
                     "template": colour(items),
                 },
                 "elements": elements,

@@ -8,8 +8,9 @@ mod generic;
 mod slack;
 mod wecom;
 
-use super::{FormatKind, Language, Notification, WebhookConfig};
+use super::{FormatKind, Notification, WebhookConfig};
 use crate::event::Timestamp;
+use crate::notify::render::Speech;
 
 /// An HTTP POST, ready to send.
 pub struct Outgoing {
@@ -50,23 +51,23 @@ pub trait Format: Send + Sync {
 }
 
 /// The format of a receiver, its URL and secret checked.
-pub fn build(cfg: &WebhookConfig, lang: Language) -> Result<Box<dyn Format>, String> {
+pub fn build(cfg: &WebhookConfig, speech: Speech) -> Result<Box<dyn Format>, String> {
     let url = reqwest::Url::parse(&cfg.url).map_err(|e| format!("url {} is not a URL: {e}", cfg.masked_url()))?;
     Ok(match cfg.format {
         FormatKind::Generic => Box::new(generic::Generic::new(url, &cfg.secret)?),
-        FormatKind::Alertmanager => Box::new(alertmanager::Alertmanager::new(url, &cfg.generator_url, lang)),
-        FormatKind::Slack => Box::new(slack::Slack { url, lang }),
+        FormatKind::Alertmanager => Box::new(alertmanager::Alertmanager::new(url, &cfg.generator_url, speech)),
+        FormatKind::Slack => Box::new(slack::Slack { url, speech }),
         FormatKind::Feishu => Box::new(feishu::Feishu {
             url,
             secret: cfg.secret.clone(),
-            lang,
+            speech,
         }),
         FormatKind::Dingtalk => Box::new(dingtalk::Dingtalk {
             url,
             secret: cfg.secret.clone(),
-            lang,
+            speech,
         }),
-        FormatKind::Wecom => Box::new(wecom::Wecom { url, lang }),
+        FormatKind::Wecom => Box::new(wecom::Wecom { url, speech }),
     })
 }
 
@@ -114,7 +115,7 @@ fn json_body(v: &serde_json::Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{AlertState, Severity};
+    use crate::monitor::vocabulary::{AlertState, Severity};
 
     #[test]
     fn groups_are_cut_to_the_vendors_size_and_a_lone_long_one_still_fits() {
@@ -124,16 +125,19 @@ mod tests {
             format: FormatKind::Wecom,
             ..WebhookConfig::default()
         };
-        let format = build(&cfg, Language::Zh).unwrap();
+        let format = build(&cfg, Speech::default()).unwrap();
         let n = |i: usize| Notification {
             id: format!("n{i}"),
             alert_key: "k".into(),
             rule: "r".into(),
             severity: Severity::High,
+            escalated_from: None,
             state: AlertState::Firing,
             title: "标题".repeat(100),
             message: "很长的消息".repeat(400),
             value: 1.0,
+            current: 1.0,
+            unit: Default::default(),
             threshold: 2.0,
             labels: Default::default(),
             starts_at: Timestamp(0),

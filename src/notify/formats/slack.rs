@@ -7,11 +7,13 @@ use serde_json::{json, Value};
 
 use super::{json_body, Format, Outgoing};
 use crate::event::Timestamp;
-use crate::notify::{render, AlertState, Language, Notification, Severity};
+use crate::monitor::vocabulary::{AlertState, Severity};
+use crate::notify::render::Speech;
+use crate::notify::{render, Notification};
 
 pub struct Slack {
     pub url: reqwest::Url,
-    pub lang: Language,
+    pub speech: Speech,
 }
 
 /// Slack's mrkdwn escapes exactly these three.
@@ -24,14 +26,14 @@ fn emoji(n: &Notification) -> &'static str {
         (AlertState::Resolved, _) => ":white_check_mark:",
         (_, Severity::Critical) => ":rotating_light:",
         (_, Severity::High) => ":red_circle:",
-        (_, Severity::Medium) => ":large_orange_circle:",
+        (_, Severity::Warning) => ":large_orange_circle:",
         (_, Severity::Info) => ":information_source:",
     }
 }
 
 impl Format for Slack {
     fn build(&self, _delivery_id: &str, items: &[Notification], _active: &[Notification], _now: Timestamp) -> Outgoing {
-        let title = render::message_title(items, self.lang);
+        let title = render::message_title(items, &self.speech);
         let mut blocks = vec![json!({
             "type": "header",
             "text": {"type": "plain_text", "text": render::truncate_chars(&title, 140)},
@@ -40,10 +42,10 @@ impl Format for Slack {
             let mut text = format!(
                 "{} *{}*\n{}",
                 emoji(n),
-                escape(&render::heading(n, self.lang)),
+                escape(&render::heading(n, &self.speech)),
                 escape(&render::message(n))
             );
-            for fact in render::facts(n, self.lang) {
+            for fact in render::facts(n, &self.speech) {
                 text.push_str("\n> ");
                 text.push_str(&escape(&fact));
             }

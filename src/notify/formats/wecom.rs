@@ -8,11 +8,13 @@ use serde_json::json;
 
 use super::{json_body, json_code, BodyVerdict, Format, Outgoing};
 use crate::event::Timestamp;
-use crate::notify::{render, AlertState, Language, Notification};
+use crate::monitor::vocabulary::AlertState;
+use crate::notify::render::Speech;
+use crate::notify::{render, Notification};
 
 pub struct Wecom {
     pub url: reqwest::Url,
-    pub lang: Language,
+    pub speech: Speech,
 }
 
 const CONTENT_BYTES: usize = 4096;
@@ -29,7 +31,7 @@ fn fit_alone(items: &[Notification], text: String) -> String {
 
 impl Format for Wecom {
     fn build(&self, _delivery_id: &str, items: &[Notification], _active: &[Notification], _now: Timestamp) -> Outgoing {
-        let mut text = format!("**{}**\n", render::message_title(items, self.lang));
+        let mut text = format!("**{}**\n", render::message_title(items, &self.speech));
         for n in items {
             let colour = if n.state == AlertState::Resolved {
                 "info"
@@ -39,12 +41,12 @@ impl Format for Wecom {
             if items.len() > 1 {
                 text.push_str(&format!(
                     "\n<font color=\"{colour}\">{}</font>\n",
-                    render::heading(n, self.lang)
+                    render::heading(n, &self.speech)
                 ));
             }
             text.push_str(&render::message(n));
             text.push('\n');
-            for fact in render::facts(n, self.lang) {
+            for fact in render::facts(n, &self.speech) {
                 text.push_str(&format!("> {fact}\n"));
             }
         }

@@ -66,6 +66,40 @@ pub fn code(e: &Error) -> Option<i32> {
     }
 }
 
+/// What went wrong, for people: the server's message and code name. The driver's own `Display`
+/// appends the raw server reply as a hex dump (`server response: Some(RawDocumentBuf { data:
+/// "1c01…" })`), which is what `/readyz` and the log showed for a refused collection.
+pub fn describe(e: &Error) -> String {
+    let named = |message: &str, name: Option<&str>| match name.filter(|n| !n.is_empty()) {
+        Some(name) => format!("{message} ({name})"),
+        None => message.to_string(),
+    };
+    let text = match &*e.kind {
+        DriverKind::Command(c) => named(&c.message, Some(&c.code_name)),
+        DriverKind::Write(WriteFailure::WriteError(we)) => named(&we.message, we.code_name.as_deref()),
+        DriverKind::Write(WriteFailure::WriteConcernError(wc)) => named(&wc.message, Some(&wc.code_name)),
+        DriverKind::InsertMany(im) => match (&im.write_errors, &im.write_concern_error) {
+            (Some(errors), _) if !errors.is_empty() => {
+                let first = &errors[0];
+                let more = match errors.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more documents)", n - 1),
+                };
+                format!("{}{more}", named(&first.message, first.code_name.as_deref()))
+            }
+            (_, Some(wc)) => named(&wc.message, Some(&wc.code_name)),
+            _ => "the insert failed".to_string(),
+        },
+        other => other.to_string(),
+    };
+    // Whatever the kind's own text holds, keep it to a line people can read.
+    let mut text: String = text.chars().filter(|c| !c.is_control()).take(500).collect();
+    if text.is_empty() {
+        text = "no reason given".into();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

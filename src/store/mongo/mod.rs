@@ -36,7 +36,9 @@ pub use config::{mask_uri_password, CollectionNames, MongoConfig, WriteConcernW}
 pub use query::to_json;
 
 use super::outbox::{Outbox, Taken};
-use super::query::{CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, StoreHealth, TimeRange};
+use super::query::{
+    CostBucket, FindQuery, Found, Query, RequestBucket, ResponseTimes, SkewedCost, StoreHealth, TimeRange,
+};
 use super::retention::RetentionConfig;
 use super::{document, Batch, ErrorKind, Store, StoreError, WriteOutcome};
 use crate::event::{Collection, Event, EventId, NaiveZone, Source, Timestamp};
@@ -413,11 +415,12 @@ impl MongoStore {
     /// doubling pause. Logged when it starts, not on every try.
     fn mark_failing(&self, c: Collection, e: &mongodb::error::Error) {
         let message = format!(
-            "MongoDB refuses writes to {}{}: {e}",
+            "MongoDB refuses writes to {}{}: {}",
             self.name(c),
             errors::code(e)
                 .map(|code| format!(" (code {code})"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            errors::describe(e)
         );
         let mut failing = self.failing();
         let slot = &mut failing[c.index()];
@@ -678,6 +681,14 @@ impl Query for MongoStore {
     ) -> impl std::future::Future<Output = Result<Vec<CostBucket>, StoreError>> + Send {
         let this = self.clone();
         async move { this.cost_buckets_of(range).await }
+    }
+
+    fn skewed_costs(
+        &self,
+        range: TimeRange,
+    ) -> impl std::future::Future<Output = Result<Vec<SkewedCost>, StoreError>> + Send {
+        let this = self.clone();
+        async move { this.skewed_costs_of(range).await }
     }
 
     fn request_buckets(

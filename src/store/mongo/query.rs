@@ -11,7 +11,7 @@ use crate::event::{Collection, Currency, Level, Timestamp};
 use crate::store::embedded::text_field;
 use crate::store::query::{
     bucket_start, CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, RequestBucket, ResponseTime,
-    ResponseTimes, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
+    ResponseTimes, SkewedCost, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use crate::store::StoreError;
 
@@ -221,6 +221,64 @@ impl MongoStore {
             );
         }
         out.sort_by(|a, b| (a.start_ms, &a.model).cmp(&(b.start_ms, &b.model)));
+        Ok(out)
+    }
+
+    /// Costs counted at arrival (with `received_at`) whose own time or arrival is in `range`: the
+    /// sparse index on `received_at` holds only those. The outbox's count too.
+    pub(super) async fn skewed_costs_of(&self, range: TimeRange) -> Result<Vec<SkewedCost>, StoreError> {
+        let mut own = Document::new();
+        range_filter("created_at", range, &mut own);
+        let mut arrived = Document::new();
+        range_filter("received_at", range, &mut arrived);
+        let filter = doc! {
+            "received_at": { "$exists": true },
+            "$or": [own, arrived],
+        };
+        let coll = self.inner.db.collection::<Document>(self.name(Collection::Cost));
+        let mut cursor = coll.find(filter).await.map_err(query_error)?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(query_error)? {
+            let time = |k: &str| d.get_datetime(k).ok().map(|t| t.timestamp_millis());
+            if let (Some(time_ms), Some(received_ms)) = (time("created_at"), time("received_at")) {
+                out.push(SkewedCost {
+                    time_ms,
+                    received_ms,
+                    model: d.get_str("model").unwrap_or("").to_string(),
+                    currency: d
+                        .get_str("currency_symbol")
+                        .ok()
+                        .and_then(Currency::parse)
+                        .unwrap_or(Currency::Usd),
+                    cost: number(d.get("cost")),
+                });
+            }
+        }
+        for d in self.inner.outbox.documents(Collection::Cost).await? {
+            let (Some(time_ms), Some(received_ms)) = (time_of(&d, "created_at"), time_of(&d, "received_at")) else {
+                continue;
+            };
+            if !in_range(time_ms, range) && !in_range(received_ms, range) {
+                continue;
+            }
+            let cost = match d.get("cost") {
+                Ok(Some(RawBsonRef::Double(f))) => f,
+                Ok(Some(RawBsonRef::Int64(i))) => i as f64,
+                Ok(Some(RawBsonRef::Int32(i))) => f64::from(i),
+                _ => 0.0,
+            };
+            out.push(SkewedCost {
+                time_ms,
+                received_ms,
+                model: d.get_str("model").unwrap_or("").to_string(),
+                currency: d
+                    .get_str("currency_symbol")
+                    .ok()
+                    .and_then(Currency::parse)
+                    .unwrap_or(Currency::Usd),
+                cost,
+            });
+        }
         Ok(out)
     }
 

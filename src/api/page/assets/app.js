@@ -76,9 +76,13 @@
     'c.state.ok': ['正常', 'fine'],
     'c.state.warn': ['接近限额', 'nearing the limit'],
     'c.state.over': ['已达限额', 'limit reached'],
-    'c.proj': ['按当前速度（每小时 {0}），预计 {1} 达到每日上限。', 'At this rate ({0} an hour) the daily limit is reached at {1}.'],
-    'c.projSafe': ['按当前速度（每小时 {0}），今天不会达到每日上限。', 'At this rate ({0} an hour) the daily limit is not reached today.'],
-    'c.projReached': ['每日上限已达到。', 'The daily limit has been reached.'],
+    'c.projRate': ['最近速度：每小时 {0}。', 'Recent rate: {0} an hour.'],
+    'c.proj': ['预计 {1} 达到{0}。', '{0} is reached at {1}.'],
+    'c.projNever': ['按此速度不会达到{0}（稳定在 {1}）。', 'At this rate {0} is never reached (it settles at {1}).'],
+    'c.projSafe': ['按此速度，本时段结束前不会达到{0}。', 'At this rate {0} is not reached before the period ends.'],
+    'c.projReached': ['{0}已达到。', '{0} has been reached.'],
+    'c.hourLimit': ['每小时上限', 'the hourly limit'],
+    'c.dayLimit': ['每日上限', 'the daily limit'],
     'c.projIdle': ['最近没有费用。', 'No spend recently.'],
     'c.models': ['按模型', 'By model'],
     'c.model': ['模型', 'Model'],
@@ -117,8 +121,10 @@
     'a.comment': ['从日志页面静音', 'silenced from the log viewer'],
     'sev.critical': ['紧急', 'critical'],
     'sev.high': ['严重', 'high'],
-    'sev.medium': ['一般', 'medium'],
+    'sev.warning': ['警告', 'warning'],
     'sev.info': ['提示', 'info'],
+    'u.s': ['秒', 's'],
+    'a.atFiring': ['触发时 {0}', 'at firing {0}'],
     'st.store': ['存储', 'Store'],
     'st.reachable': ['可访问', 'Reachable'],
     'st.ready': ['就绪', 'Ready'],
@@ -243,6 +249,16 @@
     if (v === null || v === undefined || !Number.isFinite(+v)) return '—';
     const a = Math.abs(v);
     return nf(a >= 100 || Number.isInteger(+v) ? 0 : a >= 10 ? 1 : 2).format(v);
+  }
+  // A value with its unit, as the daemon names it ('percent', 'seconds', 'rmb', 'count').
+  function withUnit(v, unit) {
+    if (v === null || v === undefined || !Number.isFinite(+v)) return '—';
+    switch (unit) {
+      case 'percent': return nf(1).format(v) + '%';
+      case 'seconds': return nf(Math.abs(v) >= 100 ? 0 : 2).format(v) + ' ' + t('u.s');
+      case 'rmb': return money(v);
+      default: return num(v);
+    }
   }
   function bytes(n) {
     const u = ['B', 'KiB', 'MiB', 'GiB'];
@@ -860,9 +876,21 @@
     meter($('c-day'), t(sliding ? 'c.daySliding' : 'c.day'), b.day, warn);
     const pr = b.projection || {};
     const rate = money(pr.rate_rmb_per_hour);
-    $('c-projection').textContent = b.day.limit_rmb > 0 && b.day.spent_rmb >= b.day.limit_rmb ? t('c.projReached')
-      : pr.daily_limit_at_local ? t('c.proj', rate, pr.daily_limit_at_local)
-        : pr.rate_rmb_per_hour > 0 ? t('c.projSafe', rate) : t('c.projIdle');
+    // One sentence per limit, as the daemon judged it (sliding windows lose old spend as they move).
+    const reach = (r, which) => {
+      if (!r) return '';
+      switch (r.verdict) {
+        case 'reached': return t('c.projReached', t(which));
+        case 'at': return t('c.proj', t(which), r.at_local);
+        case 'never_at_this_rate': return t('c.projNever', t(which), money(r.steady_rmb));
+        case 'not_before_window_ends': return t('c.projSafe', t(which));
+        default: return '';
+      }
+    };
+    const lines = [reach(pr.hour, 'c.hourLimit'), reach(pr.day, 'c.dayLimit')].filter(Boolean);
+    $('c-projection').textContent = pr.rate_rmb_per_hour > 0 || lines.length
+      ? t('c.projRate', rate) + ' ' + lines.join(' ')
+      : t('c.projIdle');
     const now = Date.now();
     const hourOff = offsetMs(now);
     const lastHour = Math.floor((now + hourOff) / 3600e3) * 3600e3 - hourOff;
@@ -957,8 +985,9 @@
 
   // ---------------------------------------------------------------- alerts
   function sevSpan(s) {
-    const el = span('sev sev-' + s, t('sev.' + s));
-    return el;
+    // Alerts stored by earlier versions say 'medium' for what is now 'warning'.
+    const name = s === 'medium' ? 'warning' : s;
+    return span('sev sev-' + name, t('sev.' + name));
   }
   function setBadge(alerts) {
     const b = $('alert-badge');
@@ -972,8 +1001,14 @@
     const title = document.createElement('div'); title.textContent = a.title || a.rule;
     const msg = document.createElement('div'); msg.className = 'muted'; msg.textContent = a.message || '';
     c1.append(title, msg);
-    const c2 = tr.insertCell(); c2.className = 'num'; c2.textContent = num(a.value);
-    const c3 = tr.insertCell(); c3.className = 'num'; c3.textContent = num(a.threshold);
+    // The current value (updated at every evaluation), and the value at firing when it differs.
+    const current = a.current ?? a.value;
+    const c2 = tr.insertCell(); c2.className = 'num';
+    c2.append(document.createTextNode(withUnit(current, a.unit)));
+    if (a.current !== undefined && a.current !== a.value) {
+      c2.append(document.createElement('br'), span('muted', t('a.atFiring', withUnit(a.value, a.unit))));
+    }
+    const c3 = tr.insertCell(); c3.className = 'num'; c3.textContent = withUnit(a.threshold, a.unit);
     tr.insertCell().textContent = fmtIso(a.started_at);
     tr.insertCell().textContent = last;
   }

@@ -336,7 +336,7 @@ impl Records {
         }
         r.string_in_place(&mut p.message);
         r.map(&mut p.extra);
-        Event {
+        let mut event = Event {
             id,
             time: p.time.unwrap_or(received),
             source: ingest.source().clone(),
@@ -350,8 +350,11 @@ impl Records {
                 traceback: p.traceback,
                 extra: p.extra,
             }),
+            received: None,
             cost: 0,
-        }
+        };
+        ingest.check_clock(&mut event, received);
+        event
     }
 
     /// A message with newlines has the pattern's fields after `%(message)s` at the end of its last

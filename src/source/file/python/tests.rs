@@ -57,7 +57,7 @@ impl Harness {
             Out {
                 ingest: &self.ingest,
                 events: &mut self.events,
-                received: Timestamp(0),
+                received: Timestamp::now(),
                 fingerprint: FP,
             },
             &mut self.decoder,
