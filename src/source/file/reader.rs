@@ -128,6 +128,11 @@ impl Tracked {
         self.decoder.pending_len() + self.records.as_ref().map_or(0, Records::held)
     }
 
+    /// Whether the file is still at the path it was last found at (same device and inode).
+    pub fn still_at_its_path(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id())
+    }
+
     /// A record is open: the file is read on until it completes, never closed before.
     pub fn holds_record(&self) -> bool {
         self.records.as_ref().is_some_and(Records::is_open)

@@ -176,7 +176,10 @@ impl Tailer {
         let pattern = self.discovery.pattern();
         for t in &mut self.files.tracked {
             t.visible = seen.contains(&t.id());
-            t.current = t.visible && pattern.is_current(&t.path);
+            // Rotated away only on evidence: found under a name the app no longer writes to, or
+            // neither listed nor at its path. A file the notification thread opened after this
+            // scan's listing was not listed, yet is still where the app writes.
+            t.current = (t.visible || t.still_at_its_path()) && pattern.is_current(&t.path);
         }
         // Closed files no longer found are gone (deleted, or renamed out of reach): forget them.
         let before = self.files.parked.len();
