@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use super::fingerprint::Identity;
 use super::reader::{Progress, Tracked};
-use super::{mtime, FileId, Warnings};
+use super::{mtime, FileConfig, FileId, Warnings};
 use crate::units::HumanDuration;
 
 /// A closed file that the scans still find: reopened where reading stopped once it changes.
@@ -71,18 +71,20 @@ pub(super) struct OpenFiles {
     max_open_files: usize,
     poll_interval: Duration,
     rotated_idle_timeout: HumanDuration,
+    fingerprint_bytes: usize,
     warnings: Warnings,
 }
 
 impl OpenFiles {
-    pub fn new(max_open_files: usize, poll_interval: Duration, rotated_idle_timeout: HumanDuration) -> OpenFiles {
+    pub fn new(cfg: &FileConfig) -> OpenFiles {
         OpenFiles {
             tracked: Vec::new(),
             parked: HashMap::new(),
             waiting: false,
-            max_open_files,
-            poll_interval,
-            rotated_idle_timeout,
+            max_open_files: cfg.max_open_files,
+            poll_interval: cfg.poll_interval.0,
+            rotated_idle_timeout: cfg.rotated_idle_timeout,
+            fingerprint_bytes: cfg.fingerprint_bytes,
             warnings: Warnings::default(),
         }
     }
@@ -144,12 +146,20 @@ impl OpenFiles {
     }
 
     /// Closes `t`, remembering where reading stopped. A plain file that grew since its last read
-    /// is kept open instead: it has unread data, and its new size would look unchanged later.
+    /// is kept open instead: it has unread data, and its new size would look unchanged later. One
+    /// truncated and written again since (to the same size, so the size cannot tell) is let go:
+    /// remembered, its new content would look read; a scan takes it as the new file it is.
     fn park(&mut self, t: Tracked) {
         let (size, mtime) = match t.finished {
             Some(before) => before,
             None => match t.reader.file().metadata() {
-                Ok(m) if t.reader.compressed() || m.len() == t.decoder.position() => (m.len(), mtime(&m)),
+                Ok(m) if t.reader.compressed() => (m.len(), mtime(&m)),
+                Ok(m) if m.len() == t.decoder.position() => {
+                    if !t.same_content(self.fingerprint_bytes) {
+                        return;
+                    }
+                    (m.len(), mtime(&m))
+                }
                 Ok(_) => {
                     self.tracked.push(Tracked { idle_since: None, ..t });
                     return;

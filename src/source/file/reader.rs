@@ -128,6 +128,20 @@ impl Tracked {
         self.decoder.pending_len() + self.records.as_ref().map_or(0, Records::held)
     }
 
+    /// Whether a plain file still holds the content it was opened with (its first line is the
+    /// same): not truncated and written again under the reader.
+    pub fn same_content(&self, fingerprint_bytes: usize) -> bool {
+        match &self.reader {
+            Reader::Gz(_) => true,
+            Reader::Plain(file) => {
+                identify_at(file, self.identity.head_at, fingerprint_bytes)
+                    .ok()
+                    .flatten()
+                    == Some(self.identity)
+            }
+        }
+    }
+
     /// Whether the file is still at the path it was last found at (same device and inode).
     pub fn still_at_its_path(&self) -> bool {
         std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id())
@@ -178,13 +192,7 @@ impl Tailer {
         let t = &self.files.tracked[i];
         match &t.reader {
             Reader::Gz(_) => true,
-            Reader::Plain(file) => {
-                size >= t.decoder.committed_offset()
-                    && identify_at(file, t.identity.head_at, self.cfg.fingerprint_bytes)
-                        .ok()
-                        .flatten()
-                        == Some(t.identity)
-            }
+            Reader::Plain(_) => size >= t.decoder.committed_offset() && t.same_content(self.cfg.fingerprint_bytes),
         }
     }
 

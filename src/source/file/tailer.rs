@@ -68,7 +68,7 @@ impl Tailer {
         let cfg = src.cfg;
         Tailer {
             discovery: Discovery::new(&cfg.path, cfg.max_open_files, cfg.poll_interval, wake_tx),
-            files: OpenFiles::new(cfg.max_open_files, cfg.poll_interval.0, cfg.rotated_idle_timeout),
+            files: OpenFiles::new(&cfg),
             cfg,
             text: src.text,
             ingest: src.ingest,

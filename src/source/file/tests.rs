@@ -619,3 +619,31 @@ fn every_line_and_record_exactly_once_and_in_order_whatever_happens_to_the_files
         panic!("{e}");
     }
 }
+
+/// Found by the model: with one descriptor, a copytruncate, and the app writing as many bytes
+/// again before the next scan, the open file was parked to make room for the copy with its new
+/// size and mtime, as if its new content had been read; that content was never read.
+#[test]
+fn a_file_truncated_and_rewritten_to_the_same_size_is_not_parked_as_read() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let shared = Shared {
+        runtime: runtime.handle().clone(),
+        redactor: Arc::new(Redactor::new(&RedactConfig::default()).unwrap()),
+    };
+    let ops = [
+        Op::Write(10, End::Lf),
+        Op::Truncate,
+        Op::Write(11, End::Lf),
+        Op::Step(2),
+        Op::CopyTruncate,
+        Op::Write(11, End::Lf),
+        Op::Truncate,
+    ];
+    if let Err(e) = run_case(&ops, false, false, 1, &shared) {
+        panic!("{e}");
+    }
+}
