@@ -316,9 +316,11 @@ impl Model {
 }
 
 proptest! {
-    // 12 cases by default (each starts the real daemon); PROPTEST_CASES=200 for a longer soak.
+    // The end-to-end guarantee, a few cases (each starts the real daemon per restart): the model
+    // runs hundreds of cases in-process against the tailer itself (`source::file::tests`).
+    // DAEMON_PROPTEST_CASES=200 for a longer soak.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(12),
+        cases: std::env::var("DAEMON_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(3),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -1278,4 +1280,99 @@ fn asctime_is_read_in_naive_timezone_like_naive_json_times_either_side_of_midnig
         ],
         "a configured zone wins over the host's"
     );
+}
+
+/// Issue 20, item 4: a text record keeps its lines up to `max_line_bytes` in all, a record of one
+/// line longer than that too (it kept only the first 64 KiB, the length a rejected line keeps),
+/// and a continuation line that crosses the limit keeps the part that fits. What is not kept is
+/// counted in `extra.cut_bytes`.
+#[test]
+fn a_text_record_keeps_up_to_max_line_bytes_even_as_one_long_line() {
+    const MAX: usize = 256 * 1024;
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let header = |seq: u64| format!("2026-11-26 12:00:00,000 - lngpt - INFO - record {seq} ");
+    // Record 1: one line of 1 MiB. Record 2: a short header, then a traceback whose second line
+    // crosses the limit. Record 3 completes record 2.
+    let long = "x".repeat(1 << 20);
+    let first = format!("{}{long}\n", header(1));
+    let tb_head = "Traceback (most recent call last):";
+    let second = format!("{}boom\n{tb_head}\n{long}\n", header(2));
+    append(&log, &(first.clone() + &second + &header(3) + "end\n"));
+    let d = Daemon::start(&file_section(&log, &format!("{TEXT}\nmax_line_bytes = {MAX}")));
+    d.wait_for_count("api_logs", 3);
+    let docs = text_docs(&d);
+    let one = &docs[&1];
+    let message = one["message"].as_str().unwrap();
+    let kept = header(1).len() - "record 1 ".len() + message.len();
+    assert_eq!(kept, MAX, "the line's first max_line_bytes are kept");
+    assert_eq!(one["extra"]["cut_bytes"].as_u64(), Some((first.len() - 1 - MAX) as u64));
+    let two = &docs[&2];
+    let traceback = two["traceback"].as_str().unwrap();
+    let kept = header(2).len() + "boom".len() + 1 + traceback.len();
+    assert_eq!(kept, MAX, "the record's lines fill max_line_bytes");
+    assert_eq!(
+        kept as u64 + two["extra"]["cut_bytes"].as_u64().unwrap(),
+        (second.len() - 1) as u64,
+        "every byte is kept or counted"
+    );
+    assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}
+
+/// Issue 20, item 4: Python's handlers rotate between records, so the last record of a text log
+/// is complete once its file is rotated away, and is stored at once, not `multiline_timeout` later
+/// (here 10 minutes). A kill -9 in that wait, then `backupCount` deleting the rotated file before
+/// the restart, lost the record: the checkpoint stood at its first line, in a file that was gone.
+#[test]
+fn the_last_record_of_a_rotated_text_log_is_stored_at_once_and_survives_a_kill_9_and_deletion() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("app.log");
+    let mut d = Daemon::start(&file_section(&log, "format = \"python\"\nmultiline_timeout = \"10m\""));
+    append(&log, &(0..6).map(text_record).collect::<String>());
+    // Record 5, the file's last, is open: nothing after it says it is complete.
+    wait_for_exactly(&d, &(0..5).collect());
+    // RotatingFileHandler's rollover, then the next records in the new file.
+    std::fs::rename(&log, logs.path().join("app.log.1")).unwrap();
+    append(&log, &(6..8).map(text_record).collect::<String>());
+    wait_for_exactly(&d, &(0..7).collect());
+    d.signal(Signal::SIGKILL);
+    d.wait_exit();
+    std::fs::remove_file(logs.path().join("app.log.1")).unwrap();
+    d.restart();
+    append(&log, &text_record(8));
+    wait_for_exactly(&d, &(0..8).collect());
+    assert_eq!(d.count("api_rejects"), 0, "{}", d.log());
+}
+
+/// Issue 20, item 4: a glob follows the files its matches were rotated into, also while the daemon
+/// was down. `*.log` matches neither `app.log.1` nor `worker.log.1.gz`; the lines written to them
+/// before the rotation, while the daemon was stopped, were silently lost. They are read from
+/// their checkpoints now (the compressed one too, and with no new `worker.log` beside it), once.
+#[test]
+fn a_glob_finishes_rotations_that_happened_while_the_daemon_was_down_compressed_or_not() {
+    use flate2::{write::GzEncoder, Compression};
+    let logs = tempfile::tempdir().unwrap();
+    let (app, worker) = (logs.path().join("app.log"), logs.path().join("worker.log"));
+    append(&app, &(0..100).map(line).collect::<String>());
+    append(&worker, &(1000..1100).map(line).collect::<String>());
+    let mut d = Daemon::start(&file_section(&logs.path().join("*.log"), ""));
+    let mut expected: BTreeSet<u64> = (0..100).chain(1000..1100).collect();
+    wait_for_exactly(&d, &expected);
+    assert!(d.stop().success());
+    // While stopped: more lines, then a rename rotation of app.log, and worker.log rotated and
+    // compressed (logrotate's compress without delaycompress) with no new worker.log yet.
+    append(&app, &(100..200).map(line).collect::<String>());
+    std::fs::rename(&app, logs.path().join("app.log.1")).unwrap();
+    append(&app, &(200..210).map(line).collect::<String>());
+    append(&worker, &(1100..1200).map(line).collect::<String>());
+    let mut gz = GzEncoder::new(
+        std::fs::File::create(logs.path().join("worker.log.1.gz")).unwrap(),
+        Compression::default(),
+    );
+    gz.write_all(&std::fs::read(&worker).unwrap()).unwrap();
+    gz.finish().unwrap();
+    std::fs::remove_file(&worker).unwrap();
+    expected.extend((100..210).chain(1100..1200));
+    d.restart();
+    wait_for_exactly(&d, &expected);
 }

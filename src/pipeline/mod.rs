@@ -140,6 +140,19 @@ impl PipelineSender {
             counters: Arc::default(),
         }
     }
+
+    /// A sender whose chunks a unit test receives itself, to acknowledge them as the writer
+    /// would (or to drop them unacknowledged, as a crash does).
+    #[cfg(test)]
+    pub fn to_test(capacity: usize, budget: usize) -> (PipelineSender, mpsc::Receiver<Chunk>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let sender = PipelineSender {
+            tx,
+            budget: Budget::new(budget),
+            counters: Arc::default(),
+        };
+        (sender, rx)
+    }
 }
 
 /// Everything the pipeline is made of; `spawn` the batcher and writer, hand `sender` to sources.

@@ -8,6 +8,8 @@
 //! Complete lines inside one read are handed out as slices of that read (no copy); only a line
 //! that spans reads is gathered in `pending`. A line longer than `max_line` is not buffered: its
 //! first [`MAX_RAW_BYTES`] are kept for the reject and the rest is skipped up to the next line end.
+//! (A text log's record keeps up to `max_line` bytes of it instead: see
+//! [`LineDecoder::keeping_long_line_heads`].)
 
 use memchr::memchr2;
 
@@ -27,6 +29,8 @@ pub struct LineDecoder {
     pending: Vec<u8>,
     /// Set while skipping the rest of an over-long line.
     overlong: Option<Overlong>,
+    /// How much of an over-long line is handed out: [`MAX_RAW_BYTES`], or `max_line`.
+    head_max: usize,
     /// Stream offset of the next byte fed.
     pos: u64,
     /// Stream offset where the held-back line (pending or over-long) began.
@@ -45,13 +49,16 @@ pub struct LineDecoder {
 
 struct Overlong {
     head: Vec<u8>,
+    /// The most of the line `head` keeps.
+    head_max: usize,
     len: usize,
 }
 
 impl Overlong {
-    fn new(first: &[u8], second: &[u8]) -> Overlong {
+    fn new(first: &[u8], second: &[u8], head_max: usize) -> Overlong {
         let mut o = Overlong {
-            head: Vec::with_capacity(MAX_RAW_BYTES.min(first.len() + second.len())),
+            head: Vec::with_capacity(head_max.min(first.len() + second.len())),
+            head_max,
             len: 0,
         };
         o.add(first);
@@ -60,7 +67,7 @@ impl Overlong {
     }
 
     fn add(&mut self, part: &[u8]) {
-        let room = MAX_RAW_BYTES.saturating_sub(self.head.len());
+        let room = self.head_max.saturating_sub(self.head.len());
         self.head.extend_from_slice(&part[..part.len().min(room)]);
         self.len += part.len();
     }
@@ -80,6 +87,7 @@ impl LineDecoder {
             max_line,
             pending: Vec::new(),
             overlong: None,
+            head_max: MAX_RAW_BYTES,
             pos: offset,
             held_start: offset,
             skip_nul: false,
@@ -95,6 +103,15 @@ impl LineDecoder {
     /// also when split across reads.
     pub fn keeping_blank_lines(mut self) -> LineDecoder {
         self.keep_blank = true;
+        self
+    }
+
+    /// Hands out the first `max_line` bytes of an over-long line rather than the first
+    /// [`MAX_RAW_BYTES`]: a text log's record keeps its lines up to `max_line` bytes in all, a
+    /// record of one long line too, where a rejected line keeps what a reject may hold. Memory
+    /// stays bounded by `max_line`, as for a line being gathered.
+    pub fn keeping_long_line_heads(mut self) -> LineDecoder {
+        self.head_max = self.max_line.max(MAX_RAW_BYTES);
         self
     }
 
@@ -209,7 +226,7 @@ impl LineDecoder {
                 if part.len() > self.max_line {
                     emit(
                         Frame::TooLong {
-                            head: &part[..part.len().min(MAX_RAW_BYTES)],
+                            head: &part[..part.len().min(self.head_max)],
                             len: part.len(),
                         },
                         line_start,
@@ -218,7 +235,7 @@ impl LineDecoder {
                     self.emit_line(part, line_start, emit);
                 }
             } else if self.pending.len() + part.len() > self.max_line {
-                let o = Overlong::new(&self.pending, part);
+                let o = Overlong::new(&self.pending, part, self.head_max);
                 self.clear_pending();
                 emit(
                     Frame::TooLong {
@@ -251,7 +268,7 @@ impl LineDecoder {
         if let Some(o) = self.overlong.as_mut() {
             o.add(input);
         } else if self.pending.len() + input.len() > self.max_line {
-            self.overlong = Some(Overlong::new(&self.pending, input));
+            self.overlong = Some(Overlong::new(&self.pending, input, self.head_max));
             self.clear_pending();
         } else {
             self.pending.extend_from_slice(input);
@@ -415,6 +432,33 @@ mod tests {
         assert_eq!(committed, 7);
         // Without the option, blank lines are skipped as always.
         assert_eq!(decode(100, &[b"a\r\n\r\n\nb\n"]), ["a", "b"]);
+    }
+
+    #[test]
+    fn long_line_heads_are_kept_up_to_the_line_limit_on_request() {
+        let heads = |d: LineDecoder, chunks: &[&[u8]]| {
+            let mut d = d;
+            let mut out = Vec::new();
+            for c in chunks {
+                d.feed_at(c, &mut |f, _| {
+                    if let Frame::TooLong { head, len } = f {
+                        out.push((head.len(), len));
+                    }
+                });
+            }
+            out
+        };
+        let max = 2 * MAX_RAW_BYTES;
+        let big = vec![b'x'; 3 * MAX_RAW_BYTES];
+        let (half, rest) = big.split_at(MAX_RAW_BYTES / 2);
+        for chunks in [vec![&big[..], &b"\n"[..]], vec![half, rest, &b"\n"[..]]] {
+            assert_eq!(
+                heads(LineDecoder::new(max).keeping_long_line_heads(), &chunks),
+                [(max, big.len())],
+                "in one read or across reads"
+            );
+            assert_eq!(heads(LineDecoder::new(max), &chunks), [(MAX_RAW_BYTES, big.len())]);
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use crate::units::HumanDuration;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
-    /// A path or a glob (`/var/log/lngpt/*.log`). For a plain path, rotated siblings (`app.log.1`,
-    /// `app.log.2026-11-26`) are followed too.
+    /// A path or a glob (`/var/log/lngpt/*.log`). The names its files are rotated into are followed
+    /// too: a plain path's siblings (`app.log.1`, `app.log.2026-11-26`), a glob followed by `.*`.
     pub path: String,
     /// Where to start in a file never seen before.
     pub start_at: StartAt,
@@ -35,8 +35,9 @@ pub struct FileConfig {
     /// The `datefmt` of that formatter; unset, logging's own `2026-11-26 12:00:00,123`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub datefmt: Option<String>,
-    /// A text record is complete when the next one starts, or after this long without new data in
-    /// the file (Python writes a record, traceback included, at once).
+    /// A text record is complete when the next one starts, after this long without new data in
+    /// the file (Python writes a record, traceback included, at once), or when its file is rotated
+    /// away (Python's handlers rotate between records).
     pub multiline_timeout: HumanDuration,
 }
 

@@ -1,6 +1,7 @@
 //! Lines → records: a header line starts a record, the lines after it that are not headers (a
 //! traceback, a message with newlines) belong to it, and the record is complete when the next
-//! header comes or the file has had no new data for `multiline_timeout`.
+//! header comes, when the file has had no new data for `multiline_timeout`, or when the file was
+//! rotated away and read to its end (the tailer says so: [`Records::complete_open`]).
 //!
 //! **Exactly once.** A record's id is derived from the offset of its first line, and while a record
 //! is open the offset the tailer may checkpoint is that first line's ([`Records::committed`]): a
@@ -131,7 +132,9 @@ impl Records {
     pub fn line(&mut self, frame: Frame<'_>, start: u64, out: &mut Out<'_>) {
         let (bytes, len) = match frame {
             Frame::Line(line) => (line, line.len()),
-            Frame::TooLong { head, len } => (head, len),
+            // The decoder keeps up to `max_line_bytes` of it; a character cut in two at the end is
+            // not kept (it would read as U+FFFD) but counted as cut.
+            Frame::TooLong { head, len } => (whole_characters(head), len),
         };
         let text = String::from_utf8_lossy(bytes);
         let text = text.strip_prefix('\u{FEFF}').unwrap_or(&text);
@@ -182,6 +185,14 @@ impl Records {
             return true;
         }
         false
+    }
+
+    /// Completes the open record, if any, whatever the time: its file ended between two records
+    /// (rotated away). Returns whether there was one.
+    pub fn complete_open(&mut self, out: &mut Out<'_>) -> bool {
+        let open = self.open.is_some();
+        self.complete(out);
+        open
     }
 
     /// Turns the open record, if any, into its event (or reject) in `out`.
@@ -372,17 +383,27 @@ impl Records {
 
 impl Open {
     /// A continuation line of `len` bytes, of which `dropped` did not reach `text` (a line over
-    /// `max_line_bytes` comes as its first 64 KiB).
+    /// `max_line_bytes` comes as its first `max_line_bytes`). A record keeps its lines up to `max`
+    /// bytes as written, newlines included: the line that crosses it keeps the part that fits.
     fn add(&mut self, text: &str, len: usize, dropped: usize, max: usize) {
+        let before = self.bytes;
         self.bytes += len + 1;
         self.lines += 1;
         match &mut self.body {
             Body::Record(p) => {
-                if p.cut > 0 || self.bytes > max {
+                let room = max.saturating_sub(before + 1);
+                if p.cut > 0 || room == 0 {
                     p.cut += len + 1;
                     return;
                 }
-                p.cut += dropped;
+                let text = if text.len() > room {
+                    let kept = floor_char_boundary(text, room);
+                    p.cut += len - kept;
+                    &text[..kept]
+                } else {
+                    p.cut += dropped;
+                    text
+                };
                 match &mut p.traceback {
                     Some(tb) => {
                         tb.push('\n');
@@ -416,17 +437,27 @@ fn starts_traceback(line: &str) -> bool {
             .starts_with("Exception Group Traceback (most recent call last):")
 }
 
-/// `text` cut to at most `room` bytes (all of [`MAX_RAW_BYTES`] for 0) on a character boundary.
-fn cut_raw(text: &str, room: usize) -> &str {
-    let room = if room == 0 { MAX_RAW_BYTES } else { room };
-    if text.len() <= room {
-        return text;
+/// The longest prefix of `bytes` that does not end inside a UTF-8 character.
+fn whole_characters(bytes: &[u8]) -> &[u8] {
+    match std::str::from_utf8(bytes) {
+        Err(e) if e.error_len().is_none() => &bytes[..e.valid_up_to()],
+        _ => bytes,
     }
-    let mut end = room;
+}
+
+/// The largest character boundary of `text` at or below `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut end = at.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &text[..end]
+    end
+}
+
+/// `text` cut to at most `room` bytes (all of [`MAX_RAW_BYTES`] for 0) on a character boundary.
+fn cut_raw(text: &str, room: usize) -> &str {
+    let room = if room == 0 { MAX_RAW_BYTES } else { room };
+    &text[..floor_char_boundary(text, room)]
 }
 
 /// An `extra` value as its conversion wrote it: integers and numbers as numbers (a value out of

@@ -40,7 +40,9 @@ impl Harness {
         let format = Arc::new(TextFormat::new(cfg, zone).unwrap());
         Harness {
             ingest,
-            decoder: LineDecoder::new(cfg.max_line_bytes).keeping_blank_lines(),
+            decoder: LineDecoder::new(cfg.max_line_bytes)
+                .keeping_blank_lines()
+                .keeping_long_line_heads(),
             records: Records::new(format, true),
             events: Vec::new(),
         }
@@ -292,4 +294,23 @@ fn auto_tells_json_lines_from_text_by_the_first_line() {
     assert!(!looks_like_json(
         b"2026-11-26 12:00:00,000 - lngpt - INFO - {json} in a message"
     ));
+}
+
+#[test]
+fn a_record_of_one_line_over_max_line_bytes_keeps_its_first_max_line_bytes_in_whole_characters() {
+    let cfg = config(|c| c.max_line_bytes = 100_000);
+    let mut h = Harness::new(&cfg);
+    let header = "2026-11-26 12:00:00,000 - lngpt - ERROR - ";
+    // 3-byte characters, so that the limit falls inside one.
+    let text = format!("{header}{}\n", "调".repeat(60_000));
+    h.feed(text.as_bytes());
+    let events = h.finish();
+    let l = log(&events[0]);
+    let kept = header.len() + l.message.len();
+    assert!(kept <= 100_000 && kept > 100_000 - 3, "{kept}");
+    assert!(!l.message.contains('\u{FFFD}'), "no character cut in two");
+    assert_eq!(
+        kept as u64 + l.extra["cut_bytes"].as_u64().unwrap(),
+        text.len() as u64 - 1
+    );
 }
