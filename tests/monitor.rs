@@ -563,3 +563,117 @@ fn a_restart_during_an_ongoing_alert_neither_resolves_nor_fires_it_again() {
         "{log}"
     );
 }
+
+/// Liveness across collectors sharing one MongoDB (beats every 100 ms, silent after 1 s): one is
+/// killed (-9); the two still running alert once between them (one claim, one webhook
+/// notification) and resolve once when it is back; one stopped cleanly is not silence.
+/// `/api/collectors` lists them all, this one first, each with its latest beat.
+#[test]
+fn a_collector_that_goes_silent_is_alerted_once_and_resolved_when_it_returns() {
+    use common::http::get_ok;
+    use common::mongo::{mongodb_section, unique_db, MongoServer};
+    use common::webhook::{Receiver, Reply};
+    let server = MongoServer::start();
+    let db = unique_db("liveness");
+    let rx = Receiver::start(|_, _| Reply::status(204, ""));
+    let config = mongodb_section(&server.uri(), &db, "")
+        + &fast(&format!(
+            "heartbeat_every = \"100ms\"\n[monitor.rules]\ncollector_silent = {{ threshold = 1.0 }}\n\
+             [[webhook]]\nname = \"ops\"\nurl = {:?}\nformat = \"generic\"\ngroup_wait = \"10ms\"\nrules = [\"collector_silent\"]\n",
+            rx.url("/hooks")
+        ));
+    let mut killed = Daemon::start(&config);
+    let watcher = Daemon::start(&config);
+    let other_watcher = Daemon::start(&config);
+    let mut stopped = Daemon::start(&config);
+    let api = watcher.api();
+    let collectors = || {
+        get_ok(&api, "/api/collectors")["collectors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let standing_of = |pid: i32| -> Option<String> {
+        collectors()
+            .iter()
+            .find(|c| c["pid"] == pid)
+            .and_then(|c| c["standing"].as_str().map(str::to_string))
+    };
+    // Everyone beating, as the watcher sees it.
+    let listed = wait_until(
+        "four collectors, the three others beating",
+        || {
+            let list = collectors();
+            let beating = list.iter().filter(|c| c["standing"] == "beating").count();
+            (list.len() == 4 && beating == 3).then_some(list)
+        },
+        || format!("{:?}\n{}", collectors(), watcher.log()),
+    );
+    assert_eq!(listed[0]["standing"], "this");
+    assert_eq!(listed[0]["pid"], watcher.pid());
+    for c in &listed {
+        assert!(c["beats"].as_u64() >= Some(1) && c["beat_at"].is_string(), "{c}");
+        assert_eq!(c["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    // A clean stop, then a crash.
+    let stopped_pid = stopped.pid();
+    assert!(stopped.stop().success());
+    wait_until(
+        "the clean stop seen",
+        || (standing_of(stopped_pid).as_deref() == Some("stopped")).then_some(()),
+        || format!("{:?}", collectors()),
+    );
+    let killed_pid = killed.pid();
+    let killed_id = listed.iter().find(|c| c["pid"] == killed_pid).unwrap()["collector"].clone();
+    killed.signal(nix::sys::signal::Signal::SIGKILL);
+    killed.wait_exit();
+    let silent = |state: &str| {
+        rx.received()
+            .iter()
+            .flat_map(|r| {
+                r.json()["data"]["notifications"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|n| n["rule"] == "collector_silent" && n["state"] == state)
+            .collect::<Vec<_>>()
+    };
+    let fired = wait_until(
+        "the silence alerted",
+        || silent("firing").pop(),
+        || format!("{:?}\n{}", collectors(), watcher.log()),
+    );
+    assert_eq!(fired["labels"]["collector"], killed_id, "{fired}");
+    // (The other watcher may have judged it a beat earlier.)
+    wait_until(
+        "the watcher's list says silent",
+        || (standing_of(killed_pid).as_deref() == Some("silent")).then_some(()),
+        || format!("{:?}", collectors()),
+    );
+
+    // Back: the same installation beats again, and the alert resolves.
+    killed.restart();
+    let resolved = wait_until(
+        "the alert resolved",
+        || silent("resolved").pop(),
+        || format!("{:?}\n{}", collectors(), watcher.log()),
+    );
+    assert_eq!(resolved["labels"]["collector"], killed_id);
+    assert_eq!(silent("firing").len(), 1, "sent once by the two watchers");
+    assert_eq!(silent("resolved").len(), 1);
+    let claims = watcher.log().matches("告警 alert:").count() + other_watcher.log().matches("告警 alert:").count();
+    assert_eq!(claims, 1, "one of them claimed it");
+    // The clean stop was never taken for silence (more than the threshold has passed since).
+    assert!(
+        rx.received()
+            .iter()
+            .flat_map(|r| r.json()["data"]["notifications"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default())
+            .all(|n| n["labels"]["collector"] == killed_id),
+        "only the killed collector was alerted"
+    );
+}

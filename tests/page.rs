@@ -1299,3 +1299,40 @@ fn ten_alerts_read_well_at_1280_px_and_every_table_says_its_period() {
     let summary = page.eval("document.getElementById('h-summary').textContent");
     assert!(summary.as_str().unwrap().starts_with("最近 3 小时："), "{summary}");
 }
+
+/// The collector panel lists the collectors sharing MongoDB with their last heartbeat, and says
+/// when one goes silent.
+#[test]
+fn the_collector_panel_lists_the_collectors_sharing_mongodb() {
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let server = MongoServer::start();
+    let config = mongodb_section(
+        &server.uri(),
+        &unique_db("collectors"),
+        "[monitor]\nheartbeat_every = \"100ms\"\n[monitor.rules]\ncollector_silent = { threshold = 1.0 }\n",
+    );
+    let d = Daemon::start(&config);
+    let mut peer = Daemon::start(&config);
+    let browser = Browser::launch();
+    let (page, _) = open(&browser, &d.api());
+    page.eval("location.hash = '#status'");
+    let rows = "[...document.querySelectorAll('#st-collectors tbody tr')]";
+    page.wait_for_showing(
+        "this collector and its peer, beating",
+        &format!("{rows}.map(r => r.dataset.standing).join() === 'this,beating'"),
+        "document.getElementById('st-collectors').innerText",
+    );
+    let cells = eval_strings(&page, &format!("[...{rows}[1].cells].map(c => c.textContent)"));
+    assert_eq!(cells[2], env!("CARGO_PKG_VERSION"), "{cells:?}");
+    assert!(cells[4].contains("秒前"), "the last heartbeat: {cells:?}");
+    assert_eq!(cells[5], "正常", "{cells:?}");
+    page.screenshot(&screenshots().join("collectors.png"));
+    peer.signal(nix::sys::signal::Signal::SIGKILL);
+    peer.wait_exit();
+    page.wait_for_showing(
+        "the peer silent",
+        &format!("{rows}[1].dataset.standing === 'silent' && {rows}[1].cells[5].textContent.startsWith('失联')"),
+        "document.getElementById('st-collectors').innerText",
+    );
+    page.screenshot(&screenshots().join("collectors-silent.png"));
+}

@@ -180,7 +180,7 @@ fn a_store_from_the_first_release_is_migrated_and_keeps_its_rows() {
         .unwrap();
     assert_eq!(
         (logger.as_str(), request_id.as_str(), version),
-        ("lngpt.api", "req-1", 3)
+        ("lngpt.api", "req-1", lngpt_collector::store::embedded::SCHEMA_VERSION)
     );
     // Only this release's indexes are kept up: the first release's names are gone, and so is the
     // plain time index where the statistics' covering index starts with the time.

@@ -564,7 +564,12 @@ fn heartbeats_count_beats_and_record_a_clean_stop_the_same_on_both_stores() {
             "counted, stopped, in order"
         );
         assert_eq!(
-            (beats[0].host.as_str(), beats[0].pid, beats[0].version.as_str(), beats[0].every_ms),
+            (
+                beats[0].host.as_str(),
+                beats[0].pid,
+                beats[0].version.as_str(),
+                beats[0].every_ms
+            ),
             ("host-a", 42, "1.2.3", 30_000)
         );
         // The next start clears the stop.

@@ -252,6 +252,9 @@ mod tests {
             verdicts(&l, 121_000),
             [("b".into(), false, true), ("c".into(), false, false)]
         );
-        assert_eq!(verdicts(&l, 130_001), [("b".into(), false, true), ("c".into(), true, false)]);
+        assert_eq!(
+            verdicts(&l, 130_001),
+            [("b".into(), false, true), ("c".into(), true, false)]
+        );
     }
 }

@@ -196,7 +196,8 @@ impl Monitor {
     /// The collectors sharing the store, this one first, as their heartbeats show them.
     pub fn collectors(&self) -> Vec<CollectorView> {
         let s = self.lock();
-        s.liveness.collectors(s.cfg.rules.collector_silent.threshold, Timestamp::now())
+        s.liveness
+            .collectors(s.cfg.rules.collector_silent.threshold, Timestamp::now())
     }
 
     /// Writes this collector's heartbeat and reads everyone's (see [`liveness`]).

@@ -156,7 +156,9 @@ mod mongo_impl {
                     .upsert(true);
                 match tokio::time::timeout(this.write_timeout(), call).await {
                     Ok(result) => result.map(|_| ()).map_err(error),
-                    Err(_) => Err(StoreError::transient("MongoDB: no answer to the heartbeat within mongodb.write_timeout")),
+                    Err(_) => Err(StoreError::transient(
+                        "MongoDB: no answer to the heartbeat within mongodb.write_timeout",
+                    )),
                 }
             }
         }
@@ -181,7 +183,9 @@ mod mongo_impl {
                 };
                 match tokio::time::timeout(this.write_timeout(), read).await {
                     Ok(result) => result,
-                    Err(_) => Err(StoreError::transient("MongoDB: no answer to the heartbeat read within mongodb.write_timeout")),
+                    Err(_) => Err(StoreError::transient(
+                        "MongoDB: no answer to the heartbeat read within mongodb.write_timeout",
+                    )),
                 }
             }
         }

@@ -143,36 +143,35 @@ impl MongoStore {
         loop {
             let mut failed = false;
             for c in APP_COLLECTIONS {
-                if shutdown.is_stopping() {
-                    return;
-                }
-                let known = match since.get(&c) {
-                    Some(s) => Ok(*s),
-                    None => self.adopted_through(c).await,
-                };
-                let started = Timestamp::now();
-                let pass = match known {
-                    Ok(from) => {
-                        since.insert(c, from);
-                        self.adopt_pass(c, from, &zone, &mut shutdown).await
+                // Every call to MongoDB below may hang with it: the stop must not wait for them.
+                let pass = async {
+                    let from = match since.get(&c) {
+                        Some(s) => *s,
+                        None => self.adopted_through(c).await?,
+                    };
+                    since.insert(c, from);
+                    let started = Timestamp::now();
+                    let report = self.adopt_pass(c, from, &zone).await?;
+                    let secs = u32::try_from(started.as_millis() / 1000).unwrap_or(u32::MAX);
+                    if let Err(e) = self.save_adopted_through(c, started).await {
+                        tracing::debug!(
+                            "cannot note how far the app's {} documents were adopted: {e}",
+                            self.name(c)
+                        );
                     }
-                    Err(e) => Err(e),
+                    since.insert(c, Some(secs));
+                    Ok::<_, mongodb::error::Error>(report)
+                };
+                let pass = tokio::select! {
+                    pass = pass => pass,
+                    _ = shutdown.recv() => return,
                 };
                 match pass {
-                    Ok(Some(report)) => {
-                        let secs = u32::try_from(started.as_millis() / 1000).unwrap_or(u32::MAX);
-                        if let Err(e) = self.save_adopted_through(c, started).await {
-                            tracing::debug!(
-                                "cannot note how far the app's {} documents were adopted: {e}",
-                                self.name(c)
-                            );
-                        }
-                        since.insert(c, Some(secs));
+                    Ok(report) => {
                         if report.documents > 0 {
                             tracing::info!("{}", report.describe(self.name(c)));
                         }
                     }
-                    Ok(None) => return, // shutdown
                     Err(e) => {
                         failed = true;
                         if failures == 0 {
@@ -197,15 +196,13 @@ impl MongoStore {
         }
     }
 
-    /// One pass over the documents without `source` (inserted since `since`, by their `_id`);
-    /// `None` if shutdown came first.
+    /// One pass over the documents without `source` (inserted since `since`, by their `_id`).
     async fn adopt_pass(
         &self,
         c: Collection,
         since: Option<u32>,
         zone: &NaiveZone,
-        shutdown: &mut Shutdown,
-    ) -> Result<Option<Adopted>, mongodb::error::Error> {
+    ) -> Result<Adopted, mongodb::error::Error> {
         let time = c.spec().time_field;
         let mut filter = doc! { "source": { "$exists": false } };
         if let Some(secs) = since {
@@ -223,10 +220,7 @@ impl MongoStore {
         let mut report = Adopted::default();
         let mut page = Vec::with_capacity(PAGE);
         loop {
-            let next = tokio::select! {
-                d = cursor.try_next() => d?,
-                _ = shutdown.recv() => return Ok(None),
-            };
+            let next = cursor.try_next().await?;
             let done = next.is_none();
             if let Some((stmt, placed)) = next.as_ref().and_then(|d| statement(d, time, zone)) {
                 page.push(stmt);
@@ -236,7 +230,7 @@ impl MongoStore {
                 report.documents += self.apply(c, std::mem::take(&mut page)).await?;
             }
             if done {
-                return Ok(Some(report));
+                return Ok(report);
             }
         }
     }
