@@ -1,17 +1,22 @@
 //! Graceful shutdown, made explicit (the mini-redis pattern).
 //!
-//! A broadcast tells every task to stop; each task holds a clone of a completion sender and drops
+//! One stop token tells every task to stop; each task holds a clone of a completion sender and drops
 //! it when done, so the caller knows all tasks have finished when the receiver sees the channel close.
+//!
+//! The token is tokio-util's `CancellationToken`: tasks await it, threads poll it, and code that
+//! must notice the stop without holding up the shutdown (an HTTP connection, a stream, an upload)
+//! takes a bare [`Shutdown::token`]. It is the only stop signal in the daemon; a part that must be
+//! stopped on its own (a webhook receiver removed by a reload) gets a token of its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
+pub use tokio_util::sync::CancellationToken;
 
 /// Listens for the stop signal. Cheap to clone from a [`Coordinator`].
 pub struct Shutdown {
-    is_shutdown: bool,
-    notify: broadcast::Receiver<()>,
+    token: CancellationToken,
     /// Dropped with the task, which is how the coordinator learns that the task has finished.
     _done: mpsc::Sender<()>,
     /// Names the task while it runs, so that a shutdown that overruns says what it waited for.
@@ -19,37 +24,25 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    /// Waits for the stop signal; returns at once if it was already received.
+    /// Waits for the stop signal; returns at once if it was already given.
     pub async fn recv(&mut self) {
-        if self.is_shutdown {
-            return;
-        }
-        // Closed or lagged both mean the coordinator is stopping.
-        let _ = self.notify.recv().await;
-        self.is_shutdown = true;
+        self.token.cancelled().await;
     }
 
     /// Whether the stop signal has come, without waiting: for loops that check between steps.
     pub fn is_stopping(&mut self) -> bool {
-        if !self.is_shutdown {
-            use broadcast::error::TryRecvError;
-            if !matches!(self.notify.try_recv(), Err(TryRecvError::Empty)) {
-                self.is_shutdown = true;
-            }
-        }
-        self.is_shutdown
+        self.token.is_cancelled()
+    }
+
+    /// The stop signal alone, not holding up the shutdown: for what only has to notice it.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
     }
 
     /// A listener for a sub-task, tied to the same completion and named after `name`.
-    ///
-    /// Made from a fresh subscription, not a copy of this one's queue, so the signal may already
-    /// have been sent: the child then starts stopped rather than waiting for a signal it missed.
     pub fn child(&self, name: &'static str) -> Shutdown {
-        let notify = self.notify.resubscribe();
-        let is_shutdown = self.is_shutdown || self._running.stopping();
         Shutdown {
-            is_shutdown,
-            notify,
+            token: self.token.clone(),
             _done: self._done.clone(),
             _running: self._running.named(name),
         }
@@ -65,7 +58,6 @@ struct Running {
 #[derive(Default)]
 struct Tasks {
     running: Mutex<BTreeMap<&'static str, usize>>,
-    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Running {
@@ -76,10 +68,6 @@ impl Running {
 
     fn named(&self, name: &'static str) -> Running {
         Running::new(self.tasks.clone(), name)
-    }
-
-    fn stopping(&self) -> bool {
-        self.tasks.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -103,7 +91,7 @@ impl Tasks {
 
 /// Owns the signal and the completion channel of one group of tasks.
 pub struct Coordinator {
-    notify: broadcast::Sender<()>,
+    token: CancellationToken,
     done_tx: mpsc::Sender<()>,
     done_rx: mpsc::Receiver<()>,
     tasks: Arc<Tasks>,
@@ -111,10 +99,9 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new() -> Coordinator {
-        let (notify, _) = broadcast::channel(1);
         let (done_tx, done_rx) = mpsc::channel(1);
         Coordinator {
-            notify,
+            token: CancellationToken::new(),
             done_tx,
             done_rx,
             tasks: Arc::default(),
@@ -123,11 +110,8 @@ impl Coordinator {
 
     /// A listener for the task called `name` (the name a late shutdown reports).
     pub fn listener(&self, name: &'static str) -> Shutdown {
-        // Subscribed before reading the flag: a signal sent in between is then in the queue.
-        let notify = self.notify.subscribe();
         Shutdown {
-            is_shutdown: self.tasks.stopping.load(std::sync::atomic::Ordering::SeqCst),
-            notify,
+            token: self.token.clone(),
             _done: self.done_tx.clone(),
             _running: Running::new(self.tasks.clone(), name),
         }
@@ -137,13 +121,12 @@ impl Coordinator {
     /// until `deadline`; then returns the names of the tasks still running.
     pub async fn shutdown_by(self, deadline: tokio::time::Instant) -> Result<(), Vec<&'static str>> {
         let Coordinator {
-            notify,
+            token,
             done_tx,
             mut done_rx,
             tasks,
         } = self;
-        tasks.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = notify.send(());
+        token.cancel();
         drop(done_tx);
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(_) => Ok(()),

@@ -204,7 +204,11 @@ fn a_store_from_the_first_release_is_migrated_and_keeps_its_rows() {
     );
     assert_eq!(
         indexes("api_cost"),
-        ["api_cost_created_at_ms_covering", "api_cost_model_created_at_ms"]
+        [
+            "api_cost_created_at_ms_covering",
+            "api_cost_model_created_at_ms",
+            "api_cost_received_at_ms"
+        ]
     );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

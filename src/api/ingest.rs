@@ -106,7 +106,7 @@ impl Upload {
         let body_timeout = api.config().body_timeout.0;
         let line_timeout = api.inner.line_timeout;
         let budget = self.lines.ingest().budget().clone();
-        let mut stopping = api.inner.stopping.clone();
+        let stopping = api.inner.stopping.clone();
         let mut stream = body.into_data_stream();
         let mut read = 0u64;
         let mut lane: Option<crate::pipeline::budget::LanePermit> = None;
@@ -116,7 +116,7 @@ impl Upload {
                 let growing = self.lines.line_growing();
                 tokio::select! {
                     biased;
-                    _ = stopping.wait_for(|s| *s) => break Some(Cut::Stopping),
+                    _ = stopping.cancelled() => break Some(Cut::Stopping),
                     r = budget.admit(0) => drop(r),
                     permit = budget.line_lane(), if growing => lane = Some(permit),
                     _ = tokio::time::sleep(body_timeout) => break Some(Cut::TimedOut(format!(
@@ -137,7 +137,7 @@ impl Upload {
                 };
                 let next = tokio::select! {
                     biased;
-                    _ = stopping.wait_for(|s| *s) => break None,
+                    _ = stopping.cancelled() => break None,
                     next = tokio::time::timeout(wait, stream.next()) => next,
                 };
                 if next.is_err() && lane.is_some() {

@@ -31,7 +31,9 @@ use std::time::Duration;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::CancellationToken;
 
 use crate::event::NaiveZone;
 use crate::monitor::silences::Silences;
@@ -322,8 +324,8 @@ struct Shared {
     /// Taken at shutdown: requests that hold a clone finish, new ones are refused.
     ingest: Mutex<Option<Arc<IngestGate>>>,
     streams: Arc<Semaphore>,
-    /// True once the daemon is stopping: streams end, uploads stop reading.
-    stopping: watch::Receiver<bool>,
+    /// Cancelled once the daemon is stopping: streams end, uploads stop reading.
+    stopping: CancellationToken,
     metrics: metrics::Metrics,
     monitor: Monitor,
     /// Whether the monitor's task refreshes the budget (else `/api/budget` reads it per request).
@@ -377,7 +379,7 @@ impl Api {
     }
 
     fn is_stopping(&self) -> bool {
-        *self.inner.stopping.borrow()
+        self.inner.stopping.is_cancelled()
     }
 }
 
@@ -496,7 +498,7 @@ impl Server {
         mut shutdown: Shutdown,
         grace: Duration,
     ) {
-        let (stop_tx, stopping) = watch::channel(false);
+        let stopping = shutdown.token();
         let streams = Arc::new(Semaphore::new(config.max_stream_clients));
         let main = tokio::runtime::Handle::current();
         let stream_runtime = match config.stream_nice {
@@ -555,13 +557,12 @@ impl Server {
             let api = api.clone();
             async move {
                 shutdown.recv().await;
-                let _ = stop_tx.send(true);
                 // Uploads under way keep their own clone; new ones are refused.
                 if let Ok(mut gate) = api.inner.ingest.lock() {
                     gate.take();
                 }
                 // Keep the guard (and so the producer phase) until the server has wound down.
-                (shutdown, stop_tx)
+                shutdown
             }
         };
         // Stream connections move to the streams' runtime, if they have one of their own.

@@ -35,6 +35,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::runtime::Handle;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
+
+use crate::shutdown::CancellationToken;
 use tower_service::Service;
 
 use crate::telemetry::RateLimited;
@@ -206,7 +208,7 @@ pub(crate) async fn serve<L>(
     app: Router,
     streams: Option<Handle>,
     guard: Arc<Guard>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) where
     L: Listener,
     L::Io: Connected,
@@ -221,7 +223,7 @@ pub(crate) async fn serve<L>(
     loop {
         let (io, _) = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stopped(&mut stop) => break,
+            _ = stop.cancelled() => break,
         };
         let Ok(slot) = guard.slots.clone().try_acquire_owned() else {
             if let Some(suppressed) = guard.refused.lock().ok().and_then(|mut r| r.ready()) {
@@ -258,7 +260,7 @@ pub(crate) async fn serve<L>(
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let (mut stop, close_rx, idle) = (stop.clone(), close_rx.clone(), guard.idle_timeout);
+        let (stop, close_rx, idle) = (stop.clone(), close_rx.clone(), guard.idle_timeout);
         let served: Served = Box::pin(async move {
             let mut conn = std::pin::pin!(conn);
             loop {
@@ -270,7 +272,7 @@ pub(crate) async fn serve<L>(
                 };
                 tokio::select! {
                     _ = conn.as_mut() => break,
-                    _ = stopped(&mut stop) => {
+                    _ = stop.cancelled() => {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.as_mut().await;
                         break;
@@ -291,11 +293,6 @@ pub(crate) async fn serve<L>(
     drop(close_rx);
     drop(listener);
     close_tx.closed().await;
-}
-
-/// Returns once `stop` is true (or its sender is gone), holding no borrow of it.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Tells a client over the connection cap why it is turned away.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::formats::{self, MAX_GROUP};
 use super::http::{self, Verdict};
@@ -30,14 +30,16 @@ const QUEUE_TROUBLE_PAUSE: Duration = Duration::from_secs(1);
 /// A running delivery loop.
 pub struct Running {
     pub receiver: Arc<Receiver>,
-    stop: watch::Sender<bool>,
+    /// Cancels the loop's token when dropped, so a `Running` that is dropped without
+    /// [`Running::stop`] stops its loop too.
+    stop: DropGuard,
     task: JoinHandle<()>,
 }
 
 impl Running {
     /// Stops the loop and waits for it (an attempt in flight gets [`SHUTDOWN_GRACE`]).
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        drop(self.stop);
         if let Err(e) = self.task.await {
             tracing::error!("webhook {}: the delivery loop failed: {e}", self.receiver.config.name);
         }
@@ -45,19 +47,23 @@ impl Running {
 }
 
 pub fn start(receiver: Arc<Receiver>, shared: Arc<Shared>) -> Running {
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
     let task = tokio::spawn(
         Loop {
             receiver: receiver.clone(),
             shared,
-            stop: stopped,
+            stop: stop.clone(),
             limiter: None,
             resend_at: Instant::now(),
             warnings: RateLimited::new(Duration::from_secs(10)),
         }
         .run(),
     );
-    Running { receiver, stop, task }
+    Running {
+        receiver,
+        stop: stop.drop_guard(),
+        task,
+    }
 }
 
 enum Step {
@@ -68,7 +74,7 @@ enum Step {
 struct Loop {
     receiver: Arc<Receiver>,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     /// Seeded from the posts recorded in the queue, so that a restart keeps the vendor's limit.
     limiter: Option<Limiter>,
     /// Alertmanager: when the firing alerts are due to be posted again (at once after a start).
@@ -93,7 +99,7 @@ impl Loop {
         };
         self.limiter = Some(Limiter::new(self.receiver.config.max_posts(), window, recent));
         loop {
-            if *self.stop.borrow() {
+            if self.stop.is_cancelled() {
                 return;
             }
             if let Step::Stop = self.step().await {
@@ -150,7 +156,7 @@ impl Loop {
         tokio::select! {
             _ = receiver.wake.notified() => Step::Continue,
             _ = tokio::time::sleep_until(self.resend_at), if resend_due => self.resend().await,
-            _ = self.stop.changed() => Step::Stop,
+            _ = self.stop.cancelled() => Step::Stop,
         }
     }
 
@@ -347,7 +353,7 @@ impl Loop {
         tokio::pin!(send);
         let answer = tokio::select! {
             answer = &mut send => answer,
-            _ = self.stop.changed() => match tokio::time::timeout(SHUTDOWN_GRACE, &mut send).await {
+            _ = self.stop.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, &mut send).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     tracing::info!(
@@ -394,7 +400,7 @@ impl Loop {
     async fn sleep(&mut self, d: Duration) -> Step {
         tokio::select! {
             _ = tokio::time::sleep(d) => Step::Continue,
-            _ = self.stop.changed() => Step::Stop,
+            _ = self.stop.cancelled() => Step::Stop,
         }
     }
 }

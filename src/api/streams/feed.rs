@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::shutdown::CancellationToken;
 
 use super::hub::Formatted;
 use super::{sse, LiveFilter, Stream};
@@ -37,7 +39,7 @@ pub(super) struct Feed {
     /// When something last went to the connection: an idle stream gets a keep-alive.
     pub(super) last_sent: tokio::time::Instant,
     pub(super) keep_alive: std::time::Duration,
-    pub(super) stopping: watch::Receiver<bool>,
+    pub(super) stopping: CancellationToken,
 }
 
 /// Why a feed ends.
@@ -183,7 +185,7 @@ impl Feed {
                 return Ok(waiting);
             }
             tokio::select! {
-                _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
+                _ = self.stopping.cancelled() => return Err(Ended),
                 _ = self.tx.closed() => return Err(Ended),
                 _ = tokio::time::sleep(OUTBOX_CHECK) => {}
             }
@@ -272,7 +274,7 @@ impl Feed {
         loop {
             let received = tokio::select! {
                 biased;
-                _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
+                _ = self.stopping.cancelled() => return Err(Ended),
                 _ = self.tx.closed() => return Err(Ended),
                 r = live.recv() => Some(r),
                 _ = tokio::time::sleep_until(self.last_sent + self.keep_alive) => None,
@@ -363,7 +365,7 @@ impl Feed {
     async fn send(&mut self, chunk: Bytes) -> Result<(), Ended> {
         tokio::select! {
             sent = self.tx.send(chunk) => sent.map_err(|_| Ended)?,
-            _ = self.stopping.wait_for(|s| *s) => return Err(Ended),
+            _ = self.stopping.cancelled() => return Err(Ended),
         }
         self.last_sent = tokio::time::Instant::now();
         Ok(())

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
+
+use crate::shutdown::CancellationToken;
 
 use super::{sse, STREAMS};
 use crate::api::Api;
@@ -155,12 +157,12 @@ impl Hub {
         mut stored: broadcast::Receiver<Arc<Stored>>,
         host: String,
         memory: Budget,
-        mut stopping: watch::Receiver<bool>,
+        stopping: CancellationToken,
     ) {
         loop {
             let received = tokio::select! {
                 biased;
-                _ = stopping.wait_for(|s| *s) => break,
+                _ = stopping.cancelled() => break,
                 r = stored.recv() => r,
             };
             match received {
@@ -175,7 +177,7 @@ impl Hub {
                     }
                     tokio::select! {
                         biased;
-                        _ = stopping.wait_for(|s| *s) => break,
+                        _ = stopping.cancelled() => break,
                         _ = yield_to_ingest(&memory) => {}
                     }
                     let _ = self.out.send(Arc::new(Formatted::of(batch.seq, &batch.events, &host)));
@@ -311,7 +313,7 @@ mod tests {
             running: std::sync::Mutex::new(true),
         });
         let mut formatted = hub.out.subscribe();
-        let (_stop, stopping) = watch::channel(false);
+        let stopping = CancellationToken::new();
         tokio::spawn(
             hub.clone()
                 .format(tap.subscribe(), "host".into(), memory.clone(), stopping),

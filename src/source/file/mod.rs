@@ -33,7 +33,6 @@ pub use config::{FileConfig, Format, StartAt};
 
 use std::collections::HashSet;
 use std::fs::Metadata;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -78,12 +77,12 @@ impl FileSource {
     /// so the shutdown coordinator waits for it.
     pub fn spawn(self, mut shutdown: Shutdown, runtime: tokio::runtime::Handle) -> std::io::Result<()> {
         let (wake_tx, wake_rx) = std::sync::mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
         let thread_done = shutdown.child("file tailer thread");
-        let (flag, waker) = (stop.clone(), wake_tx.clone());
+        let stop = shutdown.token();
+        // The thread waits on its channel, not on the token: wake it when the stop comes.
+        let waker = wake_tx.clone();
         runtime.spawn(async move {
             shutdown.recv().await;
-            flag.store(true, Ordering::SeqCst);
             let _ = waker.send(());
         });
         let mut tailer = Tailer::new(self, runtime, stop, wake_tx);

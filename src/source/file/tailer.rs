@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +29,7 @@ use super::open_files::{OpenFiles, Parked};
 use super::python::TextFormat;
 use super::reader::{lock, Reader};
 use super::{FileConfig, FileId, FileSource, StartAt};
+use crate::shutdown::CancellationToken;
 use crate::source::Ingest;
 
 /// The daemon is stopping (or the pipeline closed): the tailer returns.
@@ -40,7 +41,7 @@ pub(super) struct Tailer {
     pub(super) ingest: Ingest,
     pub(super) checkpoints: Arc<Checkpoints>,
     pub(super) runtime: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     pub(super) discovery: Discovery,
     pub(super) files: OpenFiles,
     /// This `[[file]]` path was never tailed before: `start_at` applies to what is there now.
@@ -62,7 +63,7 @@ impl Tailer {
     pub(super) fn new(
         src: FileSource,
         runtime: tokio::runtime::Handle,
-        stop: Arc<AtomicBool>,
+        stop: CancellationToken,
         wake_tx: Sender<()>,
     ) -> Tailer {
         let cfg = src.cfg;
@@ -158,7 +159,7 @@ impl Tailer {
     }
 
     pub(super) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_cancelled()
     }
 
     fn scan(&mut self) {

@@ -16,7 +16,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,7 @@ use super::{FileConfig, FileSource, Format};
 use crate::event::{Body, Event, EventId, NaiveZone, Parser, Source};
 use crate::pipeline::{Chunk, PipelineSender};
 use crate::redact::{RedactConfig, Redactor};
+use crate::shutdown::CancellationToken;
 use crate::source::Ingest;
 use crate::units::HumanDuration;
 
@@ -257,7 +257,7 @@ impl Collector {
         let source = FileSource::new(self.cfg.clone(), self.ingest.clone(), self.checkpoints.clone()).unwrap();
         // Passes are driven by the test: no notifications, so nothing wakes it.
         let (wake_tx, _) = std::sync::mpsc::channel();
-        let mut tailer = Tailer::new(source, self.runtime.clone(), Arc::new(AtomicBool::new(false)), wake_tx);
+        let mut tailer = Tailer::new(source, self.runtime.clone(), CancellationToken::new(), wake_tx);
         tailer.begin();
         self.tailer = Some(tailer);
     }
