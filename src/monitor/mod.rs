@@ -14,8 +14,10 @@
 pub mod alerts;
 pub mod budget;
 mod messages;
+pub mod rollup;
 pub mod rules;
 pub mod silences;
+pub mod sketch;
 pub mod vocabulary;
 pub mod windows;
 
@@ -23,7 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::event::{Body, Collection, Event, EventId, Source, Timestamp};
+use crate::event::{Body, Collection, Event, EventId, MinuteMetrics, Source, Timestamp};
 use crate::pipeline::tap::Observer;
 use crate::pipeline::{Chunk, PipelineSender};
 use crate::shutdown::Shutdown;
@@ -62,11 +64,20 @@ struct State {
     unreachable_since: Option<i64>,
     outbox_dropped_seen: u64,
     firing: Vec<AlertRecord>,
+    /// Window documents sent to the store and not seen stored yet: the statistics find them here
+    /// until the store has them.
+    in_flight: std::collections::HashMap<EventId, (i64, MinuteMetrics)>,
 }
 
 impl Observer for Monitor {
-    fn stored(&self, _: Collection, events: &[Event]) {
+    fn stored(&self, collection: Collection, events: &[Event]) {
         let mut s = self.lock();
+        if collection == Collection::Metrics {
+            for e in events {
+                s.in_flight.remove(&e.id);
+            }
+            return;
+        }
         let budget = s.budget.config().clone();
         s.windows.add(events, |cost, currency| budget.to_rmb(cost, currency));
         s.budget.saw(events);
@@ -89,6 +100,7 @@ impl Monitor {
                     unreachable_since: None,
                     outbox_dropped_seen: 0,
                     firing: Vec::new(),
+                    in_flight: std::collections::HashMap::new(),
                 }),
                 host,
             }),
@@ -120,6 +132,36 @@ impl Monitor {
     pub fn budget_config_and_zone(&self) -> (BudgetConfig, jiff::tz::TimeZone) {
         let s = self.lock();
         (s.budget.config().clone(), s.budget.time_zone().clone())
+    }
+
+    /// The window documents of `[from, to)` that only memory holds now (windows not written yet,
+    /// late figures, documents sent and not yet stored), with their ids: the store's copies of
+    /// those ids are not to be counted again.
+    pub fn rollups(&self, from_ms: i64, to_ms: i64) -> Vec<rollup::Rollup> {
+        let s = self.lock();
+        let width = s.windows.width_ms();
+        let inside = |start: i64| start + width > from_ms && start < to_ms;
+        let mut out: Vec<rollup::Rollup> = s
+            .in_flight
+            .iter()
+            .filter(|(_, (start, _))| inside(*start))
+            .map(|(id, (start, m))| rollup::Rollup::from_metrics(*id, *start, m))
+            .collect();
+        for w in s.windows.iter().filter(|w| !w.written && inside(w.start_ms)) {
+            out.extend(
+                window_docs(w, width, false)
+                    .into_iter()
+                    .map(|(id, start, m)| rollup::Rollup::from_metrics(id, start, &m)),
+            );
+        }
+        for late in s.windows.pending_late().filter(|w| inside(w.start_ms)) {
+            out.extend(window_docs(late, width, true).into_iter().map(|(_, start, m)| {
+                let mut r = rollup::Rollup::from_metrics(EventId::new(), start, &m);
+                r.id = None;
+                r
+            }));
+        }
+        out
     }
 
     /// Whether the budget's totals have been read from the store since the start.
@@ -350,30 +392,56 @@ pub struct Evaluation {
     pub conditions: Vec<Condition>,
 }
 
-/// The `api_metrics` documents of windows whose grace has passed.
+/// The `api_metrics` documents of windows whose grace has passed, and of events that came late
+/// for a window already written (documents of their own, with fresh ids, marked `late`).
 fn finish_windows(s: &mut State, now: Timestamp) -> Vec<Event> {
     let now = now.as_millis();
     let (grace, width) = (s.cfg.grace.as_millis_i64(), s.windows.width_ms());
     let source = Source::from("monitor");
-    let mut out = Vec::new();
+    let mut docs: Vec<(EventId, i64, MinuteMetrics)> = Vec::new();
     for w in s.windows.finished_unwritten(now, grace) {
         w.written = true;
-        let mut cells = vec![(None, &w.overall)];
-        cells.extend(w.models.iter().map(|(m, c)| (Some(m.clone()), c)));
-        for (model, cell) in cells {
-            if cell.requests == 0 && cell.cost_calls == 0 && model.is_some() {
-                continue;
-            }
-            let what = model.clone().unwrap_or_default();
-            out.push(Event {
-                id: EventId::for_window(w.start_ms, &what),
-                time: Timestamp(w.start_ms),
-                source: source.clone(),
-                body: Body::Metric(Box::new(cell.metrics(width, model))),
-                received: None,
-                cost: 0,
-            });
+        docs.extend(window_docs(w, width, false));
+    }
+    for late in s.windows.take_late() {
+        docs.extend(window_docs(&late, width, true));
+    }
+    let mut out = Vec::with_capacity(docs.len());
+    for (id, start_ms, metrics) in docs {
+        s.in_flight.insert(id, (start_ms, metrics.clone()));
+        out.push(Event {
+            id,
+            time: Timestamp(start_ms),
+            source: source.clone(),
+            body: Body::Metric(Box::new(metrics)),
+            received: None,
+            cost: 0,
+        });
+    }
+    out
+}
+
+/// A window's documents: one for all models (with the requests that named none), one per model.
+fn window_docs(w: &windows::Window, width: i64, late: bool) -> Vec<(EventId, i64, MinuteMetrics)> {
+    let mut out = Vec::new();
+    let mut cells = vec![(None, &w.overall)];
+    cells.extend(w.models.iter().map(|(m, c)| (Some(m.clone()), c)));
+    for (model, cell) in cells {
+        if cell.is_empty() && (model.is_some() || late) {
+            continue;
         }
+        let what = model.clone().unwrap_or_default();
+        let id = if late {
+            EventId::new()
+        } else {
+            EventId::for_window(w.start_ms, &what)
+        };
+        let mut metrics = cell.metrics(width, model.clone());
+        metrics.late = late;
+        if model.is_none() && w.unmodelled.requests > 0 {
+            metrics.unmodelled = Some(Box::new(w.unmodelled.metrics(width, None)));
+        }
+        out.push((id, w.start_ms, metrics));
     }
     out
 }
