@@ -33,7 +33,7 @@ use crate::store::alerts::{AlertRecord, AlertStore};
 use crate::store::query::{budget_buckets, Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
 use crate::units::HumanDuration;
 use alerts::{AlertSink, Lifecycle};
-use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period, Reading};
+use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period};
 use messages::Text;
 use rules::{Condition, MonitorConfig, RuleConfig};
 use vocabulary::Severity;
@@ -286,28 +286,36 @@ impl Monitor {
         s.rebuilt || s.windows.start_of(now.as_millis()) - width >= s.started_ms
     }
 
-    /// Reads the current windows' cost totals from the store (every `budget.refresh`).
+    /// Reads the current windows' cost totals from the store (every `budget.refresh`): the closed
+    /// 15-minute buckets once, what is still open every time (see `budget::Ledger`).
     pub async fn read_budget<S: Query>(&self, store: &S) {
         let now = Timestamp::now();
-        let (windows, proj_from, started) = {
+        let (plan, started) = {
             let mut s = self.lock();
-            (
-                s.budget.windows(now),
-                s.budget.projection_start(now),
-                s.budget.reading_starts(),
-            )
+            (s.budget.plan(now), s.budget.reading_starts())
         };
-        let range = |(from, to): (i64, i64)| TimeRange::between(Timestamp(from), Timestamp(to.saturating_add(1)));
+        let range = |(from, to): (i64, i64)| TimeRange::between(Timestamp(from), Timestamp(to));
         let read = async {
             // By arrival where a cost's own time was too far ahead, as `stored` counted it.
-            Ok::<_, crate::store::StoreError>(Reading {
-                hour: budget_buckets(store, range(windows[0])).await?,
-                day: budget_buckets(store, range(windows[1])).await?,
-                recent: budget_buckets(store, range((proj_from, now.as_millis()))).await?,
-            })
+            let mut out = budget::PlanRead::default();
+            if let Some(closed) = plan.closed {
+                out.closed = budget_buckets(store, range(closed)).await?;
+            }
+            for (i, (from, aligned)) in plan.windows.iter().copied().enumerate() {
+                let to = if from >= plan.settled { plan.now + 1 } else { aligned };
+                if to > from {
+                    out.partial[i] = budget_buckets(store, range((from, to))).await?;
+                }
+            }
+            out.open = budget_buckets(store, range((plan.settled, plan.now + 1))).await?;
+            Ok::<_, crate::store::StoreError>(out)
         };
         match tokio::time::timeout(Duration::from_secs(30), read).await {
-            Ok(Ok(reading)) => self.lock().budget.read(reading, started, now),
+            Ok(Ok(read)) => {
+                let mut s = self.lock();
+                let reading = s.budget.reading_of(&plan, read, started);
+                s.budget.read(reading, started, now);
+            }
             Ok(Err(e)) => self.lock().budget.read_failed(e.to_string()),
             Err(_) => self
                 .lock()
