@@ -16,6 +16,13 @@
 //! Every BENCH_SAMPLE_SECS (default 30) it prints the daemon's resident memory and the CPU time it
 //! used in that interval; at the end the first and last figures side by side. The hour's soak in
 //! the README is `BENCH_MINUTES=60 BENCH_SAMPLE_SECS=60 cargo bench --bench steady`.
+//!
+//! `BENCH_MODE=storm` measures a reconnect storm instead: on a store of BENCH_STORE_EVENTS (default
+//! 100,000) logs, it times the ingest of BENCH_INGEST_EVENTS (default 400,000) events from 4 socket
+//! clients alone, then again while BENCH_RECONNECTS (default 1,000) stream clients (16 at a time)
+//! reconnect with the `Last-Event-ID` of the oldest stored event — each asks for a replay of
+//! `api.max_replay` events from the start — read their first bytes and leave; both orders alternate
+//! over BENCH_ROUNDS (default 2) and it prints each ingest rate and the ratio.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -30,6 +37,9 @@ mod common;
 use common::{cpu_seconds, env_usize};
 
 fn main() {
+    if std::env::var("BENCH_MODE").as_deref() == Ok("storm") {
+        return storm();
+    }
     let minutes = env_usize("BENCH_MINUTES", 10);
     let rate = env_usize("BENCH_RATE", 1400);
     let sample = Duration::from_secs(env_usize("BENCH_SAMPLE_SECS", 30).max(1) as u64);
@@ -266,4 +276,145 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
+}
+
+/// Starts a collector on `dir`; returns the child, the API address and the socket.
+fn start(bin: &str, dir: &std::path::Path) -> (std::process::Child, String, std::path::PathBuf) {
+    let socket = dir.join("storm.sock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let api = format!("127.0.0.1:{port}");
+    let config = dir.join("storm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[retention]\napi_logs = \"0\"\napi_cost = \"0\"\napi_performance = \"0\"\n[api]\nlisten = {api:?}\nmax_stream_clients = 1000\n",
+            dir.join("state").display().to_string(),
+            socket.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the collector");
+    let t = Instant::now();
+    while TcpStream::connect(&api).is_err() || UnixStream::connect(&socket).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(60), "collector did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, api, socket)
+}
+
+/// Sends `payloads` from one client each; waits for every answer (they come once durable).
+fn push(socket: &std::path::Path, payloads: &[Vec<u8>]) -> f64 {
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for p in payloads {
+            scope.spawn(move || {
+                let mut s = UnixStream::connect(socket).expect("connect");
+                s.write_all(p).expect("send");
+                s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).expect("answer");
+                assert!(answer.contains("\"events\""), "{answer}");
+            });
+        }
+    });
+    t.elapsed().as_secs_f64()
+}
+
+fn storm() {
+    let store = env_usize("BENCH_STORE_EVENTS", 100_000);
+    let total = env_usize("BENCH_INGEST_EVENTS", 400_000);
+    let reconnects = env_usize("BENCH_RECONNECTS", 1000);
+    let rounds = env_usize("BENCH_ROUNDS", 2).max(1);
+    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut child, api, socket) = start(&bin, dir.path());
+    // The stored history the storm replays, and its oldest event's id.
+    let mut sse = TcpStream::connect(&api).expect("connect");
+    write!(sse, "GET /api/logs/stream HTTP/1.1\r\nHost: {api}\r\n\r\n").expect("write");
+    let history: Vec<u8> = (0..store).flat_map(|i| common::line(i * 4).into_bytes()).collect();
+    push(&socket, &[history]);
+    sse.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut r = BufReader::new(sse);
+    let mut line = String::new();
+    let oldest = loop {
+        line.clear();
+        r.read_line(&mut line).expect("the first event");
+        if let Some(id) = line.strip_prefix("id: ") {
+            break id.trim().to_string();
+        }
+    };
+    drop(r);
+    let clients = 4;
+    let payloads: Vec<Vec<u8>> = (0..clients)
+        .map(|c| {
+            (c..total)
+                .step_by(clients)
+                .flat_map(|i| common::line(store * 4 + i).into_bytes())
+                .collect()
+        })
+        .collect();
+    let pid = child.id();
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let mut alone = 0.0;
+        let mut with = 0.0;
+        for storming in if round % 2 == 0 { [false, true] } else { [true, false] } {
+            let stop = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicU64::new(0));
+            let stormers: Vec<_> = (0..if storming { 16 } else { 0 })
+                .map(|_| {
+                    let (stop, done, api, oldest) = (stop.clone(), done.clone(), api.clone(), oldest.clone());
+                    std::thread::spawn(move || {
+                        while !stop.load(Ordering::Relaxed) && done.fetch_add(1, Ordering::Relaxed) < reconnects as u64 {
+                            let Ok(mut s) = TcpStream::connect(&api) else { continue };
+                            let _ = write!(
+                                s,
+                                "GET /api/logs/stream HTTP/1.1\r\nHost: {api}\r\nLast-Event-ID: {oldest}\r\n\r\n"
+                            );
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                            let mut head = [0u8; 4096];
+                            let _ = s.read(&mut head);
+                        }
+                    })
+                })
+                .collect();
+            let cpu0 = cpu_seconds(pid);
+            let secs = push(&socket, &payloads);
+            let cpu = cpu_seconds(pid) - cpu0;
+            stop.store(true, Ordering::Relaxed);
+            for t in stormers {
+                let _ = t.join();
+            }
+            let rate = total as f64 / secs;
+            println!(
+                "round {}: ingest of {total} events {}: {rate:.0} events/s, daemon {cpu:.1} s CPU{}",
+                round + 1,
+                if storming { "during the storm" } else { "alone" },
+                if storming {
+                    format!(", {} reconnects", done.load(Ordering::Relaxed).min(reconnects as u64))
+                } else {
+                    String::new()
+                }
+            );
+            if storming {
+                with = rate;
+            } else {
+                alone = rate;
+            }
+        }
+        ratios.push(with / alone);
+    }
+    println!(
+        "{bin}: ingest during a reconnect storm / alone: {:?}",
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>()
+    );
+    common::stop(&mut child);
 }
