@@ -20,6 +20,7 @@
 //!
 //! `ARCHITECTURE.md` at the top of the repository has the map in more words.
 
+pub mod allocator;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -229,6 +229,7 @@ fn generate_docs(out: &std::path::Path) -> std::io::Result<()> {
 /// Exit codes: 0 stopped cleanly with everything stored; 1 a start-up error, or a stop with
 /// accepted events not stored or a task failed; 130 a second SIGINT.
 fn run(config: Config, sources: Sources) -> ExitCode {
+    lngpt_collector::allocator::tune();
     telemetry::init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -379,7 +379,9 @@ fn statistics_match_an_independent_computation_on_both_stores() {
             ("p95_response_time", 95.0),
             ("p99_response_time", 99.0),
         ] {
-            assert_eq!(p[field].as_f64(), Some(nearest_rank(pct)), "{field}");
+            // From mergeable sketches: within 1 % of the nearest rank.
+            let (got, exact) = (p[field].as_f64().unwrap(), nearest_rank(pct));
+            assert!((got - exact).abs() <= exact * 0.01 + 1e-12, "{field}: {got} vs {exact}");
         }
         assert_eq!(p["percentiles_truncated"], false);
         assert!(p["avg_first_chunk_time"].as_f64().unwrap() > 0.0);

@@ -5,14 +5,17 @@
 //! A collection's listing is one entry in [`LISTINGS`]: its path, the key its documents go under,
 //! and the fields it filters on (each one its descriptor keeps as a column).
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::params::{Params, RawQuery};
+use super::reads::ReadMemory;
 use super::{Api, ApiError};
 use crate::event::Collection;
-use crate::store::query::{Cursor, Filter, FindQuery, Query};
+use crate::store::query::{Cursor, Filter, FindQuery, Found, Shape};
 
 /// Largest page.
 pub const MAX_PER_PAGE: u64 = 1000;
@@ -141,12 +144,18 @@ fn cursor_fits(store: &crate::store::AnyStore, cursor: &Cursor) -> bool {
 
 /// The handler of one listing.
 pub fn list(listing: &'static Listing) -> impl Fn(State<Api>, RawQuery) -> ListFuture + Clone + Send + Sync + 'static {
-    move |State(api), query| Box::pin(async move { answer(&api, listing, query).await.map(Json) })
+    move |State(api), query| Box::pin(async move { answer(api, listing, query).await })
 }
 
-type ListFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Json<Value>, ApiError>> + Send>>;
+type ListFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, ApiError>> + Send>>;
 
-async fn answer(api: &Api, listing: &Listing, query: RawQuery) -> Result<Value, ApiError> {
+/// A page is read and sent in pieces of at most [`PIECE_BYTES`](super::reads::PIECE_BYTES), each
+/// read when the connection has taken the one before (so a slow client holds one piece), and stops
+/// once its documents reach `api.max_response_bytes`: shorter than `per_page`, with `next_cursor`.
+/// The first piece (and the count) is read before the answer starts, so that a bad cursor or a
+/// store that cannot answer still gets its status; a store failing later cuts the answer short
+/// (the client sees an incomplete body, never a wrong one).
+async fn answer(api: Api, listing: &'static Listing, query: RawQuery) -> Result<Response, ApiError> {
     let params = Params::new(query, &listing.known_params())?.with_naive_timezone(&api.inner.naive);
     let per_page = params.number("per_page", 1, MAX_PER_PAGE, DEFAULT_PER_PAGE)?;
     let page = params.number("page", 1, MAX_PAGE, 1)?;
@@ -170,18 +179,100 @@ async fn answer(api: &Api, listing: &Listing, query: RawQuery) -> Result<Value, 
     q.after = after;
     q.skip = (page - 1) * per_page;
     q.count_up_to = api.config().count_limit;
-    let found = api.timed(api.store().find(q)).await?;
-    let (total, exact) = found.total.map_or((0, true), |c| (c.n, c.exact));
-    Ok(json!({
-        "success": true,
-        listing.key: found.docs,
-        "pagination": {
+    q.shape = Shape::Text;
+    let cap = api.config().max_response_bytes.0 as usize;
+    q.max_bytes = cap;
+    let (first, memory) = api.read_piece(q.clone()).await?;
+    let (total, exact) = first.total.map_or((0, true), |c| (c.n, c.exact));
+    let page = Paging {
+        api,
+        q,
+        docs_left: per_page as usize,
+        bytes_left: cap,
+        head: Some(format!(r#"{{"success":true,"{}":["#, listing.key)),
+        first: Some((first, memory)),
+        tail: json!({
             "page": page,
             "per_page": per_page,
             "total": total,
             "pages": total.div_ceil(per_page),
             "total_is_lower_bound": !exact,
-            "next_cursor": found.next.map(|c| c.encode()),
-        },
-    }))
+        }),
+        any: false,
+        done: false,
+    };
+    let body = futures_util::stream::unfold(page, |mut page| async move {
+        let chunk = page.next_chunk().await?;
+        Some((chunk, page))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(body)).into_response())
+}
+
+/// A listing's answer while it is sent.
+struct Paging {
+    api: Api,
+    /// The next piece's query.
+    q: FindQuery,
+    docs_left: usize,
+    bytes_left: usize,
+    head: Option<String>,
+    first: Option<(Found, ReadMemory)>,
+    /// `pagination` without `next_cursor`.
+    tail: Value,
+    /// Whether a document was written (the next needs a comma).
+    any: bool,
+    done: bool,
+}
+
+impl Paging {
+    /// The next bytes of the answer; None once it is complete. An error ends the body early.
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.done {
+            return None;
+        }
+        let (found, memory) = match self.first.take() {
+            Some(first) => first,
+            None => {
+                let mut q = self.q.clone();
+                q.limit = self.docs_left;
+                q.max_bytes = self.bytes_left;
+                q.count_up_to = 0;
+                match self.api.read_piece(q).await {
+                    Ok(piece) => piece,
+                    Err(e) => {
+                        self.done = true;
+                        tracing::debug!("a listing was cut short: {}", e.message);
+                        return Some(Err(std::io::Error::other(e.message)));
+                    }
+                }
+            }
+        };
+        let mut buf = Vec::with_capacity(found.bytes + found.texts.len() + 512);
+        if let Some(head) = self.head.take() {
+            buf.extend_from_slice(head.as_bytes());
+        }
+        for text in &found.texts {
+            if self.any {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(text.as_bytes());
+            self.any = true;
+        }
+        self.docs_left = self.docs_left.saturating_sub(found.texts.len());
+        self.bytes_left = self.bytes_left.saturating_sub(found.bytes);
+        let more = found.next.is_some();
+        drop(found.texts);
+        if more && self.docs_left > 0 && self.bytes_left > 0 {
+            self.q.after = found.next;
+            self.q.skip = 0;
+        } else {
+            let mut tail = std::mem::take(&mut self.tail);
+            tail["next_cursor"] = found.next.map_or(Value::Null, |c| Value::from(c.encode()));
+            buf.extend_from_slice(b"],\"pagination\":");
+            buf.extend_from_slice(tail.to_string().as_bytes());
+            buf.push(b'}');
+            self.done = true;
+        }
+        Some(Ok(memory.into_bytes(buf)))
+    }
 }

@@ -342,3 +342,35 @@ impl Collector for MonitorMetrics {
         Ok(())
     }
 }
+
+/// The heavy reads' own memory (`api.read_memory`) and the reads given up for a client that left.
+pub(crate) struct ReadMetrics(pub(crate) super::reads::Reads);
+
+impl std::fmt::Debug for ReadMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadMetrics")
+    }
+}
+
+impl Collector for ReadMetrics {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        gauge(
+            &mut e,
+            "lngpt_collector_read_memory_used_bytes",
+            "Memory held by listings, replays and statistics being answered (api.read_memory)",
+            self.0.used() as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lngpt_collector_read_memory_limit_bytes",
+            "The heavy reads' memory budget (api.read_memory)",
+            self.0.limit() as i64,
+        )?;
+        counter(
+            &mut e,
+            "lngpt_collector_reads_abandoned",
+            "Stream replays given up because their client left",
+            self.0.abandoned(),
+        )
+    }
+}

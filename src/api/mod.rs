@@ -19,6 +19,7 @@ mod logs;
 pub mod metrics;
 mod page;
 mod params;
+pub(crate) mod reads;
 mod serve;
 mod stats;
 mod streams;
@@ -95,6 +96,12 @@ pub struct ApiConfig {
     pub count_limit: u64,
     /// Events a stream resumed with `Last-Event-ID` replays from the store at most.
     pub max_replay: usize,
+    /// The most a listing's page or a stream's replay sends (their documents' JSON): a page stops
+    /// there with `next_cursor`, a replay sends the newest that fit and counts the rest as skipped.
+    pub max_response_bytes: ByteSize,
+    /// Memory that heavy reads (listings, replays, statistics) hold at once, all of them together;
+    /// apart from `pipeline.memory_budget`, which ingest keeps for itself.
+    pub read_memory: ByteSize,
     /// How much lower than the daemon's the CPU priority (nice) of the streams' thread is, so
     /// that ingest wins when the cores are short; 0 runs streams with the rest of the daemon.
     pub stream_nice: u8,
@@ -119,6 +126,8 @@ impl Default for ApiConfig {
             keep_alive: HumanDuration(Duration::from_secs(15)),
             count_limit: 10_000,
             max_replay: 10_000,
+            max_response_bytes: ByteSize(8 << 20),
+            read_memory: ByteSize(32 << 20),
             stream_nice: 19,
         }
     }
@@ -286,6 +295,8 @@ impl ApiConfig {
         );
         p.in_range("api.count_limit", self.count_limit, 0..=100_000_000);
         p.in_range("api.max_replay", self.max_replay, 0..=1_000_000);
+        p.size_in("api.max_response_bytes", self.max_response_bytes, 1024, 1 << 34);
+        p.size_in("api.read_memory", self.read_memory, 64 * 1024, 1 << 36);
         p.in_range("api.stream_nice", self.stream_nice, 0..=19);
     }
 }
@@ -337,13 +348,13 @@ struct Shared {
     hubs: streams::Hubs,
     /// Where the hubs and the stream clients' tasks run (see `api.stream_nice`).
     stream_tasks: tokio::runtime::Handle,
-    /// The server's runtime.
-    main: tokio::runtime::Handle,
     host: String,
     /// The outbox's cap, to tell whether it still takes events (MongoDB only).
     outbox_cap: Option<u64>,
     budget: Budget,
     line_timeout: Duration,
+    /// The heavy reads' own memory budget (`api.read_memory`).
+    reads: reads::Reads,
 }
 
 /// The HTTP source and a completion guard: shutdown's producer phase waits until every upload
@@ -376,6 +387,24 @@ impl Api {
             ))
             .with_code("query_timeout")),
         }
+    }
+
+    /// One piece of a heavy read: admitted to `api.read_memory` for what `q.max_bytes` allows
+    /// (at most [`reads::PIECE_BYTES`]), read from the store in its turn and under
+    /// `query_timeout`. The memory is held until the piece's bytes are written.
+    async fn read_piece(
+        &self,
+        mut q: crate::store::query::FindQuery,
+    ) -> Result<(crate::store::query::Found, reads::ReadMemory), ApiError> {
+        use crate::store::query::Query;
+        q.max_bytes = q.max_bytes.min(reads::PIECE_BYTES);
+        let mut memory = self.inner.reads.admit(q.max_bytes).await;
+        let found = {
+            let _turn = self.inner.reads.query_turn().await;
+            self.timed(self.store().find(q)).await?
+        };
+        memory.resize(found.bytes);
+        Ok((found, memory))
     }
 
     fn is_stopping(&self) -> bool {
@@ -524,6 +553,8 @@ impl Server {
             parts.monitor.clone(),
             parts.notifier.clone(),
         )));
+        let reads = reads::Reads::new(config.read_memory.0 as usize);
+        metrics.register(Box::new(metrics::ReadMetrics(reads.clone())));
         let ingest = parts.ingest.map(|ingest| {
             Arc::new(IngestGate {
                 ingest,
@@ -544,11 +575,11 @@ impl Server {
                 naive: parts.naive,
                 hubs: streams::Hubs::new(parts.budget.clone()),
                 stream_tasks,
-                main,
                 host: crate::store::document::hostname(),
                 outbox_cap: parts.outbox_cap,
                 budget: parts.budget.clone(),
                 line_timeout: parts.line_timeout,
+                reads,
                 config,
             }),
         };

@@ -22,4 +22,19 @@ pub struct MinuteMetrics {
     pub output_tokens: u64,
     pub cost_rmb: f64,
     pub cost_calls: u64,
+    /// The sum of the first-chunk times (seconds) and how many requests had one: averages of any
+    /// span are then exact.
+    pub first_chunk_total: f64,
+    pub first_chunk_count: u64,
+    /// The window's response times as a mergeable sketch (see `monitor::sketch`): percentiles of
+    /// any span of windows, within 1 %.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_sketch: Option<String>,
+    /// In the document for all models: the requests that named no model (for the statistics'
+    /// `model: null` row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unmodelled: Option<Box<MinuteMetrics>>,
+    /// A document of events that came after the window's own was written (to be added to it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
 }

@@ -197,6 +197,14 @@ impl Spend {
     }
 }
 
+fn bucket_floor(ms: i64) -> i64 {
+    ms - ms.rem_euclid(COST_BUCKET_MS)
+}
+
+fn bucket_ceil(ms: i64) -> i64 {
+    bucket_floor(ms.saturating_add(COST_BUCKET_MS - 1))
+}
+
 fn round_cents(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
@@ -327,9 +335,55 @@ struct SeenSum {
     last_ms: i64,
 }
 
+/// A 15-minute bucket is closed this long after it ends: what was in flight is stored by then.
+const SETTLE_MS: i64 = 2 * 60_000;
+/// Closed buckets are read again this often, for what other collectors sharing one MongoDB (or
+/// a late replay) stored in them since.
+const REREAD_EVERY_MS: i64 = 5 * 60_000;
+
+/// The closed 15-minute buckets of spend already read: a refresh reads only what is still open
+/// (since the last closed bucket, and each window's first, partial, bucket), not the whole day.
+/// Cost events this collector stores into a closed bucket later are added to it from the events
+/// seen; everything is read again every [`REREAD_EVERY_MS`].
+#[derive(Default)]
+struct Ledger {
+    /// Bucket start → its buckets (per model and currency), and the reading (its start's sequence
+    /// number) that read it.
+    closed: BTreeMap<i64, (Vec<CostBucket>, u64)>,
+    /// Closed buckets are known in `[first, through)`.
+    first: i64,
+    through: i64,
+    /// When the closed buckets were last all read again.
+    since_ms: i64,
+}
+
+/// What a refresh reads: closed buckets not read yet, and the open stretch of each window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadPlan {
+    /// Closed buckets to read and keep: `[from, to)`.
+    pub closed: Option<(i64, i64)>,
+    /// Hour, day and projection windows: each `(from, aligned)` partial first bucket read afresh
+    /// (empty when aligned), closed buckets from `aligned` to `settled`, then `[settled, now]`
+    /// afresh (or the whole window afresh when it begins after `settled`).
+    pub windows: [(i64, i64); 3],
+    pub settled: i64,
+    pub now: i64,
+}
+
+/// What a refresh read for a [`ReadPlan`].
+#[derive(Debug, Clone, Default)]
+pub struct PlanRead {
+    pub closed: Vec<CostBucket>,
+    /// Per window: its partial first bucket (or all of it, when it begins after `settled`).
+    pub partial: [Vec<CostBucket>; 3],
+    /// `[settled, now]`.
+    pub open: Vec<CostBucket>,
+}
+
 pub struct BudgetTracker {
     cfg: BudgetConfig,
     tz: jiff::tz::TimeZone,
+    ledger: Ledger,
     /// The last reading, with the sequence number of the first event it may not include.
     base: Option<(Reading, u64, Timestamp)>,
     seen: VecDeque<SeenGroup>,
@@ -345,6 +399,7 @@ impl BudgetTracker {
         BudgetTracker {
             cfg,
             tz,
+            ledger: Ledger::default(),
             base: None,
             seen: VecDeque::new(),
             open: false,
@@ -405,7 +460,96 @@ impl BudgetTracker {
     pub fn read(&mut self, reading: Reading, started_seq: u64, at: Timestamp) {
         self.base = Some((reading, started_seq, at));
         self.store_error = None;
+        // Events this reading covers are forgotten, but one that fell in a closed bucket read
+        // before it was stored is not in this reading: it goes into the bucket.
+        let ledger = &mut self.ledger;
+        for g in self.seen.iter().filter(|g| g.last_seq <= started_seq) {
+            for (model, seconds) in &g.sums {
+                for (second, sum) in seconds {
+                    let start = bucket_floor(second * 1000);
+                    if let Some((buckets, read_seq)) = ledger.closed.get_mut(&start) {
+                        if *read_seq < g.last_seq {
+                            buckets.push(CostBucket {
+                                start_ms: start,
+                                model: model.clone(),
+                                currency: Currency::Cny,
+                                cost: sum.rmb,
+                                input_tokens: 0,
+                                output_tokens: 0,
+                                total_tokens: 0,
+                                calls: 0,
+                            });
+                        }
+                    }
+                }
+            }
+        }
         self.seen.retain(|g| g.last_seq > started_seq);
+    }
+
+    /// What the next refresh at `now` reads: only closed buckets it has not read (all of them
+    /// again every few minutes) and what is still open.
+    pub fn plan(&mut self, now: Timestamp) -> ReadPlan {
+        let now_ms = now.as_millis();
+        let [hour, day] = self.windows(now);
+        let recent = (self.projection_start(now), now_ms);
+        let settled = bucket_floor(now_ms - SETTLE_MS);
+        let first = bucket_ceil(hour.0.min(day.0).min(recent.0));
+        let l = &mut self.ledger;
+        if now_ms - l.since_ms >= REREAD_EVERY_MS || l.through > settled || first < l.first || l.through < first {
+            l.closed.clear();
+            l.first = first;
+            l.through = first;
+            l.since_ms = now_ms;
+        }
+        // Buckets the windows have left.
+        l.closed.retain(|start, _| *start >= first);
+        l.first = first;
+        let closed = (l.through < settled).then_some((l.through, settled));
+        let window = |from: i64| (from, bucket_ceil(from).min(settled).max(from));
+        ReadPlan {
+            closed,
+            windows: [window(hour.0), window(day.0), window(recent.0)],
+            settled,
+            now: now_ms,
+        }
+    }
+
+    /// Keeps the closed buckets a refresh read and turns what it read into the windows' reading.
+    pub fn reading_of(&mut self, plan: &ReadPlan, read: PlanRead, started_seq: u64) -> Reading {
+        if let Some((from, to)) = plan.closed {
+            let mut start = from;
+            while start < to {
+                self.ledger.closed.entry(start).or_insert((Vec::new(), started_seq));
+                start += COST_BUCKET_MS;
+            }
+            for b in read.closed {
+                if let Some((v, _)) = self.ledger.closed.get_mut(&b.start_ms) {
+                    v.push(b);
+                }
+            }
+            self.ledger.through = to;
+        }
+        let [p_hour, p_day, p_recent] = read.partial;
+        let assemble = |(from, aligned): (i64, i64), partial: Vec<CostBucket>| -> Vec<CostBucket> {
+            let mut out = partial;
+            if from >= plan.settled {
+                return out;
+            }
+            out.extend(
+                self.ledger
+                    .closed
+                    .range(aligned..plan.settled)
+                    .flat_map(|(_, (v, _))| v.iter().cloned()),
+            );
+            out.extend(read.open.iter().cloned());
+            out
+        };
+        Reading {
+            hour: assemble(plan.windows[0], p_hour),
+            day: assemble(plan.windows[1], p_day),
+            recent: assemble(plan.windows[2], p_recent),
+        }
     }
 
     pub fn has_reading(&self) -> bool {
@@ -784,6 +928,61 @@ mod tests {
         // An hour later, the event has left the hour and stays in the day.
         let s = t.status(Timestamp(now + 3_600_001));
         assert_eq!((s.hour.spent_rmb, s.day.spent_rmb), (0.0, 0.5));
+    }
+
+    #[test]
+    fn a_refresh_reads_closed_buckets_once_and_only_what_is_open_again() {
+        let mut t = BudgetTracker::new(BudgetConfig::default());
+        let now = 1_795_680_000_000 + 14 * 60_000 + 30_000;
+        let bucket = |start: i64, cost: f64| CostBucket {
+            start_ms: start,
+            model: "m".into(),
+            currency: Currency::Cny,
+            cost,
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            calls: 1,
+        };
+        let plan = t.plan(Timestamp(now));
+        let (from, settled) = plan.closed.expect("the day's closed buckets, once");
+        assert_eq!(from, bucket_ceil(now - 86_400_000));
+        assert_eq!(settled, bucket_floor(now - SETTLE_MS));
+        // ¥1 in every closed bucket, ¥5 open, ¥0.5 in the day's partial first bucket.
+        let closed: Vec<CostBucket> = (0..(settled - from) / COST_BUCKET_MS)
+            .map(|i| bucket(from + i * COST_BUCKET_MS, 1.0))
+            .collect();
+        let n = closed.len() as f64;
+        let read = PlanRead {
+            closed,
+            partial: [Vec::new(), vec![bucket(from - COST_BUCKET_MS, 0.5)], Vec::new()],
+            open: vec![bucket(settled, 5.0)],
+        };
+        let started = t.reading_starts();
+        let reading = t.reading_of(&plan, read, started);
+        t.read(reading, started, Timestamp(now));
+        assert_eq!(t.status(Timestamp(now)).day.spent_rmb, n + 5.5);
+        // Seconds later: nothing closed to read; the same totals from what is kept.
+        let plan = t.plan(Timestamp(now + 5_000));
+        assert_eq!(plan.closed, None);
+        let started = t.reading_starts();
+        let read = PlanRead {
+            partial: [Vec::new(), vec![bucket(from - COST_BUCKET_MS, 0.5)], Vec::new()],
+            open: vec![bucket(settled, 5.0)],
+            ..PlanRead::default()
+        };
+        let reading = t.reading_of(&plan, read, started);
+        t.read(reading, started, Timestamp(now + 5_000));
+        assert_eq!(t.status(Timestamp(now + 5_000)).day.spent_rmb, n + 5.5);
+        // Once the next bucket has closed, it is read alone.
+        let plan = t.plan(Timestamp(now + 150_000));
+        assert_eq!(plan.closed, Some((settled, settled + COST_BUCKET_MS)));
+        // Every few minutes, everything again (for what other collectors stored in closed buckets).
+        let plan = t.plan(Timestamp(now + REREAD_EVERY_MS + 1));
+        assert_eq!(
+            plan.closed.map(|c| c.0),
+            Some(bucket_ceil(now + REREAD_EVERY_MS + 1 - 86_400_000))
+        );
     }
 
     #[test]

@@ -15,8 +15,10 @@ pub mod alerts;
 pub mod budget;
 pub mod liveness;
 mod messages;
+pub mod rollup;
 pub mod rules;
 pub mod silences;
+pub mod sketch;
 pub mod vocabulary;
 pub mod windows;
 
@@ -24,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::event::{Body, Collection, Event, EventId, Source, Timestamp};
+use crate::event::{Body, Collection, Event, EventId, MinuteMetrics, Source, Timestamp};
 use crate::pipeline::tap::Observer;
 use crate::pipeline::{Chunk, PipelineSender};
 use crate::shutdown::Shutdown;
@@ -33,7 +35,7 @@ use crate::store::heartbeats::{Beat, Heartbeats};
 use crate::store::query::{budget_buckets, Query, StoreHealth, TimeRange, REQUEST_BUCKET_MS};
 use crate::units::HumanDuration;
 use alerts::{AlertSink, Lifecycle};
-use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period, Reading};
+use budget::{BudgetConfig, BudgetStatus, BudgetTracker, BudgetWindow, Period};
 use liveness::{CollectorView, Liveness};
 use messages::Text;
 use rules::{Condition, MonitorConfig, RuleConfig};
@@ -67,11 +69,20 @@ struct State {
     firing: Vec<AlertRecord>,
     /// The collectors sharing the store, from their heartbeats.
     liveness: Liveness,
+    /// Window documents sent to the store and not seen stored yet: the statistics find them here
+    /// until the store has them.
+    in_flight: std::collections::HashMap<EventId, (i64, MinuteMetrics)>,
 }
 
 impl Observer for Monitor {
-    fn stored(&self, _: Collection, events: &[Event]) {
+    fn stored(&self, collection: Collection, events: &[Event]) {
         let mut s = self.lock();
+        if collection == Collection::Metrics {
+            for e in events {
+                s.in_flight.remove(&e.id);
+            }
+            return;
+        }
         let budget = s.budget.config().clone();
         s.windows.add(events, |cost, currency| budget.to_rmb(cost, currency));
         s.budget.saw(events);
@@ -95,6 +106,7 @@ impl Monitor {
                     outbox_dropped_seen: 0,
                     firing: Vec::new(),
                     liveness: Liveness::default(),
+                    in_flight: std::collections::HashMap::new(),
                 }),
                 host,
             }),
@@ -126,6 +138,36 @@ impl Monitor {
     pub fn budget_config_and_zone(&self) -> (BudgetConfig, jiff::tz::TimeZone) {
         let s = self.lock();
         (s.budget.config().clone(), s.budget.time_zone().clone())
+    }
+
+    /// The window documents of `[from, to)` that only memory holds now (windows not written yet,
+    /// late figures, documents sent and not yet stored), with their ids: the store's copies of
+    /// those ids are not to be counted again.
+    pub fn rollups(&self, from_ms: i64, to_ms: i64) -> Vec<rollup::Rollup> {
+        let s = self.lock();
+        let width = s.windows.width_ms();
+        let inside = |start: i64| start + width > from_ms && start < to_ms;
+        let mut out: Vec<rollup::Rollup> = s
+            .in_flight
+            .iter()
+            .filter(|(_, (start, _))| inside(*start))
+            .map(|(id, (start, m))| rollup::Rollup::from_metrics(*id, *start, m))
+            .collect();
+        for w in s.windows.iter().filter(|w| !w.written && inside(w.start_ms)) {
+            out.extend(
+                window_docs(w, width, false)
+                    .into_iter()
+                    .map(|(id, start, m)| rollup::Rollup::from_metrics(id, start, &m)),
+            );
+        }
+        for late in s.windows.pending_late().filter(|w| inside(w.start_ms)) {
+            out.extend(window_docs(late, width, true).into_iter().map(|(_, start, m)| {
+                let mut r = rollup::Rollup::from_metrics(EventId::new(), start, &m);
+                r.id = None;
+                r
+            }));
+        }
+        out
     }
 
     /// Whether the budget's totals have been read from the store since the start.
@@ -360,28 +402,36 @@ impl Monitor {
         s.rebuilt || s.windows.start_of(now.as_millis()) - width >= s.started_ms
     }
 
-    /// Reads the current windows' cost totals from the store (every `budget.refresh`).
+    /// Reads the current windows' cost totals from the store (every `budget.refresh`): the closed
+    /// 15-minute buckets once, what is still open every time (see `budget::Ledger`).
     pub async fn read_budget<S: Query>(&self, store: &S) {
         let now = Timestamp::now();
-        let (windows, proj_from, started) = {
+        let (plan, started) = {
             let mut s = self.lock();
-            (
-                s.budget.windows(now),
-                s.budget.projection_start(now),
-                s.budget.reading_starts(),
-            )
+            (s.budget.plan(now), s.budget.reading_starts())
         };
-        let range = |(from, to): (i64, i64)| TimeRange::between(Timestamp(from), Timestamp(to.saturating_add(1)));
+        let range = |(from, to): (i64, i64)| TimeRange::between(Timestamp(from), Timestamp(to));
         let read = async {
             // By arrival where a cost's own time was too far ahead, as `stored` counted it.
-            Ok::<_, crate::store::StoreError>(Reading {
-                hour: budget_buckets(store, range(windows[0])).await?,
-                day: budget_buckets(store, range(windows[1])).await?,
-                recent: budget_buckets(store, range((proj_from, now.as_millis()))).await?,
-            })
+            let mut out = budget::PlanRead::default();
+            if let Some(closed) = plan.closed {
+                out.closed = budget_buckets(store, range(closed)).await?;
+            }
+            for (i, (from, aligned)) in plan.windows.iter().copied().enumerate() {
+                let to = if from >= plan.settled { plan.now + 1 } else { aligned };
+                if to > from {
+                    out.partial[i] = budget_buckets(store, range((from, to))).await?;
+                }
+            }
+            out.open = budget_buckets(store, range((plan.settled, plan.now + 1))).await?;
+            Ok::<_, crate::store::StoreError>(out)
         };
         match tokio::time::timeout(Duration::from_secs(30), read).await {
-            Ok(Ok(reading)) => self.lock().budget.read(reading, started, now),
+            Ok(Ok(read)) => {
+                let mut s = self.lock();
+                let reading = s.budget.reading_of(&plan, read, started);
+                s.budget.read(reading, started, now);
+            }
             Ok(Err(e)) => self.lock().budget.read_failed(e.to_string()),
             Err(_) => self
                 .lock()
@@ -466,30 +516,56 @@ pub struct Evaluation {
     pub conditions: Vec<Condition>,
 }
 
-/// The `api_metrics` documents of windows whose grace has passed.
+/// The `api_metrics` documents of windows whose grace has passed, and of events that came late
+/// for a window already written (documents of their own, with fresh ids, marked `late`).
 fn finish_windows(s: &mut State, now: Timestamp) -> Vec<Event> {
     let now = now.as_millis();
     let (grace, width) = (s.cfg.grace.as_millis_i64(), s.windows.width_ms());
     let source = Source::from("monitor");
-    let mut out = Vec::new();
+    let mut docs: Vec<(EventId, i64, MinuteMetrics)> = Vec::new();
     for w in s.windows.finished_unwritten(now, grace) {
         w.written = true;
-        let mut cells = vec![(None, &w.overall)];
-        cells.extend(w.models.iter().map(|(m, c)| (Some(m.clone()), c)));
-        for (model, cell) in cells {
-            if cell.requests == 0 && cell.cost_calls == 0 && model.is_some() {
-                continue;
-            }
-            let what = model.clone().unwrap_or_default();
-            out.push(Event {
-                id: EventId::for_window(w.start_ms, &what),
-                time: Timestamp(w.start_ms),
-                source: source.clone(),
-                body: Body::Metric(Box::new(cell.metrics(width, model))),
-                received: None,
-                cost: 0,
-            });
+        docs.extend(window_docs(w, width, false));
+    }
+    for late in s.windows.take_late() {
+        docs.extend(window_docs(&late, width, true));
+    }
+    let mut out = Vec::with_capacity(docs.len());
+    for (id, start_ms, metrics) in docs {
+        s.in_flight.insert(id, (start_ms, metrics.clone()));
+        out.push(Event {
+            id,
+            time: Timestamp(start_ms),
+            source: source.clone(),
+            body: Body::Metric(Box::new(metrics)),
+            received: None,
+            cost: 0,
+        });
+    }
+    out
+}
+
+/// A window's documents: one for all models (with the requests that named none), one per model.
+fn window_docs(w: &windows::Window, width: i64, late: bool) -> Vec<(EventId, i64, MinuteMetrics)> {
+    let mut out = Vec::new();
+    let mut cells = vec![(None, &w.overall)];
+    cells.extend(w.models.iter().map(|(m, c)| (Some(m.clone()), c)));
+    for (model, cell) in cells {
+        if cell.is_empty() && (model.is_some() || late) {
+            continue;
         }
+        let what = model.clone().unwrap_or_default();
+        let id = if late {
+            EventId::new()
+        } else {
+            EventId::for_window(w.start_ms, &what)
+        };
+        let mut metrics = cell.metrics(width, model.clone());
+        metrics.late = late;
+        if model.is_none() && w.unmodelled.requests > 0 {
+            metrics.unmodelled = Some(Box::new(w.unmodelled.metrics(width, None)));
+        }
+        out.push((id, w.start_ms, metrics));
     }
     out
 }

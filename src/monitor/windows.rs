@@ -5,8 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use sketches_ddsketch::{Config as SketchConfig, DDSketch};
-
+use super::sketch::Sketch;
 use crate::event::{Body, Currency, Event, MinuteMetrics, Status};
 
 /// One window's figures, for all models or one.
@@ -15,7 +14,7 @@ pub struct Cell {
     pub requests: u64,
     pub errors: u64,
     pub total_duration: f64,
-    latency: Option<DDSketch>,
+    latency: Option<Sketch>,
     pub first_chunk_sum: f64,
     pub first_chunk_count: u64,
     pub input_tokens: u64,
@@ -44,17 +43,12 @@ impl Default for Cell {
     }
 }
 
-fn sketch() -> DDSketch {
-    // 1 % relative accuracy; 1 ms and up (shorter counts as 1 ms).
-    DDSketch::new(SketchConfig::new(0.01, 2048, 1e-3))
-}
-
 impl Cell {
     fn add_request(&mut self, seconds: f64, error: bool, first_chunk: Option<f64>) {
         self.requests += 1;
         self.errors += u64::from(error);
         self.total_duration += seconds;
-        self.latency.get_or_insert_with(sketch).add(seconds.max(1e-3));
+        self.latency.get_or_insert_with(Sketch::new).add(seconds);
         if let Some(fc) = first_chunk {
             self.first_chunk_sum += fc;
             self.first_chunk_count += 1;
@@ -83,8 +77,7 @@ impl Cell {
         self.errors += o.errors;
         self.total_duration += o.total_duration;
         if let Some(s) = &o.latency {
-            // Sketches of one configuration always merge.
-            let _ = self.latency.get_or_insert_with(sketch).merge(s);
+            self.latency.get_or_insert_with(Sketch::new).merge(s);
         }
         self.first_chunk_sum += o.first_chunk_sum;
         self.first_chunk_count += o.first_chunk_count;
@@ -114,7 +107,7 @@ impl Cell {
 
     /// A latency quantile in seconds, from the requests whose durations were seen.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.latency.as_ref().and_then(|s| s.quantile(q).ok().flatten())
+        self.latency.as_ref().and_then(|s| s.quantile(q))
     }
 
     pub fn avg_first_chunk(&self) -> Option<f64> {
@@ -138,7 +131,16 @@ impl Cell {
             output_tokens: self.output_tokens,
             cost_rmb: self.cost_rmb,
             cost_calls: self.cost_calls,
+            first_chunk_total: self.first_chunk_sum,
+            first_chunk_count: self.first_chunk_count,
+            latency_sketch: self.latency.as_ref().map(Sketch::encode),
+            unmodelled: None,
+            late: false,
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests == 0 && self.cost_calls == 0
     }
 }
 
@@ -147,6 +149,11 @@ pub struct Window {
     pub start_ms: i64,
     pub overall: Cell,
     pub models: HashMap<String, Cell>,
+    /// Requests without a model (in `overall`, in no model's cell).
+    pub unmodelled: Cell,
+    /// Events that came after the window was written: written as a document of their own (the
+    /// statistics add it to the window's), so `api_metrics` holds every stored event.
+    pub late: Option<Box<Window>>,
     /// Lines rejected in this window.
     pub rejects: u64,
     /// Its documents are in `api_metrics` (or were, before a restart).
@@ -158,8 +165,11 @@ pub struct Windows {
     width_ms: i64,
     keep: usize,
     windows: VecDeque<Window>,
-    /// Events older than every window kept: stored, but too late for the metrics.
+    /// Events older than every window kept: stored, but too late for the windows the rules look
+    /// at (they still reach `api_metrics`, through `old`).
     pub too_late: u64,
+    /// Figures of events older than every window kept, per window start, until written.
+    pub old: std::collections::BTreeMap<i64, Window>,
 }
 
 impl Windows {
@@ -169,6 +179,7 @@ impl Windows {
             keep: keep.max(1),
             windows: VecDeque::new(),
             too_late: 0,
+            old: std::collections::BTreeMap::new(),
         }
     }
 
@@ -236,37 +247,57 @@ impl Windows {
             // An event whose own time was too far ahead counts at its arrival: one wrong clock
             // must not move the windows (see `Event::check_clock`).
             let start = self.start_of(e.counted_at().as_millis());
-            match &e.body {
-                Body::Performance(p) => {
-                    let Some(w) = self.window_mut(start) else {
-                        self.too_late += 1;
-                        continue;
-                    };
-                    let error = p.status == Status::Error;
-                    w.overall.add_request(p.response_time, error, p.first_chunk_time);
-                    if let Some(model) = &p.model {
-                        model_cell(w, model).add_request(p.response_time, error, p.first_chunk_time);
+            if matches!(e.body, Body::Reject(_)) {
+                if let Some(w) = self.window_mut(start) {
+                    w.rejects += 1;
+                }
+                continue;
+            }
+            if !matches!(e.body, Body::Performance(_) | Body::Cost(_)) {
+                continue;
+            }
+            match self.window_mut(start) {
+                Some(w) => {
+                    add_to(w, e, &rmb);
+                    if w.written {
+                        let late = w.late.get_or_insert_with(|| {
+                            Box::new(Window {
+                                start_ms: start,
+                                ..Window::default()
+                            })
+                        });
+                        add_to(late, e, &rmb);
                     }
                 }
-                Body::Cost(c) => {
-                    let Some(w) = self.window_mut(start) else {
-                        self.too_late += 1;
-                        continue;
-                    };
-                    let cost = rmb(c.cost, c.currency);
-                    let (input, output) = (c.input_tokens.unwrap_or(0), c.output_tokens.unwrap_or(0));
-                    let unpriced = c.source == crate::event::CostSource::Unpriced;
-                    w.overall.add_cost(cost, input, output, unpriced);
-                    model_cell(w, &c.model).add_cost(cost, input, output, unpriced);
+                None => {
+                    self.too_late += 1;
+                    let old = self.old.entry(start).or_insert_with(|| Window {
+                        start_ms: start,
+                        ..Window::default()
+                    });
+                    add_to(old, e, &rmb);
                 }
-                Body::Reject(_) => {
-                    if let Some(w) = self.window_mut(start) {
-                        w.rejects += 1;
-                    }
-                }
-                _ => {}
             }
         }
+    }
+
+    /// Late figures waiting to be written: of kept windows already written, and of older ones.
+    pub fn take_late(&mut self) -> Vec<Window> {
+        let mut out: Vec<Window> = self
+            .windows
+            .iter_mut()
+            .filter_map(|w| w.late.take().map(|l| *l))
+            .collect();
+        out.extend(std::mem::take(&mut self.old).into_values());
+        out
+    }
+
+    /// Late figures not written yet, for the statistics.
+    pub fn pending_late(&self) -> impl Iterator<Item = &Window> {
+        self.windows
+            .iter()
+            .filter_map(|w| w.late.as_deref())
+            .chain(self.old.values())
     }
 
     /// Windows that ended at least `grace_ms` before `now_ms` and are not written yet.
@@ -288,6 +319,27 @@ impl Windows {
 
     pub fn iter(&self) -> impl Iterator<Item = &Window> {
         self.windows.iter()
+    }
+}
+
+fn add_to(w: &mut Window, e: &Event, rmb: &impl Fn(f64, Currency) -> f64) {
+    match &e.body {
+        Body::Performance(p) => {
+            let error = p.status == Status::Error;
+            w.overall.add_request(p.response_time, error, p.first_chunk_time);
+            match &p.model {
+                Some(model) => model_cell(w, model).add_request(p.response_time, error, p.first_chunk_time),
+                None => w.unmodelled.add_request(p.response_time, error, p.first_chunk_time),
+            }
+        }
+        Body::Cost(c) => {
+            let cost = rmb(c.cost, c.currency);
+            let (input, output) = (c.input_tokens.unwrap_or(0), c.output_tokens.unwrap_or(0));
+            let unpriced = c.source == crate::event::CostSource::Unpriced;
+            w.overall.add_cost(cost, input, output, unpriced);
+            model_cell(w, &c.model).add_cost(cost, input, output, unpriced);
+        }
+        _ => {}
     }
 }
 

@@ -25,8 +25,8 @@ use super::sqlite::{open_connection, open_error};
 
 use super::collections::{self, Spec};
 use super::query::{
-    CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, Query, RequestBucket, ResponseTime, ResponseTimes,
-    SkewedCost, StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
+    CostBucket, Count, Cursor, Filter, FindQuery, Found, Order, Position, Query, RequestBucket, ResponseTime,
+    ResponseTimes, Shape, SkewedCost, StoreHealth, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
 use super::{document, Batch, Store, StoreError, WriteOutcome};
 use crate::event::{Body, Collection, Currency, Level, Timestamp};
@@ -578,6 +578,11 @@ fn filters(q: &FindQuery) -> Result<Where, StoreError> {
                 w.push(format!("{time} >= ?"), [SqlValue::Integer(p.time_ms)]);
                 w.push(format!("({time} > ? OR id > ?)"), position_params(p));
             }
+            Filter::From(p) => {
+                let time = spec.time_column;
+                w.push(format!("{time} >= ?"), [SqlValue::Integer(p.time_ms)]);
+                w.push(format!("({time} > ? OR id >= ?)"), position_params(p));
+            }
             Filter::AtOrBefore(p) => {
                 let time = spec.time_column;
                 w.push(format!("{time} <= ?"), [SqlValue::Integer(p.time_ms)]);
@@ -629,36 +634,65 @@ fn find(conn: &Connection, q: &FindQuery) -> Result<Found, StoreError> {
         );
     }
     let limit = q.limit.max(1);
+    let order = match q.order {
+        Order::Newest => format!("{time} DESC, rowid DESC"),
+        Order::Oldest => format!("{time}, id"),
+    };
+    // Sizes first (`octet_length` reads a text's length from its header, not its pages), each
+    // document then by its rowid once it is known to fit: a page holds what `max_bytes` allows,
+    // never more, and the row after it is seen without being read.
     let sql = format!(
-        "SELECT rowid, {time}, doc FROM {table}{} ORDER BY {time} DESC, rowid DESC LIMIT {} OFFSET {}",
+        "SELECT rowid, {time}, id, octet_length(doc) FROM {table}{} ORDER BY {order} LIMIT {} OFFSET {}",
         w.clause(),
         limit + 1,
         if q.after.is_some() { 0 } else { q.skip }
     );
     let mut stmt = conn.prepare_cached(&sql)?;
+    let mut doc_of = conn.prepare_cached(&format!("SELECT doc FROM {table} WHERE rowid = ?1"))?;
     let mut rows = stmt.query(params_from_iter(w.params.iter()))?;
-    let mut docs = Vec::with_capacity(limit.min(1000));
+    let mut found = Found::default();
+    let mut kept = 0;
     let mut last = None;
     let mut more = false;
     while let Some(row) = rows.next()? {
-        if docs.len() == limit {
+        let size = row.get::<_, Option<i64>>(3)?.unwrap_or(0).max(0) as usize;
+        if kept == limit || (kept > 0 && found.bytes.saturating_add(size) > q.max_bytes) {
             more = true;
             break;
         }
-        let (rowid, time_ms, doc): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let value = serde_json::from_str(&doc)
-            .map_err(|e| StoreError::permanent(format!("a stored {table} document is not JSON: {e}")))?;
-        docs.push(value);
+        let (rowid, time_ms): (i64, i64) = (row.get(0)?, row.get(1)?);
+        let position = || -> rusqlite::Result<Position> {
+            let id = row.get_ref(2)?.as_blob_or_null().map_err(rusqlite::Error::from)?;
+            let id = id.and_then(|b| <[u8; 12]>::try_from(b).ok()).unwrap_or_default();
+            Ok(Position {
+                time_ms,
+                id: crate::event::EventId(id),
+            })
+        };
+        match q.shape {
+            Shape::Positions => found.positions.push(position()?),
+            Shape::Values | Shape::Text => {
+                let doc: String = doc_of.query_row([rowid], |r| r.get(0))?;
+                if q.shape == Shape::Text {
+                    found.positions.push(position()?);
+                    found.texts.push(doc);
+                } else {
+                    let value = serde_json::from_str(&doc)
+                        .map_err(|e| StoreError::permanent(format!("a stored {table} document is not JSON: {e}")))?;
+                    found.docs.push(value);
+                }
+            }
+        }
+        found.bytes += size;
+        kept += 1;
         last = Some(Cursor {
             time_ms,
             key: rowid.to_string(),
         });
     }
-    Ok(Found {
-        docs,
-        next: if more { last } else { None },
-        total,
-    })
+    found.next = if more { last } else { None };
+    found.total = total;
+    Ok(found)
 }
 
 /// Rows come in time order from the covering index, so each 15-minute bucket is summed while it is

@@ -40,6 +40,8 @@ pub enum Filter {
     Contains(String),
     /// Events after this position (a stream's replay).
     After(Position),
+    /// Events at or after this position (where a replay starts).
+    From(Position),
     /// Events at or before this position.
     AtOrBefore(Position),
 }
@@ -109,7 +111,12 @@ impl Cursor {
 }
 
 /// Newest first, `limit` at most, after `after` (keyset paging) or past `skip` documents (the
-/// original API's `page`, for compatibility).
+/// original API's `page`, for compatibility); or oldest first in stream order (a replay, paged
+/// with [`Filter::After`]).
+///
+/// `max_bytes` bounds a page in bytes as well as in documents: the documents' JSON text adds up
+/// to at most that much (a single larger document is still a page of one), and the page ends with
+/// `next` where it stopped. A caller holds no more than it asked for, whatever the documents weigh.
 #[derive(Debug, Clone)]
 pub struct FindQuery {
     pub collection: Collection,
@@ -120,6 +127,32 @@ pub struct FindQuery {
     pub skip: u64,
     /// Count the matches up to this many (0: do not count); past it the count is a lower bound.
     pub count_up_to: u64,
+    pub max_bytes: usize,
+    pub order: Order,
+    pub shape: Shape,
+}
+
+/// The order of a find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Newest first, ties by storage order (listings, keyset cursors).
+    Newest,
+    /// Oldest first by [`Position`] (time, then `_id`): a stream's replay. Pages follow each other
+    /// with [`Filter::After`] on the last position, not with `after`.
+    Oldest,
+}
+
+/// What a find returns of each document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Parsed documents ([`Found::docs`]).
+    Values,
+    /// The documents' JSON text as the API sends it, and their positions ([`Found::texts`],
+    /// [`Found::positions`]): nothing parsed and serialized again.
+    Text,
+    /// Positions only ([`Found::positions`]), with the bytes the documents' text would take
+    /// ([`Found::bytes`]): where a replay must start, without holding what it will send.
+    Positions,
 }
 
 impl FindQuery {
@@ -132,6 +165,9 @@ impl FindQuery {
             after: None,
             skip: 0,
             count_up_to: 0,
+            max_bytes: usize::MAX,
+            order: Order::Newest,
+            shape: Shape::Values,
         }
     }
 }
@@ -143,10 +179,18 @@ pub struct Count {
     pub exact: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Found {
+    /// [`Shape::Values`]: the documents.
     pub docs: Vec<serde_json::Value>,
-    /// Where the next page starts; None on the last page.
+    /// [`Shape::Text`]: the documents' JSON text.
+    pub texts: Vec<String>,
+    /// [`Shape::Text`] and [`Shape::Positions`]: each document's position, in the find's order.
+    pub positions: Vec<Position>,
+    /// The bytes of the documents' JSON text in this page.
+    pub bytes: usize,
+    /// Where the next page starts; None on the last page. (With [`Order::Oldest`], whether there
+    /// is a next page: it starts after the last position.)
     pub next: Option<Cursor>,
     pub total: Option<Count>,
 }

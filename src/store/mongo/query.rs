@@ -10,9 +10,12 @@ use super::MongoStore;
 use crate::event::{Collection, Currency, Level, Timestamp};
 use crate::store::embedded::text_field;
 use crate::store::query::{
-    bucket_start, CostBucket, Count, Cursor, Filter, FindQuery, Found, Position, RequestBucket, ResponseTime,
-    ResponseTimes, SkewedCost, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
+    bucket_start, CostBucket, Count, Cursor, Filter, FindQuery, Found, Order, Position, RequestBucket, ResponseTime,
+    ResponseTimes, Shape, SkewedCost, TimeRange, COST_BUCKET_MS, REQUEST_BUCKET_MS,
 };
+
+/// Documents per reply of a find bounded in bytes: what the driver holds at once.
+const BOUNDED_BATCH: u32 = 16;
 use crate::store::StoreError;
 
 fn query_error(e: mongodb::error::Error) -> StoreError {
@@ -85,6 +88,10 @@ fn filter_of(q: &FindQuery) -> Result<Document, StoreError> {
                 let (t, id) = at(p);
                 positions.push(doc! { "$or": [ { time: { "$gt": t } }, { time: t, "_id": { "$gt": id } } ] });
             }
+            Filter::From(p) => {
+                let (t, id) = at(p);
+                positions.push(doc! { "$or": [ { time: { "$gt": t } }, { time: t, "_id": { "$gte": id } } ] });
+            }
             Filter::AtOrBefore(p) => {
                 let (t, id) = at(p);
                 positions.push(doc! { "$or": [ { time: { "$lt": t } }, { time: t, "_id": { "$lte": id } } ] });
@@ -124,32 +131,64 @@ impl MongoStore {
             filter = doc! { "$and": [filter, keyset] };
         }
         let limit = q.limit.max(1);
-        let mut cursor = coll
+        let sort = match q.order {
+            Order::Newest => doc! { time: -1, "_id": -1 },
+            Order::Oldest => doc! { time: 1, "_id": 1 },
+        };
+        let raw = self.inner.db.collection::<RawDocumentBuf>(self.name(q.collection));
+        let mut find = raw
             .find(filter)
-            .sort(doc! { time: -1, "_id": -1 })
+            .sort(sort)
             .skip(if q.after.is_some() { 0 } else { q.skip })
-            .limit(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-            .await
-            .map_err(query_error)?;
-        let mut docs = Vec::with_capacity(limit.min(1000));
+            .limit(i64::try_from(limit + 1).unwrap_or(i64::MAX));
+        if q.max_bytes != usize::MAX {
+            // A page bounded in bytes must not arrive as one reply of up to 16 MiB.
+            find = find.batch_size(BOUNDED_BATCH);
+        }
+        let mut cursor = find.await.map_err(query_error)?;
+        let mut found = Found::default();
+        let mut kept = 0;
         let mut last = None;
         let mut more = false;
-        while let Some(d) = cursor.try_next().await.map_err(query_error)? {
-            if docs.len() == limit {
+        while let Some(raw) = cursor.try_next().await.map_err(query_error)? {
+            if kept == limit {
                 more = true;
                 break;
             }
+            let d = raw
+                .to_document()
+                .map_err(|e| StoreError::permanent(format!("MongoDB: a stored document cannot be read: {e}")))?;
+            let time_ms = d.get_datetime(time).map(|t| t.timestamp_millis()).unwrap_or(0);
+            let id = d.get_object_id("_id").ok();
+            let value = to_json(Bson::Document(d));
+            // The size the embedded store measures: the document's JSON text.
+            let text = serde_json::to_string(&value).unwrap_or_default();
+            if kept > 0 && found.bytes.saturating_add(text.len()) > q.max_bytes {
+                more = true;
+                break;
+            }
+            found.bytes += text.len();
+            let position = Position {
+                time_ms,
+                id: crate::event::EventId(id.map(|i| i.bytes()).unwrap_or_default()),
+            };
+            match q.shape {
+                Shape::Positions => found.positions.push(position),
+                Shape::Text => {
+                    found.positions.push(position);
+                    found.texts.push(text);
+                }
+                Shape::Values => found.docs.push(value),
+            }
+            kept += 1;
             last = Some(Cursor {
-                time_ms: d.get_datetime(time).map(|t| t.timestamp_millis()).unwrap_or(0),
-                key: d.get_object_id("_id").map(|id| id.to_hex()).unwrap_or_default(),
+                time_ms,
+                key: id.map(|i| i.to_hex()).unwrap_or_default(),
             });
-            docs.push(to_json(Bson::Document(d)));
         }
-        Ok(Found {
-            docs,
-            next: if more { last } else { None },
-            total,
-        })
+        found.next = if more { last } else { None };
+        found.total = total;
+        Ok(found)
     }
 
     pub(super) async fn cost_buckets_of(&self, range: TimeRange) -> Result<Vec<CostBucket>, StoreError> {
