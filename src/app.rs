@@ -23,7 +23,7 @@ use crate::monitor::alerts::{AlertSink, Fanout, LogSink};
 use crate::monitor::silences::{Silenced, Silences};
 use crate::monitor::Monitor;
 use crate::notify::{Notifier, Options as NotifyOptions};
-use crate::pipeline::budget::Budget;
+use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::tap::Tap;
 use crate::pipeline::{pipeline, WriterReport};
 use crate::redact::Redactor;
@@ -57,7 +57,7 @@ pub struct Running {
     writer: tokio::task::JoinHandle<WriterReport>,
     supervisor: Supervisor,
     store: AnyStore,
-    budget: Budget,
+    memory: MemoryBudget,
     counters: Arc<Counters>,
     checkpoints: Arc<Checkpoints>,
     monitor: Monitor,
@@ -137,7 +137,7 @@ impl App {
         let tap = Tap::new(observers, 16);
         let parts = pipeline(&config.pipeline, store.clone(), counters.clone(), tap.clone());
         let sender = parts.sender;
-        let budget = parts.budget;
+        let memory = parts.memory;
         let parts_progress = parts.progress.clone();
         let batcher = tokio::spawn(parts.batcher.run());
         let writer = tokio::spawn(parts.writer.run());
@@ -268,7 +268,7 @@ impl App {
                 store: store.clone(),
                 tap,
                 ingest: Some(ingest),
-                budget: budget.clone(),
+                memory: memory.clone(),
                 counters: counters.clone(),
                 outbox_cap: config.mongo().map(|m| m.max_outbox_bytes.0),
                 monitor: monitor.clone(),
@@ -295,12 +295,12 @@ impl App {
             );
         }
         if !config.log.summary_interval.0.is_zero() {
-            let summary_budget = budget.clone();
+            let summary_memory = memory.clone();
             supervisor.spawn(
                 "summary",
                 telemetry::summarize(
                     counters.clone(),
-                    move || summary_budget.used(),
+                    move || summary_memory.used(),
                     config.log.summary_interval.0,
                     background.listener("summary"),
                 ),
@@ -360,7 +360,7 @@ impl App {
             writer,
             supervisor,
             store,
-            budget,
+            memory,
             counters,
             checkpoints,
             monitor,
@@ -510,7 +510,7 @@ impl Running {
             // Leave time to commit what MongoDB has not taken to the outbox.
             mongo.finish_by(deadline - timeout / 4);
         }
-        let in_flight = self.budget.used();
+        let in_flight = self.memory.used();
         match &stop {
             Stop::Signal(name) => tracing::info!(
                 "{name} received: no longer accepting events; storing what was accepted ({} of the memory budget in use; at most {})",

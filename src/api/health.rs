@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::Api;
 use crate::event::Timestamp;
-use crate::pipeline::budget::Saturation;
+use crate::pipeline::memory::Saturation;
 use crate::store::query::Query;
 
 /// Sources waiting for memory this long without a break make `/readyz` answer 503.
@@ -79,7 +79,7 @@ pub async fn ready(State(api): State<Api>) -> Response {
             )),
         }
     };
-    let budget = &api.inner.budget;
+    let budget = &api.inner.memory;
     let (intake, saturated) = intake(budget.saturation(), budget.used(), budget.limit());
     let reason = reason.or(saturated);
     let mut body = json!({

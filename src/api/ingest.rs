@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{Api, ApiError};
-use crate::pipeline::budget::Reservation;
+use crate::pipeline::memory::Reservation;
 use crate::source::client::ClientLines;
 use crate::source::Ingest;
 
@@ -105,11 +105,11 @@ impl Upload {
         let limit = api.config().max_body_bytes.0;
         let body_timeout = api.config().body_timeout.0;
         let line_timeout = api.inner.line_timeout;
-        let budget = self.lines.ingest().budget().clone();
+        let budget = self.lines.ingest().memory().clone();
         let stopping = api.inner.stopping.clone();
         let mut stream = body.into_data_stream();
         let mut read = 0u64;
-        let mut lane: Option<crate::pipeline::budget::LanePermit> = None;
+        let mut lane: Option<crate::pipeline::memory::LanePermit> = None;
         let cut = loop {
             // Memory first, reserving nothing: the next bytes are charged as they come.
             if lane.is_none() {

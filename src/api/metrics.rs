@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::{Api, ApiError};
 use crate::event::Collection;
-use crate::pipeline::budget::Budget;
+use crate::pipeline::memory::MemoryBudget;
 use crate::store::query::Query;
 use crate::store::AnyStore;
 use crate::telemetry::Counters;
@@ -31,7 +31,7 @@ pub struct Metrics {
 impl Metrics {
     pub(crate) fn new(
         counters: Arc<Counters>,
-        budget: Budget,
+        memory: MemoryBudget,
         store: AnyStore,
         streams: Arc<Semaphore>,
         max_streams: usize,
@@ -39,7 +39,7 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(DaemonMetrics {
             counters,
-            budget,
+            memory,
             store,
             streams,
             max_streams,
@@ -80,7 +80,7 @@ pub(crate) async fn scrape(State(api): State<Api>) -> Response {
 /// What the daemon keeps anyway, shown as metrics.
 struct DaemonMetrics {
     counters: Arc<Counters>,
-    budget: Budget,
+    memory: MemoryBudget,
     store: AnyStore,
     streams: Arc<Semaphore>,
     max_streams: usize,
@@ -171,13 +171,13 @@ impl Collector for DaemonMetrics {
             &mut e,
             "lngpt_collector_memory_used_bytes",
             "Memory budget held by events accepted and not yet stored",
-            self.budget.used() as i64,
+            self.memory.used() as i64,
         )?;
         gauge(
             &mut e,
             "lngpt_collector_memory_limit_bytes",
             "The memory budget (pipeline.memory_budget)",
-            self.budget.limit() as i64,
+            self.memory.limit() as i64,
         )?;
         {
             let (sum, count, buckets) = self.counters.write_latency.read();

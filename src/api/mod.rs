@@ -40,7 +40,7 @@ use crate::event::NaiveZone;
 use crate::monitor::silences::Silences;
 use crate::monitor::Monitor;
 use crate::notify::Notifier;
-use crate::pipeline::budget::Budget;
+use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::tap::Tap;
 use crate::problems::Problems;
 use crate::shutdown::Shutdown;
@@ -351,7 +351,7 @@ struct Shared {
     host: String,
     /// The outbox's cap, to tell whether it still takes events (MongoDB only).
     outbox_cap: Option<u64>,
-    budget: Budget,
+    memory: MemoryBudget,
     line_timeout: Duration,
     /// The heavy reads' own memory budget (`api.read_memory`).
     reads: reads::Reads,
@@ -418,7 +418,7 @@ pub struct Parts {
     pub tap: Tap,
     /// The `http` source; None: `POST /api/events` answers 503.
     pub ingest: Option<Ingest>,
-    pub budget: Budget,
+    pub memory: MemoryBudget,
     pub counters: Arc<Counters>,
     pub outbox_cap: Option<u64>,
     pub monitor: Monitor,
@@ -544,7 +544,7 @@ impl Server {
             .unwrap_or_else(|| main.clone());
         let mut metrics = metrics::Metrics::new(
             parts.counters.clone(),
-            parts.budget.clone(),
+            parts.memory.clone(),
             parts.store.clone(),
             streams.clone(),
             config.max_stream_clients,
@@ -573,11 +573,11 @@ impl Server {
                 monitor_running: parts.monitor_running,
                 silences: parts.silences,
                 naive: parts.naive,
-                hubs: streams::Hubs::new(parts.budget.clone()),
+                hubs: streams::Hubs::new(parts.memory.clone()),
                 stream_tasks,
                 host: crate::store::document::hostname(),
                 outbox_cap: parts.outbox_cap,
-                budget: parts.budget.clone(),
+                memory: parts.memory.clone(),
                 line_timeout: parts.line_timeout,
                 reads,
                 config,

@@ -43,8 +43,8 @@ pub struct Event {
     /// than `max_clock_skew` ahead of it (a naive local time read as UTC, a clock set wrong): it is
     /// stored with its own time, flagged, and counted at its arrival by the monitor and the budget.
     pub received: Option<Timestamp>,
-    /// Bytes of the memory budget this event holds until stored (see `pipeline::budget`).
-    pub cost: u32,
+    /// Bytes of the memory budget this event holds until stored (see `pipeline::memory`).
+    pub held_bytes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -356,7 +356,7 @@ impl Event {
                 raw_len,
             }),
             received: None,
-            cost: 0,
+            held_bytes: 0,
         }
     }
 }

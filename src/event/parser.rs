@@ -70,7 +70,7 @@ impl Parser {
                 source: source.clone(),
                 body,
                 received: None,
-                cost: 0,
+                held_bytes: 0,
             },
             Err(reason) => Event::reject(id, source.clone(), received, reason, line, line.len(), &self.redactor),
         }

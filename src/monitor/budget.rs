@@ -520,7 +520,8 @@ impl BudgetTracker {
         if let Some((from, to)) = plan.closed {
             let mut start = from;
             while start < to {
-                self.ledger.closed.entry(start).or_insert((Vec::new(), started_seq));
+                // Read afresh: what an earlier reading kept of this bucket is replaced, not added to.
+                self.ledger.closed.insert(start, (Vec::new(), started_seq));
                 start += COST_BUCKET_MS;
             }
             for b in read.closed {

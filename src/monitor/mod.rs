@@ -51,6 +51,9 @@ pub struct Monitor {
 struct Shared {
     state: Mutex<State>,
     host: String,
+    /// One budget reading at a time: the monitor's refresh and `/api/budget` both read, and two
+    /// readings planned alike would each add the same closed buckets to the ledger.
+    budget_reading: tokio::sync::Mutex<()>,
 }
 
 struct State {
@@ -109,6 +112,7 @@ impl Monitor {
                     in_flight: std::collections::HashMap::new(),
                 }),
                 host,
+                budget_reading: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -345,7 +349,7 @@ impl Monitor {
                 let Evaluation { finished, conditions } = self.evaluate(&store.health(), now);
                 let repeat = self.lock().cfg.repeat_interval.0;
                 if !finished.is_empty() {
-                    let reservation = metrics.budget().force(0);
+                    let reservation = metrics.memory().force(0);
                     let chunk = Chunk {
                         events: finished,
                         ack: None,
@@ -405,6 +409,7 @@ impl Monitor {
     /// Reads the current windows' cost totals from the store (every `budget.refresh`): the closed
     /// 15-minute buckets once, what is still open every time (see `budget::Ledger`).
     pub async fn read_budget<S: Query>(&self, store: &S) {
+        let _one_at_a_time = self.shared.budget_reading.lock().await;
         let now = Timestamp::now();
         let (plan, started) = {
             let mut s = self.lock();
@@ -539,7 +544,7 @@ fn finish_windows(s: &mut State, now: Timestamp) -> Vec<Event> {
             source: source.clone(),
             body: Body::Metric(Box::new(metrics)),
             received: None,
-            cost: 0,
+            held_bytes: 0,
         });
     }
     out

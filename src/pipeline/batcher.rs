@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
 use super::ack::Ack;
-use super::budget::{Budget, Reservation};
+use super::memory::{MemoryBudget, Reservation};
 use super::{Chunk, QueuedBatch};
 use crate::event::{Collection, Event};
 use crate::retry::sleep_until;
@@ -23,7 +23,7 @@ use crate::store::Batch;
 pub struct Batcher {
     rx: mpsc::Receiver<Chunk>,
     out: mpsc::Sender<QueuedBatch>,
-    budget: Budget,
+    memory: MemoryBudget,
     backlog: Backlog,
     max_batch: usize,
     max_wait: Duration,
@@ -39,7 +39,7 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn new(budget: &Budget) -> Buffer {
+    fn new(budget: &MemoryBudget) -> Buffer {
         Buffer {
             events: Vec::new(),
             acks: Vec::new(),
@@ -53,7 +53,7 @@ impl Batcher {
     pub(crate) fn new(
         rx: mpsc::Receiver<Chunk>,
         out: mpsc::Sender<QueuedBatch>,
-        budget: Budget,
+        memory: MemoryBudget,
         max_batch: usize,
         max_wait: Duration,
     ) -> Batcher {
@@ -63,8 +63,8 @@ impl Batcher {
             backlog: Backlog::default(),
             max_batch,
             max_wait,
-            buffers: std::array::from_fn(|_| Buffer::new(&budget)),
-            budget,
+            buffers: std::array::from_fn(|_| Buffer::new(&memory)),
+            memory,
         }
     }
 
@@ -84,7 +84,7 @@ impl Batcher {
                     None => break,
                 },
                 // The writer finished its work while part-filled batches wait.
-                _ = self.backlog.drained(), if holding && self.budget.is_short() => {
+                _ = self.backlog.drained(), if holding && self.memory.is_short() => {
                     if !self.flush_if_starved().await {
                         return;
                     }
@@ -116,7 +116,7 @@ impl Batcher {
                 buf.events.reserve(self.max_batch);
                 buf.deadline = Some(Instant::now() + self.max_wait);
             }
-            buf.reservation.take_from(&mut reservation, event.cost as usize);
+            buf.reservation.take_from(&mut reservation, event.held_bytes as usize);
             if let Some(ack) = &ack {
                 match buf.acks.last_mut() {
                     Some((last, n)) if last.same(ack) => *n += 1,
@@ -133,7 +133,7 @@ impl Batcher {
 
     /// Flushes everything when sources wait for memory the buffers hold and the writer is idle.
     async fn flush_if_starved(&mut self) -> bool {
-        if self.budget.is_short() && self.backlog.is_empty() {
+        if self.memory.is_short() && self.backlog.is_empty() {
             return self.flush_all().await;
         }
         true
@@ -160,7 +160,7 @@ impl Batcher {
                 events: std::mem::take(&mut buf.events),
             },
             acks: std::mem::take(&mut buf.acks),
-            reservation: std::mem::replace(&mut buf.reservation, self.budget.empty()),
+            reservation: std::mem::replace(&mut buf.reservation, self.memory.empty()),
             backlog: self.backlog.enter(),
         };
         self.out.send(queued).await.is_ok()
@@ -211,7 +211,7 @@ mod tests {
     use super::*;
     use crate::event::{EventId, Parser, Source, Timestamp};
 
-    fn chunk(budget: &Budget, n: usize) -> Chunk {
+    fn chunk(budget: &MemoryBudget, n: usize) -> Chunk {
         let parser = Parser::new(Arc::new(crate::redact::Redactor::disabled()));
         let events = (0..n)
             .map(|i| {
@@ -238,7 +238,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_short_budget_flushes_part_filled_batches_only_when_the_writer_is_idle() {
-        let budget = Budget::new(1 << 20);
+        let budget = MemoryBudget::new(1 << 20);
         // The sources' reads hold the budget: it is short from here on.
         let _held = budget.force(1 << 20);
         let (tx, rx) = mpsc::channel(8);

@@ -1,7 +1,7 @@
 //! The pipeline: a byte budget, a queue from the sources, a batcher per collection, a writer, and
 //! a tap that shows stored events to the rest of the daemon.
 //!
-//! Memory is bounded in bytes ([`budget`]): a source is admitted before each read, and what it read
+//! Memory is bounded in bytes ([`memory`]): a source is admitted before each read, and what it read
 //! holds a reservation until the writer has stored it. When the store is slow the budget runs out
 //! and sources wait: the app's writes block instead of the daemon dropping or hoarding events.
 //! Every chunk carries an [`ack::Ack`]; a source learns through it when its events are durable.
@@ -13,7 +13,7 @@
 
 pub mod ack;
 mod batcher;
-pub mod budget;
+pub mod memory;
 pub mod tap;
 mod writer;
 
@@ -32,7 +32,7 @@ use crate::store::Batch;
 use crate::telemetry::Counters;
 use crate::units::{ByteSize, HumanDuration};
 use ack::Ack;
-use budget::{Budget, Reservation};
+use memory::{MemoryBudget, Reservation};
 use tap::Tap;
 
 /// `[pipeline]`: the queue between sources and the store, batching, and shutdown.
@@ -99,7 +99,7 @@ pub(crate) struct QueuedBatch {
 #[derive(Clone)]
 pub struct PipelineSender {
     tx: mpsc::Sender<Chunk>,
-    budget: Budget,
+    memory: MemoryBudget,
     counters: Arc<Counters>,
 }
 
@@ -127,8 +127,8 @@ impl PipelineSender {
         Ok(rejects)
     }
 
-    pub fn budget(&self) -> &Budget {
-        &self.budget
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     /// A sender with no pipeline behind it, for unit tests of sources that only make events.
@@ -136,7 +136,7 @@ impl PipelineSender {
     pub fn unconnected() -> PipelineSender {
         PipelineSender {
             tx: mpsc::channel(1).0,
-            budget: Budget::new(16 << 20),
+            memory: MemoryBudget::new(16 << 20),
             counters: Arc::default(),
         }
     }
@@ -148,7 +148,7 @@ impl PipelineSender {
         let (tx, rx) = mpsc::channel(capacity);
         let sender = PipelineSender {
             tx,
-            budget: Budget::new(budget),
+            memory: MemoryBudget::new(budget),
             counters: Arc::default(),
         };
         (sender, rx)
@@ -160,7 +160,7 @@ pub struct Pipeline<S> {
     pub sender: PipelineSender,
     pub batcher: Batcher,
     pub writer: Writer<S>,
-    pub budget: Budget,
+    pub memory: MemoryBudget,
     /// Batches written so far: moves while the pipeline is alive.
     pub progress: Arc<AtomicU64>,
 }
@@ -172,7 +172,7 @@ pub fn pipeline<S: crate::store::Store>(
     counters: Arc<Counters>,
     tap: Tap,
 ) -> Pipeline<S> {
-    let budget = Budget::new(cfg.memory_budget.as_usize());
+    let budget = MemoryBudget::new(cfg.memory_budget.as_usize());
     // The channels hold few messages: the budget, not the channels, bounds memory.
     let (tx, rx) = mpsc::channel(64);
     let (batch_tx, batch_rx) = mpsc::channel(4);
@@ -180,12 +180,12 @@ pub fn pipeline<S: crate::store::Store>(
     Pipeline {
         sender: PipelineSender {
             tx,
-            budget: budget.clone(),
+            memory: budget.clone(),
             counters: counters.clone(),
         },
         batcher: Batcher::new(rx, batch_tx, budget.clone(), cfg.max_batch, cfg.max_wait.0),
         writer: Writer::new(batch_rx, store, counters, tap, progress.clone()),
-        budget,
+        memory: budget,
         progress,
     }
 }

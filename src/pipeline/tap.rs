@@ -61,7 +61,10 @@ struct Recent {
 
 impl Recent {
     fn size(batch: &Stored) -> (usize, usize) {
-        (batch.events.len(), batch.events.iter().map(|e| e.cost as usize).sum())
+        (
+            batch.events.len(),
+            batch.events.iter().map(|e| e.held_bytes as usize).sum(),
+        )
     }
 
     /// Adds the newest batch, which stays whatever its size; older ones go while over either bound.

@@ -21,13 +21,13 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, Notify};
 
 use super::client::Mark;
-use crate::pipeline::budget::Reservation;
+use crate::pipeline::memory::Reservation;
 
 /// Answers a connection may owe before it stops reading until one is written. The Python client
 /// keeps up to 32 chunks in flight (a window of 8 MiB in chunks of 256 KiB), each owed an answer.
 pub const MAX_OWED: usize = 256;
 
-/// Budget bytes an owed answer holds besides its line: the queue entry and the mark.
+/// MemoryBudget bytes an owed answer holds besides its line: the queue entry and the mark.
 const ANSWER_OVERHEAD: usize = 128;
 
 /// One answer line, owed once everything before its mark is durable.
@@ -182,7 +182,7 @@ impl Answerer {
 mod tests {
     use super::*;
     use crate::pipeline::ack::Delivery;
-    use crate::pipeline::budget::Budget;
+    use crate::pipeline::memory::MemoryBudget;
     use tokio::io::AsyncBufReadExt;
 
     /// Reads the next answer line the client got.
@@ -196,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_go_out_in_order_each_once_what_came_before_it_is_durable_and_are_bounded() {
-        let budget = Budget::new(1 << 20);
+        let budget = MemoryBudget::new(1 << 20);
         let (daemon, client) = tokio::net::UnixStream::pair().unwrap();
         let (_read, write) = daemon.into_split();
         let (answers, answerer) = answers(write, Duration::ZERO);

@@ -8,7 +8,7 @@ use super::lines::{Frame, LineDecoder};
 use super::{Ingest, SyncRequest, Tally};
 use crate::event::{Event, EventId, Timestamp};
 use crate::pipeline::ack::Delivery;
-use crate::pipeline::budget::Reservation;
+use crate::pipeline::memory::Reservation;
 
 pub struct ClientLines {
     ingest: Ingest,
@@ -47,7 +47,7 @@ impl ClientLines {
     pub fn new(ingest: Ingest) -> ClientLines {
         ClientLines {
             decoder: LineDecoder::new(ingest.max_line()),
-            partial: ingest.budget().partial(),
+            partial: ingest.memory().partial(),
             ingest,
             delivery: Arc::new(Delivery::default()),
             tally: Tally::default(),
@@ -111,7 +111,10 @@ impl ClientLines {
         );
         let mut events = Vec::new();
         self.ingest.push_event(&mut events, event, head.len());
-        let reservation = self.ingest.budget().force(events.iter().map(|e| e.cost as usize).sum());
+        let reservation = self
+            .ingest
+            .memory()
+            .force(events.iter().map(|e| e.held_bytes as usize).sum());
         let _ = self.submit(&mut events, reservation).await;
     }
 
@@ -138,8 +141,8 @@ impl ClientLines {
     /// A last line without a newline still counts (a client wrote and closed, or went idle).
     pub async fn finish_partial_line(&mut self) {
         let mut events = self.decode_rest(None);
-        let cost = events.iter().map(|e| e.cost as usize).sum();
-        let reservation = self.ingest.budget().force(cost);
+        let held = events.iter().map(|e| e.held_bytes as usize).sum();
+        let reservation = self.ingest.memory().force(held);
         let _ = self.submit(&mut events, reservation).await;
     }
 

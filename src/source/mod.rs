@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::event::{Event, EventId, Parser, Source, Timestamp};
 use crate::pipeline::ack::Ack;
-use crate::pipeline::budget::{event_cost, Budget, Reservation};
+use crate::pipeline::memory::{held_bytes_for_line, MemoryBudget, Reservation};
 use crate::pipeline::{Chunk, Closed, PipelineSender};
 use crate::telemetry::Counters;
 use lines::Frame;
@@ -91,8 +91,8 @@ impl Ingest {
         self.max_line
     }
 
-    pub fn budget(&self) -> &Budget {
-        self.pipeline.budget()
+    pub fn memory(&self) -> &MemoryBudget {
+        self.pipeline.memory()
     }
 
     pub fn redactor(&self) -> &crate::redact::Redactor {
@@ -146,7 +146,7 @@ impl Ingest {
     /// Adds an event made from `len` bytes of input (a text record, for one) to `out`, as `push`
     /// does: its share of the budget set, a reject logged within the rate limit.
     pub fn push_event(&self, out: &mut Vec<Event>, mut event: Event, len: usize) {
-        event.cost = event_cost(len);
+        event.held_bytes = held_bytes_for_line(len);
         if let crate::event::Body::Reject(r) = &event.body {
             if self.counters.may_log_reject() {
                 tracing::warn!(source = &*self.source, "rejected a line: {}", r.reason);
@@ -171,7 +171,7 @@ impl Ingest {
         crate::event::prices::price(&self.prices.load(), &mut events);
         let total = events.len() as u64;
         self.counters.received(&self.source, &events);
-        reservation.resize(events.iter().map(|e| e.cost as usize).sum());
+        reservation.resize(events.iter().map(|e| e.held_bytes as usize).sum());
         let rejected = self
             .pipeline
             .send(Chunk {

@@ -38,7 +38,7 @@ use super::answers::{self, Answers};
 use super::client::ClientLines;
 use super::{Ingest, SyncRequest};
 use crate::event::Event;
-use crate::pipeline::budget::Reservation;
+use crate::pipeline::memory::Reservation;
 use crate::problems::Problems;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RateLimited;
@@ -389,8 +389,8 @@ impl Connection {
             // A last line without a newline counts, a sync line too.
             let mut syncs = Vec::new();
             let events = this.lines.decode_rest(Some(&mut syncs));
-            let cost = events.iter().map(|e| e.cost as usize).sum();
-            let reservation = this.lines.ingest().budget().force(cost);
+            let held = events.iter().map(|e| e.held_bytes as usize).sum();
+            let reservation = this.lines.ingest().memory().force(held);
             let _ = this.queue_decoded(events, syncs, reservation).await;
         }
         // Answered after every sync line, only once everything is durable; if shutdown's deadline
@@ -398,7 +398,7 @@ impl Connection {
         // "not confirmed".
         let tally = *this.lines.tally();
         let answer = format!("{{\"events\":{},\"rejected\":{}}}\n", tally.events, tally.rejected);
-        let mut memory = this.lines.ingest().budget().empty();
+        let mut memory = this.lines.ingest().memory().empty();
         let _ = this.answers.owe(this.lines.mark(), answer, &mut memory);
         let Connection { mut read, answers, .. } = this;
         drop(answers);
@@ -424,10 +424,10 @@ impl Connection {
     }
 
     async fn read_until_end(&mut self, shutdown: &mut Shutdown) -> End {
-        let budget = self.lines.ingest().budget().clone();
+        let budget = self.lines.ingest().memory().clone();
         let mut buf: Vec<u8> = Vec::new();
         // Held while this connection reads past the budget to finish its partial line.
-        let mut lane: Option<crate::pipeline::budget::LanePermit> = None;
+        let mut lane: Option<crate::pipeline::memory::LanePermit> = None;
         loop {
             if !self.answers.has_room() {
                 // As many answers wait as one connection may owe: read on once one is written.
@@ -546,7 +546,7 @@ impl Connection {
             if in_lane {
                 return Wait::LanePause;
             }
-            let budget = self.lines.ingest().budget();
+            let budget = self.lines.ingest().memory();
             if holding && started.elapsed() >= self.limits.line_timeout && budget.has_waiters() {
                 return Wait::Stalled;
             }
@@ -581,8 +581,8 @@ impl Connection {
         for (before, sync) in syncs {
             let mut part: Vec<_> = events.by_ref().take(before - done).collect();
             done = before;
-            let mut share = self.lines.ingest().budget().empty();
-            share.take_from(&mut reservation, part.iter().map(|e| e.cost as usize).sum());
+            let mut share = self.lines.ingest().memory().empty();
+            share.take_from(&mut reservation, part.iter().map(|e| e.held_bytes as usize).sum());
             self.lines.submit(&mut part, share).await?;
             let tally = self.lines.tally();
             let answer = serde_json::json!({

@@ -15,7 +15,7 @@ use crate::shutdown::CancellationToken;
 use super::{sse, STREAMS};
 use crate::api::Api;
 use crate::event::{Body, Collection, Event, Level};
-use crate::pipeline::budget::Budget;
+use crate::pipeline::memory::MemoryBudget;
 use crate::pipeline::tap::Stored;
 use crate::store::query::Position;
 
@@ -91,7 +91,7 @@ struct Hub {
 pub(crate) struct Hubs {
     hubs: Vec<Arc<Hub>>,
     /// The pipeline's memory budget: when it runs short, ingest needs every cycle it can get.
-    memory: Budget,
+    memory: MemoryBudget,
 }
 
 /// Formatted batches a hub keeps for clients that are behind.
@@ -103,7 +103,7 @@ const YIELD_AT_MOST: Duration = Duration::from_millis(250);
 const YIELD_CHECK: Duration = Duration::from_millis(10);
 
 impl Hubs {
-    pub fn new(memory: Budget) -> Hubs {
+    pub fn new(memory: MemoryBudget) -> Hubs {
         Hubs {
             hubs: STREAMS
                 .iter()
@@ -156,7 +156,7 @@ impl Hub {
         self: Arc<Self>,
         mut stored: broadcast::Receiver<Arc<Stored>>,
         host: String,
-        memory: Budget,
+        memory: MemoryBudget,
         stopping: CancellationToken,
     ) {
         loop {
@@ -192,7 +192,7 @@ impl Hub {
 }
 
 /// Returns once the sources no longer wait for memory, or after [`YIELD_AT_MOST`].
-async fn yield_to_ingest(memory: &Budget) {
+async fn yield_to_ingest(memory: &MemoryBudget) {
     let until = tokio::time::Instant::now() + YIELD_AT_MOST;
     while memory.is_short() && tokio::time::Instant::now() < until {
         tokio::time::sleep(YIELD_CHECK).await;
@@ -305,7 +305,7 @@ mod tests {
                 })
                 .collect()
         };
-        let memory = Budget::new(1 << 20);
+        let memory = MemoryBudget::new(1 << 20);
         let tap = Tap::new(Vec::new(), 16);
         let hub = Arc::new(Hub {
             collection: Collection::Logs,

@@ -47,7 +47,7 @@ use super::tailer::{Stopped, Tailer};
 use super::{mtime, FileId, Format};
 use crate::event::{EventId, Source, Timestamp};
 use crate::pipeline::ack::Ack;
-use crate::pipeline::budget::Reservation;
+use crate::pipeline::memory::Reservation;
 use crate::source::lines::LineDecoder;
 use crate::source::{Ingest, Tally};
 
@@ -382,7 +382,7 @@ impl Tailer {
             decoder,
             progress,
             ingest: self.ingest.with_source(Source::from(path.display().to_string())),
-            partial: self.ingest.budget().empty(),
+            partial: self.ingest.memory().empty(),
             visible: true,
             current: self.discovery.pattern().is_current(path),
             idle_since: None,
@@ -411,7 +411,7 @@ impl Tailer {
                 return Err(Stopped);
             }
             // Admitted to the memory budget before every read; waits while it is used up.
-            let reservation = self.ingest.budget().admit_blocking(&self.runtime, READ_CHUNK);
+            let reservation = self.ingest.memory().admit_blocking(&self.runtime, READ_CHUNK);
             let t = &mut self.files.tracked[i];
             let n = match t.reader.read(&mut self.buf) {
                 Ok(0) => {
@@ -538,7 +538,7 @@ impl Tailer {
             tracing::debug!("{}: rotated away, so its last record is complete", t.path.display());
         }
         // The record's memory moves from what the file holds to the chunk that carries it.
-        let mut reservation = self.ingest.budget().empty();
+        let mut reservation = self.ingest.memory().empty();
         reservation.take_from(&mut t.partial, held);
         let seq = lock(&t.progress).push(t.committed());
         let progress = t.progress.clone();

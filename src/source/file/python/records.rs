@@ -351,7 +351,7 @@ impl Records {
                 extra: p.extra,
             }),
             received: None,
-            cost: 0,
+            held_bytes: 0,
         };
         ingest.check_clock(&mut event, received);
         event

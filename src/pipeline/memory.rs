@@ -14,7 +14,7 @@
 //! A partial line holds its bytes until its newline comes, so waiting for admission while holding
 //! one is hold-and-wait: enough connections each part-way through a long line fill the budget, and
 //! none can read the rest that would free it (issue 20: a reservation deadlock). The way out is
-//! the [`Budget::line_lane`]: one connection at a time that holds a partial line and has data to
+//! the [`MemoryBudget::line_lane`]: one connection at a time that holds a partial line and has data to
 //! read may read past the limit until that line ends, so some line always completes, becomes an
 //! event, and its bytes come back once stored. The lane opens only while partial lines are what
 //! fills the budget (what is queued for the store holds less than half of it): a slow or locked
@@ -34,12 +34,12 @@ pub const EVENT_OVERHEAD: usize = 512;
 
 /// The bytes one event of a `line_len`-byte line is charged: the line, its parsed copy and its
 /// encoded document, plus the fixed overhead.
-pub fn event_cost(line_len: usize) -> u32 {
+pub fn held_bytes_for_line(line_len: usize) -> u32 {
     u32::try_from(line_len.saturating_mul(2).saturating_add(EVENT_OVERHEAD)).unwrap_or(u32::MAX)
 }
 
 #[derive(Clone)]
-pub struct Budget {
+pub struct MemoryBudget {
     inner: Arc<Inner>,
 }
 
@@ -53,7 +53,7 @@ struct Inner {
     waiting_since: Mutex<Option<SystemTime>>,
     /// One permit: the connection that may read past the limit to finish its partial line.
     lane: Arc<Semaphore>,
-    /// Of `used`, the bytes partial lines hold (reservations made by [`Budget::partial`]).
+    /// Of `used`, the bytes partial lines hold (reservations made by [`MemoryBudget::partial`]).
     partial: AtomicUsize,
 }
 
@@ -65,9 +65,9 @@ pub struct Saturation {
     pub waiting: usize,
 }
 
-impl Budget {
-    pub fn new(limit: usize) -> Budget {
-        Budget {
+impl MemoryBudget {
+    pub fn new(limit: usize) -> MemoryBudget {
+        MemoryBudget {
             inner: Arc::new(Inner {
                 limit: limit.max(1),
                 used: AtomicUsize::new(0),
@@ -121,7 +121,7 @@ impl Budget {
     }
 
     /// Waits for the line lane: a connection holding a partial line that cannot be admitted takes
-    /// it, and then reads with [`Budget::force`] until that line ends (or its client pauses), so
+    /// it, and then reads with [`MemoryBudget::force`] until that line ends (or its client pauses), so
     /// some partial line always completes even when partial lines fill the budget. Counts as
     /// waiting while it waits.
     pub async fn line_lane(&self) -> LanePermit {
@@ -160,7 +160,7 @@ impl Budget {
         }
     }
 
-    /// Blocking form of [`Budget::admit`] for sources on threads of their own.
+    /// Blocking form of [`MemoryBudget::admit`] for sources on threads of their own.
     pub fn admit_blocking(&self, runtime: &tokio::runtime::Handle, bytes: usize) -> Reservation {
         self.try_admit(bytes)
             .unwrap_or_else(|| runtime.block_on(self.admit(bytes)))
@@ -335,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn reservations_come_back_when_dropped_and_admission_waits_while_used_up() {
-        let budget = Budget::new(100);
+        let budget = MemoryBudget::new(100);
         let a = budget.admit(60).await;
         let mut b = budget.admit(60).await; // admitted below the limit: may exceed it once
         assert_eq!(budget.used(), 120);
@@ -355,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_line_lane_lets_one_partial_line_through_a_full_budget_and_waiting_is_dated() {
-        let budget = Budget::new(100);
+        let budget = MemoryBudget::new(100);
         let mut partial = budget.partial();
         partial.resize(100);
         assert_eq!(budget.partial_used(), 100);
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn moving_bytes_between_reservations_keeps_the_total() {
-        let budget = Budget::new(1000);
+        let budget = MemoryBudget::new(1000);
         let mut chunk = budget.force(300);
         let mut batch = budget.empty();
         batch.take_from(&mut chunk, 120);
