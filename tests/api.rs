@@ -2,14 +2,14 @@
 //! stores, statistics against an independent computation, streams (resume, stalled clients),
 //! access rules, `POST /api/events`, probes and `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
-use common::http::{get, get_ok, request, Sse};
-use common::mongo::{mongodb_section, unique_db, MongoServer};
-use common::{testdata, wait_until, Daemon};
+use crate::common::http::{get, get_ok, request, Sse};
+use crate::common::mongo::{mongodb_section, unique_db, MongoServer};
+use crate::common::{testdata, wait_until, Daemon};
 use serde_json::Value;
 
 /// `n` log lines with increasing times one millisecond apart from `start_ms`; every 10th an ERROR.

@@ -1,13 +1,11 @@
 //! Memory and file descriptors stay bounded whatever clients do: a byte budget with back-pressure,
 //! a connection cap below the open-files limit, and idle timeouts. Against the real binary.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Daemon, PATIENCE};
+use crate::common::{wait_until, Daemon, PATIENCE};
 
 const MIB: u64 = 1 << 20;
 /// What the daemon uses besides its budget: code, runtime threads, SQLite's page cache (4 MiB),

@@ -3,13 +3,13 @@
 //! stores; a model's own limits; `/api/alerts/active`; silences that keep webhooks quiet and
 //! survive a restart; the monitor's figures in `/metrics`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::http::{get, get_ok, request};
-use common::mongo::{find_all, mongodb_section, unique_db, MongoServer};
-use common::{wait_until, Daemon};
+use crate::common::http::{get, get_ok, request};
+use crate::common::mongo::{find_all, mongodb_section, unique_db, MongoServer};
+use crate::common::{wait_until, Daemon};
 use lngpt_collector::event::Timestamp;
 use serde_json::Value;
 

@@ -1,10 +1,10 @@
 //! The command line: configuration errors users will actually make, and what they are told.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 
-use common::BIN;
+use crate::common::BIN;
 
 fn check(config: &str, env: &[(&str, &str)]) -> Output {
     let dir = tempfile::tempdir().unwrap();

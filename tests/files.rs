@@ -1,13 +1,13 @@
 //! The file source against the real daemon: rotation, truncation, restarts, crashes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{wait_until, Daemon};
+use crate::common::{wait_until, Daemon};
 use nix::sys::signal::Signal;
 use proptest::prelude::*;
 

@@ -2,8 +2,6 @@
 //! one finding against the real binary at small settings (a 2 MiB memory budget, 256 KiB lines) so
 //! that it runs in seconds, and waits on conditions, never on sleeps.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -11,9 +9,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
-use common::http::Response;
-use common::http::{get, request, request_unix};
-use common::{wait_until, Daemon, PATIENCE};
+use crate::common::http::Response;
+use crate::common::http::{get, request, request_unix};
+use crate::common::{wait_until, Daemon, PATIENCE};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -596,7 +594,7 @@ fn forged_cursors_bad_states_and_oversized_silences_are_the_callers_mistake() {
 // ---- Everything at once (the "done when").
 
 /// How long the hostile-load test runs: `LNGPT_HOSTILE_SECS` (5 by default, so that `cargo test`
-/// stays quick; `LNGPT_HOSTILE_SECS=60 cargo test --test guard hostile` is the minute-long form).
+/// stays quick; `LNGPT_HOSTILE_SECS=60 cargo test --test it guard::hostile` is the minute-long form).
 fn hostile_duration() -> Duration {
     let secs = std::env::var("LNGPT_HOSTILE_SECS")
         .ok()

@@ -1,10 +1,10 @@
 //! The shared test streams through the real socket into the real embedded store.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
-use common::{docs, testdata, Daemon};
+use crate::common::{docs, testdata, Daemon};
 use serde_json::{json, Value};
 
 fn expected() -> Value {

@@ -1,14 +1,16 @@
 //! MongoDB as the store: the real binary, the MongoDB stand-in (or a real MongoDB with
 //! MONGODB_TEST_URI), outages through a TCP proxy, the outbox.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::http::Sse;
-use common::mongo::{self, count, find_all, free_port, mongodb_section, real_mongodb, unique_db, MongoServer, Proxy};
-use common::{testdata, wait_until, Daemon};
+use crate::common::http::Sse;
+use crate::common::mongo::{
+    self, count, find_all, free_port, mongodb_section, real_mongodb, unique_db, MongoServer, Proxy,
+};
+use crate::common::{testdata, wait_until, Daemon};
 use mongodb::bson::Bson;
 
 fn wait_for_mongo_count(client: &mongodb::Client, db: &str, coll: &str, n: u64, d: &Daemon) {

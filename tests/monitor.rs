@@ -2,11 +2,11 @@
 //! lifecycle in `api_alerts`, damping of flapping conditions. Windows and intervals are shortened
 //! to milliseconds; events carry their own timestamps where a test needs to place them.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 
-use common::{docs, wait_until, Daemon};
+use crate::common::{docs, wait_until, Daemon};
 
 /// A fast monitor: 300 ms windows, evaluated every 50 ms; batches written within 10 ms, so that a
 /// window's events are stored before its grace ends.

@@ -5,8 +5,6 @@
 //!
 //! Every interval is configured down to milliseconds; tests wait on conditions, never on sleeps.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,8 +14,8 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use common::webhook::{Received, Receiver, Reply};
-use common::PATIENCE;
+use crate::common::webhook::{Received, Receiver, Reply};
+use crate::common::PATIENCE;
 use lngpt_collector::config::HumanDuration;
 use lngpt_collector::event::Timestamp;
 use lngpt_collector::monitor::vocabulary::{AlertState, Severity, Unit};
@@ -685,7 +683,7 @@ async fn sigkill_with_an_alert_unanswered_then_restart_delivers_it_once_by_id() 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("collector.db");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["sigkill_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["notify::sigkill_child", "--exact", "--nocapture", "--test-threads=1"])
         .env("LNGPT_NOTIFY_CHILD", format!("{}|{}", db.display(), rx.url("/hook")))
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -1,8 +1,6 @@
 //! The webhook side of the command line: `alert test` against real loopback receivers, and
 //! `check-config` showing `[[webhook]]` entries with their keys masked.
 
-mod common;
-
 use std::process::{Command, Output};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -10,8 +8,8 @@ use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use common::webhook::{Receiver, Reply};
-use common::BIN;
+use crate::common::webhook::{Receiver, Reply};
+use crate::common::BIN;
 
 fn run(args: &[&str], config: &str) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

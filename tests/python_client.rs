@@ -4,13 +4,13 @@
 //! modules (`clients/python/tests/test_*.py`, stdlib `unittest`) with `LNGPT_TEST_DAEMON_BIN` set to
 //! the binary cargo built, so that they can start, stop, stall and restart daemons of their own.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::{docs, Daemon};
+use crate::common::{docs, Daemon};
 
 /// One Python test module at a time: the latency tests measure microseconds on two cores.
 static PYTHON: Mutex<()> = Mutex::new(());

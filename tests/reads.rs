@@ -3,7 +3,7 @@
 //! client goes, and give their memory back. Each finding of the issue at a small scale, against the
 //! real binary.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::http::{get, get_ok, Sse};
-use common::mongo::{mongodb_section, unique_db, MongoServer};
-use common::{wait_until, Daemon};
+use crate::common::http::{get, get_ok, Sse};
+use crate::common::mongo::{mongodb_section, unique_db, MongoServer};
+use crate::common::{wait_until, Daemon};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;

@@ -3,11 +3,9 @@
 //! `***` for short values), and that masking again changes nothing. Then what must stay intact, and
 //! one run of the real daemon that searches its files and its stderr for every planted secret.
 
-mod common;
-
 use std::sync::{Arc, OnceLock};
 
-use common::{docs, Daemon};
+use crate::common::{docs, Daemon};
 use lngpt_collector::event::{Body, Event, EventId, Parser, Source, Timestamp};
 use lngpt_collector::redact::{RedactConfig, Redactor};
 use lngpt_collector::store::document;

@@ -1,9 +1,7 @@
 //! SIGHUP: the configuration file is read again; what can change while running changes, nothing
 //! is lost meanwhile, and a file with problems changes nothing.
 
-mod common;
-
-use common::{docs, wait_until, Daemon};
+use crate::common::{docs, wait_until, Daemon};
 use nix::sys::signal::Signal;
 
 #[test]

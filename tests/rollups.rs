@@ -3,12 +3,10 @@
 //! memory) instead of reading every request, late events included; percentiles come from the
 //! windows' sketches, within 1 %.
 
-mod common;
-
 use std::io::Write;
 
-use common::http::get_ok;
-use common::{wait_until, Daemon};
+use crate::common::http::get_ok;
+use crate::common::{wait_until, Daemon};
 use rusqlite::{Connection, OpenFlags};
 
 fn now_ms() -> i64 {

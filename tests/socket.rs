@@ -1,6 +1,6 @@
 //! The Unix socket source against the real binary: concurrency, framing, shutdown, ownership.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{docs, raw_send, Daemon, BIN};
+use crate::common::{docs, raw_send, Daemon, BIN};
 use serde_json::Value;
 
 fn log_line(client: usize, seq: usize) -> String {

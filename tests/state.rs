@@ -1,11 +1,11 @@
 //! The state directory: private, one daemon at a time, no symlinks followed, and errors that say
 //! what to do. Against the real binary.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{base_config, run_until_exit, Daemon};
+use crate::common::{base_config, run_until_exit, Daemon};
 
 #[test]
 fn stored_data_is_private_to_the_daemon() {

@@ -2,7 +2,7 @@
 //! stand-in, or a real one with MONGODB_TEST_URI) must answer every query the same, and the
 //! aggregations must equal an independent computation over the test data.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use lngpt_collector::store::{AnyStore, Batch, EmbeddedStore, MongoStore, Store};
 use lngpt_collector::telemetry::Counters;
 use serde_json::Value;
 
-use common::mongo::{block_on, unique_db, with_options, MongoServer};
+use crate::common::mongo::{block_on, unique_db, with_options, MongoServer};
 
 fn events() -> Vec<Event> {
     let parser = Parser::new(Arc::new(Redactor::new(&RedactConfig::default()).unwrap()));

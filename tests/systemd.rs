@@ -2,7 +2,7 @@
 //! the `NOTIFY_SOCKET`, sets `WATCHDOG_USEC`, passes listening sockets (`LISTEN_FDS`), runs
 //! Debian's `systemd-socket-activate` and a `systemd-journald` of its own.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{base_config, wait_until, Daemon, BIN, PATIENCE};
+use crate::common::{base_config, wait_until, Daemon, BIN, PATIENCE};
 
 /// What the daemon told the service manager, in order, with when.
 struct Notifications {
@@ -141,20 +141,22 @@ fn spawn_activated(config: &Path, listener: &UnixListener) -> std::process::Chil
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
-    let script =
-        format!("if [ {fd} != 3 ]; then exec 3<&{fd} {fd}<&-; fi; LISTEN_PID=$$ exec \"$0\" run --config \"$1\"");
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script, BIN])
+    cmd.args(["-c", "LISTEN_PID=$$ exec \"$0\" run --config \"$1\"", BIN])
         .arg(config)
         .env("LISTEN_FDS", "1")
         .env("LISTEN_FDNAMES", "collector")
         .stderr(Stdio::null());
-    // SAFETY: one fcntl between fork and exec, on the child's copy of the listener: keep it open
-    // across exec.
+    // SAFETY: only dup2 and fcntl between fork and exec, on the child's copies: the listener becomes
+    // its fd 3 (SD_LISTEN_FDS_START), kept open across exec. (Not in the shell: with many tests in
+    // one process the listener's number can pass 9, which sh's redirections cannot name.)
     unsafe {
         cmd.pre_exec(move || {
             use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))
+            if fd != 3 && libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            fcntl(3, FcntlArg::F_SETFD(FdFlag::empty()))
                 .map(|_| ())
                 .map_err(std::io::Error::from)
         });
