@@ -1,4 +1,5 @@
-//! Heavy reads — listings, stream replays, statistics — share a memory budget of their own,
+//! Heavy reads — listings and statistics — share a memory budget of their own (a stream replay is
+//! bounded by `api.max_response_bytes` and takes only the store turns below),
 //! `api.read_memory`, apart from the pipeline's `memory_budget`: however many readers come at
 //! once, they wait for each other and never for (or instead of) ingest.
 //!

@@ -17,7 +17,7 @@ use super::{sse, LiveFilter, Stream};
 use crate::api::{Api, ApiError};
 use crate::event::{EventId, Timestamp};
 use crate::pipeline::tap::Mark;
-use crate::store::query::{Filter, FindQuery, Found, Order, Position, Query, Shape, TimeRange};
+use crate::store::query::{Filter, FindQuery, Found, Position, Query, TimeRange};
 
 /// Events go to the connection in chunks of about this many bytes: one write for many events.
 const CHUNK_BYTES: usize = 32 * 1024;
@@ -45,7 +45,7 @@ pub(super) struct Feed {
 /// Why a feed ends.
 struct Ended;
 
-/// Positions only (a replay's walk and count): small, read in the heavy reads' turn.
+/// A replay's query, read in the heavy reads' turn.
 async fn positions(api: Api, q: FindQuery) -> Result<Found, ApiError> {
     let _turn = api.inner.reads.query_turn().await;
     api.timed(api.store().find(q)).await
@@ -103,12 +103,7 @@ impl Feed {
     /// `through` (the newest event shown before the stream opened: later ones come live). A resume
     /// sends at most `api.max_replay` events and `api.max_response_bytes` of them, the newest, and
     /// counts the rest in the same bounds, so whatever is stored meanwhile, each event is either
-    /// replayed, counted, or sent live.
-    ///
-    /// Nothing is held whole: a first walk, newest first, reads positions only (where the replay
-    /// must start); then the events go out oldest first in pieces, each read when the client took
-    /// the one before and holding `api.read_memory` until it is written. Every step gives up as
-    /// soon as the client has gone, so a reconnect storm costs what its clients read.
+    /// replayed, counted, or sent live. Its queries are given up as soon as the client goes.
     async fn replay(&mut self, replay: Replay, through: Option<Position>, sent: &mut Replayed) -> Result<(), Ended> {
         // A store known to be unreachable would only make the client wait for its timeouts.
         let health = self.api.store().health();
@@ -129,7 +124,6 @@ impl Feed {
             Replay::Resume(after) => (Some(after), self.api.config().max_replay),
             Replay::Tail(n) => (None, n),
         };
-        let byte_cap = self.api.config().max_response_bytes.0 as usize;
         let collection = self.stream.collection;
         let mut q = FindQuery::new(collection);
         q.range = TimeRange {
@@ -139,93 +133,62 @@ impl Feed {
         q.filters = self.filter.store_filters();
         q.filters.extend(after.map(Filter::After));
         q.filters.extend(through.map(Filter::AtOrBefore));
-        // Where to start: the oldest of the newest `cap` events that fit in `byte_cap`.
-        let mut walk = q.clone();
-        walk.shape = Shape::Positions;
-        walk.limit = REPLAY_PAGE.min(cap.max(1));
-        walk.max_bytes = byte_cap;
-        let (mut count, mut bytes) = (0usize, 0usize);
-        let (mut oldest, mut newest) = (None, None);
+        q.limit = REPLAY_PAGE.min(cap.max(1));
+        // What one replay holds: at most `api.max_response_bytes` of documents (and one page more).
+        let byte_cap = self.api.config().max_response_bytes.0 as usize;
+        q.max_bytes = byte_cap;
+        let mut bytes = 0usize;
+        // Newest first.
+        let mut newer: Vec<(Position, Value)> = Vec::new();
         let more = loop {
-            let page = match self.cancellable(positions(self.api.clone(), walk.clone())).await? {
+            let page = match self.find(q.clone()).await? {
                 Ok(page) => page,
                 Err(e) => return self.replay_failed(e, replay, through, sent).await,
             };
-            count += page.positions.len();
             bytes += page.bytes;
-            newest = newest.or(page.positions.first().copied());
-            oldest = page.positions.last().copied().or(oldest);
+            newer.extend(
+                page.docs
+                    .into_iter()
+                    .filter_map(|doc| Position::of_doc(collection, &doc).map(|p| (p, doc))),
+            );
             match page.next {
-                Some(next) if count < cap && bytes < byte_cap => {
-                    walk.after = Some(next);
-                    walk.limit = REPLAY_PAGE.min(cap - count);
-                    walk.max_bytes = byte_cap - bytes;
+                Some(next) if newer.len() < cap && bytes < byte_cap => {
+                    q.after = Some(next);
+                    q.max_bytes = byte_cap - bytes;
                 }
-                next => break next.is_some(),
+                next => break next.is_some() || newer.len() > cap,
             }
         };
+        newer.truncate(cap);
         if more && after.is_some() {
             // Counted in the same bounds (up to the newest read, if the tap had shown nothing
             // yet): what is stored meanwhile falls outside them, so it is not counted too.
-            let mut counting = q.clone();
-            counting.limit = 1;
-            counting.shape = Shape::Positions;
-            counting.count_up_to = (cap as u64).saturating_mul(10).max(1);
+            let mut count = q.clone();
+            count.after = None;
+            count.limit = 1;
+            count.max_bytes = usize::MAX;
+            count.count_up_to = (cap as u64).saturating_mul(10).max(1);
             if through.is_none() {
-                counting.filters.extend(newest.map(Filter::AtOrBefore));
+                count
+                    .filters
+                    .extend(newer.iter().map(|(p, _)| *p).max().map(Filter::AtOrBefore));
             }
-            let total = match self.cancellable(positions(self.api.clone(), counting)).await? {
+            let total = match self.find(count).await? {
                 Ok(found) => found.total.map_or(0, |t| t.n),
                 Err(e) => return self.replay_failed(e, replay, through, sent).await,
             };
-            let skipped = total.saturating_sub(count as u64);
+            let skipped = total.saturating_sub(newer.len() as u64);
             let data = json!({"skipped": skipped, "reason": "more events than api.max_replay (or api.max_response_bytes) since Last-Event-ID; the oldest were not replayed"});
             self.push("lagged", None, &data.to_string());
         }
-        let (Some(oldest), Some(newest)) = (oldest, newest) else {
-            return self.flush().await;
-        };
         // Oldest first, so that the last one sent is where a client resumes from next time.
-        let mut piece = q;
-        piece.shape = Shape::Text;
-        piece.order = Order::Oldest;
-        let bounds = piece.filters.len();
-        piece.filters.push(Filter::From(oldest));
-        piece.filters.push(Filter::AtOrBefore(newest));
-        let mut left = count;
-        while left > 0 {
-            piece.limit = REPLAY_PAGE.min(left);
-            let api = self.api.clone();
-            let read = piece.clone();
-            let (found, memory) = match self.cancellable(async move { api.read_piece(read).await }).await? {
-                Ok(found) => found,
-                Err(e) => return self.replay_failed(e, replay, through, sent).await,
-            };
-            for (position, text) in found.positions.iter().zip(&found.texts) {
-                let data = match serde_json::from_str::<Value>(text) {
-                    Ok(doc) => sse::shape_doc(collection, doc),
-                    Err(_) => continue,
-                };
-                self.push("", Some(&position.encode()), &data);
-                sent.ids.insert(position.id);
-                sent.newest = Some(*position);
-            }
-            left = left.saturating_sub(found.texts.len().max(1));
-            let last = found.positions.last().copied();
-            let done = found.next.is_none();
-            drop(found);
-            if !self.chunk.is_empty() {
-                let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES));
-                self.send(memory.into_bytes(chunk)).await?;
-            }
-            match last {
-                Some(last) if !done => {
-                    piece.filters.truncate(bounds);
-                    piece.filters.push(Filter::After(last));
-                    piece.filters.push(Filter::AtOrBefore(newest));
-                }
-                _ => break,
-            }
+        newer.sort_by_key(|(p, _)| *p);
+        sent.newest = newer.last().map(|(p, _)| *p);
+        for (position, doc) in newer {
+            let data = sse::shape_doc(self.stream.collection, doc);
+            self.push("", Some(&position.encode()), &data);
+            sent.ids.insert(position.id);
+            self.flush_if_full().await?;
         }
         self.flush().await
     }
@@ -256,6 +219,13 @@ impl Feed {
                 _ = tokio::time::sleep(OUTBOX_CHECK) => {}
             }
         }
+    }
+
+    /// A query for the replay, on the server's runtime, at the daemon's priority, as other queries.
+    /// A query of the replay, in the heavy reads' turn; given up (`Err(Ended)`) when the client
+    /// goes or the daemon stops.
+    async fn find(&self, q: FindQuery) -> Result<Result<Found, ApiError>, Ended> {
+        self.cancellable(positions(self.api.clone(), q)).await
     }
 
     /// The store cannot answer: say so (its own words under `details`), then send what the daemon
