@@ -178,7 +178,7 @@ EOF
   curl -fsS "$api/healthz" >/dev/null || fail "GET /healthz: $(tail -5 "$d/daemon.log")"
   curl -fsS "$api/api/logs?per_page=5" >/dev/null || fail "GET /api/logs"
   echo '{"type":"log","level":"INFO","message":"over HTTP"}' |
-    curl -fsS --data-binary @- "$api/api/events" >/dev/null || fail "POST /api/events"
+    curl -fsS -H "Content-Type: application/json" --data-binary @- "$api/api/events" >/dev/null || fail "POST /api/events"
   kill -HUP "$daemon"
   sleep 1
   as_nobody strace -f -qq -o "$d/trace-alert" "$bin" alert test --config "$d/config.toml" >/dev/null
