@@ -1,20 +1,29 @@
-//! The collector against rsyslog on the same lines, in the same run (issue 13).
+//! The collector against rsyslog on the same lines, in the same run (issues 13 and 23).
 //!
-//! `cargo bench --bench peer_rsyslog` sends BENCH_EVENTS (default 1,000,000) lines of about 235 bytes
-//! (the socket benchmark's) over Unix stream sockets, from BENCH_CLIENTS clients (default `1,4`: one run
-//! with one client, one with four), alternately to
+//! `cargo bench --bench peer_rsyslog` runs two loads (BENCH_LOAD, default `acceptance,mix`), each
+//! alternately against
 //!   * the collector at its default settings: socket → parse, check, redact → the embedded SQLite store,
-//!     indexed and queryable; "done" is when every client has its answer, which comes only once its
-//!     events are durable (then SIGTERM, and every event is counted in the store);
+//!     indexed and queryable;
 //!   * rsyslog: `imptcp` on a Unix path → `mmjsonparse` (the raw line, no cookie) → `omfile` writing
-//!     `$!all-json` to a flat file; "done" is when the file holds every line (rsyslog writes each
-//!     batch at its end).
+//!     `$!all-json` to a flat file; "done" is when the file holds every line.
+//!
+//! `acceptance` is the load the project's ingest is judged by (issue 23): BENCH_EVENTS (default
+//! 1,000,000) log events of about 300 bytes (Chinese text, an `extra` object of four fields, a distinct
+//! `extra.req`), written over ONE connection (BENCH_ACCEPT_CLIENTS) in writes of 64 KiB as fast as the
+//! receiver takes them, then a half-close; the collector's config holds only `state_dir`, `[socket]
+//! path` and `[api] listen`; "done" is when `SELECT count(*) FROM api_logs`, polled every 200 ms from
+//! another connection, reaches the total (BENCH_DONE=ack waits for the connection's answer instead,
+//! which comes once every event is durable); rsyslog's file is polled every 200 ms too.
+//! `mix` is issue 13's: lines of about 235 bytes (half logs, a quarter cost, a quarter performance
+//! records) from BENCH_CLIENTS clients (default `1,4`) in one write each; done when every client
+//! has its answer (then SIGTERM, and every event is counted in the store).
 //!
 //! For each it prints events/s, the peak RSS (VmHWM) and the CPU time (user + system, all threads) per
-//! event, then the ratios. BENCH_ROUNDS (default 1) repeats the pairs; the order alternates per round.
-//! BENCH_OURS_CONFIG appends TOML to the collector's config (sections the default leaves out), for
-//! trying a setting against the defaults; BENCH_BIN runs another build of the collector (a copy of
-//! the binary before a change, for A/B runs); BENCH_PEER=off runs the collector alone.
+//! event when done, then the ratios. BENCH_ROUNDS (default 1) repeats the runs; the order rotates per
+//! round. BENCH_OURS_CONFIG appends TOML to the collector's config, for trying a setting against the
+//! defaults; BENCH_BIN runs another build of the collector; BENCH_BIN_B (and/or BENCH_OURS_CONFIG_B)
+//! adds a second collector, "B", to every round, for A/B runs of a change (B/A ratios are printed);
+//! BENCH_PEER=off leaves rsyslog out.
 //!
 //! rsyslogd is looked for in RSYSLOGD, on PATH, in /usr/sbin, and unpacked under
 //! `target/peer/rsyslog` (Debian's package, when it cannot be installed):
@@ -22,7 +31,8 @@
 //! mkdir -p target/peer/rsyslog && cd target/peer && apt-get download rsyslog libestr0 libfastjson4 liblognorm5 \
 //!   && for d in *.deb; do dpkg -x "$d" rsyslog; done
 //! ```
-//! Without it the benchmark prints why and exits 0: it is never part of the test suite.
+//! Without it (and without BENCH_PEER=off) the benchmark prints why and exits 0: it is never part of the
+//! test suite.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::net::UnixStream;
@@ -82,6 +92,57 @@ struct Run {
     rate: f64,
     rss: f64,
     cpu_us: f64,
+    /// RssAnon, RssFile (code and other mapped files), RssShmem (SQLite's WAL index) in MiB, when done.
+    parts: [f64; 3],
+}
+
+/// RssAnon, RssFile and RssShmem of a process now, in MiB.
+fn rss_parts(pid: u32) -> [f64; 3] {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    [field("RssAnon:"), field("RssFile:"), field("RssShmem:")]
+}
+
+/// How a load is sent and when it is done.
+#[derive(Clone, Copy, PartialEq)]
+enum Done {
+    /// Every client has its answer (each comes once the client's events are durable).
+    Answers,
+    /// `SELECT count(*)` of the event tables reaches the total, polled every 200 ms.
+    Count,
+}
+
+struct Load {
+    name: &'static str,
+    /// One payload per client.
+    payloads: Vec<Vec<u8>>,
+    total: usize,
+    /// Bytes per write(2): 0 writes each payload at once.
+    chunk: usize,
+    done: Done,
+    /// The event tables counted when `done` is `Count`.
+    tables: &'static [&'static str],
+    /// The config holds only where it listens (the acceptance load's "defaults").
+    bare_config: bool,
+}
+
+const POLL: Duration = Duration::from_millis(200);
+
+/// Event `i` of the acceptance load: `mkdata.py`'s line, about 300 bytes.
+fn acceptance_line(i: usize) -> String {
+    format!(
+        "{{\"type\":\"log\",\"timestamp\":\"2026-11-26T08:00:00.123Z\",\"level\":\"INFO\",\
+         \"message\":\"开始API调用 model=gpt-4o tokens=1234\",\"module\":\"lngpt.api\",\
+         \"function\":\"stream_chat\",\"line\":42,\"extra\":{{\"model\":\"gpt-4o\",\"tokens\":1234,\
+         \"req\":\"r{i:09}\",\"host\":\"app-01\"}}}}\n"
+    )
 }
 
 fn connect_when_up(socket: &Path, child: &mut Child, what: &str) {
@@ -95,46 +156,58 @@ fn connect_when_up(socket: &Path, child: &mut Child, what: &str) {
     }
 }
 
-/// Each client writes its whole payload, half-closes, and (when `answer`) reads the reply.
-fn send(socket: &Path, payloads: &[Vec<u8>], answer: bool) -> u64 {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = payloads
-            .iter()
-            .map(|p| {
-                s.spawn(move || {
-                    let mut c = UnixStream::connect(socket).expect("connect");
-                    c.write_all(p).expect("write");
-                    c.shutdown(std::net::Shutdown::Write).expect("shutdown");
-                    if !answer {
-                        return 0;
-                    }
-                    let mut reply = String::new();
-                    c.read_to_string(&mut reply).expect("answer");
-                    let v: serde_json::Value = serde_json::from_str(reply.trim()).expect("answer is JSON");
-                    v["events"].as_u64().unwrap_or(0)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("client thread")).sum()
-    })
+/// Each client writes its payload (in writes of `chunk` bytes), half-closes, and (when `answer`)
+/// reads the reply: the events it says are stored.
+fn client(socket: &Path, payload: &[u8], chunk: usize, answer: bool) -> u64 {
+    let mut c = UnixStream::connect(socket).expect("connect");
+    let chunk = if chunk == 0 { payload.len().max(1) } else { chunk };
+    for part in payload.chunks(chunk) {
+        c.write_all(part).expect("write");
+    }
+    c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    if !answer {
+        return 0;
+    }
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).expect("answer");
+    let v: serde_json::Value = serde_json::from_str(reply.trim()).expect("answer is JSON");
+    v["events"].as_u64().unwrap_or(0)
 }
 
-fn ours(payloads: &[Vec<u8>], total: usize) -> Run {
+/// Rows in `tables` of the SQLite file at `db`, 0 while it cannot be read yet.
+fn count_rows(db: &Path, tables: &[&str]) -> usize {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return 0;
+    };
+    tables
+        .iter()
+        .map(|t| {
+            conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0) as usize
+        })
+        .sum()
+}
+
+fn ours(load: &Load, bin: &str, extra_config: &str) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("ours.sock");
     let config = dir.path().join("ours.toml");
-    // Default settings: only where it listens and how much it logs.
+    let state = dir.path().join("state");
+    // Default settings: only where it listens (and, for issue 13's load, how much it logs).
+    let log = if load.bare_config {
+        ""
+    } else {
+        "[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n"
+    };
     std::fs::write(
         &config,
         format!(
-            "state_dir = {:?}\n[socket]\npath = {:?}\n[log]\nlevel = \"warn\"\nsummary_interval = \"0\"\n[api]\nlisten = \"127.0.0.1:0\"\n{}\n",
-            dir.path().join("state").display().to_string(),
+            "state_dir = {:?}\n[socket]\npath = {:?}\n{log}[api]\nlisten = \"127.0.0.1:0\"\n{extra_config}\n",
+            state.display().to_string(),
             socket.display().to_string(),
-            std::env::var("BENCH_OURS_CONFIG").unwrap_or_default()
         ),
     )
     .expect("write config");
-    let bin = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into());
     let mut daemon = Command::new(bin)
         .arg("run")
         .arg("--config")
@@ -143,24 +216,51 @@ fn ours(payloads: &[Vec<u8>], total: usize) -> Run {
         .spawn()
         .expect("start the collector");
     connect_when_up(&socket, &mut daemon, "the collector");
-    let cpu0 = cpu_seconds(daemon.id());
+    let db = state.join("collector.db");
+    let pid = daemon.id();
+    let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
-    let accepted = send(&socket, payloads, true);
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(daemon.id()) - cpu0;
-    let rss = peak_rss_mib(daemon.id());
+    let (accepted, secs, cpu, rss, parts) = std::thread::scope(|s| {
+        let clients: Vec<_> = load
+            .payloads
+            .iter()
+            .map(|p| s.spawn(|| client(&socket, p, load.chunk, true)))
+            .collect();
+        if load.done == Done::Count {
+            while count_rows(&db, load.tables) < load.total {
+                assert!(t0.elapsed() < Duration::from_secs(600), "the collector stalled");
+                std::thread::sleep(POLL);
+            }
+        }
+        let now = || {
+            (
+                t0.elapsed().as_secs_f64(),
+                cpu_seconds(pid) - cpu0,
+                peak_rss_mib(pid),
+                rss_parts(pid),
+            )
+        };
+        let at_count = now();
+        let accepted: u64 = clients.into_iter().map(|h| h.join().expect("client thread")).sum();
+        let (secs, cpu, rss, parts) = match load.done {
+            Done::Count => at_count,
+            Done::Answers => now(),
+        };
+        (accepted, secs, cpu, rss, parts)
+    });
     common::stop(&mut daemon);
-    assert_eq!(accepted as usize, total, "every event acknowledged");
-    let stored = common::stored_events(&dir.path().join("state/collector.db"));
-    assert_eq!(stored, total, "every event stored");
+    assert_eq!(accepted as usize, load.total, "every event acknowledged");
+    let stored = common::stored_events(&db);
+    assert_eq!(stored, load.total, "every event stored");
     Run {
-        rate: total as f64 / secs,
+        rate: load.total as f64 / secs,
         rss,
-        cpu_us: cpu * 1e6 / total as f64,
+        cpu_us: cpu * 1e6 / load.total as f64,
+        parts,
     }
 }
 
-fn peer(p: &Peer, payloads: &[Vec<u8>], total: usize) -> Run {
+fn peer(p: &Peer, load: &Load) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     let socket = d.join("peer.sock");
@@ -201,43 +301,110 @@ input(type="imptcp" path="{socket}" unlink="on" ruleset="bench")
     }
     let mut child = cmd.spawn().expect("start rsyslogd");
     connect_when_up(&socket, &mut child, "rsyslogd");
-    let cpu0 = cpu_seconds(child.id());
+    let pid = child.id();
+    let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
-    send(&socket, payloads, false);
-    // Done when the file holds every line.
-    let (mut lines, mut buf) = (0usize, vec![0u8; 1 << 20]);
-    let mut file = loop {
-        if let Ok(f) = std::fs::File::open(&out) {
-            break f;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(600), "rsyslog wrote nothing");
-        std::thread::sleep(Duration::from_millis(2));
+    let poll = match load.done {
+        Done::Count => POLL,
+        Done::Answers => Duration::from_millis(2),
     };
-    let mut pos = 0u64;
-    while lines < total {
-        file.seek(SeekFrom::Start(pos)).expect("seek");
-        let n = file.read(&mut buf).expect("read the output");
-        if n == 0 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(600),
-                "rsyslog stalled at {lines} lines"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-            continue;
+    let (lines, secs, cpu, rss, parts) = std::thread::scope(|s| {
+        for p in &load.payloads {
+            s.spawn(|| client(&socket, p, load.chunk, false));
         }
-        pos += n as u64;
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(child.id()) - cpu0;
-    let rss = peak_rss_mib(child.id());
+        // Done when the file holds every line.
+        let (mut lines, mut buf) = (0usize, vec![0u8; 1 << 20]);
+        let mut file = loop {
+            if let Ok(f) = std::fs::File::open(&out) {
+                break f;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(600), "rsyslog wrote nothing");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let mut pos = 0u64;
+        while lines < load.total {
+            file.seek(SeekFrom::Start(pos)).expect("seek");
+            let n = file.read(&mut buf).expect("read the output");
+            if n == 0 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(600),
+                    "rsyslog stalled at {lines} lines"
+                );
+                std::thread::sleep(poll);
+                continue;
+            }
+            pos += n as u64;
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+        }
+        (
+            lines,
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds(pid) - cpu0,
+            peak_rss_mib(pid),
+            rss_parts(pid),
+        )
+    });
     common::stop(&mut child);
-    assert_eq!(lines, total, "rsyslog wrote every line once");
+    assert_eq!(lines, load.total, "rsyslog wrote every line once");
     Run {
-        rate: total as f64 / secs,
+        rate: load.total as f64 / secs,
         rss,
-        cpu_us: cpu * 1e6 / total as f64,
+        cpu_us: cpu * 1e6 / load.total as f64,
+        parts,
     }
+}
+
+fn loads(total: usize) -> Vec<Load> {
+    let names = std::env::var("BENCH_LOAD").unwrap_or_else(|_| "acceptance,mix".into());
+    let mut out = Vec::new();
+    for name in names.split(',').map(str::trim) {
+        let (lines, clients, chunk, done, tables, bare_config, name): (Vec<String>, String, _, _, &[&str], _, _) =
+            match name {
+                "acceptance" => (
+                    (0..total).map(acceptance_line).collect(),
+                    std::env::var("BENCH_ACCEPT_CLIENTS").unwrap_or_else(|_| "1".into()),
+                    1 << 16,
+                    Done::Count,
+                    &["api_logs"],
+                    true,
+                    "acceptance",
+                ),
+                "mix" => (
+                    (0..total).map(line).collect(),
+                    std::env::var("BENCH_CLIENTS").unwrap_or_else(|_| "1,4".into()),
+                    0,
+                    Done::Answers,
+                    &["api_logs", "api_cost", "api_performance"],
+                    false,
+                    "mix",
+                ),
+                other => panic!("BENCH_LOAD: unknown load {other:?} (acceptance, mix)"),
+            };
+        let done = match std::env::var("BENCH_DONE").as_deref() {
+            Ok("ack") => Done::Answers,
+            Ok("count") => Done::Count,
+            _ => done,
+        };
+        for n in clients
+            .split(',')
+            .filter_map(|c| c.trim().parse::<usize>().ok())
+            .filter(|&c| c > 0)
+        {
+            let payloads = (0..n)
+                .map(|c| lines[c..].iter().step_by(n).flat_map(|l| l.bytes()).collect())
+                .collect();
+            out.push(Load {
+                name,
+                payloads,
+                total,
+                chunk,
+                done,
+                tables,
+                bare_config,
+            });
+        }
+    }
+    out
 }
 
 fn main() {
@@ -254,14 +421,15 @@ fn main() {
     let p = p.filter(|_| !alone);
     let total = env_usize("BENCH_EVENTS", 1_000_000);
     let rounds = env_usize("BENCH_ROUNDS", 1).max(1);
-    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
-        .unwrap_or_else(|_| "1,4".into())
-        .split(',')
-        .filter_map(|c| c.trim().parse().ok())
-        .filter(|&c| c > 0)
-        .collect();
-    let lines: Vec<String> = (0..total).map(line).collect();
-    let bytes: usize = lines.iter().map(String::len).sum();
+    let bin_a = std::env::var("BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_lngpt-collector").into());
+    let config_a = std::env::var("BENCH_OURS_CONFIG").unwrap_or_default();
+    let b = match (std::env::var("BENCH_BIN_B"), std::env::var("BENCH_OURS_CONFIG_B")) {
+        (Err(_), Err(_)) => None,
+        (bin, config) => Some((
+            bin.unwrap_or_else(|_| bin_a.clone()),
+            config.unwrap_or_else(|_| config_a.clone()),
+        )),
+    };
     match &p {
         Some(p) => println!(
             "collector (socket -> SQLite, default settings) against rsyslog ({}: imptcp on a Unix path -> mmjsonparse -> file)",
@@ -269,42 +437,94 @@ fn main() {
         ),
         None => println!("collector (socket -> SQLite, default settings) alone (BENCH_PEER=off)"),
     }
-    println!(
-        "{total} events of {:.0} bytes, {rounds} round(s)",
-        bytes as f64 / total as f64
-    );
+    println!("A: {bin_a} {config_a:?}");
+    if let Some((bin, config)) = &b {
+        println!("B: {bin} {config:?}");
+    }
     let show = |who: &str, r: Run| {
         println!(
-            "  {who:<10} {:>9.0} events/s  peak RSS {:>5.1} MiB  CPU {:.2} µs/event",
-            r.rate, r.rss, r.cpu_us
+            "  {who:<12} {:>9.0} events/s  peak RSS {:>5.1} MiB  CPU {:.2} µs/event  (when done: anon {:.1}, file {:.1}, shmem {:.1} MiB)",
+            r.rate, r.rss, r.cpu_us, r.parts[0], r.parts[1], r.parts[2]
         )
     };
-    for &n in &clients {
-        let payloads: Vec<Vec<u8>> = (0..n)
-            .map(|c| lines[c..].iter().step_by(n).flat_map(|l| l.bytes()).collect())
-            .collect();
+    let ratio = |what: &str, a: Run, b: Run| {
+        println!(
+            "  {what}: {:.2}x events/s, {:.2}x peak RSS, {:.2}x CPU per event",
+            a.rate / b.rate,
+            a.rss / b.rss,
+            a.cpu_us / b.cpu_us
+        )
+    };
+    for load in loads(total) {
+        let bytes: usize = load.payloads.iter().map(Vec::len).sum();
+        println!(
+            "load {}: {} events of {:.0} bytes, {} client(s), done by {}, {rounds} round(s)",
+            load.name,
+            load.total,
+            bytes as f64 / load.total as f64,
+            load.payloads.len(),
+            match load.done {
+                Done::Count => "count(*)",
+                Done::Answers => "the answers",
+            }
+        );
         for round in 0..rounds {
-            let (a, b) = match &p {
-                None => (ours(&payloads, total), None),
-                Some(p) if round % 2 == 0 => {
-                    let a = ours(&payloads, total);
-                    (a, Some(peer(p, &payloads, total)))
-                }
-                Some(p) => {
-                    let b = peer(p, &payloads, total);
-                    (ours(&payloads, total), Some(b))
-                }
-            };
-            println!("{n} client(s), round {}:", round + 1);
-            show("collector:", a);
-            if let Some(b) = b {
-                show("rsyslog:", b);
-                println!(
-                    "  collector / rsyslog: {:.2}x events/s, {:.2}x peak RSS, {:.2}x CPU per event",
-                    a.rate / b.rate,
-                    a.rss / b.rss,
-                    a.cpu_us / b.cpu_us
+            // Who runs: A, then B and the peer if there are; the order rotates per round.
+            let mut who: Vec<&str> = vec!["A"];
+            if b.is_some() {
+                who.push("B");
+            }
+            if p.is_some() {
+                who.push("rsyslog");
+            }
+            let k = round % who.len();
+            who.rotate_left(k);
+            let mut runs: Vec<(&str, Run)> = Vec::new();
+            for w in &who {
+                let r = match *w {
+                    "A" => ours(&load, &bin_a, &config_a),
+                    "B" => {
+                        let (bin, config) = b.as_ref().expect("B");
+                        ours(&load, bin, config)
+                    }
+                    _ => peer(p.as_ref().expect("peer"), &load),
+                };
+                runs.push((w, r));
+            }
+            let get = |w: &str| runs.iter().find(|(n, _)| *n == w).map(|(_, r)| *r);
+            println!(
+                "{} {} client(s), round {} (order {}):",
+                load.name,
+                load.payloads.len(),
+                round + 1,
+                who.join(", ")
+            );
+            for (w, r) in &runs {
+                let label = match *w {
+                    "A" if b.is_some() => "collector A:",
+                    "A" => "collector:",
+                    "B" => "collector B:",
+                    _ => "rsyslog:",
+                };
+                show(label, *r);
+            }
+            let (a, bb, peer_run) = (get("A").expect("A"), get("B"), get("rsyslog"));
+            if let Some(pr) = peer_run {
+                ratio(
+                    if bb.is_some() {
+                        "A / rsyslog"
+                    } else {
+                        "collector / rsyslog"
+                    },
+                    a,
+                    pr,
                 );
+                if let Some(bb) = bb {
+                    ratio("B / rsyslog", bb, pr);
+                }
+            }
+            if let Some(bb) = bb {
+                ratio("B / A", bb, a);
             }
         }
     }

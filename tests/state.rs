@@ -196,7 +196,7 @@ fn a_store_from_the_first_release_is_migrated_and_keeps_its_rows() {
     assert_eq!(
         indexes("api_logs"),
         [
-            "api_logs_level_timestamp_ms",
+            "api_logs_level_timestamp_ms_rare",
             "api_logs_module_timestamp_ms",
             "api_logs_request_id",
             "api_logs_timestamp_ms"

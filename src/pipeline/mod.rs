@@ -50,7 +50,7 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            memory_budget: ByteSize(16 << 20),
+            memory_budget: ByteSize(8 << 20),
             max_batch: 1000,
             max_wait: HumanDuration(Duration::from_millis(200)),
             shutdown_timeout: HumanDuration(Duration::from_secs(15)),

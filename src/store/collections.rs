@@ -25,6 +25,13 @@ pub struct Spec {
     pub indexed: &'static [&'static str],
     /// Partial indexes of the embedded store on fields that are mostly absent (e.g. `request_id`).
     pub sparse_indexed: &'static [&'static str],
+    /// Indexed fields whose embedded index holds only the rows with one of a few rare values (the
+    /// index's `WHERE`): the common values are most rows and are found by time, and the index costs
+    /// a B-tree insert only for the rare ones. MongoDB indexes the field whole (it is in `indexed`).
+    pub rare_values: &'static [(&'static str, &'static [&'static str])],
+    /// Fields of `indexed` the embedded store does not index (MongoDB does): their filters are
+    /// answered by the time index, and they cost no B-tree insert per event.
+    pub embedded_unindexed: &'static [&'static str],
     /// Columns the embedded store's aggregations read: indexed after the time, so that a range's
     /// sums come from the index alone instead of every row. The index then also serves time ranges
     /// and listings, in place of a plain time index.
@@ -51,6 +58,9 @@ pub const LOGS: Spec = Spec {
     ],
     indexed: &["level", "module"],
     sparse_indexed: &["request_id"],
+    // INFO and DEBUG are nearly every event (one B-tree insert each for nothing): issue 23.
+    rare_values: &[("level", &["WARNING", "ERROR", "CRITICAL"])],
+    embedded_unindexed: &[],
     covering: &[],
 };
 
@@ -71,6 +81,8 @@ pub const COST: Spec = Spec {
     ],
     indexed: &["model"],
     sparse_indexed: &["received_at_ms"],
+    rare_values: &[],
+    embedded_unindexed: &[],
     covering: &[
         "model",
         "currency",
@@ -94,6 +106,8 @@ pub const PERFORMANCE: Spec = Spec {
     ],
     indexed: &["status"],
     sparse_indexed: &[],
+    rare_values: &[],
+    embedded_unindexed: &[],
     covering: &["model", "status", "response_time", "first_chunk_time"],
 };
 
@@ -104,6 +118,8 @@ pub const REJECTS: Spec = Spec {
     columns: &[col("source", "TEXT NOT NULL", "$.source")],
     indexed: &[],
     sparse_indexed: &[],
+    rare_values: &[],
+    embedded_unindexed: &[],
     covering: &[],
 };
 
@@ -114,6 +130,8 @@ pub const METRICS: Spec = Spec {
     columns: &[col("model", "TEXT", "$.model")],
     indexed: &["model"],
     sparse_indexed: &[],
+    rare_values: &[],
+    embedded_unindexed: &[],
     covering: &[],
 };
 
@@ -131,6 +149,8 @@ pub const ALERTS: Spec = Spec {
     ],
     indexed: &["state", "key"],
     sparse_indexed: &[],
+    rare_values: &[],
+    embedded_unindexed: &[],
     covering: &[],
 };
 
@@ -147,6 +167,11 @@ impl Spec {
     pub fn column(&self, field: &str) -> Option<&'static Column> {
         self.columns.iter().find(|c| c.name == field)
     }
+
+    /// The rare values of `field` whose rows alone its embedded index holds, if it is such a field.
+    pub fn rare_values(&self, field: &str) -> Option<&'static [&'static str]> {
+        self.rare_values.iter().find(|(f, _)| *f == field).map(|(_, v)| *v)
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +187,20 @@ mod tests {
                 assert!(
                     c.spec().column(field).is_some(),
                     "{field} of {} has no column",
+                    c.name()
+                );
+            }
+            for (field, _) in c.spec().rare_values {
+                assert!(
+                    c.spec().indexed.contains(field),
+                    "{field} of {} is not indexed",
+                    c.name()
+                );
+            }
+            for field in c.spec().embedded_unindexed {
+                assert!(
+                    c.spec().indexed.contains(field),
+                    "{field} of {} is not indexed",
                     c.name()
                 );
             }
