@@ -792,7 +792,7 @@ fn a_stalled_stream_client_neither_slows_ingest_nor_grows_memory() {
     }
     let (_, hwm) = d.rss();
     assert_eq!(d.count("api_logs"), TOTAL as u64);
-    // The budget (16 MiB), SQLite's caches and one client's share of the live feed; not the stream.
+    // The memory budget (8 MiB), SQLite's caches and one client's share of the live feed; not the stream.
     assert!(
         hwm < rss_before + 160 * 1024 * 1024,
         "peak RSS {} MiB (started at {} MiB)",
@@ -1009,7 +1009,7 @@ fn probes_and_metrics_say_what_the_daemon_does() {
     assert!(value("lngpt_collector_events_stored_total", &[("collection", "api_logs")]) >= logs + 1.0);
     assert_eq!(value("lngpt_collector_events_rejected_total", &[]), rejects);
     assert_eq!(value("lngpt_collector_stream_clients", &[]), 1.0);
-    assert_eq!(value("lngpt_collector_memory_limit_bytes", &[]), 16.0 * 1024.0 * 1024.0);
+    assert_eq!(value("lngpt_collector_memory_limit_bytes", &[]), 8.0 * 1024.0 * 1024.0);
     assert_eq!(value("lngpt_collector_store_up", &[]), 1.0);
     let histogram = scrape
         .samples
