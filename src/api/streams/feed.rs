@@ -46,7 +46,7 @@ pub(super) struct Feed {
 struct Ended;
 
 /// A replay's query, read in the heavy reads' turn.
-async fn positions(api: Api, q: FindQuery) -> Result<Found, ApiError> {
+async fn replay_query(api: Api, q: FindQuery) -> Result<Found, ApiError> {
     let _turn = api.inner.reads.query_turn().await;
     api.timed(api.store().find(q)).await
 }
@@ -221,11 +221,10 @@ impl Feed {
         }
     }
 
-    /// A query for the replay, on the server's runtime, at the daemon's priority, as other queries.
     /// A query of the replay, in the heavy reads' turn; given up (`Err(Ended)`) when the client
     /// goes or the daemon stops.
     async fn find(&self, q: FindQuery) -> Result<Result<Found, ApiError>, Ended> {
-        self.cancellable(positions(self.api.clone(), q)).await
+        self.cancellable(replay_query(self.api.clone(), q)).await
     }
 
     /// The store cannot answer: say so (its own words under `details`), then send what the daemon
