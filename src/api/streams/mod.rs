@@ -144,7 +144,17 @@ fn open(api: Api, stream: &'static Stream, headers: &HeaderMap, query: RawQuery)
     let live = api.inner.hubs.subscribe(stream.collection, &api);
     // Taken after subscribing: each batch shown from now on reaches the client live, and the
     // store holds every one before.
-    let mark = api.inner.tap.mark(stream.collection);
+    let mut mark = api.inner.tap.mark(stream.collection);
+    // Nothing shown since the daemon started: the store holds only what came before, and all that
+    // is stored from now on comes live. Bounded by now, a replay that runs late (on the streams'
+    // low-priority runtime, the store busy) cannot also return events that reach the client live,
+    // out of order, which would send the client's Last-Event-ID backwards.
+    if mark.newest.is_none() {
+        mark.newest = Some(crate::store::query::Position {
+            time_ms: crate::event::Timestamp::now().as_millis(),
+            id: crate::event::EventId([0xff; 12]),
+        });
+    }
     let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
     let feed = Feed {
         stopping: api.inner.stopping.clone(),
