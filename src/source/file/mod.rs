@@ -24,6 +24,8 @@ pub mod checkpoint;
 mod config;
 mod discovery;
 mod fingerprint;
+#[doc(hidden)]
+pub mod model_records;
 mod open_files;
 pub mod python;
 mod reader;
